@@ -1,0 +1,1 @@
+"""Node agents: probes, exporter and reports (see issue 6)."""

@@ -1,0 +1,1 @@
+"""Organizations, quotas and fair-share arithmetic. Pure: no I/O, no clock."""

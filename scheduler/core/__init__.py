@@ -1,0 +1,1 @@
+"""The pure decision core: ``decide(snapshot, now) -> Decisions``."""

@@ -1,0 +1,170 @@
+"""The pool's value types: flavors, nodes, jobs and gangs. Frozen, no I/O.
+
+These are what users write (job specs, pool configs) and what the decision core
+reads. Validation errors name the field path, so they double as user messages.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from scheduler.names import Name
+
+MAX_REPLICAS = 4096
+MAX_ACCELERATORS_PER_NODE = 64
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Flavor(_Frozen):
+    """An accelerator kind (``h100``, ``ascend-910b``, ``mlu370`` ...)."""
+
+    name: Name
+    vendor: str = Field("nvidia", max_length=64)
+    # The environment variable that restricts a process to its devices; the backends
+    # set it per replica (CUDA_VISIBLE_DEVICES, ASCEND_RT_VISIBLE_DEVICES, ...).
+    visibility_env: str = Field("CUDA_VISIBLE_DEVICES", pattern=r"^[A-Z_][A-Z0-9_]*$")
+    description: str = Field("", max_length=512)
+
+
+class Health(StrEnum):
+    HEALTHY = "healthy"
+    # Degraded nodes keep single-node work but get no new multi-node gangs: a gang
+    # runs at the speed of its slowest link.
+    DEGRADED = "degraded"
+    UNHEALTHY = "unhealthy"
+
+
+class TopologyPath(_Frozen):
+    """Where a node sits: zone / spine / rack, and its NVLink domain if it has one."""
+
+    zone: Name = "zone-a"
+    spine: Name = "spine-0"
+    rack: Name = "rack-0"
+    nvlink_domain: Name | None = None
+
+
+class Node(_Frozen):
+    name: Name
+    flavor: Name
+    accelerators: int = Field(ge=0, le=MAX_ACCELERATORS_PER_NODE)
+    cpu: float = Field(64.0, ge=0, le=100_000)
+    memory_gb: float = Field(512.0, ge=0, le=1_000_000)
+    topology: TopologyPath = TopologyPath()
+    health: Health = Health.HEALTHY
+    cordoned: bool = False
+
+    @field_validator("cpu", "memory_gb")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+
+class PriorityClass(_Frozen):
+    name: Name
+    value: int = Field(ge=-1_000_000, le=1_000_000)
+
+
+DEFAULT_PRIORITY_CLASSES = (
+    PriorityClass(name="low", value=100),
+    PriorityClass(name="normal", value=500),
+    PriorityClass(name="high", value=1000),
+)
+
+
+class Gang(_Frozen):
+    """``replicas`` x per-replica resources, placed all together or not at all."""
+
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
+    accelerators: int = Field(1, ge=0, le=MAX_ACCELERATORS_PER_NODE)
+    # Accepted flavors in order of preference; the core takes the first that fits
+    # without borrowing, else the first that fits at all.
+    flavors: tuple[Name, ...] = Field(min_length=1, max_length=16)
+    cpu: float = Field(1.0, ge=0, le=100_000)
+    memory_gb: float = Field(4.0, ge=0, le=1_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flavor_shorthand(cls, data: object) -> object:
+        # `flavor: h100` is the common case; `flavors: [h100, a100]` the general one.
+        if isinstance(data, dict) and "flavor" in data:
+            data = dict(data)
+            flavor = data.pop("flavor")
+            if "flavors" in data:
+                raise ValueError("give either 'flavor' or 'flavors', not both")
+            data["flavors"] = (flavor,)
+        return data
+
+    @field_validator("cpu", "memory_gb")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("must be a finite number")
+        return v
+
+    @field_validator("flavors")
+    @classmethod
+    def _distinct(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("flavors must not repeat")
+        return v
+
+    @property
+    def total_accelerators(self) -> int:
+        return self.replicas * self.accelerators
+
+
+class TopologyConstraint(_Frozen):
+    level: Literal["rack", "spine"] = "rack"
+    mode: Literal["required", "preferred"] = "preferred"
+
+
+class RestartPolicy(_Frozen):
+    # Charged only for the job's own failures; infrastructure failures are free.
+    max_restarts: int = Field(3, ge=0, le=1000)
+    backoff_seconds: float = Field(30.0, ge=0, le=86_400)
+    backoff_max_seconds: float = Field(600.0, ge=0, le=86_400)
+
+
+class CheckpointPolicy(_Frozen):
+    # Informational for the simulator's failure model and for `describe`; training
+    # code decides when it really checkpoints.
+    interval_seconds: float | None = Field(None, gt=0, le=30 * 86_400)
+
+
+class JobSpec(_Frozen):
+    """What an ML engineer submits."""
+
+    name: Name
+    org: Name
+    team: Name | None = None
+    priority: Name = "normal"
+    gang: Gang
+    topology: TopologyConstraint | None = None
+    # Used by backfill to know when capacity frees up; a job past it is stopped.
+    max_runtime_seconds: float | None = Field(None, gt=0, le=365 * 86_400)
+    preemptible: bool = True
+    grace_period_seconds: float = Field(30.0, ge=0, le=3600)
+    restart: RestartPolicy = RestartPolicy()
+    checkpoint: CheckpointPolicy = CheckpointPolicy()
+    command: tuple[str, ...] = Field((), max_length=256)
+    env: dict[str, str] = Field(default_factory=dict, max_length=256)
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", key):
+                raise ValueError(f"'{key}' is not a valid environment variable name")
+            if key.startswith("TRAINPOOL_"):
+                raise ValueError(f"'{key}': TRAINPOOL_* variables are set by the pool")
+        return v

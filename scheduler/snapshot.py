@@ -1,0 +1,85 @@
+"""The immutable view of the pool that ``decide`` reads: nodes, orgs, running and
+pending jobs, decayed usage, and the policy knobs. Nothing here reads a clock."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from quota.model import Org
+from scheduler.domain import Flavor, JobSpec, Node
+
+
+@dataclass(frozen=True, slots=True)
+class PendingJob:
+    id: str
+    spec: JobSpec
+    priority: int  # the numeric value of spec.priority's class
+    submitted_at: float
+    attempt: int = 0
+    # Restart backoff: the job is not eligible before this time.
+    eligible_at: float = 0.0
+    # Nodes blamed for this job's earlier failures; a restart avoids them.
+    avoid_nodes: frozenset[str] = frozenset()
+    # The job whose reclaim or preemption stopped this one; it may not preempt it back.
+    preempted_by: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    id: str
+    spec: JobSpec
+    priority: int
+    submitted_at: float
+    started_at: float
+    flavor: str
+    assignments: tuple[tuple[str, int], ...]  # (node, replicas)
+    last_checkpoint_at: float | None = None
+    # Already asked to stop (preemption or move in progress): still holds its nodes
+    # until it exits, but is never chosen as a victim again.
+    terminating: bool = False
+    preempted_for: str | None = None
+
+    @property
+    def accelerators(self) -> int:
+        return self.spec.gang.accelerators * sum(n for _, n in self.assignments)
+
+    @property
+    def expected_end(self) -> float | None:
+        limit = self.spec.max_runtime_seconds
+        return None if limit is None else self.started_at + limit
+
+
+class Ordering(StrEnum):
+    FAIR = "fair"  # weighted dominant-resource share with decayed usage, then priority/age
+    FIFO = "fifo"  # one global queue: priority, then submit time
+    PRIORITY = "priority"  # org-blind: priority, then submit time (Slurm-like with fairshare off)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The named steps of a cycle and how they combine; defaults are trainpool's own."""
+
+    ordering: Ordering = Ordering.FAIR
+    borrowing: bool = True  # may orgs use idle capacity above nominal?
+    reclaim: bool = True  # may an org below nominal preempt borrowers?
+    priority_preemption: bool = True  # within an org, may higher priority preempt lower?
+    backfill: bool = True  # EASY backfill with a reservation for the blocked head gang
+    # Strict: a blocked job stops everything behind it (plain FIFO); otherwise
+    # later jobs may run if they do not delay it (with backfill) or freely (without).
+    strict_order: bool = False
+    half_life_seconds: float = 7 * 86_400.0
+    move_off_unhealthy: bool = True
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    flavors: tuple[Flavor, ...]
+    nodes: tuple[Node, ...]
+    orgs: tuple[Org, ...]
+    running: tuple[RunningJob, ...] = ()
+    pending: tuple[PendingJob, ...] = ()
+    # Half-life-decayed accelerator-seconds per org and flavor, as of the snapshot's time.
+    usage: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    policy: Policy = Policy()
