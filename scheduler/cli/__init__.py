@@ -1,0 +1,1 @@
+"""The `trainpool` command line (typer). Commands that need the service talk HTTP."""

@@ -1,0 +1,21 @@
+"""Entry point of the `trainpool` command: one typer app, sub-apps registered here."""
+
+from __future__ import annotations
+
+import typer
+
+from scheduler.bench.cli import bench_app
+from scheduler.sim.cli import sim_app
+
+app = typer.Typer(
+    name="trainpool",
+    help="Scheduler of a shared accelerator pool: gang jobs, fair-share quotas, health-aware placement.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(bench_app, name="bench")
+app.add_typer(sim_app, name="sim")
+
+
+if __name__ == "__main__":
+    app()

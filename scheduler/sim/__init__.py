@@ -1,0 +1,1 @@
+"""Trace-driven simulator: replays workloads through the same ``decide`` as the service."""
