@@ -26,9 +26,7 @@ class FlavorQuota(BaseModel):
     @model_validator(mode="after")
     def _lending_within_nominal(self) -> FlavorQuota:
         if self.lending_limit is not None and self.lending_limit > self.nominal:
-            raise ValueError(
-                f"lending_limit ({self.lending_limit}) cannot exceed nominal ({self.nominal})"
-            )
+            raise ValueError(f"lending_limit ({self.lending_limit}) cannot exceed nominal ({self.nominal})")
         return self
 
     @property

@@ -1,0 +1,90 @@
+"""Quota arithmetic for one scheduling cycle: who holds what, who may borrow how much.
+
+The model is Kueue's cohort with lending limits. Each org keeps ``private = nominal -
+lending_limit`` for itself; all the rest of a flavor's capacity (lendable nominal and
+capacity no org is entitled to) is one shared pool. An org's use above its private part
+comes out of the shared pool, so idle private quota is never used by anybody else, and an
+org is never promised more than its nominal. ``QuotaBook`` is a mutable working copy: the
+core builds one per cycle from the snapshot and discards it afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+from quota.model import Org
+
+
+class Verdict(Enum):
+    NOMINAL = "nominal"  # fits within the org's guaranteed quota
+    BORROWED = "borrowed"  # fits, partly on idle capacity lent by others
+    QUOTA = "quota"  # above nominal + borrowing_limit
+    LENDING = "lending"  # within the org's limit, but the shared pool is used up
+
+
+@dataclass(slots=True)
+class _OrgFlavor:
+    nominal: int
+    ceiling: float  # nominal + borrowing_limit (inf when unbounded)
+    private: int
+    alloc: int = 0
+
+
+class QuotaBook:
+    def __init__(self, orgs: Iterable[Org], capacity: Mapping[str, int], borrowing: bool = True) -> None:
+        self.capacity = dict(capacity)
+        self._rows: dict[tuple[str, str], _OrgFlavor] = {}
+        private_total = dict.fromkeys(self.capacity, 0)
+        for org in orgs:
+            for flavor in self.capacity:
+                q = org.quota(flavor)
+                if not borrowing:
+                    ceiling: float = q.nominal
+                elif q.borrowing_limit is None:
+                    ceiling = math.inf
+                else:
+                    ceiling = q.nominal + q.borrowing_limit
+                self._rows[(org.name, flavor)] = _OrgFlavor(q.nominal, ceiling, q.guaranteed_private)
+                private_total[flavor] += q.guaranteed_private
+        self.shared_cap = {f: self.capacity[f] - private_total[f] for f in self.capacity}
+        self.shared_used = dict.fromkeys(self.capacity, 0)
+
+    def row(self, org: str, flavor: str) -> _OrgFlavor:
+        return self._rows[(org, flavor)]
+
+    def alloc(self, org: str, flavor: str) -> int:
+        return self._rows[(org, flavor)].alloc
+
+    def nominal(self, org: str, flavor: str) -> int:
+        return self._rows[(org, flavor)].nominal
+
+    def ceiling(self, org: str, flavor: str) -> float:
+        return self._rows[(org, flavor)].ceiling
+
+    def is_borrowing(self, org: str, flavor: str) -> bool:
+        row = self._rows[(org, flavor)]
+        return row.alloc > row.nominal
+
+    def check(self, org: str, flavor: str, q: int) -> Verdict:
+        row = self._rows[(org, flavor)]
+        new = row.alloc + q
+        if new > row.ceiling:
+            return Verdict.QUOTA
+        delta = max(0, new - row.private) - max(0, row.alloc - row.private)
+        if self.shared_used[flavor] + delta > self.shared_cap[flavor]:
+            return Verdict.LENDING
+        return Verdict.NOMINAL if new <= row.nominal else Verdict.BORROWED
+
+    def add(self, org: str, flavor: str, q: int) -> None:
+        """Charge ``q`` accelerators (negative to release) to ``org``."""
+        row = self._rows[(org, flavor)]
+        before = max(0, row.alloc - row.private)
+        row.alloc += q
+        self.shared_used[flavor] += max(0, row.alloc - row.private) - before
+
+    def borrowed(self, org: str, flavor: str) -> int:
+        row = self._rows[(org, flavor)]
+        return max(0, row.alloc - row.nominal)

@@ -1,0 +1,122 @@
+"""EASY backfill: when will the blocked head gang fit, and on which nodes.
+
+Running jobs release their nodes at their expected end (start + max_runtime; a job being
+stopped, after its grace period). The reservation is the earliest prefix of those
+releases after which the gang fits, found by doubling then bisecting so a pool with tens
+of thousands of running jobs costs a few placement searches, not one per job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scheduler.core.pool import PoolState, Shape
+from scheduler.snapshot import RunningJob
+
+Extra = dict[int, tuple[int, float, float]]
+
+
+@dataclass(slots=True)
+class Hold:
+    job_id: str
+    flavor: str
+    start_at: float
+    nodes: tuple[int, ...]
+    # Capacity taken out of the free pool for the gang: (acc, cpu, mem) per node index.
+    held: Extra = field(default_factory=dict)
+
+
+def _extra_of(pool: PoolState, jobs: list[RunningJob]) -> Extra:
+    extra: Extra = {}
+    for r in jobs:
+        g = r.spec.gang
+        for node, n in r.assignments:
+            i = pool.index.get(node)
+            if i is None:
+                continue
+            a, c, m = extra.get(i, (0, 0.0, 0.0))
+            extra[i] = (a + n * g.accelerators, c + n * g.cpu, m + n * g.memory_gb)
+    return extra
+
+
+def earliest_fit(
+    pool: PoolState,
+    shape: Shape,
+    releases: list[tuple[float, RunningJob]],
+    place: Callable[[Extra], list[tuple[int, int]] | None],
+) -> tuple[float, list[tuple[int, int]]] | None:
+    """(start time, placement) after the fewest releases, in end-time order."""
+    need = shape.replicas * shape.acc
+    ordered = [r for _, r in releases]
+    freed = 0
+    k_min = len(ordered)
+    for k, r in enumerate(ordered, 1):  # no search before enough accelerators come free
+        freed += r.accelerators
+        if freed >= need:
+            k_min = k
+            break
+
+    def attempt(k: int) -> list[tuple[int, int]] | None:
+        return place(_extra_of(pool, ordered[:k]))
+
+    lo, hi, step = k_min - 1, k_min, 1
+    found = attempt(hi) if hi <= len(ordered) else None
+    while found is None and hi < len(ordered):
+        lo, step = hi, step * 2
+        hi = min(len(ordered), hi + step)
+        found = attempt(hi)
+    if found is None:
+        return None
+    while hi - lo > 1:  # invariant: lo does not fit, hi fits
+        mid = (lo + hi) // 2
+        got = attempt(mid)
+        if got is None:
+            lo = mid
+        else:
+            hi, found = mid, got
+    return releases[hi - 1][0], found
+
+
+def plan_reservation(
+    pool: PoolState,
+    job_id: str,
+    flavor: str,
+    shape: Shape,
+    running: list[RunningJob],
+    stopping: set[str],
+    now: float,
+    place: Callable[[Extra], list[tuple[int, int]] | None],
+) -> Hold | None:
+    known: list[tuple[float, RunningJob]] = []
+    unknown: list[tuple[float, RunningJob]] = []
+    for r in running:
+        if r.terminating or r.id in stopping:
+            end: float | None = now + r.spec.grace_period_seconds
+        else:
+            end = r.expected_end
+        if end is None:
+            unknown.append((math.inf, r))
+        else:
+            known.append((max(end, now), r))
+    known.sort(key=lambda e: (e[0], e[1].id))
+    unknown.sort(key=lambda e: e[1].id)
+    got = earliest_fit(pool, shape, known, place) if known else None
+    if got is None:
+        # No runtime limits to go by: still hold the nodes it would get once everything
+        # running ends, so small jobs do not keep it waiting forever.
+        got = earliest_fit(pool, shape, known + unknown, place)
+        if got is None:
+            return None
+        got = (math.inf, got[1])
+    start_at, placement = got
+    hold = Hold(job_id, flavor, start_at, tuple(i for i, _ in placement))
+    for i, n in placement:
+        a = min(max(0, pool.free_acc[i]), n * shape.acc)
+        c = min(max(0.0, pool.free_cpu[i]), n * shape.cpu)
+        m = min(max(0.0, pool.free_mem[i]), n * shape.mem)
+        if a or c or m:
+            hold.held[i] = (a, c, m)
+            pool.take(i, a, c, m)
+    return hold

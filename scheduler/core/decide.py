@@ -1,0 +1,425 @@
+"""``decide(snapshot, now) -> Decisions``: one scheduling cycle over an immutable snapshot.
+
+The cycle runs small named steps in a fixed order (KAI/Volcano actions): move work off
+unhealthy nodes, reject what can never run, then walk the queue in fair-share order and
+for each job allocate, else reclaim or preempt, else reserve (EASY backfill), else record
+why it waits. All state it mutates is a working copy built here and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import math
+
+from quota.accounting import QuotaBook, Verdict
+from scheduler.core.backfill import Hold, plan_reservation
+from scheduler.core.ordering import queue_order
+from scheduler.core.pool import ANYWHERE, Fit, PoolState, Shape
+from scheduler.core.victims import find_victims, victim_order
+from scheduler.decisions import (
+    Decisions,
+    PendingReason,
+    PendingStatus,
+    Placement,
+    PlaceReason,
+    Preemption,
+    PreemptReason,
+    Rejection,
+    RejectReason,
+    Reservation,
+)
+from scheduler.snapshot import PendingJob, RunningJob, Snapshot
+
+Extra = dict[int, tuple[int, float, float]]
+_FAIL = None
+
+
+def decide(snapshot: Snapshot, now: float) -> Decisions:
+    return Cycle(snapshot, now).run()
+
+
+def shape_of(job: PendingJob | RunningJob) -> Shape:
+    g = job.spec.gang
+    return Shape(g.replicas, g.accelerators, g.cpu, g.memory_gb)
+
+
+class Cycle:
+    def __init__(self, snapshot: Snapshot, now: float) -> None:
+        self.snap, self.now, self.policy = snapshot, now, snapshot.policy
+        self.out = Decisions()
+        self.pool = PoolState(snapshot.nodes)
+        self.flavors = {f.name for f in snapshot.flavors}
+        self.orgs = {o.name: o for o in snapshot.orgs}
+        capacity = {f: self.pool.capacity.get(f, 0) for f in sorted(self.flavors)}
+        self.book = QuotaBook(snapshot.orgs, capacity, borrowing=self.policy.borrowing)
+        self.running_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
+        self.stopping: set[str] = set()  # running jobs asked to stop (before or in this cycle)
+        self.stopping_for: dict[str, list[str]] = {}
+        for r in sorted(snapshot.running, key=lambda r: r.id):
+            self.pool.charge_running(r)
+            if r.flavor in capacity and r.spec.org in self.orgs:
+                self.book.add(r.spec.org, r.flavor, r.accelerators)
+                self.running_by_flavor[r.flavor].append(r)
+            if r.terminating:
+                self.stopping.add(r.id)
+                if r.preempted_for:
+                    self.stopping_for.setdefault(r.preempted_for, []).append(r.id)
+        self.pool.build_buckets()
+        self._candidates: dict[str, tuple[list[RunningJob], dict[str, list[RunningJob]]]] = {}
+        self.holds: dict[str, Hold] = {}
+        self.blocked: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self.strict_blocker: str | None = None
+        self._memo: dict[tuple[object, ...], object] = {}
+
+    # -- the steps ---------------------------------------------------------------------
+
+    def run(self) -> Decisions:
+        if self.policy.move_off_unhealthy:
+            self.move_off_unhealthy()
+        eligible = [j for j in sorted(self.snap.pending, key=lambda j: j.id) if self.admissible(j)]
+        for job in queue_order(eligible, self):
+            self.consider(job)
+        return self.out
+
+    def move_off_unhealthy(self) -> None:
+        for r in sorted(self.snap.running, key=lambda r: r.id):
+            if r.terminating:
+                continue
+            bad = [
+                n
+                for n, _ in r.assignments
+                if n in self.pool.index and self.pool.unhealthy[self.pool.index[n]]
+            ]
+            if bad:
+                self.stopping.add(r.id)
+                self.out.preemptions.append(
+                    Preemption(r.id, PreemptReason.HEALTH, None, f"node {bad[0]} is unhealthy")
+                )
+
+    def admissible(self, job: PendingJob) -> bool:
+        """Reject what can never run; park what may not run yet. True: goes to the queue."""
+        g = job.spec.gang
+        if job.spec.org not in self.orgs:
+            return self.reject(job, RejectReason.UNKNOWN_ORG, f"org '{job.spec.org}' does not exist")
+        unknown = [f for f in g.flavors if f not in self.flavors]
+        if unknown:
+            return self.reject(job, RejectReason.UNKNOWN_FLAVOR, f"flavor '{unknown[0]}' does not exist")
+        shape, q = shape_of(job), g.total_accelerators
+        if not any(self.fits_empty(job, f, shape) for f in g.flavors):
+            return self.reject(
+                job,
+                RejectReason.NEVER_FITS,
+                f"{g.replicas} x {g.accelerators} {'/'.join(g.flavors)} does not fit even an empty pool",
+            )
+        if all(q > self.quota_max(job.spec.org, f) for f in g.flavors):
+            return self.reject(
+                job,
+                RejectReason.NO_QUOTA,
+                f"needs {q} accelerators; org '{job.spec.org}' may hold at most "
+                + ", ".join(f"{self.quota_max(job.spec.org, f):g} {f}" for f in g.flavors),
+            )
+        if job.eligible_at > self.now:
+            self.pend(
+                job,
+                PendingReason.BACKOFF,
+                f"restart backoff until t={job.eligible_at:g}",
+                estimated_start=job.eligible_at,
+            )
+            return False
+        return True
+
+    def consider(self, job: PendingJob) -> None:
+        if self.strict_blocker is not None:
+            self.pend(
+                job,
+                PendingReason.BLOCKED,
+                "strict order: waits behind an earlier job",
+                blocked_by=self.strict_blocker,
+            )
+            return
+        g, org, shape = job.spec.gang, job.spec.org, shape_of(job)
+        q = g.total_accelerators
+        verdicts = [(f, self.book.check(org, f, q)) for f in g.flavors]
+        capacity_fail: str | None = None
+        blocked_by: str | None = None
+        for want in (Verdict.NOMINAL, Verdict.BORROWED):
+            for f, verdict in verdicts:
+                if verdict is not want:
+                    continue
+                if want is Verdict.BORROWED:
+                    blocker = self.blocked_in_org(job, f)
+                    if blocker is not None:
+                        blocked_by = blocked_by or blocker
+                        continue
+                if self.try_place(job, f, shape, verdict):
+                    return
+                capacity_fail = capacity_fail or f
+        if job.id in self.stopping_for:
+            self.pend(job, PendingReason.PREEMPTING, "waiting for preempted jobs to stop")
+            return
+        if self.try_preempt(job, shape, verdicts):
+            return
+        if self.policy.strict_order:
+            self.strict_blocker = job.id
+        if capacity_fail is not None:
+            self.wait_for_capacity(job, capacity_fail, shape)
+        elif blocked_by is not None:
+            self.pend(
+                job, PendingReason.BLOCKED, "waits behind an earlier job of its org", blocked_by=blocked_by
+            )
+        else:
+            lending = any(v is Verdict.LENDING for _, v in verdicts)
+            self.block_org(job, verdicts)
+            if lending:
+                self.pend(
+                    job, PendingReason.LENDING, f"other orgs lend no more idle {'/'.join(g.flavors)} quota"
+                )
+            else:
+                self.pend(
+                    job,
+                    PendingReason.QUOTA,
+                    f"org '{org}' is at nominal + borrowing limit for {'/'.join(g.flavors)}",
+                )
+
+    # -- allocate ----------------------------------------------------------------------
+
+    def fit_of(self, job: PendingJob) -> Fit:
+        t = job.spec.topology
+        if t is None or t.mode != "required":
+            return Fit(avoid=job.avoid_nodes) if job.avoid_nodes else ANYWHERE
+        return Fit(t.level, True, job.avoid_nodes)
+
+    def try_place(self, job: PendingJob, f: str, shape: Shape, verdict: Verdict) -> bool:
+        fit = self.fit_of(job)
+        key = ("place", f, shape, fit)
+        nodes = None if key in self._memo else self.pool.place(f, shape, fit)
+        hold = self.holds.get(f)
+        backfill = False
+        if nodes is None:
+            self._memo[key] = _FAIL
+            if hold is not None and self.ends_before(job, hold.start_at):
+                nodes = self.pool.place(f, shape, fit, extra=hold.held)
+                backfill = nodes is not None
+            if nodes is None:
+                return False
+        self.commit(job, f, shape, nodes, hold if backfill else None)
+        if hold is not None and hold.job_id != job.id:
+            reason = PlaceReason.BACKFILL
+        else:
+            reason = PlaceReason.NOMINAL if verdict is Verdict.NOMINAL else PlaceReason.BORROWED
+        self.out.placements.append(
+            Placement(
+                job.id,
+                f,
+                tuple((self.pool.names[i], n) for i, n in nodes),
+                reason,
+                self.book.borrowed(job.spec.org, f),
+            )
+        )
+        return True
+
+    def commit(
+        self, job: PendingJob, f: str, s: Shape, nodes: list[tuple[int, int]], hold: Hold | None
+    ) -> None:
+        for i, n in nodes:
+            a, c, m = n * s.acc, n * s.cpu, n * s.mem
+            if hold is not None and i in hold.held:
+                # A backfilled job may run on held capacity: it ends before the gang starts.
+                ha, hc, hm = hold.held[i]
+                ua, uc, um = (
+                    max(0, a - max(0, self.pool.free_acc[i])),
+                    max(0.0, c - max(0.0, self.pool.free_cpu[i])),
+                    max(0.0, m - max(0.0, self.pool.free_mem[i])),
+                )
+                ua, uc, um = min(ua, ha), min(uc, hc), min(um, hm)
+                hold.held[i] = (ha - ua, hc - uc, hm - um)
+                a, c, m = a - ua, c - uc, m - um
+            self.pool.take(i, a, c, m)
+        self.book.add(job.spec.org, f, s.replicas * s.acc)
+
+    def ends_before(self, job: PendingJob, t: float) -> bool:
+        limit = job.spec.max_runtime_seconds
+        return limit is not None and self.now + limit <= t
+
+    # -- reclaim and preempt -----------------------------------------------------------
+
+    def try_preempt(self, job: PendingJob, shape: Shape, verdicts: list[tuple[str, Verdict]]) -> bool:
+        org, q = job.spec.org, shape.replicas * shape.acc
+        for f, verdict in verdicts:
+            reclaim = (
+                self.policy.reclaim
+                and verdict in (Verdict.NOMINAL, Verdict.LENDING)
+                and self.book.alloc(org, f) + q <= self.book.nominal(org, f)
+            )
+            priority = self.policy.priority_preemption
+            if not (reclaim or priority):
+                continue
+            key = ("victims", org, f, shape, job.priority, reclaim, job.spec.topology, job.avoid_nodes)
+            if key in self._memo:
+                continue
+            candidates = self.candidates(org, f, reclaim, priority)
+            if not reclaim and not any(r.priority < job.priority for r in candidates[:1]):
+                # Own jobs come lowest priority first: if the first is not lower, none is.
+                self._memo[key] = _FAIL
+                continue
+            victims = find_victims(
+                self.pool,
+                self.book,
+                job,
+                f,
+                shape,
+                candidates,
+                self.stopping,
+                reclaim=reclaim,
+                priority=priority,
+                fit=self.fit_of(job),
+            )
+            if not victims:
+                self._memo[key] = _FAIL
+                continue
+            for v in victims:
+                self.stopping.add(v.job.id)
+                self.out.preemptions.append(
+                    Preemption(v.job.id, v.reason, job.id, f"makes room for {job.id} ({v.reason.value})")
+                )
+            self.pend(job, PendingReason.PREEMPTING, f"{len(victims)} job(s) asked to stop to make room")
+            return True
+        return False
+
+    def candidates(self, org: str, f: str, reclaim: bool, priority: bool) -> list[RunningJob]:
+        """Preemptible running jobs on ``f`` that could be victims, in victim order."""
+        if f not in self._candidates:
+            key = victim_order(self.book, f)
+            pre = sorted(
+                (r for r in self.running_by_flavor.get(f, []) if r.spec.preemptible and not r.terminating),
+                key=key,
+            )
+            by_org: dict[str, list[RunningJob]] = {}
+            for r in pre:
+                by_org.setdefault(r.spec.org, []).append(r)
+            self._candidates[f] = (pre, by_org)
+        pre, by_org = self._candidates[f]
+        # find_victims filters each candidate (own org: lower priority; others: borrowing).
+        if reclaim:
+            return pre
+        return by_org.get(org, []) if priority else []
+
+    # -- wait: reserve, or say why -----------------------------------------------------
+
+    def wait_for_capacity(self, job: PendingJob, f: str, shape: Shape) -> None:
+        reason, blocker = self.capacity_reason(job, f, shape)
+        if (
+            reason in (PendingReason.CAPACITY, PendingReason.TOPOLOGY)
+            and self.policy.backfill
+            and f not in self.holds
+        ):
+            fit = self.fit_of(job)
+            hold = plan_reservation(
+                self.pool,
+                job.id,
+                f,
+                shape,
+                self.running_by_flavor.get(f, []),
+                self.stopping,
+                self.now,
+                lambda extra: self.pool.place(f, shape, fit, extra=extra),
+            )
+            if hold is not None:
+                self.holds[f] = hold
+                start = None if math.isinf(hold.start_at) else hold.start_at
+                self.out.reservations.append(
+                    Reservation(job.id, f, tuple(self.pool.names[i] for i in hold.nodes), hold.start_at)
+                )
+                self.pend(
+                    job,
+                    PendingReason.RESERVED,
+                    f"holds {len(hold.nodes)} {f} node(s) for its start",
+                    estimated_start=start,
+                )
+                return
+        g = job.spec.gang
+        messages = {
+            PendingReason.TOPOLOGY: f"no single {job.spec.topology.level if job.spec.topology else 'rack'} "
+            f"has room for {g.replicas} x {g.accelerators} {f}",
+            PendingReason.RESERVED_FOR: f"room on {f} is held for {blocker}",
+            PendingReason.HEALTH: f"room on {f} exists only on unhealthy, degraded or cordoned nodes",
+            PendingReason.CAPACITY: f"no set of {f} nodes has room for {g.replicas} x {g.accelerators}",
+        }
+        est = self.holds[f].start_at if reason is PendingReason.RESERVED_FOR and f in self.holds else None
+        self.pend(
+            job,
+            reason,
+            messages[reason],
+            blocked_by=blocker,
+            estimated_start=None if est is None or math.isinf(est) else est,
+        )
+
+    def capacity_reason(self, job: PendingJob, f: str, shape: Shape) -> tuple[PendingReason, str | None]:
+        fit = self.fit_of(job)
+        hold = self.holds.get(f)
+        key = ("why", f, shape, fit, hold.job_id if hold else None)
+        if key in self._memo:
+            return self._memo[key]  # type: ignore[return-value]
+        avoid = job.avoid_nodes
+        result: tuple[PendingReason, str | None] = (PendingReason.CAPACITY, None)
+        if fit.required and self.pool.place(f, shape, Fit(avoid=avoid)) is not None:
+            result = (PendingReason.TOPOLOGY, None)
+        elif hold is not None and self.pool.place(f, shape, fit, extra=hold.held) is not None:
+            result = (PendingReason.RESERVED_FOR, hold.job_id)
+        elif self.pool.place(f, shape, fit, ignore_health=True) is not None:
+            result = (PendingReason.HEALTH, None)
+        self._memo[key] = result
+        return result
+
+    def blocked_in_org(self, job: PendingJob, f: str) -> str | None:
+        got = self.blocked.get((job.spec.org, f))
+        if got is None:
+            return None
+        blocker, start = got
+        return None if start is not None and self.ends_before(job, start) else blocker
+
+    def block_org(self, job: PendingJob, verdicts: list[tuple[str, Verdict]]) -> None:
+        """A job waiting on quota keeps its org's later borrowing jobs from overtaking it."""
+        for f, _ in verdicts:
+            self.blocked.setdefault((job.spec.org, f), (job.id, self.quota_free_at(job, f)))
+
+    def quota_free_at(self, job: PendingJob, f: str) -> float | None:
+        org, q = job.spec.org, job.spec.gang.total_accelerators
+        excess = self.book.alloc(org, f) + q - self.book.ceiling(org, f)
+        ends = sorted(
+            (r.expected_end if r.id not in self.stopping else self.now, r.accelerators)
+            for r in self.running_by_flavor.get(f, [])
+            if r.spec.org == org and r.expected_end is not None
+        )
+        for end, acc in ends:
+            excess -= acc
+            if excess <= 0:
+                return max(end, self.now)
+        return None
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def fits_empty(self, job: PendingJob, f: str, shape: Shape) -> bool:
+        fit = self.fit_of(job)
+        fit = Fit(fit.level, fit.required)  # avoided nodes still count for "ever fits"
+        key = ("empty", f, shape, fit)
+        if key not in self._memo:
+            self._memo[key] = self.pool.place(f, shape, fit, empty=True) is not None
+        return bool(self._memo[key])
+
+    def quota_max(self, org: str, f: str) -> float:
+        row = self.book.row(org, f)
+        return min(row.ceiling, row.private + self.book.shared_cap[f])
+
+    def reject(self, job: PendingJob, reason: RejectReason, message: str) -> bool:
+        self.out.rejections.append(Rejection(job.id, reason, message))
+        return False
+
+    def pend(
+        self,
+        job: PendingJob,
+        reason: PendingReason,
+        message: str = "",
+        estimated_start: float | None = None,
+        blocked_by: str | None = None,
+    ) -> None:
+        self.out.pending[job.id] = PendingStatus(reason, message, estimated_start, blocked_by)

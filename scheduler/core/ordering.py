@@ -1,0 +1,67 @@
+"""The order in which the cycle considers pending jobs.
+
+Fair (the default): within an org, priority then age; across orgs, the org whose next job
+fits within its nominal quota goes before any org that would borrow, and among those the
+smallest weighted dominant share with decayed usage goes first. Shares are recomputed as
+the cycle places jobs, so orgs interleave instead of one draining its whole queue.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from quota.fairshare import dominant_share
+from scheduler.snapshot import Ordering, PendingJob
+
+if TYPE_CHECKING:
+    from scheduler.core.decide import Cycle
+
+
+def within_org_key(j: PendingJob) -> tuple[int, float, str]:
+    return (-j.priority, j.submitted_at, j.id)
+
+
+def queue_order(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
+    ordering = cycle.policy.ordering
+    if ordering is Ordering.FIFO:
+        yield from sorted(jobs, key=lambda j: (j.submitted_at, j.id))
+        return
+    if ordering is Ordering.PRIORITY:
+        yield from sorted(jobs, key=within_org_key)
+        return
+    yield from _fair(jobs, cycle)
+
+
+def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
+    queues: dict[str, list[PendingJob]] = {}
+    for j in jobs:
+        queues.setdefault(j.spec.org, []).append(j)
+    for q in queues.values():
+        q.sort(key=within_org_key)
+    book, half_life = cycle.book, cycle.policy.half_life_seconds
+    capacity = {f: c for f, c in book.capacity.items() if c > 0}
+
+    def tier(j: PendingJob) -> int:
+        org, q = j.spec.org, j.spec.gang.total_accelerators
+        fits_nominal = any(
+            f in book.capacity and book.alloc(org, f) + q <= book.nominal(org, f) for f in j.spec.gang.flavors
+        )
+        return 0 if fits_nominal else 1
+
+    def share(org: str) -> float:
+        alloc = {f: book.alloc(org, f) for f in capacity}
+        usage = cycle.snap.usage.get(org, {})
+        return dominant_share(alloc, usage, capacity, cycle.orgs[org].weight, half_life)
+
+    heap = [(tier(q[0]), share(org), org) for org, q in queues.items()]
+    heapq.heapify(heap)
+    pos = dict.fromkeys(queues, 0)
+    while heap:
+        _, _, org = heapq.heappop(heap)
+        queue = queues[org]
+        yield queue[pos[org]]
+        pos[org] += 1
+        if pos[org] < len(queue):
+            heapq.heappush(heap, (tier(queue[pos[org]]), share(org), org))

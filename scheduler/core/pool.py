@@ -1,0 +1,240 @@
+"""The working copy of node capacity for one cycle, with the indexes placement needs.
+
+Nodes are numbered; free capacity lives in flat lists so the hot paths are list
+indexing, not attribute lookups. Per flavor, schedulable nodes are bucketed by free
+accelerators (a lazily cleaned min-heap per bucket), so a one-replica job finds its
+best-fit node without scanning the flavor.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from scheduler.domain import Health, Node
+from scheduler.snapshot import RunningJob
+
+Assignments = tuple[tuple[str, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """Per-replica resources of a gang, the key for memoising placement failures."""
+
+    replicas: int
+    acc: int
+    cpu: float
+    mem: float
+
+
+@dataclass(frozen=True, slots=True)
+class Fit:
+    """A job's constraints on where its gang may go (part of the memo keys)."""
+
+    level: str | None = None  # "rack" or "spine" when required
+    required: bool = False
+    avoid: frozenset[str] = frozenset()
+
+
+ANYWHERE = Fit()
+
+
+class PoolState:
+    def __init__(self, nodes: Iterable[Node]) -> None:
+        ordered = sorted(nodes, key=lambda n: n.name)
+        self.names = [n.name for n in ordered]
+        self.index = {n.name: i for i, n in enumerate(ordered)}
+        self.flavor = [n.flavor for n in ordered]
+        self.rack = [(n.topology.zone, n.topology.spine, n.topology.rack) for n in ordered]
+        self.spine = [(n.topology.zone, n.topology.spine) for n in ordered]
+        self.cap_acc = [n.accelerators for n in ordered]
+        self.free_acc = [n.accelerators for n in ordered]
+        self.free_cpu = [n.cpu for n in ordered]
+        self.free_mem = [n.memory_gb for n in ordered]
+        self.total_cpu = [n.cpu for n in ordered]
+        self.total_mem = [n.memory_gb for n in ordered]
+        # Schedulable for new work at all (not cordoned, not unhealthy).
+        self.usable = [not n.cordoned and n.health != Health.UNHEALTHY for n in ordered]
+        self.degraded = [n.health == Health.DEGRADED for n in ordered]
+        self.unhealthy = [n.health == Health.UNHEALTHY for n in ordered]
+        self.by_flavor: dict[str, list[int]] = {}
+        for i, f in enumerate(self.flavor):
+            self.by_flavor.setdefault(f, []).append(i)
+        self.capacity = {f: sum(self.cap_acc[i] for i in idx) for f, idx in self.by_flavor.items()}
+        self._buckets: dict[str, list[list[int]]] = {}
+
+    # -- charging capacity -------------------------------------------------------------
+
+    def charge_running(self, job: RunningJob) -> None:
+        g = job.spec.gang
+        for node, n in job.assignments:
+            i = self.index.get(node)
+            if i is not None:
+                self.take(i, n * g.accelerators, n * g.cpu, n * g.memory_gb)
+
+    def take(self, i: int, acc: int, cpu: float, mem: float) -> None:
+        self.free_acc[i] -= acc
+        self.free_cpu[i] -= cpu
+        self.free_mem[i] -= mem
+        buckets = self._buckets.get(self.flavor[i])
+        if buckets is not None and acc and self.usable[i]:
+            heapq.heappush(buckets[max(0, self.free_acc[i])], i)
+
+    def build_buckets(self) -> None:
+        """Index schedulable nodes by free accelerators; call once charging is done."""
+        for flavor, idx in self.by_flavor.items():
+            top = max((self.cap_acc[i] for i in idx), default=0)
+            buckets: list[list[int]] = [[] for _ in range(top + 1)]
+            for i in idx:
+                if self.usable[i]:
+                    buckets[max(0, self.free_acc[i])].append(i)
+            for b in buckets:
+                heapq.heapify(b)
+            self._buckets[flavor] = buckets
+
+    # -- placement ---------------------------------------------------------------------
+
+    def slots(self, i: int, s: Shape, extra: dict[int, tuple[int, float, float]] | None = None) -> int:
+        acc, cpu, mem = self.free_acc[i], self.free_cpu[i], self.free_mem[i]
+        if extra and i in extra:
+            ea, ec, em = extra[i]
+            acc, cpu, mem = acc + ea, cpu + ec, mem + em
+        n = s.replicas
+        if s.acc:
+            n = min(n, acc // s.acc)
+        if s.cpu:
+            n = min(n, int(cpu // s.cpu + 1e-9))
+        if s.mem:
+            n = min(n, int(mem // s.mem + 1e-9))
+        return max(0, n)
+
+    def best_fit_single(self, flavor: str, s: Shape, avoid: frozenset[str]) -> int | None:
+        """Best-fit node for a one-replica gang from the bucket index, or None."""
+        buckets = self._buckets[flavor]
+        for k in range(max(s.acc, 0), len(buckets)):
+            heap = buckets[k]
+            # Drop stale entries (nodes whose free count moved on) from the top.
+            while heap and max(0, self.free_acc[heap[0]]) != k:
+                heapq.heappop(heap)
+            if not heap:
+                continue
+            i = heap[0]
+            if self._fits_one(i, s, avoid):
+                return i
+            for j in sorted(set(heap)):  # rare: the smallest node lacks CPU or memory
+                if max(0, self.free_acc[j]) == k and self._fits_one(j, s, avoid):
+                    return j
+        return None
+
+    def _fits_one(self, i: int, s: Shape, avoid: frozenset[str]) -> bool:
+        if avoid and self.names[i] in avoid:
+            return False
+        return (
+            self.free_acc[i] >= s.acc
+            and self.free_cpu[i] + 1e-9 >= s.cpu
+            and self.free_mem[i] + 1e-9 >= s.mem
+        )
+
+    def place(
+        self,
+        flavor: str,
+        s: Shape,
+        fit: Fit = ANYWHERE,
+        *,
+        extra: dict[int, tuple[int, float, float]] | None = None,
+        ignore_health: bool = False,
+        empty: bool = False,
+    ) -> list[tuple[int, int]] | None:
+        """Nodes for the whole gang as (node index, replicas), or None if it does not fit.
+
+        Packs into one rack if any can hold it (best fit), else one spine, else across
+        spines; a required ``fit.level`` stops there. ``empty`` asks whether it would fit on an
+        empty, healthy pool (for rejecting gangs that never can).
+        """
+        level, required, avoid = fit.level, fit.required, fit.avoid
+        if s.replicas == 1 and extra is None and not ignore_health and not empty:
+            i = self.best_fit_single(flavor, s, avoid)
+            return None if i is None else [(i, 1)]
+        per_node: dict[int, int] = {}
+        for i in self.by_flavor.get(flavor, ()):
+            if not empty and not ignore_health and not self.usable[i]:
+                continue
+            if avoid and self.names[i] in avoid:
+                continue
+            n = self._empty_slots(i, s) if empty else self.slots(i, s, extra)
+            if n > 0:
+                per_node[i] = n
+        if sum(per_node.values()) < s.replicas:
+            return None
+        if not empty and not ignore_health:
+            single = self._single_node(per_node, s)
+            if single is not None:
+                return single
+            per_node = {i: n for i, n in per_node.items() if not self.degraded[i]}
+            if sum(per_node.values()) < s.replicas:
+                return None
+        return self._pack(per_node, s.replicas, level, required)
+
+    def _empty_slots(self, i: int, s: Shape) -> int:
+        n = s.replicas
+        if s.acc:
+            n = min(n, self.cap_acc[i] // s.acc)
+        if s.cpu:
+            n = min(n, int(self.total_cpu[i] // s.cpu + 1e-9))
+        if s.mem:
+            n = min(n, int(self.total_mem[i] // s.mem + 1e-9))
+        return max(0, n)
+
+    @staticmethod
+    def _single_node(per_node: dict[int, int], s: Shape) -> list[tuple[int, int]] | None:
+        # A gang that fits on one node may use a degraded one: no slow link inside a node.
+        fitting = [(n, i) for i, n in per_node.items() if n >= s.replicas]
+        if not fitting:
+            return None
+        _, i = min(fitting)
+        return [(i, s.replicas)]
+
+    def _pack(
+        self, per_node: dict[int, int], r: int, level: str | None, required: bool
+    ) -> list[tuple[int, int]] | None:
+        racks: dict[tuple[str, str, str], list[int]] = {}
+        for i in per_node:
+            racks.setdefault(self.rack[i], []).append(i)
+        rack_room = {k: sum(per_node[i] for i in v) for k, v in racks.items()}
+        fit = [(room, k) for k, room in rack_room.items() if room >= r]
+        if fit:
+            return self._fill(per_node, self._order(per_node, racks[min(fit)[1]]), r)
+        if required and level == "rack":
+            return None
+        spines: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
+        for k in racks:
+            spines.setdefault(k[:2], []).append(k)
+        spine_room = {sp: sum(rack_room[k] for k in ks) for sp, ks in spines.items()}
+        fit_sp = [(room, sp) for sp, room in spine_room.items() if room >= r]
+        if fit_sp:
+            chosen = spines[min(fit_sp)[1]]
+        elif required and level == "spine":
+            return None
+        else:
+            chosen = sorted(racks, key=lambda k: (-spine_room[k[:2]], k[:2], -rack_room[k], k))
+            return self._fill(per_node, [i for k in chosen for i in self._order(per_node, racks[k])], r)
+        chosen = sorted(chosen, key=lambda k: (-rack_room[k], k))
+        return self._fill(per_node, [i for k in chosen for i in self._order(per_node, racks[k])], r)
+
+    @staticmethod
+    def _order(per_node: dict[int, int], nodes: list[int]) -> list[int]:
+        return sorted(nodes, key=lambda i: (-per_node[i], i))
+
+    def _fill(self, per_node: dict[int, int], nodes: list[int], r: int) -> list[tuple[int, int]]:
+        # ``nodes`` comes ordered: racks with most room first, and within a rack the nodes
+        # with most room first, so the gang spans as few nodes and racks as it can.
+        out: list[tuple[int, int]] = []
+        left = r
+        for i in nodes:
+            n = min(per_node[i], left)
+            out.append((i, n))
+            left -= n
+            if left == 0:
+                return out
+        raise AssertionError("room was counted but not found")  # pragma: no cover
