@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from scheduler.bench.cli import bench_app
+from scheduler.cli.plan import plan, validate
 from scheduler.sim.cli import sim_app
 
 app = typer.Typer(
@@ -15,6 +16,8 @@ app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 app.add_typer(sim_app, name="sim")
+app.command("plan")(plan)
+app.command("validate")(validate)
 
 
 if __name__ == "__main__":
