@@ -1,5 +1,115 @@
 """`trainpool bench`: benchmark commands."""
 
+from __future__ import annotations
+
+import importlib
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, cast
+
 import typer
+from rich.console import Console
+
+from scheduler.bench.report import TARGET_SIZE, add_targets, render_table
+from scheduler.bench.runner import BenchConfig, Decide, run_benchmark
+from scheduler.bench.workload import WorkloadConfig
 
 bench_app = typer.Typer(help="Measure the scheduler on this machine.", no_args_is_help=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False)
+    return typer.Exit(code=1)
+
+
+def load_decide() -> Decide:
+    """The decision core, imported late so that `bench --help` works without it."""
+    try:
+        core = importlib.import_module("scheduler.core")
+    except ImportError as exc:
+        raise _fail(f"the decision core (scheduler.core) cannot be imported: {exc}") from None
+    decide = getattr(core, "decide", None)
+    if decide is None:
+        raise _fail("the decision core has no `decide` yet (scheduler.core.decide)")
+    return cast(Decide, decide)
+
+
+def _canonical_command(cfg: BenchConfig, as_json: bool) -> str:
+    """The command line that reproduces this run, every option spelled out."""
+    w = cfg.workload
+    args = ["trainpool", "bench", "scheduler", "--nodes", w.nodes, "--jobs", w.jobs, "--orgs", w.orgs]
+    args += ["--seed", w.seed, "--repeats", cfg.repeats, "--degraded", w.degraded_fraction]
+    if cfg.profile_path is not None:
+        args += ["--profile", cfg.profile_path, "--profile-cycles", cfg.profile_cycles]
+    if as_json:
+        args.append("--json")
+    return shlex.join(str(a) for a in args)
+
+
+@bench_app.command("scheduler")
+def bench_scheduler(
+    nodes: Annotated[
+        int, typer.Option(min=2, max=1_000_000, help="Nodes of 8 accelerators, half per flavor.")
+    ] = (TARGET_SIZE["nodes"]),
+    jobs: Annotated[int, typer.Option(min=1, max=10_000_000, help="Jobs queued before the cold cycle.")] = (
+        TARGET_SIZE["jobs"]
+    ),
+    orgs: Annotated[int, typer.Option(min=1, max=10_000, help="Organizations sharing the pool.")] = (
+        TARGET_SIZE["orgs"]
+    ),
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the generated pool and queue.")] = 0,
+    repeats: Annotated[int, typer.Option(min=1, max=100_000, help="Steady cycles to time.")] = 20,
+    degraded: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Share of nodes marked degraded (no multi-node gangs).")
+    ] = 0.01,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object instead of a table.")
+    ] = False,
+    profile: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a cProfile stats file of extra steady cycles run after the timed ones "
+            "(the timed figures are never taken under the profiler).",
+            dir_okay=False,
+        ),
+    ] = None,
+    profile_cycles: Annotated[int, typer.Option(min=1, max=1000, help="Steady cycles to profile.")] = 5,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
+    traceback: Annotated[
+        bool, typer.Option("--traceback", help="Show the traceback if the core fails.")
+    ] = False,
+) -> None:
+    """Time the decision core on a synthetic pool and a Philly-mix queue (issue 2's targets)."""
+    if profile is not None and not profile.parent.resolve().is_dir():
+        raise _fail(f"--profile: directory {profile.parent} does not exist")
+    cfg = BenchConfig(
+        workload=WorkloadConfig(nodes=nodes, jobs=jobs, orgs=orgs, seed=seed, degraded_fraction=degraded),
+        repeats=repeats,
+        profile_path=profile,
+        profile_cycles=profile_cycles,
+    )
+    decide = load_decide()
+    err = Console(stderr=True, highlight=False)
+    started = time.perf_counter()
+
+    def progress(line: str) -> None:
+        if not quiet:
+            err.print(f"[dim]{time.perf_counter() - started:7.1f}s[/] {line}")
+
+    try:
+        run = run_benchmark(cfg, decide, progress)
+    except Exception as exc:
+        if traceback:
+            raise
+        raise _fail(f"the benchmark failed: {type(exc).__name__}: {exc} (rerun with --traceback)") from None
+    results = run.results
+    results["command"] = _canonical_command(cfg, as_json)
+    results["argv"] = sys.argv
+    add_targets(results)
+    if as_json:
+        typer.echo(json.dumps(results, indent=2))
+    else:
+        render_table(results, Console())
