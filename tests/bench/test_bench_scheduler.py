@@ -4,7 +4,6 @@ hide what is being tested)."""
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import pstats
@@ -36,13 +35,6 @@ SMALL = ["--nodes", "200", "--jobs", "2000", "--orgs", "5", "--repeats", "3"]
 REQUIRED_KEYS = {"cold_gangs_per_s", "steady_cycle_p50_s", "steady_cycle_p99_s", "peak_rss_mb"}
 
 
-# Until the lead's core lands these three are skipped; remove once scheduler.core.decide exists.
-needs_core = pytest.mark.skipif(
-    not hasattr(importlib.import_module("scheduler.core"), "decide"),
-    reason="scheduler.core.decide not landed yet",
-)
-
-
 def _quiet(_: str) -> None:
     pass
 
@@ -70,7 +62,6 @@ def _over_capacity(state: PoolState) -> list[str]:
 # --- a small run of the real core through the CLI ---------------------------------------
 
 
-@needs_core
 def test_small_run_prints_consistent_json_figures() -> None:
     result = CliRunner().invoke(app, ["bench", "scheduler", *SMALL, "--json", "--quiet"])
     assert result.exit_code == 0, result.output
@@ -91,7 +82,6 @@ def test_small_run_prints_consistent_json_figures() -> None:
     assert figures["at_target_size"] is False
 
 
-@needs_core
 def test_real_core_leaves_no_node_over_capacity_after_steady_cycles() -> None:
     decide = bench_cli.load_decide()
     cfg = BenchConfig(WorkloadConfig(nodes=200, jobs=2000, orgs=5, seed=7), repeats=3)
@@ -103,7 +93,6 @@ def test_real_core_leaves_no_node_over_capacity_after_steady_cycles() -> None:
     assert run.results["invariant_violations"] == 0, run.results["invariant_examples"]
 
 
-@needs_core
 def test_table_output_marks_each_target() -> None:
     result = CliRunner().invoke(app, ["bench", "scheduler", *SMALL, "--quiet"])
     assert result.exit_code == 0, result.output
