@@ -1,0 +1,267 @@
+"""The invariants at the end of SEMANTICS.md, checked on any (snapshot, decisions) pair.
+
+Each check raises AssertionError with the job and the rule; property tests call
+``check_invariants`` after every ``decide``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from scheduler.decisions import Decisions, PendingReason, PlaceReason, PreemptReason
+from scheduler.domain import Health
+from scheduler.snapshot import Ordering, PendingJob, RunningJob, Snapshot
+
+from . import model as m
+
+
+def check_invariants(snap: Snapshot, d: Decisions, now: float) -> None:
+    check_statuses(snap, d, now)
+    check_placements(snap, d)
+    check_capacity_and_quota(snap, d)
+    check_preemptions(snap, d)
+    check_reservations(snap, d)
+    check_nominal_guarantee(snap, d, now)
+
+
+def check_statuses(snap: Snapshot, d: Decisions, now: float) -> None:
+    """Every pending job: placed, rejected or exactly one status; rejections as defined."""
+    ids = [j.id for j in snap.pending]
+    placed = [p.job_id for p in d.placements]
+    rejected = {r.job_id: r.reason for r in d.rejections}
+    assert len(set(placed)) == len(placed), "a job is placed twice"
+    assert len(rejected) == len(d.rejections), "a job is rejected twice"
+    parts = [set(placed), set(rejected), set(d.pending)]
+    assert set().union(*parts) == set(ids), "some pending job has no outcome, or an unknown id has one"
+    assert sum(len(p) for p in parts) == len(ids), "a job has more than one outcome"
+    for job in snap.pending:
+        reasons, required = m.rejection_reasons(snap, job)
+        if job.id in rejected:
+            assert rejected[job.id].value in reasons, f"{job.id} rejected as {rejected[job.id]}"
+        else:
+            assert not required, f"{job.id} should be rejected ({reasons})"
+        status = d.pending.get(job.id)
+        if job.id in rejected:
+            continue
+        if job.eligible_at > now:
+            assert status is not None and status.reason == PendingReason.BACKOFF, f"{job.id} in backoff"
+            assert status.estimated_start == job.eligible_at, f"{job.id} backoff estimate"
+        elif status is not None:
+            assert status.reason != PendingReason.BACKOFF, f"{job.id} BACKOFF though eligible"
+
+
+def _index(snap: Snapshot) -> tuple[dict[str, PendingJob], dict[str, RunningJob]]:
+    return {j.id: j for j in snap.pending}, {r.id: r for r in snap.running}
+
+
+def check_placements(snap: Snapshot, d: Decisions) -> None:
+    """Gangs whole, on eligible nodes of the chosen flavor, within a required domain."""
+    jobs, _ = _index(snap)
+    nodes = {n.name: n for n in snap.nodes}
+    for p in d.placements:
+        job = jobs[p.job_id]
+        g = job.spec.gang
+        assert p.flavor in g.flavors, f"{p.job_id} placed on a flavor it does not accept"
+        assert sum(k for _, k in p.assignments) == g.replicas, f"{p.job_id}: partial gang"
+        assert all(k > 0 for _, k in p.assignments), f"{p.job_id}: empty assignment"
+        names = [n for n, _ in p.assignments]
+        assert len(set(names)) == len(names), f"{p.job_id}: a node listed twice"
+        for name in names:
+            n = nodes[name]
+            assert n.flavor == p.flavor, f"{p.job_id}: node {name} is not {p.flavor}"
+            assert not n.cordoned, f"{p.job_id}: on cordoned {name}"
+            assert n.health != Health.UNHEALTHY, f"{p.job_id}: on unhealthy {name}"
+            assert name not in job.avoid_nodes, f"{p.job_id}: on avoided {name}"
+            if n.health == Health.DEGRADED:
+                assert len(names) == 1, f"{p.job_id}: multi-node gang on degraded {name}"
+        t = job.spec.topology
+        if t is not None and t.mode == "required":
+            domains = {_domain(nodes[name], t.level) for name in names}
+            assert len(domains) == 1, f"{p.job_id}: spans {domains}, {t.level} required"
+
+
+def _domain(n: object, level: str) -> tuple[str, ...]:
+    from scheduler.domain import Node
+
+    assert isinstance(n, Node)
+    key = (n.topology.zone, n.topology.spine)
+    return (*key, n.topology.rack) if level == "rack" else key
+
+
+def check_capacity_and_quota(snap: Snapshot, d: Decisions) -> None:
+    """After applying placements: no node over capacity, orgs within their ceilings and
+    the lending rule; each placement's reason and ``borrowed`` match the org's alloc."""
+    jobs, _ = _index(snap)
+    room = m.free(snap, snap.running)
+    held = m.alloc(snap.running)
+    orgs = m.org_map(snap)
+    lending_before = {f.name: m.lending_ok(snap, held, f.name) for f in snap.flavors}
+    for p in d.placements:
+        job = jobs[p.job_id]
+        m.take(room, job.spec, p.assignments)
+        key = (job.spec.org, p.flavor)
+        held[key] += job.spec.gang.total_accelerators
+        o = orgs[job.spec.org]
+        nominal = o.quota(p.flavor).nominal
+        assert held[key] <= m.ceiling(snap, o, p.flavor), f"{p.job_id}: org over its ceiling"
+        if p.reason == PlaceReason.NOMINAL:
+            assert held[key] <= nominal, f"{p.job_id}: NOMINAL but org above nominal"
+        elif p.reason == PlaceReason.BORROWED:
+            assert held[key] > nominal, f"{p.job_id}: BORROWED but org within nominal"
+        else:
+            assert job.spec.max_runtime_seconds is not None, f"{p.job_id}: BACKFILL without a limit"
+        assert p.borrowed == max(0, held[key] - nominal), f"{p.job_id}: borrowed={p.borrowed}"
+    assert not m.over_capacity(room), f"nodes over capacity: {m.over_capacity(room)}"
+    for f, ok_before in lending_before.items():
+        if ok_before:
+            assert m.lending_ok(snap, held, f), f"lending rule broken on {f}"
+
+
+def check_preemptions(snap: Snapshot, d: Decisions) -> None:
+    jobs, run = _index(snap)
+    held = m.alloc(snap.running)
+    orgs = m.org_map(snap)
+    victims = [p.job_id for p in d.preemptions]
+    assert len(set(victims)) == len(victims), "a job is preempted twice"
+    placed = {p.job_id for p in d.placements}
+    rejected = {r.job_id for r in d.rejections}
+    already = {r.preempted_for for r in snap.running if r.terminating and r.preempted_for}
+    for p in d.preemptions:
+        v = run.get(p.job_id)
+        assert v is not None and not v.terminating, f"{p.job_id}: not a running, live job"
+        if p.reason == PreemptReason.HEALTH:
+            assert p.beneficiary is None and snap.policy.move_off_unhealthy
+            bad = {n.name for n in snap.nodes if n.health == Health.UNHEALTHY}
+            assert any(n in bad for n, _ in v.assignments), f"{p.job_id}: HEALTH but on healthy nodes"
+            continue
+        b = jobs.get(p.beneficiary or "")
+        assert b is not None, f"{p.job_id}: beneficiary {p.beneficiary} is not pending"
+        assert b.id not in placed and b.id not in rejected, f"{b.id}: beneficiary placed or rejected"
+        status = d.pending.get(b.id)
+        assert status is not None and status.reason == PendingReason.PREEMPTING, f"{b.id} not PREEMPTING"
+        assert v.spec.preemptible, f"{p.job_id} is not preemptible"
+        assert v.id != b.preempted_by, f"{b.id} preempts {v.id} back (ping-pong)"
+        assert b.id not in already, f"{b.id} already has terminating victims"
+        assert v.flavor in b.spec.gang.flavors, f"{p.job_id}: flavor {b.id} does not accept"
+        if p.reason == PreemptReason.RECLAIM:
+            assert snap.policy.reclaim
+            nominal = orgs[v.spec.org].quota(v.flavor).nominal
+            assert held[(v.spec.org, v.flavor)] > nominal, f"{p.job_id}: its org is not borrowing"
+            bq = orgs[b.spec.org].quota(v.flavor).nominal
+            need = b.spec.gang.total_accelerators
+            assert held[(b.spec.org, v.flavor)] + need <= bq, f"{b.id} reclaims beyond nominal"
+        else:
+            assert snap.policy.priority_preemption
+            assert v.spec.org == b.spec.org and v.priority < b.priority, f"{p.job_id}: PRIORITY rule"
+    for b_id in {p.beneficiary for p in d.preemptions if p.beneficiary is not None}:
+        assert _fits_after(snap, d, jobs[b_id]), f"{b_id}: victims preempted but it would not fit"
+    for r in snap.running:
+        if r.terminating and r.preempted_for in jobs and r.preempted_for not in rejected:
+            s = d.pending.get(r.preempted_for)
+            assert s is not None and s.reason == PendingReason.PREEMPTING, f"{r.preempted_for} waits"
+
+
+def _fits_after(snap: Snapshot, d: Decisions, b: PendingJob) -> bool:
+    """Whether ``b`` fits once every victim of this cycle has exited (placements stay)."""
+    jobs, _ = _index(snap)
+    gone = set(d.preempted_ids())
+    left = [r for r in snap.running if r.id not in gone]
+    room = m.free(snap, left)
+    held = m.alloc(left)
+    for p in d.placements:
+        m.take(room, jobs[p.job_id].spec, p.assignments)
+        held[(jobs[p.job_id].spec.org, p.flavor)] += jobs[p.job_id].spec.gang.total_accelerators
+    flavors = {r.flavor for r in snap.running if r.id in gone}
+    q = b.spec.gang.total_accelerators
+    return any(
+        m.quota_verdict(snap, held, b.spec.org, f, q) == "ok" and m.fits(snap, room, b.spec, f, b.avoid_nodes)
+        for f in flavors & set(b.spec.gang.flavors)
+    )
+
+
+def check_reservations(snap: Snapshot, d: Decisions) -> None:
+    jobs, _ = _index(snap)
+    nodes = {n.name: n for n in snap.nodes}
+    flavors = [r.flavor for r in d.reservations]
+    assert len(set(flavors)) == len(flavors), "more than one reservation on a flavor"
+    reserved = {r.job_id for r in d.reservations}
+    for r in d.reservations:
+        s = d.pending.get(r.job_id)
+        assert s is not None and s.reason == PendingReason.RESERVED, f"{r.job_id} reserves but is {s}"
+        assert r.flavor in jobs[r.job_id].spec.gang.flavors
+        assert all(nodes[n].flavor == r.flavor for n in r.nodes), f"{r.job_id}: nodes of another flavor"
+        want = r.start_at if r.start_at != float("inf") else None
+        assert s.estimated_start == want, f"{r.job_id}: estimated_start {s.estimated_start}"
+    for job, s in d.pending.items():
+        if s.reason == PendingReason.RESERVED:
+            assert job in reserved, f"{job} RESERVED without a reservation"
+        if s.reason == PendingReason.RESERVED_FOR:
+            assert s.blocked_by in reserved, f"{job} RESERVED_FOR {s.blocked_by}, which reserves nothing"
+
+
+def check_nominal_guarantee(snap: Snapshot, d: Decisions, now: float) -> None:
+    """An org below nominal whose first job fits within nominal, on the pool as it would be
+    with every reclaimable borrower job gone, is placed or reclaims (or waits on a
+    reservation held for an earlier gang, which the contract puts first).
+
+    Checked for FAIR ordering with reclaim on and no strict order, single-flavor jobs.
+    """
+    p = snap.policy
+    if p.ordering != Ordering.FAIR or not p.reclaim or p.strict_order:
+        return
+    for job in _first_jobs(snap, d, now):
+        f = job.spec.gang.flavors[0]
+        if not _fits_after_reclaim(snap, d, job, f):
+            continue
+        placed = d.placed(job.id) is not None
+        s = d.pending.get(job.id)
+        ok = {PendingReason.PREEMPTING, PendingReason.RESERVED_FOR}
+        assert placed or (s is not None and s.reason in ok), f"{job.id}: nominal job left {s}"
+
+
+def _first_jobs(snap: Snapshot, d: Decisions, now: float) -> list[PendingJob]:
+    rejected = {r.job_id for r in d.rejections}
+    firsts: dict[str, PendingJob] = {}
+    for j in sorted(snap.pending, key=lambda j: (-j.priority, j.submitted_at, j.id)):
+        if j.id in rejected or j.eligible_at > now:
+            continue
+        firsts.setdefault(j.spec.org, j)
+    held = m.alloc(snap.running)
+    out = []
+    for j in firsts.values():
+        if len(j.spec.gang.flavors) != 1:
+            continue
+        f = j.spec.gang.flavors[0]
+        nominal = m.org_map(snap)[j.spec.org].quota(f).nominal
+        if held[(j.spec.org, f)] + j.spec.gang.total_accelerators <= nominal:
+            out.append(j)
+    return out
+
+
+def _fits_after_reclaim(snap: Snapshot, d: Decisions, job: PendingJob, f: str) -> bool:
+    """``job`` fits on ``f`` with this cycle's placements, once every victim the reclaim
+    rule allows (borrowers' live preemptible jobs, until each org is down to nominal,
+    never the job's ``preempted_by``) has gone."""
+    jobs, _ = _index(snap)
+    held = m.alloc(snap.running)
+    orgs = m.org_map(snap)
+    gone: set[str] = set()
+    by_org: dict[str, list[RunningJob]] = defaultdict(list)
+    for r in snap.running:
+        if r.flavor == f and not r.terminating and r.spec.preemptible and r.id != job.preempted_by:
+            by_org[r.spec.org].append(r)
+    for name, rs in by_org.items():
+        nominal = orgs[name].quota(f).nominal if name in orgs else 0
+        for r in sorted(rs, key=m.victim_key):
+            if held[(name, f)] <= nominal:
+                break
+            gone.add(r.id)
+            held[(name, f)] -= r.accelerators
+    room = m.free(snap, [r for r in snap.running if r.id not in gone])
+    for p in d.placements:
+        m.take(room, jobs[p.job_id].spec, p.assignments)
+        held[(jobs[p.job_id].spec.org, p.flavor)] += jobs[p.job_id].spec.gang.total_accelerators
+    q = job.spec.gang.total_accelerators
+    return m.quota_verdict(snap, held, job.spec.org, f, q) == "ok" and m.fits(
+        snap, room, job.spec, f, job.avoid_nodes
+    )
