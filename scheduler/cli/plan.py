@@ -208,7 +208,7 @@ def run_steps(
         decisions = decide(snapshot, state.now)
         out.append(Step(number, state.now, decisions, finished))
         _apply(state, decisions)
-        next_time = _next_time(state, step_seconds)
+        next_time = _next_time(state, decisions, step_seconds)
         if next_time is None or number == steps:
             break
         state.now = next_time
@@ -245,18 +245,21 @@ def _apply(state: PlanState, d: Decisions) -> None:
             )
 
 
-def _next_time(state: PlanState, step_seconds: float | None) -> float | None:
+def _next_time(state: PlanState, d: Decisions, step_seconds: float | None) -> float | None:
     if step_seconds is not None:
         return state.now + step_seconds
     ends = [
         end for job in state.running.values() if (end := job.expected_end) is not None and end > state.now
     ]
-    # With nothing running to a limit, nothing will change: stop instead of idling.
-    return min(ends) if ends else (state.now if state.pending and _changed(state) else None)
-
-
-def _changed(state: PlanState) -> bool:
-    return any(job.preempted_by is not None for job in state.pending.values())
+    # Victims are gone after their grace period: the next cycle then places whoever
+    # they made room for, rather than waiting for the next job end.
+    graces = [
+        state.now + job.spec.grace_period_seconds
+        for job in state.pending.values()
+        if job.attempt and job.preempted_by in {p.beneficiary for p in d.preemptions}
+    ]
+    times = ends + [g for g in graces if d.preemptions]
+    return min(times) if times else None
 
 
 def _finish(state: PlanState) -> list[str]:
