@@ -44,6 +44,8 @@ def _canonical_command(cfg: BenchConfig, as_json: bool) -> str:
     args += ["--seed", w.seed, "--repeats", cfg.repeats, "--degraded", w.degraded_fraction]
     if cfg.profile_path is not None:
         args += ["--profile", cfg.profile_path, "--profile-cycles", cfg.profile_cycles]
+    if cfg.profile_cold_path is not None:
+        args += ["--profile-cold", cfg.profile_cold_path]
     if as_json:
         args.append("--json")
     return shlex.join(str(a) for a in args)
@@ -77,19 +79,29 @@ def bench_scheduler(
         ),
     ] = None,
     profile_cycles: Annotated[int, typer.Option(min=1, max=1000, help="Steady cycles to profile.")] = 5,
+    profile_cold: Annotated[
+        Path | None,
+        typer.Option(
+            help="Write a cProfile stats file of the cold cycle, run again on the same workload "
+            "after the timed run.",
+            dir_okay=False,
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
     traceback: Annotated[
         bool, typer.Option("--traceback", help="Show the traceback if the core fails.")
     ] = False,
 ) -> None:
     """Time the decision core on a synthetic pool and a Philly-mix queue (issue 2's targets)."""
-    if profile is not None and not profile.parent.resolve().is_dir():
-        raise _fail(f"--profile: directory {profile.parent} does not exist")
+    for option, path in (("--profile", profile), ("--profile-cold", profile_cold)):
+        if path is not None and not path.parent.resolve().is_dir():
+            raise _fail(f"{option}: directory {path.parent} does not exist")
     cfg = BenchConfig(
         workload=WorkloadConfig(nodes=nodes, jobs=jobs, orgs=orgs, seed=seed, degraded_fraction=degraded),
         repeats=repeats,
         profile_path=profile,
         profile_cycles=profile_cycles,
+        profile_cold_path=profile_cold,
     )
     decide = load_decide()
     err = Console(stderr=True, highlight=False)

@@ -49,8 +49,13 @@ class BenchConfig:
     repeats: int = 20
     churn: float = 0.01  # share of running jobs that finish, and of --jobs that arrive, per cycle
     cycle_s: float = 10.0  # virtual time between steady cycles
-    profile_path: Path | None = None
+    profile_path: Path | None = None  # cProfile stats of extra steady cycles
     profile_cycles: int = 5
+    profile_cold_path: Path | None = None  # cProfile stats of a repeated cold cycle
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError("repeats: at least one steady cycle is needed for its figures")
 
 
 @dataclass(slots=True)
@@ -128,10 +133,19 @@ class BenchRun:
     state: PoolState  # the pool after the last cycle, for checks
 
 
-def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> BenchRun:
-    w = cfg.workload
-    rss_start = peak_rss_mb()
-    t_setup = time.perf_counter()
+@dataclass(slots=True)
+class _Setup:
+    state: PoolState
+    factory: JobFactory
+    rng: np.random.Generator
+    capacity: int
+    now: float
+    seconds: float
+
+
+def _setup(w: WorkloadConfig) -> _Setup:
+    """The pool, orgs and queue of ``w``; the same seed gives the same workload."""
+    t0 = time.perf_counter()
     rng = np.random.default_rng(w.seed)
     nodes = build_nodes(w, rng)
     cap = capacity_by_flavor(nodes)
@@ -147,41 +161,112 @@ def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> Bench
     factory = JobFactory(orgs, rng)
     horizon = w.jobs * MEAN_INTERARRIVAL_S
     state.arrive(factory.make(w.jobs, 0.0, horizon))
-    now = horizon + 60.0
-    setup_s = time.perf_counter() - t_setup
-    progress(f"setup: {len(nodes):,} nodes, {w.jobs:,} jobs, {w.orgs} orgs in {setup_s:.2f} s")
+    return _Setup(state, factory, rng, sum(cap.values()), horizon + 60.0, time.perf_counter() - t0)
 
-    gc_before = gc.get_stats()[2]["collections"]
+
+def _cold(setup: _Setup, decide: Decide, progress: Progress) -> dict[str, Any]:
+    state, now = setup.state, setup.now
     decisions, cold = _timed_cycle(state, decide, now)
-    cold_placed = len(decisions.placements)
+    placed = len(decisions.placements)
     applied = state.apply(decisions, now)
-    cold_used = state.used_accelerators()
-    pending_after_cold = len(state.pending)
     progress(
-        f"cold cycle: placed {cold_placed:,} gangs in {cold.total_s:.3f} s "
-        f"({cold_placed / cold.total_s:,.0f} gangs/s); {pending_after_cold:,} still pending"
+        f"cold cycle: placed {placed:,} gangs in {cold.total_s:.3f} s "
+        f"({placed / cold.total_s:,.0f} gangs/s); {len(state.pending):,} still pending"
     )
+    return {
+        "cold_cycle_s": cold.total_s,
+        "cold_snapshot_s": cold.snapshot_s,
+        "cold_decide_s": cold.decide_s,
+        "cold_placed": placed,
+        "cold_gangs_per_s": placed / cold.total_s if cold.total_s > 0 else 0.0,
+        "cold_rejected": applied.rejected,
+        "cold_utilization": state.used_accelerators() / setup.capacity if setup.capacity else 0.0,
+        "pending_after_cold": len(state.pending),
+    }
 
-    steady = _Steady(cfg, state, factory, rng)
+
+def _steady_figures(timings: list[CycleTiming], steady: _Steady) -> dict[str, Any]:
+    totals = [t.total_s for t in timings]
+    return {
+        "steady_cycles": len(totals),
+        "steady_cycle_p50_s": percentile(totals, 50),
+        "steady_cycle_p99_s": percentile(totals, 99),
+        "steady_cycle_max_s": max(totals),
+        # Nearest rank: with fewer than 100 cycles, p99 is the slowest one.
+        "steady_p99_is_max": len(totals) < 100,
+        "steady_snapshot_p50_s": percentile([t.snapshot_s for t in timings], 50),
+        "steady_decide_p50_s": percentile([t.decide_s for t in timings], 50),
+        "steady_arrivals_per_cycle": steady.arrivals,
+        "steady_finished_total": steady.finished,
+        "steady_placed_total": steady.placed,
+        "steady_preempted_total": steady.preempted,
+        "steady_rejected_total": steady.rejected,
+    }
+
+
+def _final_figures(setup: _Setup) -> dict[str, Any]:
+    state = setup.state
+    over = state.nodes_over_capacity()
+    return {
+        "running_final": len(state.running),
+        "pending_final": len(state.pending),
+        "utilization_final": state.used_accelerators() / setup.capacity if setup.capacity else 0.0,
+        "nodes_over_capacity": len(over),
+        "invariant_violations": state.violation_count + len(over),
+        "invariant_examples": state.violations[:10] + [f"node {n} over capacity" for n in over[:10]],
+    }
+
+
+def _profile_steady(
+    cfg: BenchConfig, steady: _Steady, now: float, decide: Decide, progress: Progress
+) -> None:
+    assert cfg.profile_path is not None
+    profiler = cProfile.Profile()
+    for i in range(cfg.profile_cycles):
+        now += cfg.cycle_s
+        steady.step(now, decide, profiler)
+        progress(f"profiled steady cycle {i + 1}/{cfg.profile_cycles}")
+    profiler.dump_stats(str(cfg.profile_path))
+    progress(f"profile of the steady cycles written to {cfg.profile_path}")
+
+
+def _profile_cold(cfg: BenchConfig, decide: Decide, progress: Progress) -> None:
+    """Regenerates the same workload from the seed and profiles its cold cycle alone."""
+    assert cfg.profile_cold_path is not None
+    setup = _setup(cfg.workload)
+    profiler = cProfile.Profile()
+    _timed_cycle(setup.state, decide, setup.now, profiler)
+    profiler.dump_stats(str(cfg.profile_cold_path))
+    progress(f"profile of the cold cycle written to {cfg.profile_cold_path}")
+
+
+def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> BenchRun:
+    w = cfg.workload
+    rss_start = peak_rss_mb()
+    setup = _setup(w)
+    progress(
+        f"setup: {len(setup.state.nodes):,} nodes, {w.jobs:,} jobs, {w.orgs} orgs in {setup.seconds:.2f} s"
+    )
+    gc_before = gc.get_stats()[2]["collections"]
+    cold = _cold(setup, decide, progress)
+
+    steady = _Steady(cfg, setup.state, setup.factory, setup.rng)
     timings: list[CycleTiming] = []
+    now = setup.now
     for i in range(cfg.repeats):
         now += cfg.cycle_s
         timings.append(steady.step(now, decide))
         progress(f"steady cycle {i + 1}/{cfg.repeats}: {timings[-1].total_s:.3f} s")
-    gc_steady = gc.get_stats()[2]["collections"] - gc_before
+    gc_timed = gc.get_stats()[2]["collections"] - gc_before
+    # Checked and measured before any profiling: the profiled cycles are extra.
+    final = _final_figures(setup)
+    peak_rss = peak_rss_mb()
 
-    if cfg.profile_path is not None and cfg.profile_cycles > 0:
-        profiler = cProfile.Profile()
-        for i in range(cfg.profile_cycles):
-            now += cfg.cycle_s
-            steady.step(now, decide, profiler)
-            progress(f"profiled cycle {i + 1}/{cfg.profile_cycles}")
-        profiler.dump_stats(str(cfg.profile_path))
-        progress(f"profile of the steady cycles written to {cfg.profile_path}")
+    if cfg.profile_path is not None:
+        _profile_steady(cfg, steady, now, decide, progress)
+    if cfg.profile_cold_path is not None:
+        _profile_cold(cfg, decide, progress)
 
-    totals = [t.total_s for t in timings]
-    over = state.nodes_over_capacity()
-    total_cap = sum(cap.values())
     results = {
         "benchmark": "scheduler",
         "command": None,  # filled in by the CLI, which knows the command line
@@ -191,41 +276,19 @@ def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> Bench
             "churn": cfg.churn,
             "cycle_s": cfg.cycle_s,
             "flavors": [f.name for f in FLAVORS],
-            "accelerators": total_cap,
+            "accelerators": setup.capacity,
             "rack_nodes": RACK_NODES,
             "spine_racks": SPINE_RACKS,
         },
         "machine": machine_facts(),
-        "setup_s": setup_s,
-        "cold_cycle_s": cold.total_s,
-        "cold_snapshot_s": cold.snapshot_s,
-        "cold_decide_s": cold.decide_s,
-        "cold_placed": cold_placed,
-        "cold_gangs_per_s": cold_placed / cold.total_s if cold.total_s > 0 else 0.0,
-        "cold_rejected": applied.rejected,
-        "cold_utilization": cold_used / total_cap if total_cap else 0.0,
-        "pending_after_cold": pending_after_cold,
-        "steady_cycles": len(totals),
-        "steady_cycle_p50_s": percentile(totals, 50) if totals else None,
-        "steady_cycle_p99_s": percentile(totals, 99) if totals else None,
-        "steady_cycle_max_s": max(totals) if totals else None,
-        "steady_p99_is_max": len(totals) < 100,
-        "steady_snapshot_p50_s": percentile([t.snapshot_s for t in timings], 50) if totals else None,
-        "steady_decide_p50_s": percentile([t.decide_s for t in timings], 50) if totals else None,
-        "steady_arrivals_per_cycle": steady.arrivals,
-        "steady_finished_total": steady.finished,
-        "steady_placed_total": steady.placed,
-        "steady_preempted_total": steady.preempted,
-        "steady_rejected_total": steady.rejected,
-        "gc_gen2_collections": gc_steady,
-        "running_final": len(state.running),
-        "pending_final": len(state.pending),
-        "utilization_final": state.used_accelerators() / total_cap if total_cap else 0.0,
-        "nodes_over_capacity": len(over),
-        "invariant_violations": state.violation_count + len(over),
-        "invariant_examples": state.violations[:10] + [f"node {n} over capacity" for n in over[:10]],
+        "setup_s": setup.seconds,
+        **cold,
+        **_steady_figures(timings, steady),
+        "gc_gen2_collections": gc_timed,
+        **final,
         "rss_at_start_mb": rss_start,
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss,
         "profile": str(cfg.profile_path) if cfg.profile_path is not None else None,
+        "profile_cold": str(cfg.profile_cold_path) if cfg.profile_cold_path is not None else None,
     }
-    return BenchRun(results=results, state=state)
+    return BenchRun(results=results, state=setup.state)

@@ -188,15 +188,34 @@ def test_a_core_that_overcommits_a_node_is_reported() -> None:
     assert any("not running" in e for e in run.state.violations)
 
 
-def test_profile_file_holds_the_steady_cycles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_profiles_hold_the_steady_and_the_cold_cycles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(bench_cli, "load_decide", lambda: greedy_decide)
-    out = tmp_path / "steady.prof"
-    args = ["bench", "scheduler", "--nodes", "50", "--jobs", "300", "--orgs", "2", "--repeats", "2"]
-    result = CliRunner().invoke(app, [*args, "--json", "-q", "--profile", str(out), "--profile-cycles", "2"])
+    steady, cold = tmp_path / "steady.prof", tmp_path / "cold.prof"
+    args = [
+        "bench",
+        "scheduler",
+        "--nodes",
+        "50",
+        "--jobs",
+        "300",
+        "--orgs",
+        "2",
+        "--repeats",
+        "2",
+        "--json",
+        "-q",
+    ]
+    profiling = ["--profile", str(steady), "--profile-cycles", "2", "--profile-cold", str(cold)]
+    result = CliRunner().invoke(app, [*args, *profiling])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["profile"] == str(out)
-    profiled = {func for (_, _, func) in pstats.Stats(str(out)).stats}  # type: ignore[attr-defined]
-    assert {"greedy_decide", "snapshot"} <= profiled
+    figures = json.loads(result.stdout)
+    assert (figures["profile"], figures["profile_cold"]) == (str(steady), str(cold))
+    for path, cycles in ((steady, 2), (cold, 1)):
+        stats = pstats.Stats(str(path)).stats  # type: ignore[attr-defined]
+        calls = {func: ncalls for (_, _, func), (_, ncalls, *_) in stats.items()}
+        assert calls["greedy_decide"] == cycles and calls["snapshot"] == cycles
 
 
 def test_nearest_rank_p99_is_the_max_below_100_samples() -> None:
