@@ -87,6 +87,8 @@ TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
     # The backend reports the preempted gang gone: back to the queue, same priority and
     # submit time, resuming from its latest checkpoint.
     (_S.PREEMPTED, _E.REQUEUE): _S.PENDING,
+    # It finished on its own during the grace period of its preemption: done, not requeued.
+    (_S.PREEMPTED, _E.SUCCEEDED): _S.SUCCEEDED,
     # Cancelled while it was being stopped for preemption: it stays down.
     (_S.PREEMPTED, _E.CANCEL): _S.CANCELLED,
     # The failed gang is fully stopped: back to the queue with the next attempt number

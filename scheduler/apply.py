@@ -1,0 +1,366 @@
+"""The applier: the only code that writes decisions to the store and talks to a backend.
+
+Order is what makes a crash harmless: a decision is committed before the backend is
+asked to act on it, and the backend is asked again (idempotently, by gang key) by the
+next reconcile if the server died in between. Every deciding transaction first checks
+that this process still holds the leader lease (the fence), so a deposed leader can
+not commit anything.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from scheduler.backends.base import FINISHED, Backend, BackendError, GangStatus, Launch, Phase, gang_key
+from scheduler.decisions import Decisions
+from scheduler.lifecycle import IllegalTransition, JobEvent, JobState
+from scheduler.store import jobs as jobstore
+from scheduler.store import lease
+from scheduler.store import usage as usagestore
+from scheduler.store.db import Database
+from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
+from scheduler.store.view import View, assignments_of
+
+log = logging.getLogger(__name__)
+
+
+class NotLeader(Exception):
+    """The lease moved to another process; this one must stop deciding."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    holder: str
+    epoch: int
+
+    def check(self, session: Session, now: float) -> None:
+        if not lease.holds(session, self.holder, self.epoch, now):
+            raise NotLeader(f"{self.holder} no longer holds the lease (epoch {self.epoch})")
+
+
+@dataclass
+class Outcome:
+    """What one cycle did; feeds metrics, logs and tests."""
+
+    admitted: list[str] = field(default_factory=list)
+    launched: list[str] = field(default_factory=list)
+    started: list[tuple[str, float]] = field(default_factory=list)  # (job, seconds since submit)
+    preempted: list[tuple[str, str]] = field(default_factory=list)  # (job, reason)
+    restarted: list[tuple[str, str]] = field(default_factory=list)  # (job, failure class)
+    finished: list[tuple[str, str]] = field(default_factory=list)  # (job, final state)
+    rejected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # decisions dropped: the job changed meanwhile
+
+
+@dataclass
+class _Actions:
+    launches: list[tuple[AllocationRow, JobRow]] = field(default_factory=list)
+    stops: list[tuple[str, float]] = field(default_factory=list)  # (key, grace seconds)
+    forgets: list[str] = field(default_factory=list)
+
+
+# --- reconcile: what the backend reports against what the store says ------------------
+
+
+def reconcile(db: Database, backend: Backend, fence: Fence, now: float, out: Outcome) -> None:
+    """Level-triggered: compares every live allocation with the backend's gangs."""
+    statuses = {s.key: s for s in backend.gangs(now)}
+    acts = _Actions()
+    with db.write() as s:
+        fence.check(s, now)
+        allocs = jobstore.live_allocations(s)
+        ids = [a.job_id for a in allocs]
+        jobs = {j.id: j for j in s.exec(select(JobRow).where(col(JobRow.id).in_(ids))).all()} if ids else {}
+        for a in allocs:
+            st = statuses.pop(gang_key(a.job_id, a.attempt), None)
+            ended = st.at if st is not None and st.phase in FINISHED and st.at is not None else now
+            usagestore.accrue(s, a, min(ended, now))
+            job = jobs[a.job_id]
+            try:
+                if a.state == "active":
+                    _active(s, job, a, st, now, acts, out)
+                else:
+                    _stopping(s, job, a, st, now, acts, out)
+            except IllegalTransition:
+                log.exception("refused an illegal transition for job %s", job.id)
+        for st in statuses.values():  # gangs no live allocation accounts for
+            if st.phase in FINISHED:
+                acts.forgets.append(st.key)
+            elif st.phase is not Phase.STOPPING:
+                log.warning("stopping orphan gang %s", st.key)
+                acts.stops.append((st.key, 0.0))
+    _act(db, backend, fence, acts, now, out)
+
+
+def _active(
+    s: Session, job: JobRow, a: AllocationRow, st: GangStatus | None, now: float, acts: _Actions, out: Outcome
+) -> None:
+    key = gang_key(a.job_id, a.attempt)
+    if st is None:
+        if job.state == JobState.ADMITTED:
+            acts.launches.append((a, job))  # committed but never launched: the server died in between
+        else:
+            _restart(
+                s, job, a, now, out, infra=True, node=None, message="the backend no longer runs the gang"
+            )
+        return
+    if job.state == JobState.ADMITTED:
+        jobstore.move(s, job, JobEvent.LAUNCHED, now, message="found running after a restart")
+    if job.state == JobState.STARTING and st.phase in (Phase.RUNNING, Phase.STOPPING, Phase.SUCCEEDED):
+        _started(s, job, now, out)
+    if st.phase is Phase.SUCCEEDED:
+        jobstore.move(s, job, JobEvent.SUCCEEDED, now, reason="exit", exit_code=0, finished_at=st.at or now)
+        _release(s, a, now)
+        acts.forgets.append(key)
+        out.finished.append((job.id, JobState.SUCCEEDED.value))
+    elif st.phase is Phase.FAILED:
+        _restart(s, job, a, now, out, infra=False, node=st.node, message=st.message, exit_code=st.exit_code)
+        acts.forgets.append(key)
+    elif st.phase in (Phase.LOST, Phase.STOPPED):
+        _restart(s, job, a, now, out, infra=True, node=st.node, message=st.message or st.phase.value)
+        acts.forgets.append(key)
+    elif job.state == JobState.RUNNING and _timed_out(job, now):
+        jobstore.move(
+            s, job, JobEvent.FAILED, now, reason="timeout", message="ran past max_runtime_seconds",
+            failure_class="timeout", finished_at=now,
+        )  # fmt: skip
+        jobstore.request_stop(s, job, now)
+        acts.stops.append((key, jobstore.spec_of(job).grace_period_seconds))
+        out.finished.append((job.id, JobState.FAILED.value))
+
+
+def _stopping(
+    s: Session, job: JobRow, a: AllocationRow, st: GangStatus | None, now: float, acts: _Actions, out: Outcome
+) -> None:
+    key = gang_key(a.job_id, a.attempt)
+    if st is not None and st.phase not in FINISHED:
+        if st.phase is not Phase.STOPPING:
+            acts.stops.append((key, jobstore.spec_of(job).grace_period_seconds))
+        return
+    _release(s, a, st.at if st is not None and st.at is not None else now)
+    if st is not None:
+        acts.forgets.append(key)
+    if job.state == JobState.PREEMPTED and st is not None and st.phase is Phase.SUCCEEDED:
+        jobstore.move(s, job, JobEvent.SUCCEEDED, now, reason="exit", exit_code=0, finished_at=st.at or now)
+        out.finished.append((job.id, JobState.SUCCEEDED.value))
+    elif job.state in (JobState.PREEMPTED, JobState.RESTARTING):
+        _requeue(s, job, now)
+
+
+def _started(s: Session, job: JobRow, now: float, out: Outcome) -> None:
+    first = job.started_at is None
+    jobstore.move(s, job, JobEvent.STARTED, now, started_at=now if first else job.started_at)
+    if job.attempt == 0:
+        out.started.append((job.id, max(0.0, now - job.submitted_at)))
+
+
+def _timed_out(job: JobRow, now: float) -> bool:
+    limit = jobstore.spec_of(job).max_runtime_seconds
+    return limit is not None and job.started_at is not None and now > job.started_at + limit
+
+
+def _release(s: Session, a: AllocationRow, at: float) -> None:
+    a.state = "released"
+    a.released_at = at
+    s.add(a)
+
+
+def _restart(
+    s: Session,
+    job: JobRow,
+    a: AllocationRow,
+    now: float,
+    out: Outcome,
+    *,
+    infra: bool,
+    node: str | None,
+    message: str,
+    exit_code: int | None = None,
+) -> None:
+    """A gang ended by failure: back to the queue, or FAILED when the job's own budget is spent."""
+    spec = jobstore.spec_of(job)
+    cls = "infrastructure" if infra else "job"
+    _release(s, a, now)
+    if not infra and job.restarts >= spec.restart.max_restarts:
+        jobstore.move(
+            s, job, JobEvent.FAILED, now, reason=cls, message=message or "failed",
+            failure_class=cls, exit_code=exit_code, finished_at=now,
+        )  # fmt: skip
+        out.finished.append((job.id, JobState.FAILED.value))
+        return
+    restarts = job.restarts + (0 if infra else 1)
+    backoff = 0.0
+    if not infra:
+        backoff = min(spec.restart.backoff_seconds * 2 ** (restarts - 1), spec.restart.backoff_max_seconds)
+    avoid = set(json.loads(job.avoid_nodes)) | ({node} if node else set())
+    jobstore.move(
+        s, job, JobEvent.RESTART, now, reason=cls, message=message, failure_class=cls, exit_code=exit_code,
+        restarts=restarts, eligible_at=now + backoff, avoid_nodes=json.dumps(sorted(avoid)),
+    )  # fmt: skip
+    out.restarted.append((job.id, cls))
+    _requeue(s, job, now)
+
+
+def _requeue(s: Session, job: JobRow, now: float) -> None:
+    jobstore.move(s, job, JobEvent.REQUEUE, now, attempt=job.attempt + 1, reason=None, message="")
+
+
+# --- decisions -> store --------------------------------------------------------------
+
+
+def apply_decisions(
+    db: Database, backend: Backend, view: View, decisions: Decisions, fence: Fence, now: float, out: Outcome
+) -> None:
+    acts = _Actions()
+    with db.write() as s:
+        fence.check(s, now)
+        for p in decisions.placements:
+            job = _unchanged(s, view, p.job_id, out)
+            if job is None:
+                continue
+            spec = jobstore.spec_of(job)
+            alloc = AllocationRow(
+                job_id=job.id, attempt=job.attempt, org=job.org, team=job.team, flavor=p.flavor,
+                assignments=json.dumps([list(x) for x in p.assignments]),
+                accelerators=spec.gang.accelerators * sum(n for _, n in p.assignments),
+                reason=p.reason.value, created_at=now, accounted_until=now,
+            )  # fmt: skip
+            try:
+                with s.begin_nested():
+                    nodes = ", ".join(f"{n}x{k}" for n, k in p.assignments)
+                    jobstore.move(
+                        s, job, JobEvent.ADMIT, now, reason=p.reason.value, message=f"{p.flavor} on {nodes}",
+                        estimated_start=None,
+                    )  # fmt: skip
+                    s.add(alloc)
+                    s.flush()
+            except (jobstore.StaleWrite, IntegrityError):
+                out.skipped.append(job.id)
+                continue
+            acts.launches.append((alloc, job))
+            out.admitted.append(job.id)
+        for pr in decisions.preemptions:
+            _preempt(s, pr.job_id, pr.reason.value, pr.beneficiary, pr.message, now, acts, out)
+        for r in decisions.rejections:
+            job = _unchanged(s, view, r.job_id, out)
+            if job is not None:
+                jobstore.move(
+                    s, job, JobEvent.REJECT, now, reason=r.reason.value, message=r.message, finished_at=now
+                )
+                out.rejected.append(job.id)
+        for job_id, status in decisions.pending.items():
+            _note_pending(s, view, job_id, status.reason.value, status.message, status.estimated_start)
+    _act(db, backend, fence, acts, now, out)
+
+
+def _unchanged(s: Session, view: View, job_id: str, out: Outcome) -> JobRow | None:
+    """The job as decide() saw it, or None if it changed since (cancelled, ...)."""
+    seen = view.jobs.get(job_id)
+    job = s.get(JobRow, job_id)
+    if seen is None or job is None or job.version != seen.version or job.state != JobState.PENDING:
+        out.skipped.append(job_id)
+        return None
+    return job
+
+
+def _preempt(
+    s: Session, job_id: str, reason: str, beneficiary: str | None, message: str, now: float, acts: _Actions,
+    out: Outcome,
+) -> None:  # fmt: skip
+    job = s.get(JobRow, job_id)
+    a = jobstore.allocation(s, job_id, job.attempt) if job is not None else None
+    if (
+        job is None
+        or a is None
+        or a.state != "active"
+        or job.state not in (JobState.STARTING, JobState.RUNNING)
+    ):
+        out.skipped.append(job_id)
+        return
+    text = message or (f"to make room for {beneficiary}" if beneficiary else reason)
+    jobstore.move(s, job, JobEvent.PREEMPT, now, reason=reason, message=text, preempted_by=beneficiary)
+    a.state, a.preempted_for, a.stop_requested_at = "stopping", beneficiary, now
+    s.add(a)
+    acts.stops.append((gang_key(job.id, job.attempt), jobstore.spec_of(job).grace_period_seconds))
+    out.preempted.append((job_id, reason))
+
+
+def _note_pending(
+    s: Session, view: View, job_id: str, reason: str, message: str, estimate: float | None
+) -> None:
+    seen = view.jobs.get(job_id)
+    if estimate is not None and estimate == float("inf"):
+        estimate = None
+    if seen is None or seen.state != JobState.PENDING:
+        return
+    same_estimate = (estimate is None) == (seen.estimated_start is None) and (
+        estimate is None or abs(estimate - (seen.estimated_start or 0.0)) < 1.0
+    )
+    if seen.reason == reason and seen.message == message and same_estimate:
+        return
+    job = s.get(JobRow, job_id)
+    if job is not None and job.version == seen.version:
+        jobstore.touch(s, job, reason=reason, message=message, estimated_start=estimate)
+
+
+# --- store -> backend ----------------------------------------------------------------
+
+
+def _act(db: Database, backend: Backend, fence: Fence, acts: _Actions, now: float, out: Outcome) -> None:
+    """After the commit: forget, stop and launch; then record the launches."""
+    for key in acts.forgets:
+        backend.forget(key)
+    for key, grace in acts.stops:
+        backend.stop(key, grace, now)
+    if not acts.launches:
+        return
+    done: list[tuple[AllocationRow, str | None]] = []
+    for alloc, job in acts.launches:
+        try:
+            backend.launch(_launch_of(db, alloc, job), now)
+            done.append((alloc, None))
+        except BackendError as exc:
+            done.append((alloc, str(exc)))
+    with db.write() as s:
+        fence.check(s, now)
+        for alloc, error in done:
+            fresh = s.get(JobRow, alloc.job_id)
+            live = s.get(AllocationRow, alloc.id)
+            if (
+                fresh is None
+                or live is None
+                or fresh.state != JobState.ADMITTED
+                or fresh.attempt != alloc.attempt
+            ):
+                continue  # cancelled meanwhile: the next reconcile stops the gang
+            if error is None:
+                jobstore.move(s, fresh, JobEvent.LAUNCHED, now)
+                out.launched.append(fresh.id)
+            else:
+                _restart(s, fresh, live, now, out, infra=True, node=None, message=f"launch failed: {error}")
+
+
+def _launch_of(db: Database, alloc: AllocationRow, job: JobRow) -> Launch:
+    env = {"TRAINPOOL_JOB_ID": job.id, "TRAINPOOL_ATTEMPT": str(alloc.attempt)}
+    with db.read() as s:
+        stmt = (
+            select(CheckpointRow)
+            .where(CheckpointRow.job_id == job.id)
+            .order_by(col(CheckpointRow.at).desc(), col(CheckpointRow.id).desc())
+        )
+        last = s.exec(stmt).first()
+    if last is not None:
+        env["TRAINPOOL_RESUME_FROM"] = last.path
+    return Launch(
+        job_id=job.id,
+        attempt=alloc.attempt,
+        spec=jobstore.spec_of(job),
+        flavor=alloc.flavor,
+        assignments=assignments_of(alloc),
+        env=env,
+    )

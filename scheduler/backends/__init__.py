@@ -1,0 +1,1 @@
+"""Backends: where gangs really run (ray, kubernetes) or pretend to (sim)."""

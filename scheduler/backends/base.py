@@ -1,0 +1,88 @@
+"""The one protocol every backend speaks to the control loop.
+
+A gang is known by its key ``<job id>/<attempt>``: launching the same key twice is a
+no-op, so the loop may retry a launch after a crash without starting a gang twice.
+The backend reports every gang it knows, finished ones included, until the loop has
+recorded the outcome and calls :meth:`Backend.forget`: reports are level-triggered and
+survive a crash of the server between seeing an exit and storing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from scheduler.domain import JobSpec, Node
+
+
+class Phase(StrEnum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"  # asked to stop; in its grace period
+    SUCCEEDED = "succeeded"  # every replica exited 0
+    FAILED = "failed"  # the job's own failure (non-zero exit)
+    LOST = "lost"  # infrastructure: node lost, backend error; not the job's fault
+    STOPPED = "stopped"  # stopped on request
+
+
+FINISHED = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.LOST, Phase.STOPPED})
+
+
+def gang_key(job_id: str, attempt: int) -> str:
+    return f"{job_id}/{attempt}"
+
+
+@dataclass(frozen=True)
+class Launch:
+    job_id: str
+    attempt: int
+    spec: JobSpec
+    flavor: str
+    assignments: tuple[tuple[str, int], ...]  # (node, replicas) in rank order
+    env: dict[str, str] = field(default_factory=dict)  # TRAINPOOL_* set by the pool
+
+    @property
+    def key(self) -> str:
+        return gang_key(self.job_id, self.attempt)
+
+
+@dataclass(frozen=True)
+class GangStatus:
+    key: str
+    job_id: str
+    attempt: int
+    phase: Phase
+    exit_code: int | None = None
+    message: str = ""
+    # The node blamed for a LOST or FAILED gang, if one is known.
+    node: str | None = None
+    at: float | None = None  # when it reached this phase
+
+
+class Backend(Protocol):
+    name: str
+
+    def inventory(self, now: float) -> list[Node]:
+        """Every node with its current health."""
+        ...
+
+    def gangs(self, now: float) -> list[GangStatus]:
+        """Every gang launched and not yet forgotten."""
+        ...
+
+    def launch(self, launch: Launch, now: float) -> None:
+        """Start the gang; idempotent by key. Raises BackendError if it cannot."""
+        ...
+
+    def stop(self, key: str, grace_seconds: float, now: float) -> None:
+        """SIGTERM, then kill after the grace period; idempotent; unknown keys are ignored."""
+        ...
+
+    def forget(self, key: str) -> None:
+        """Drop a finished gang's record once its outcome is stored."""
+        ...
+
+
+class BackendError(Exception):
+    """The backend could not do what was asked; an infrastructure failure."""

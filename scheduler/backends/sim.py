@@ -1,0 +1,174 @@
+"""The ``sim`` backend: virtual nodes; a gang "runs" for a duration and then exits.
+
+A job's spec env steers it: ``SIM_DURATION`` (seconds, else the backend default),
+``SIM_EXIT_CODE`` (its exit code, default 0), ``SIM_FAIL_ATTEMPTS`` (attempts below this
+number exit 1, so a job can fail a few times and then succeed). Time is whatever ``now``
+the loop passes in. With a ``state_path`` the gangs survive a restart of the server, as
+a real cluster's would: the file is rewritten atomically on every change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from scheduler.backends.base import BackendError, GangStatus, Launch, Phase
+from scheduler.domain import Health, Node
+
+
+@dataclass
+class SimGang:
+    key: str
+    job_id: str
+    attempt: int
+    nodes: list[str]
+    launched_at: float
+    duration: float
+    exit_code: int
+    start_delay: float
+    stop_requested_at: float | None = None
+    grace: float = 0.0
+    lost_node: str | None = None
+    lost_at: float | None = None
+
+
+class SimBackend:
+    name = "sim"
+
+    def __init__(
+        self,
+        nodes: list[Node],
+        *,
+        default_duration: float = 60.0,
+        start_delay: float = 0.0,
+        stop_delay: float = 0.0,
+        state_path: str | Path | None = None,
+    ) -> None:
+        self._nodes = {n.name: n for n in nodes}
+        self.default_duration = default_duration
+        self.start_delay = start_delay
+        # A stopped gang exits after min(grace, stop_delay): sim jobs checkpoint instantly.
+        self.stop_delay = stop_delay
+        self._path = Path(state_path) if state_path else None
+        self._gangs: dict[str, SimGang] = {}
+        self.launches = 0  # launch calls that started a gang (tests count duplicates)
+        self._load()
+
+    # --- what a test or operator does to the virtual pool --------------------------
+    def set_health(self, node: str, health: Health, now: float) -> None:
+        self._nodes[node] = self._nodes[node].model_copy(update={"health": health})
+        if health is Health.UNHEALTHY:
+            for g in self._gangs.values():
+                if node in g.nodes and g.lost_node is None and self._phase(g, now) not in _DONE:
+                    g.lost_node, g.lost_at = node, now
+        self._save()
+
+    # --- the Backend protocol ------------------------------------------------------
+    def inventory(self, now: float) -> list[Node]:
+        return list(self._nodes.values())
+
+    def gangs(self, now: float) -> list[GangStatus]:
+        return [self._status(g, now) for g in self._gangs.values()]
+
+    def launch(self, launch: Launch, now: float) -> None:
+        if launch.key in self._gangs:
+            return
+        for node, _ in launch.assignments:
+            if node not in self._nodes:
+                raise BackendError(f"node '{node}' is not in the sim pool")
+            if self._nodes[node].health is Health.UNHEALTHY:
+                raise BackendError(f"node '{node}' is unhealthy")
+        env = launch.spec.env
+        fail_attempts = _int(env.get("SIM_FAIL_ATTEMPTS"), 0)
+        exit_code = 1 if launch.attempt < fail_attempts else _int(env.get("SIM_EXIT_CODE"), 0)
+        self._gangs[launch.key] = SimGang(
+            key=launch.key,
+            job_id=launch.job_id,
+            attempt=launch.attempt,
+            nodes=[n for n, _ in launch.assignments],
+            launched_at=now,
+            duration=_float(env.get("SIM_DURATION"), self.default_duration),
+            exit_code=exit_code,
+            start_delay=self.start_delay,
+        )
+        self.launches += 1
+        self._save()
+
+    def stop(self, key: str, grace_seconds: float, now: float) -> None:
+        g = self._gangs.get(key)
+        if g is None or g.stop_requested_at is not None:
+            return
+        g.stop_requested_at, g.grace = now, grace_seconds
+        self._save()
+
+    def forget(self, key: str) -> None:
+        if self._gangs.pop(key, None) is not None:
+            self._save()
+
+    # --- internals -----------------------------------------------------------------
+    def _phase(self, g: SimGang, now: float) -> Phase:
+        return self._status(g, now).phase
+
+    def _status(self, g: SimGang, now: float) -> GangStatus:
+        base = GangStatus(key=g.key, job_id=g.job_id, attempt=g.attempt, phase=Phase.RUNNING)
+        natural_end = g.launched_at + g.duration
+        if g.lost_node is not None and (g.lost_at or 0) < natural_end:
+            return replace(base, phase=Phase.LOST, node=g.lost_node, at=g.lost_at, message="node lost")
+        if g.stop_requested_at is not None and g.stop_requested_at < natural_end:
+            done = g.stop_requested_at + min(g.grace, self.stop_delay)
+            if now < done:
+                return replace(base, phase=Phase.STOPPING)
+            if done < natural_end:
+                return replace(base, phase=Phase.STOPPED, at=done, message="stopped on request")
+        if now >= natural_end:
+            if g.exit_code == 0:
+                return replace(base, phase=Phase.SUCCEEDED, exit_code=0, at=natural_end)
+            return replace(
+                base,
+                phase=Phase.FAILED,
+                exit_code=g.exit_code,
+                at=natural_end,
+                message=f"exit code {g.exit_code}",
+            )
+        if now < g.launched_at + g.start_delay:
+            return replace(base, phase=Phase.STARTING)
+        return base
+
+    def _save(self) -> None:
+        if self._path is None:
+            return
+        data = {"gangs": [asdict(g) for g in self._gangs.values()], "launches": self.launches}
+        data["health"] = {n: node.health.value for n, node in self._nodes.items()}
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self._path)
+
+    def _load(self) -> None:
+        if self._path is None or not self._path.exists():
+            return
+        data = json.loads(self._path.read_text())
+        self._gangs = {g["key"]: SimGang(**g) for g in data.get("gangs", [])}
+        self.launches = int(data.get("launches", 0))
+        for name, health in data.get("health", {}).items():
+            if name in self._nodes:
+                self._nodes[name] = self._nodes[name].model_copy(update={"health": Health(health)})
+
+
+_DONE = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.LOST, Phase.STOPPED})
+
+
+def _float(text: str | None, default: float) -> float:
+    try:
+        value = float(text) if text is not None else default
+    except ValueError:
+        return default
+    return value if value >= 0 else default
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default

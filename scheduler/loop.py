@@ -1,0 +1,137 @@
+"""The control loop: observe -> snapshot -> decide -> apply -> persist, once a cycle.
+
+Only the holder of the leader lease runs a cycle; the others keep trying to take the
+lease, so one of them takes over within ``lease_ttl`` when the leader dies. A cycle is
+level-triggered: it compares the store with what the backend runs now, so the first
+cycle after a crash repairs whatever the crash interrupted. The clock is injected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from scheduler.apply import Fence, NotLeader, Outcome, apply_decisions, reconcile
+from scheduler.backends.base import Backend
+from scheduler.decisions import Decisions
+from scheduler.metrics import Metrics
+from scheduler.snapshot import Snapshot
+from scheduler.store import lease
+from scheduler.store import nodes as nodestore
+from scheduler.store.db import Database
+from scheduler.store.view import PoolView, build
+
+log = logging.getLogger(__name__)
+
+Decide = Callable[[Snapshot, float], Decisions]
+
+
+def default_holder() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass
+class LoopSettings:
+    interval: float = 1.0
+    lease_ttl: float = 10.0
+    holder: str = field(default_factory=default_holder)
+
+
+class ControlLoop:
+    def __init__(
+        self,
+        db: Database,
+        backend: Backend,
+        pool: PoolView,
+        *,
+        settings: LoopSettings | None = None,
+        clock: Callable[[], float] = time.time,
+        metrics: Metrics | None = None,
+        decide: Decide | None = None,
+    ) -> None:
+        self.db = db
+        self.backend = backend
+        self.pool = pool
+        self.settings = settings or LoopSettings()
+        self.clock = clock
+        self.metrics = metrics
+        self._decide = decide
+        self.epoch: int | None = None
+        self.cycles = 0
+        self.last_cycle_at: float | None = None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.epoch is not None
+
+    def decide(self, snapshot: Snapshot, now: float) -> Decisions:
+        if self._decide is None:
+            from scheduler.core import decide  # the pure core; imported late to keep startup light
+
+            self._decide = decide
+        return self._decide(snapshot, now)
+
+    def cycle(self) -> Outcome | None:
+        """One cycle; None when another process holds the lease."""
+        started = time.perf_counter()
+        now = self.clock()
+        with self.db.write() as s:
+            self.epoch = lease.acquire(s, self.settings.holder, now, self.settings.lease_ttl)
+        if self.metrics is not None:
+            self.metrics.leader.set(1 if self.epoch is not None else 0)
+        if self.epoch is None:
+            return None
+        fence = Fence(self.settings.holder, self.epoch)
+        out = Outcome()
+        try:
+            with self.db.write() as s:
+                fence.check(s, now)
+                nodestore.sync_inventory(s, self.backend.inventory(now), now)
+            reconcile(self.db, self.backend, fence, now, out)
+            with self.db.read() as s:
+                view = build(s, self.pool, now)
+            decisions = self.decide(view.snapshot, now)
+            apply_decisions(self.db, self.backend, view, decisions, fence, now, out)
+        except NotLeader:
+            log.warning("lost the leader lease during a cycle; stepping down")
+            self.epoch = None
+            return None
+        self.cycles += 1
+        self.last_cycle_at = now
+        if self.metrics is not None:
+            self._observe(view.snapshot, out, time.perf_counter() - started)
+        return out
+
+    def _observe(self, snap: Snapshot, out: Outcome, seconds: float) -> None:
+        assert self.metrics is not None
+        org_of = {j.id: j.spec.org for j in snap.pending} | {j.id: j.spec.org for j in snap.running}
+        self.metrics.observe_snapshot(snap)
+        self.metrics.observe_cycle(
+            seconds,
+            [(org_of.get(job, "unknown"), wait) for job, wait in out.started],
+            [(org_of.get(job, "unknown"), reason) for job, reason in out.preempted],
+            out.restarted,
+        )
+
+    def run(self, stop: threading.Event) -> None:
+        """Cycle every ``interval`` until ``stop`` is set; a failing cycle is logged, not fatal."""
+        while not stop.is_set():
+            try:
+                self.cycle()
+            except Exception:
+                log.exception("control-loop cycle failed; retrying next interval")
+            stop.wait(self.settings.interval)
+        if self.epoch is not None:
+            # Hand over at once instead of making a follower wait out the lease.
+            try:
+                with self.db.write() as s:
+                    lease.release(s, self.settings.holder)
+            except Exception:
+                log.exception("could not release the leader lease")
+            self.epoch = None

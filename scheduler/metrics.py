@@ -1,0 +1,159 @@
+"""Every Prometheus metric of the server, in one place.
+
+Prefix ``trainpool_``; labels are bounded sets (org, flavor, reason, state, route
+templates), never job ids. Each server gets its own registry so tests can start many.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import Counter as PromCounter
+
+from scheduler.snapshot import Snapshot
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_WAIT_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 12 * 3600, 86_400, 7 * 86_400)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.pending_jobs = Gauge(
+            "trainpool_pending_jobs", "Jobs waiting in the queue.", ["org", "flavor"], registry=r
+        )
+        self.running_jobs = Gauge(
+            "trainpool_running_jobs", "Jobs holding nodes.", ["org", "flavor"], registry=r
+        )
+        self.pending_accelerators = Gauge(
+            "trainpool_pending_accelerators",
+            "Accelerators asked for by pending jobs.",
+            ["org", "flavor"],
+            registry=r,
+        )
+        self.running_accelerators = Gauge(
+            "trainpool_running_accelerators",
+            "Accelerators held by running jobs.",
+            ["org", "flavor"],
+            registry=r,
+        )
+        self.pending_by_reason = Gauge(
+            "trainpool_pending_jobs_by_reason",
+            "Pending jobs by their pending reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.quota = Gauge(
+            "trainpool_quota_accelerators",
+            "Quota per org and flavor: nominal, borrowed (above nominal), lent (nominal used by others).",
+            ["org", "flavor", "kind"],
+            registry=r,
+        )
+        self.fair_share = Gauge(
+            "trainpool_fair_share",
+            "Weighted dominant share with decayed usage (lower goes first).",
+            ["org"],
+            registry=r,
+        )
+        self.node_health = Gauge(
+            "trainpool_nodes", "Nodes by flavor and health state.", ["flavor", "health"], registry=r
+        )
+        self.cycle_seconds = Histogram(
+            "trainpool_scheduling_cycle_seconds",
+            "Duration of one control-loop cycle.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.wait_seconds = Histogram(
+            "trainpool_job_wait_seconds", "Time from submit to start (first attempt).", ["org"],
+            buckets=_WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.preemptions = PromCounter(
+            "trainpool_preemptions", "Jobs preempted, by reason.", ["org", "reason"], registry=r
+        )
+        self.restarts = PromCounter(
+            "trainpool_restarts", "Jobs restarted after a failure, by failure class.", ["reason"], registry=r
+        )
+        self.submissions = PromCounter(
+            "trainpool_job_submissions", "Jobs accepted by the API.", ["org"], registry=r
+        )
+        self.leader = Gauge("trainpool_leader", "1 while this server runs the control loop.", registry=r)
+        self.api_latency = Histogram(
+            "trainpool_api_request_seconds", "API request latency by route template and status class.",
+            ["method", "route", "status"], buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def observe_snapshot(self, snap: Snapshot) -> None:
+        """Gauges from the snapshot the cycle decided on: one consistent moment."""
+        for gauge in (
+            self.pending_jobs,
+            self.running_jobs,
+            self.pending_accelerators,
+            self.running_accelerators,
+        ):
+            gauge.clear()
+        for job in snap.pending:
+            flavor = job.spec.gang.flavors[0]
+            self.pending_jobs.labels(job.spec.org, flavor).inc()
+            self.pending_accelerators.labels(job.spec.org, flavor).inc(job.spec.gang.total_accelerators)
+        alloc: Counter[tuple[str, str]] = Counter()
+        for run in snap.running:
+            self.running_jobs.labels(run.spec.org, run.flavor).inc()
+            self.running_accelerators.labels(run.spec.org, run.flavor).inc(run.accelerators)
+            alloc[(run.spec.org, run.flavor)] += run.accelerators
+        self._quota(snap, alloc)
+        self.node_health.clear()
+        for node in snap.nodes:
+            health = "cordoned" if node.cordoned else node.health.value
+            self.node_health.labels(node.flavor, health).inc()
+
+    def _quota(self, snap: Snapshot, alloc: Counter[tuple[str, str]]) -> None:
+        self.quota.clear()
+        self.fair_share.clear()
+        cap: Counter[str] = Counter()
+        for node in snap.nodes:
+            cap[node.flavor] += node.accelerators
+        half_life = snap.policy.half_life_seconds
+        for org in snap.orgs:
+            share = 0.0
+            for flavor in {f.name for f in snap.flavors}:
+                q = org.quota(flavor)
+                used = alloc[(org.name, flavor)]
+                self.quota.labels(org.name, flavor, "nominal").set(q.nominal)
+                self.quota.labels(org.name, flavor, "borrowed").set(max(0, used - q.nominal))
+                idle = max(0, q.nominal - used)
+                lendable = idle if q.lending_limit is None else min(idle, q.lending_limit)
+                self.quota.labels(org.name, flavor, "lent").set(
+                    min(lendable, _borrowed_by_others(snap, alloc, org.name, flavor))
+                )
+                if cap[flavor]:
+                    usage = snap.usage.get(org.name, {}).get(flavor, 0.0)
+                    share = max(
+                        share, used / cap[flavor] + usage / (cap[flavor] * half_life / 0.6931471805599453)
+                    )
+            self.fair_share.labels(org.name).set(share / org.weight)
+
+    def observe_cycle(
+        self,
+        seconds: float,
+        started: Iterable[tuple[str, float]],
+        preempted: Iterable[tuple[str, str]],
+        restarted: Iterable[tuple[str, str]],
+    ) -> None:
+        self.cycle_seconds.observe(seconds)
+        for org, wait in started:
+            self.wait_seconds.labels(org).observe(wait)
+        for org, reason in preempted:
+            self.preemptions.labels(org, reason).inc()
+        for _job, reason in restarted:
+            self.restarts.labels(reason).inc()
+
+
+def _borrowed_by_others(snap: Snapshot, alloc: Counter[tuple[str, str]], org: str, flavor: str) -> int:
+    return sum(max(0, alloc[(o.name, flavor)] - o.quota(flavor).nominal) for o in snap.orgs if o.name != org)

@@ -1,0 +1,1 @@
+"""The durable store: tables, guarded writes and queries, migrations."""

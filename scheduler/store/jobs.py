@@ -1,0 +1,251 @@
+"""Jobs: idempotent submission, queries, and guarded state changes.
+
+Every state change goes through :func:`move`: the lifecycle table decides whether the
+move is legal, a compare-and-set on ``version`` decides whether this writer still holds
+the row as it read it, and an event row records it, all in the caller's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session, col, select
+
+from scheduler.domain import JobSpec
+from scheduler.lifecycle import JobEvent, JobState, transition
+from scheduler.store.tables import AllocationRow, JobEventRow, JobRow
+
+
+class StaleWrite(Exception):
+    """Another writer changed the row since it was read; the caller re-reads or skips."""
+
+
+class NotFound(LookupError):
+    pass
+
+
+class RequestConflict(Exception):
+    """The client request id was used before for a different spec."""
+
+
+def new_job_id() -> str:
+    return "j-" + secrets.token_hex(6)
+
+
+def spec_of(job: JobRow) -> JobSpec:
+    return JobSpec.model_validate_json(job.spec)
+
+
+def record(
+    session: Session,
+    job: JobRow,
+    event: str,
+    now: float,
+    *,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    reason: str | None = None,
+    message: str = "",
+) -> None:
+    session.add(
+        JobEventRow(
+            job_id=job.id,
+            at=now,
+            attempt=job.attempt,
+            event=event,
+            from_state=from_state,
+            to_state=to_state,
+            reason=reason,
+            message=message,
+        )
+    )
+
+
+def move(
+    session: Session,
+    job: JobRow,
+    event: JobEvent,
+    now: float,
+    *,
+    reason: str | None = None,
+    message: str = "",
+    **changes: Any,
+) -> JobRow:
+    """Apply ``event`` to ``job`` if legal and if nobody changed the row since it was read.
+
+    Raises ``IllegalTransition`` (a bug in the caller) or ``StaleWrite`` (lost a race).
+    """
+    old = JobState(job.state)
+    new = transition(old, event)
+    values = {**changes, "state": new.value, "version": job.version + 1}
+    result = session.execute(
+        update(JobRow).where(col(JobRow.id) == job.id, col(JobRow.version) == job.version).values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise StaleWrite(f"job {job.id} changed under us (version {job.version})")
+    for key, value in values.items():
+        set_committed_value(job, key, value)
+    record(
+        session,
+        job,
+        event.value,
+        now,
+        from_state=old.value,
+        to_state=new.value,
+        reason=reason,
+        message=message,
+    )
+    return job
+
+
+def touch(session: Session, job: JobRow, **changes: Any) -> bool:
+    """A guarded update that is not a state change (pending reason, estimate)."""
+    values = {**changes, "version": job.version + 1}
+    result = session.execute(
+        update(JobRow).where(col(JobRow.id) == job.id, col(JobRow.version) == job.version).values(**values)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    for key, value in values.items():
+        set_committed_value(job, key, value)
+    return True
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job: JobRow
+    created: bool  # False: an earlier submission with the same client request id
+
+
+def submit(
+    session: Session,
+    spec: JobSpec,
+    *,
+    priority: int,
+    now: float,
+    submitted_by: str | None,
+    client_request_id: str | None,
+) -> Submitted:
+    """Insert a PENDING job, or return the one already made for this request id."""
+    spec_json = spec.model_dump_json()
+    if client_request_id:
+        earlier = find_by_request(session, spec.org, client_request_id)
+        if earlier is not None:
+            return _same_request(earlier, spec_json)
+    job = JobRow(
+        id=new_job_id(),
+        org=spec.org,
+        team=spec.team,
+        name=spec.name,
+        spec=spec_json,
+        state=JobState.PENDING.value,
+        priority=priority,
+        submitted_at=now,
+        submitted_by=submitted_by,
+        client_request_id=client_request_id or None,
+    )
+    try:
+        with session.begin_nested():
+            session.add(job)
+            session.flush()
+    except IntegrityError:
+        # A concurrent request with the same id won the insert; answer with its job.
+        earlier = find_by_request(session, spec.org, client_request_id or "")
+        if earlier is None:
+            raise
+        return _same_request(earlier, spec_json)
+    record(session, job, "submitted", now, to_state=JobState.PENDING.value, message=f"by {submitted_by}")
+    return Submitted(job, True)
+
+
+def _same_request(earlier: JobRow, spec_json: str) -> Submitted:
+    if json.loads(earlier.spec) != json.loads(spec_json):
+        raise RequestConflict(
+            f"client_request_id was already used for job {earlier.id} with a different spec"
+        )
+    return Submitted(earlier, False)
+
+
+def find_by_request(session: Session, org: str, request_id: str) -> JobRow | None:
+    stmt = select(JobRow).where(JobRow.org == org, JobRow.client_request_id == request_id)
+    return session.exec(stmt).first()
+
+
+def get(session: Session, job_id: str) -> JobRow:
+    job = session.get(JobRow, job_id)
+    if job is None:
+        raise NotFound(f"job '{job_id}' not found")
+    return job
+
+
+def list_jobs(
+    session: Session,
+    *,
+    orgs: Sequence[str] | None = None,
+    states: Sequence[str] | None = None,
+    team: str | None = None,
+    name: str | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[JobRow]:
+    """Newest first. ``orgs=None`` means every org (pool admins)."""
+    stmt = select(JobRow)
+    if orgs is not None:
+        stmt = stmt.where(col(JobRow.org).in_(list(orgs)))
+    if states:
+        stmt = stmt.where(col(JobRow.state).in_(list(states)))
+    if team:
+        stmt = stmt.where(JobRow.team == team)
+    if name:
+        stmt = stmt.where(JobRow.name == name)
+    stmt = stmt.order_by(col(JobRow.submitted_at).desc(), col(JobRow.id).desc()).offset(offset).limit(limit)
+    return list(session.exec(stmt).all())
+
+
+def pending(session: Session) -> list[JobRow]:
+    stmt = select(JobRow).where(JobRow.state == JobState.PENDING.value)
+    return list(session.exec(stmt.order_by(col(JobRow.submitted_at), col(JobRow.id))).all())
+
+
+def events(session: Session, job_id: str, limit: int = 1000) -> list[JobEventRow]:
+    stmt = select(JobEventRow).where(JobEventRow.job_id == job_id).order_by(col(JobEventRow.id)).limit(limit)
+    return list(session.exec(stmt).all())
+
+
+def allocation(session: Session, job_id: str, attempt: int) -> AllocationRow | None:
+    stmt = select(AllocationRow).where(AllocationRow.job_id == job_id, AllocationRow.attempt == attempt)
+    return session.exec(stmt).first()
+
+
+def live_allocations(session: Session) -> list[AllocationRow]:
+    """Allocations still holding nodes: active, or stopping but not yet gone."""
+    stmt = select(AllocationRow).where(col(AllocationRow.state).in_(["active", "stopping"]))
+    return list(session.exec(stmt.order_by(col(AllocationRow.id))).all())
+
+
+def counts_by_state(session: Session) -> dict[str, int]:
+    stmt = select(JobRow.state, func.count()).group_by(JobRow.state)
+    return {state: int(n) for state, n in session.exec(stmt).all()}
+
+
+def request_stop(session: Session, job: JobRow, now: float) -> None:
+    """Mark the job's live allocation as stopping; the leader's loop stops the gang."""
+    alloc = allocation(session, job.id, job.attempt)
+    if alloc is not None and alloc.state == "active":
+        alloc.state = "stopping"
+        alloc.stop_requested_at = now
+        session.add(alloc)
+
+
+def cancel(session: Session, job: JobRow, now: float, by: str | None) -> JobRow:
+    """Cancel a job in any non-terminal state; its gang, if any, is stopped by the loop."""
+    move(session, job, JobEvent.CANCEL, now, reason="cancelled", message=f"by {by}", finished_at=now)
+    request_stop(session, job, now)
+    return job

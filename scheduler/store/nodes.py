@@ -1,0 +1,76 @@
+"""Nodes: the backend's inventory merged with the operator's cordons."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlmodel import Session, col, select
+
+from scheduler.domain import Health, Node, TopologyPath
+from scheduler.store.tables import NodeRow
+
+
+def sync_inventory(session: Session, inventory: Iterable[Node], now: float) -> None:
+    """Upsert what the backend reports; keep cordons (the API owns them); mark the
+    nodes it no longer reports as absent (unhealthy to the core: nothing lands there)."""
+    seen = set()
+    existing = {n.name: n for n in session.exec(select(NodeRow)).all()}
+    for node in inventory:
+        seen.add(node.name)
+        row = existing.get(node.name) or NodeRow(name=node.name, flavor=node.flavor)
+        fields = {
+            "flavor": node.flavor,
+            "accelerators": node.accelerators,
+            "cpu": node.cpu,
+            "memory_gb": node.memory_gb,
+            "zone": node.topology.zone,
+            "spine": node.topology.spine,
+            "rack": node.topology.rack,
+            "nvlink_domain": node.topology.nvlink_domain,
+            "health": node.health.value,
+            "present": True,
+        }
+        if any(getattr(row, k) != v for k, v in fields.items()) or row.name not in existing:
+            for k, v in fields.items():
+                setattr(row, k, v)
+            row.updated_at = now
+            row.version += 1
+            session.add(row)
+    for name, row in existing.items():
+        if name not in seen and row.present:
+            row.present = False
+            row.updated_at = now
+            row.version += 1
+            session.add(row)
+
+
+def to_node(row: NodeRow) -> Node:
+    return Node(
+        name=row.name,
+        flavor=row.flavor,
+        accelerators=row.accelerators,
+        cpu=row.cpu,
+        memory_gb=row.memory_gb,
+        topology=TopologyPath(zone=row.zone, spine=row.spine, rack=row.rack, nvlink_domain=row.nvlink_domain),
+        health=Health(row.health) if row.present else Health.UNHEALTHY,
+        cordoned=row.cordoned,
+    )
+
+
+def list_nodes(session: Session, flavor: str | None = None) -> list[NodeRow]:
+    stmt = select(NodeRow).order_by(col(NodeRow.name))
+    if flavor:
+        stmt = stmt.where(NodeRow.flavor == flavor)
+    return list(session.exec(stmt).all())
+
+
+def get_node(session: Session, name: str) -> NodeRow | None:
+    return session.get(NodeRow, name)
+
+
+def set_cordon(session: Session, row: NodeRow, cordoned: bool, now: float) -> NodeRow:
+    row.cordoned = cordoned
+    row.updated_at = now
+    row.version += 1
+    session.add(row)
+    return row

@@ -1,0 +1,114 @@
+"""Bearer tokens: random secrets shown once, stored as sha256, compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlmodel import Session, col, select
+
+from scheduler.store.orgs import audit
+from scheduler.store.tables import TokenRow
+
+PREFIX = "tp_"
+
+
+class Role(StrEnum):
+    MEMBER = "member"  # own org's jobs
+    ORG_ADMIN = "org-admin"  # and own org's team split, tokens and usage
+    POOL_ADMIN = "pool-admin"  # everything
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: str
+    role: Role
+    org: str | None  # None only for pool admins
+
+    @property
+    def is_pool_admin(self) -> bool:
+        return self.role is Role.POOL_ADMIN
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def create(
+    session: Session,
+    role: Role,
+    org: str | None,
+    name: str,
+    now: float,
+    actor: str | None,
+    secret: str | None = None,
+) -> tuple[TokenRow, str]:
+    """A new token and its secret; the secret is never stored or shown again."""
+    secret = secret or new_secret()
+    row = TokenRow(
+        id="t-" + secrets.token_hex(6),
+        secret_hash=hash_secret(secret),
+        role=role.value,
+        org=org,
+        name=name,
+        created_at=now,
+        created_by=actor,
+    )
+    session.add(row)
+    audit(session, now, actor, "token.create", row.id, role=role.value, org=org, name=name)
+    return row, secret
+
+
+def verify(session: Session, secret: str) -> Principal | None:
+    """The principal behind ``secret``, or None if unknown or revoked."""
+    digest = hash_secret(secret)
+    row = session.exec(select(TokenRow).where(TokenRow.secret_hash == digest)).first()
+    # The lookup is by hash (an index); the compare is constant-time anyway so the
+    # answer's timing does not depend on how much of the hash matched.
+    if row is None or not hmac.compare_digest(row.secret_hash, digest) or row.revoked_at is not None:
+        return None
+    return Principal(token_id=row.id, role=Role(row.role), org=row.org)
+
+
+def revoke(session: Session, row: TokenRow, now: float, actor: str | None) -> None:
+    row.revoked_at = now
+    session.add(row)
+    audit(session, now, actor, "token.revoke", row.id, role=row.role, org=row.org)
+
+
+def list_tokens(session: Session, org: str | None = None) -> list[TokenRow]:
+    stmt = select(TokenRow).order_by(col(TokenRow.created_at))
+    if org is not None:
+        stmt = stmt.where(TokenRow.org == org)
+    return list(session.exec(stmt).all())
+
+
+def any_pool_admin(session: Session) -> bool:
+    stmt = select(TokenRow.id).where(
+        TokenRow.role == Role.POOL_ADMIN.value, col(TokenRow.revoked_at).is_(None)
+    )
+    return session.exec(stmt).first() is not None
+
+
+def bootstrap_admin(session: Session, now: float, secret: str | None) -> str | None:
+    """Make the first pool-admin token if there is none.
+
+    With ``secret`` (from the environment) that secret becomes the token, idempotently;
+    otherwise a new one is returned, to be printed once. None: nothing was created.
+    """
+    if secret:
+        if session.exec(select(TokenRow).where(TokenRow.secret_hash == hash_secret(secret))).first():
+            return None
+        create(session, Role.POOL_ADMIN, None, "bootstrap (environment)", now, None, secret=secret)
+        return None
+    if any_pool_admin(session):
+        return None
+    _, made = create(session, Role.POOL_ADMIN, None, "bootstrap", now, None)
+    return made

@@ -1,0 +1,130 @@
+"""Reading the store into the decision core's ``Snapshot``.
+
+``PoolView`` is the part of the pool file the store does not hold (flavors, priority
+classes, policy). The snapshot is built in one read transaction, so decide() sees one
+consistent moment; the versions it saw go along, and the applier refuses to act on a
+job that changed since.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from scheduler.domain import DEFAULT_PRIORITY_CLASSES, Flavor, PriorityClass
+from scheduler.snapshot import PendingJob, Policy, RunningJob, Snapshot
+from scheduler.store import jobs as jobstore
+from scheduler.store import nodes as nodestore
+from scheduler.store import orgs as orgstore
+from scheduler.store import usage as usagestore
+from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
+
+
+@dataclass(frozen=True)
+class PoolView:
+    flavors: tuple[Flavor, ...] = ()  # empty: every flavor seen on a node or in a quota
+    priority_classes: tuple[PriorityClass, ...] = DEFAULT_PRIORITY_CLASSES
+    policy: Policy = field(default_factory=Policy)
+
+    def priority_value(self, name: str) -> int | None:
+        return next((p.value for p in self.priority_classes if p.name == name), None)
+
+    @classmethod
+    def from_config(cls, config: object) -> PoolView:
+        """From a ``scheduler.config.PoolConfig`` (duck-typed to keep the store import-light)."""
+        return cls(
+            flavors=tuple(config.flavors),  # type: ignore[attr-defined]
+            priority_classes=tuple(config.priority_classes),  # type: ignore[attr-defined]
+            policy=config.policy.to_policy(),  # type: ignore[attr-defined]
+        )
+
+
+@dataclass
+class View:
+    snapshot: Snapshot
+    jobs: dict[str, JobRow] = field(default_factory=dict)  # as read: version, attempt
+    allocations: dict[str, AllocationRow] = field(default_factory=dict)  # live, by job id
+
+
+def flavors_of(session: Session, pool: PoolView) -> tuple[Flavor, ...]:
+    if pool.flavors:
+        return pool.flavors
+    names = {n.flavor for n in nodestore.list_nodes(session)} | {q.flavor for q in orgstore.quotas(session)}
+    return tuple(Flavor(name=n) for n in sorted(names))
+
+
+def build(session: Session, pool: PoolView, now: float) -> View:
+    allocs = jobstore.live_allocations(session)
+    alloc_by_job = {a.job_id: a for a in allocs}
+    running_rows = _jobs(session, list(alloc_by_job))
+    pending_rows = jobstore.pending(session)
+    checkpoints = _last_checkpoints(session, list(alloc_by_job))
+    running = [
+        _running(running_rows[a.job_id], a, checkpoints.get(a.job_id))
+        for a in allocs
+        if a.job_id in running_rows
+    ]
+    snapshot = Snapshot(
+        flavors=flavors_of(session, pool),
+        nodes=tuple(nodestore.to_node(r) for r in nodestore.list_nodes(session)),
+        orgs=orgstore.domain_orgs(session),
+        running=tuple(running),
+        pending=tuple(_pending(j) for j in pending_rows),
+        usage=usagestore.decayed(session, now, pool.policy.half_life_seconds),
+        policy=pool.policy,
+    )
+    jobs = {**running_rows, **{j.id: j for j in pending_rows}}
+    return View(snapshot=snapshot, jobs=jobs, allocations=alloc_by_job)
+
+
+def _jobs(session: Session, ids: list[str]) -> dict[str, JobRow]:
+    if not ids:
+        return {}
+    return {j.id: j for j in session.exec(select(JobRow).where(col(JobRow.id).in_(ids))).all()}
+
+
+def _last_checkpoints(session: Session, job_ids: list[str]) -> Mapping[str, float]:
+    if not job_ids:
+        return {}
+    stmt = (
+        select(CheckpointRow.job_id, func.max(CheckpointRow.at))
+        .where(col(CheckpointRow.job_id).in_(job_ids))
+        .group_by(col(CheckpointRow.job_id))
+    )
+    return {job_id: float(at) for job_id, at in session.exec(stmt).all()}
+
+
+def assignments_of(alloc: AllocationRow) -> tuple[tuple[str, int], ...]:
+    return tuple((str(n), int(k)) for n, k in json.loads(alloc.assignments))
+
+
+def _running(job: JobRow, alloc: AllocationRow, checkpoint: float | None) -> RunningJob:
+    return RunningJob(
+        id=job.id,
+        spec=jobstore.spec_of(job),
+        priority=job.priority,
+        submitted_at=job.submitted_at,
+        started_at=job.started_at if job.started_at is not None else alloc.created_at,
+        flavor=alloc.flavor,
+        assignments=assignments_of(alloc),
+        last_checkpoint_at=checkpoint,
+        terminating=alloc.state == "stopping",
+        preempted_for=alloc.preempted_for,
+    )
+
+
+def _pending(job: JobRow) -> PendingJob:
+    return PendingJob(
+        id=job.id,
+        spec=jobstore.spec_of(job),
+        priority=job.priority,
+        submitted_at=job.submitted_at,
+        attempt=job.attempt,
+        eligible_at=job.eligible_at,
+        avoid_nodes=frozenset(json.loads(job.avoid_nodes)),
+        preempted_by=job.preempted_by,
+    )

@@ -1,0 +1,155 @@
+"""The control loop on the sim backend: jobs run, finish, fail, get preempted, survive restarts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from scheduler.backends.sim import SimBackend
+from scheduler.domain import Health
+from scheduler.lifecycle import JobState
+from scheduler.store import jobs as jobstore
+from scheduler.store import lease
+from scheduler.store.db import open_database
+
+from .harness import Pool, nodes, orgs
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'pool.db'}"
+
+
+def test_a_job_runs_and_succeeds(db_url: str) -> None:
+    pool = Pool(db_url)
+    job = pool.submit(env={"SIM_DURATION": 50})
+    pool.cycle()
+    assert pool.state(job) is JobState.STARTING
+    pool.cycle(1)
+    assert pool.state(job) is JobState.RUNNING
+    pool.cycle(60)
+    assert pool.state(job) is JobState.SUCCEEDED
+    assert pool.events(job) == ["submitted", "admit", "launched", "started", "succeeded"]
+    with pool.db.read() as s:
+        assert jobstore.live_allocations(s) == []
+
+
+def test_a_gang_too_large_for_free_capacity_waits_with_a_reason(url: str) -> None:
+    pool = Pool(url, org_list=orgs(a=24))
+    first = pool.submit(replicas=2)
+    second = pool.submit(replicas=1)
+    pool.cycle()
+    assert pool.state(first) is JobState.STARTING
+    assert pool.state(second) is JobState.PENDING
+    # 16 accelerators in the pool: quota and lending say no before capacity does.
+    assert pool.job(second).reason == "lending"
+    assert "lend" in pool.job(second).message
+
+
+def test_a_failing_job_is_restarted_then_fails_when_its_budget_is_spent(url: str) -> None:
+    pool = Pool(url)
+    spec_restart = {"max_restarts": 1, "backoff_seconds": 5, "backoff_max_seconds": 5}
+    job = pool.submit(env={"SIM_DURATION": 10, "SIM_EXIT_CODE": 3}, restart=spec_restart)
+    pool.cycle()
+    pool.cycle(11)  # exits 3: first failure, restarts left
+    row = pool.job(job)
+    assert (row.state, row.attempt, row.restarts) == ("PENDING", 1, 1)
+    assert row.eligible_at == pytest.approx(pool.clock() + 5)
+    pool.cycle(6)  # backoff over: launched again
+    assert pool.state(job) is JobState.STARTING
+    pool.cycle(11)
+    row = pool.job(job)
+    assert (row.state, row.failure_class, row.exit_code) == ("FAILED", "job", 3)
+
+
+def test_a_job_that_fails_twice_then_succeeds(url: str) -> None:
+    pool = Pool(url)
+    job = pool.submit(env={"SIM_DURATION": 10, "SIM_FAIL_ATTEMPTS": 2}, restart={"backoff_seconds": 0})
+    for _ in range(8):
+        pool.cycle(11)
+    row = pool.job(job)
+    assert (row.state, row.attempt, row.restarts) == ("SUCCEEDED", 2, 2)
+
+
+def test_a_lost_node_restarts_the_job_elsewhere_without_charging_it(url: str) -> None:
+    pool = Pool(url)
+    job = pool.submit()
+    pool.cycle()
+    pool.cycle(1)
+    with pool.db.read() as s:
+        node = jobstore.live_allocations(s)[0].assignments
+    lost = node.split('"')[1]
+    pool.backend.set_health(lost, Health.UNHEALTHY, pool.clock())
+    pool.cycle(1)
+    row = pool.job(job)
+    assert row.restarts == 0 and row.failure_class == "infrastructure"
+    assert lost in row.avoid_nodes
+    assert row.state in ("ADMITTED", "STARTING")  # requeued and placed on the other node
+    with pool.db.read() as s:
+        assert lost not in jobstore.live_allocations(s)[0].assignments
+
+
+def test_cancel_stops_the_gang_and_frees_the_node(url: str) -> None:
+    pool = Pool(url, node_list=nodes(1))
+    first = pool.submit()
+    second = pool.submit()
+    pool.cycle()
+    pool.cycle(1)
+    with pool.db.write() as s:
+        jobstore.cancel(s, jobstore.get(s, first), pool.clock(), by="test")
+    pool.cycle(1)  # stop sent; the sim stops at once
+    pool.cycle(1)
+    assert pool.state(first) is JobState.CANCELLED
+    assert pool.state(second) in (JobState.STARTING, JobState.RUNNING)
+
+
+def test_a_server_restart_between_admit_and_launch_launches_exactly_once(url: str, tmp_path: Path) -> None:
+    state = tmp_path / "sim.json"
+    pool = Pool(url, backend=SimBackend(nodes(2), state_path=state))
+    job = pool.submit()
+    # The server dies after committing ADMITTED, before the backend heard of it.
+    pool.loop.backend = SimBackend(nodes(2))  # a launch into the void
+    pool.cycle()
+    assert pool.state(job) is JobState.STARTING
+    restarted = Pool(url, backend=SimBackend(nodes(2), state_path=state), clock=pool.clock)
+    restarted.cycle(1)
+    # The real backend never saw it: the restarted server treats it as lost and requeues.
+    assert restarted.job(job).attempt in (0, 1)
+    for _ in range(3):
+        restarted.cycle(1)
+    assert restarted.state(job) in (JobState.STARTING, JobState.RUNNING)
+    assert restarted.backend.launches == 1
+
+
+def test_reconcile_after_restart_adopts_running_gangs(url: str, tmp_path: Path) -> None:
+    state = tmp_path / "sim.json"
+    pool = Pool(url, backend=SimBackend(nodes(2), state_path=state, default_duration=100))
+    jobs = [pool.submit(), pool.submit()]
+    pool.cycle()
+    restarted = Pool(
+        url, backend=SimBackend(nodes(2), state_path=state, default_duration=100), clock=pool.clock
+    )
+    restarted.cycle(1)
+    assert [restarted.state(j) for j in jobs] == [JobState.RUNNING, JobState.RUNNING]
+    restarted.cycle(200)
+    assert [restarted.state(j) for j in jobs] == [JobState.SUCCEEDED, JobState.SUCCEEDED]
+    assert restarted.backend.launches == 2
+
+
+def test_only_the_lease_holder_runs_cycles(url: str) -> None:
+    leader = Pool(url, holder="one")
+    follower = Pool(url, holder="two", clock=leader.clock, db=open_database(url))
+    leader.cycle()
+    job = leader.submit()
+    follower.cycle()
+    assert follower.loop.is_leader is False
+    assert leader.state(job) is JobState.PENDING  # the follower decided nothing
+    leader.cycle()
+    assert leader.loop.is_leader and leader.state(job) is JobState.STARTING
+    # The leader dies (stops renewing); after the lease expires the follower takes over.
+    follower.cycle(31)
+    assert follower.loop.is_leader
+    with follower.db.read() as s:
+        row = lease.current(s)
+        assert row is not None and row.holder == "two" and row.epoch == 2

@@ -1,0 +1,123 @@
+"""The store on SQLite and PostgreSQL: migrations, idempotent submit, guarded writes, tokens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from scheduler.domain import JobSpec
+from scheduler.lifecycle import IllegalTransition, JobEvent
+from scheduler.store import jobs as jobstore
+from scheduler.store import lease
+from scheduler.store import tokens as tokenstore
+from scheduler.store.db import current_revision, head_revision, normalize_url, open_database
+from scheduler.store.tokens import Role
+
+SPEC = JobSpec.model_validate({"name": "train", "org": "a", "gang": {"flavor": "h100"}})
+
+
+def test_a_new_database_is_migrated_to_head_and_matches_the_models(db_url: str) -> None:
+    db = open_database(db_url)
+    assert current_revision(db) == head_revision()
+    with db.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+    assert diff == []
+    open_database(db_url)  # a second start finds nothing to do
+
+
+def test_a_missing_sqlite_file_is_created_and_reported(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "pool.db"
+    db = open_database(str(path))
+    assert db.created and path.exists()
+    assert not open_database(str(path)).created
+
+
+def test_database_urls_are_normalized_and_checked() -> None:
+    assert normalize_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    with pytest.raises(ValueError, match="--db"):
+        normalize_url("mysql://u@h/db")
+
+
+def test_submit_is_idempotent_per_org_and_request_id(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as s:
+        first = jobstore.submit(s, SPEC, priority=1, now=1.0, submitted_by=None, client_request_id="r1")
+    with db.write() as s:
+        again = jobstore.submit(s, SPEC, priority=1, now=2.0, submitted_by=None, client_request_id="r1")
+    assert first.created and not again.created and again.job.id == first.job.id
+    other = SPEC.model_copy(update={"name": "other"})
+    with db.write() as s, pytest.raises(jobstore.RequestConflict):
+        jobstore.submit(s, other, priority=1, now=3.0, submitted_by=None, client_request_id="r1")
+    with db.read() as s:
+        assert len(jobstore.list_jobs(s)) == 1
+
+
+def test_a_write_based_on_a_stale_read_is_refused(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as s:
+        job_id = jobstore.submit(
+            s, SPEC, priority=1, now=1.0, submitted_by=None, client_request_id=None
+        ).job.id
+    with db.read() as s:
+        stale = jobstore.get(s, job_id)
+    with db.write() as s:
+        jobstore.cancel(s, jobstore.get(s, job_id), 2.0, by="user")
+    with db.write() as s, pytest.raises(jobstore.StaleWrite):
+        jobstore.move(s, stale, JobEvent.ADMIT, 3.0)
+    with db.read() as s:
+        assert jobstore.get(s, job_id).state == "CANCELLED"
+        assert [e.event for e in jobstore.events(s, job_id)] == ["submitted", "cancel"]
+
+
+def test_an_illegal_transition_is_refused_and_not_recorded(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as s:
+        job = jobstore.submit(s, SPEC, priority=1, now=1.0, submitted_by=None, client_request_id=None).job
+    with db.write() as s, pytest.raises(IllegalTransition):
+        jobstore.move(s, jobstore.get(s, job.id), JobEvent.SUCCEEDED, 2.0)
+    with db.read() as s:
+        assert jobstore.get(s, job.id).state == "PENDING"
+        assert len(jobstore.events(s, job.id)) == 1
+
+
+def test_tokens_are_stored_hashed_and_can_be_revoked(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as s:
+        row, secret = tokenstore.create(s, Role.MEMBER, "a", "alice", 1.0, None)
+    assert secret not in row.secret_hash and len(row.secret_hash) == 64
+    with db.read() as s:
+        who = tokenstore.verify(s, secret)
+        assert who is not None and (who.role, who.org) == (Role.MEMBER, "a")
+        assert tokenstore.verify(s, secret + "x") is None
+    with db.write() as s:
+        tokenstore.revoke(s, tokenstore.list_tokens(s, "a")[0], 2.0, None)
+    with db.read() as s:
+        assert tokenstore.verify(s, secret) is None
+
+
+def test_the_first_admin_token_is_made_once(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as s:
+        first = tokenstore.bootstrap_admin(s, 1.0, None)
+    with db.write() as s:
+        second = tokenstore.bootstrap_admin(s, 2.0, None)
+    assert first is not None and second is None
+    with db.read() as s:
+        who = tokenstore.verify(s, first)
+        assert who is not None and who.is_pool_admin
+
+
+def test_the_lease_has_one_holder_until_it_expires(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as s:
+        assert lease.acquire(s, "one", 0.0, 10.0) == 1
+    with db.write() as s:
+        assert lease.acquire(s, "two", 5.0, 10.0) is None
+        assert lease.acquire(s, "one", 5.0, 10.0) == 1  # renewal keeps the epoch
+    with db.write() as s:
+        assert lease.acquire(s, "two", 16.0, 10.0) == 2
+        assert not lease.holds(s, "one", 1, 16.0)
