@@ -8,7 +8,10 @@ why it waits. All state it mutates is a working copy built here and dropped at t
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
+from collections.abc import Iterable, Iterator
 
 from quota.accounting import QuotaBook, Verdict
 from scheduler.core.backfill import Hold, plan_reservation
@@ -52,6 +55,8 @@ class Cycle:
         capacity = {f: self.pool.capacity.get(f, 0) for f in sorted(self.flavors)}
         self.book = QuotaBook(snapshot.orgs, capacity, borrowing=self.policy.borrowing)
         self.running_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
+        # Placed in this cycle: they release capacity at their runtime limit, like the rest.
+        self.placed_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
         self.stopping: set[str] = set()  # running jobs asked to stop (before or in this cycle)
         self.stopping_for: dict[str, list[str]] = {}
         for r in sorted(snapshot.running, key=lambda r: r.id):
@@ -64,7 +69,7 @@ class Cycle:
                 if r.preempted_for:
                     self.stopping_for.setdefault(r.preempted_for, []).append(r.id)
         self.pool.build_buckets()
-        self._candidates: dict[str, tuple[list[RunningJob], dict[str, list[RunningJob]]]] = {}
+        self._candidates: dict[str, dict[str, list[tuple[tuple[object, ...], RunningJob]]]] = {}
         self.holds: dict[str, Hold] = {}
         self.blocked: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.strict_blocker: str | None = None
@@ -201,7 +206,7 @@ class Cycle:
                 backfill = nodes is not None
             if nodes is None:
                 return False
-        self.commit(job, f, shape, nodes, hold if backfill else None)
+        assignments = self.commit(job, f, shape, nodes, hold if backfill else None)
         if hold is not None and hold.job_id != job.id:
             reason = PlaceReason.BACKFILL
         else:
@@ -210,7 +215,7 @@ class Cycle:
             Placement(
                 job.id,
                 f,
-                tuple((self.pool.names[i], n) for i, n in nodes),
+                assignments,
                 reason,
                 self.book.borrowed(job.spec.org, f),
             )
@@ -219,7 +224,7 @@ class Cycle:
 
     def commit(
         self, job: PendingJob, f: str, s: Shape, nodes: list[tuple[int, int]], hold: Hold | None
-    ) -> None:
+    ) -> tuple[tuple[str, int], ...]:
         for i, n in nodes:
             a, c, m = n * s.acc, n * s.cpu, n * s.mem
             if hold is not None and i in hold.held:
@@ -235,6 +240,11 @@ class Cycle:
                 a, c, m = a - ua, c - uc, m - um
             self.pool.take(i, a, c, m)
         self.book.add(job.spec.org, f, s.replicas * s.acc)
+        assignments = tuple((self.pool.names[i], n) for i, n in nodes)
+        self.placed_by_flavor[f].append(
+            RunningJob(job.id, job.spec, job.priority, job.submitted_at, self.now, f, assignments)
+        )
+        return assignments
 
     def ends_before(self, job: PendingJob, t: float) -> bool:
         limit = job.spec.max_runtime_seconds
@@ -256,21 +266,14 @@ class Cycle:
             key = ("victims", org, f, shape, job.priority, reclaim, job.spec.topology, job.avoid_nodes)
             if key in self._memo:
                 continue
-            candidates = self.candidates(org, f, reclaim, priority)
-            if not reclaim and not any(r.priority < job.priority for r in candidates[:1]):
-                # Own jobs come lowest priority first: if the first is not lower, none is.
-                self._memo[key] = _FAIL
-                continue
             victims = find_victims(
                 self.pool,
                 self.book,
                 job,
                 f,
                 shape,
-                candidates,
+                self.candidates(job, f, reclaim, priority),
                 self.stopping,
-                reclaim=reclaim,
-                priority=priority,
                 fit=self.fit_of(job),
             )
             if not victims:
@@ -285,23 +288,28 @@ class Cycle:
             return True
         return False
 
-    def candidates(self, org: str, f: str, reclaim: bool, priority: bool) -> list[RunningJob]:
-        """Preemptible running jobs on ``f`` that could be victims, in victim order."""
+    def candidates(
+        self, job: PendingJob, f: str, reclaim: bool, priority: bool
+    ) -> Iterator[tuple[tuple[object, ...], RunningJob]]:
+        """Possible victims on ``f`` in victim order, lazily merged from per-org lists."""
         if f not in self._candidates:
-            key = victim_order(self.book, f)
-            pre = sorted(
-                (r for r in self.running_by_flavor.get(f, []) if r.spec.preemptible and not r.terminating),
-                key=key,
-            )
-            by_org: dict[str, list[RunningJob]] = {}
-            for r in pre:
-                by_org.setdefault(r.spec.org, []).append(r)
-            self._candidates[f] = (pre, by_org)
-        pre, by_org = self._candidates[f]
-        # find_victims filters each candidate (own org: lower priority; others: borrowing).
+            order = victim_order(self.book, f)
+            by_org: dict[str, list[tuple[tuple[object, ...], RunningJob]]] = {}
+            for r in self.running_by_flavor.get(f, []):
+                if r.spec.preemptible and not r.terminating:
+                    by_org.setdefault(r.spec.org, []).append((order(r), r))
+            for lst in by_org.values():
+                lst.sort(key=lambda e: e[0])
+            self._candidates[f] = by_org
+        by_org = self._candidates[f]
+        org = job.spec.org
+        streams: list[Iterable[tuple[tuple[object, ...], RunningJob]]] = []
+        if priority and org in by_org:
+            # An org's own list is ordered by priority: the lower-priority ones lead it.
+            streams.append(itertools.takewhile(lambda e: e[1].priority < job.priority, by_org[org]))
         if reclaim:
-            return pre
-        return by_org.get(org, []) if priority else []
+            streams += [lst for o, lst in by_org.items() if o != org and self.book.is_borrowing(o, f)]
+        return heapq.merge(*streams, key=lambda e: e[0])
 
     # -- wait: reserve, or say why -----------------------------------------------------
 
@@ -318,7 +326,7 @@ class Cycle:
                 job.id,
                 f,
                 shape,
-                self.running_by_flavor.get(f, []),
+                self.running_by_flavor.get(f, []) + self.placed_by_flavor.get(f, []),
                 self.stopping,
                 self.now,
                 lambda extra: self.pool.place(f, shape, fit, extra=extra),
@@ -380,7 +388,8 @@ class Cycle:
     def block_org(self, job: PendingJob, verdicts: list[tuple[str, Verdict]]) -> None:
         """A job waiting on quota keeps its org's later borrowing jobs from overtaking it."""
         for f, _ in verdicts:
-            self.blocked.setdefault((job.spec.org, f), (job.id, self.quota_free_at(job, f)))
+            if (job.spec.org, f) not in self.blocked:
+                self.blocked[(job.spec.org, f)] = (job.id, self.quota_free_at(job, f))
 
     def quota_free_at(self, job: PendingJob, f: str) -> float | None:
         org, q = job.spec.org, job.spec.gang.total_accelerators

@@ -63,6 +63,9 @@ class PoolState:
             self.by_flavor.setdefault(f, []).append(i)
         self.capacity = {f: sum(self.cap_acc[i] for i in idx) for f, idx in self.by_flavor.items()}
         self._buckets: dict[str, list[list[int]]] = {}
+        self._free_total: dict[str, int] = {}
+        # Schedulable nodes with any free accelerator: in a busy pool, far fewer than all.
+        self._has_room: dict[str, set[int]] = {}
 
     # -- charging capacity -------------------------------------------------------------
 
@@ -80,6 +83,11 @@ class PoolState:
         buckets = self._buckets.get(self.flavor[i])
         if buckets is not None and acc and self.usable[i]:
             heapq.heappush(buckets[max(0, self.free_acc[i])], i)
+            self._free_total[self.flavor[i]] -= acc
+            if self.free_acc[i] > 0:
+                self._has_room[self.flavor[i]].add(i)
+            else:
+                self._has_room[self.flavor[i]].discard(i)
 
     def build_buckets(self) -> None:
         """Index schedulable nodes by free accelerators; call once charging is done."""
@@ -92,6 +100,12 @@ class PoolState:
             for b in buckets:
                 heapq.heapify(b)
             self._buckets[flavor] = buckets
+            self._free_total[flavor] = sum(max(0, self.free_acc[i]) for i in idx if self.usable[i])
+            self._has_room[flavor] = {i for i in idx if self.usable[i] and self.free_acc[i] > 0}
+
+    def free_total(self, flavor: str) -> int:
+        """Free accelerators on the flavor's schedulable nodes."""
+        return self._free_total.get(flavor, 0)
 
     # -- placement ---------------------------------------------------------------------
 
@@ -157,7 +171,7 @@ class PoolState:
             i = self.best_fit_single(flavor, s, avoid)
             return None if i is None else [(i, 1)]
         per_node: dict[int, int] = {}
-        for i in self.by_flavor.get(flavor, ()):
+        for i in self._scan(flavor, s, extra, broad=empty or ignore_health):
             if not empty and not ignore_health and not self.usable[i]:
                 continue
             if avoid and self.names[i] in avoid:
@@ -175,6 +189,17 @@ class PoolState:
             if sum(per_node.values()) < s.replicas:
                 return None
         return self._pack(per_node, s.replicas, level, required)
+
+    def _scan(
+        self, flavor: str, s: Shape, extra: dict[int, tuple[int, float, float]] | None, broad: bool
+    ) -> Iterable[int]:
+        """The nodes worth a look: those with free accelerators or released capacity."""
+        if broad or s.acc == 0 or flavor not in self._has_room:
+            return self.by_flavor.get(flavor, ())
+        room = self._has_room[flavor]
+        if not extra:
+            return room
+        return room | {i for i in extra if self.flavor[i] == flavor}
 
     def _empty_slots(self, i: int, s: Shape) -> int:
         n = s.replicas

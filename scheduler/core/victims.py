@@ -9,7 +9,7 @@ afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from quota.accounting import QuotaBook, Verdict
@@ -39,22 +39,30 @@ class _Release:
     """Victims released in simulation: their capacity as ``extra`` on the pool, their
     accelerators handed back in the quota book (undone before returning)."""
 
-    def __init__(self, pool: PoolState, book: QuotaBook, flavor: str) -> None:
+    def __init__(self, pool: PoolState, book: QuotaBook | None, flavor: str) -> None:
         self.pool, self.book, self.flavor = pool, book, flavor
         self.extra: Extra = {}
         self.freed = 0
+        self.jobs: list[Victim] = []
 
-    def apply(self, r: RunningJob, sign: int) -> None:
-        g = r.spec.gang
-        for node, n in r.assignments:
+    def add(self, v: Victim) -> None:
+        g = v.job.spec.gang
+        for node, n in v.job.assignments:
             i = self.pool.index.get(node)
             if i is None:
                 continue
             a, c, m = self.extra.get(i, (0, 0.0, 0.0))
-            self.extra[i] = (a + sign * n * g.accelerators, c + sign * n * g.cpu, m + sign * n * g.memory_gb)
+            self.extra[i] = (a + n * g.accelerators, c + n * g.cpu, m + n * g.memory_gb)
             if self.pool.usable[i]:
-                self.freed += sign * n * g.accelerators
-        self.book.add(r.spec.org, self.flavor, -sign * r.accelerators)
+                self.freed += n * g.accelerators
+        if self.book is not None:
+            self.book.add(v.job.spec.org, self.flavor, -v.job.accelerators)
+        self.jobs.append(v)
+
+    def undo(self) -> None:
+        if self.book is not None:
+            for v in self.jobs:
+                self.book.add(v.job.spec.org, self.flavor, v.job.accelerators)
 
 
 def find_victims(
@@ -63,52 +71,97 @@ def find_victims(
     job: PendingJob,
     flavor: str,
     shape: Shape,
-    candidates: list[RunningJob],
+    candidates: Iterator[tuple[tuple[object, ...], RunningJob]],
     taken: set[str],
     *,
-    reclaim: bool,
-    priority: bool,
     fit: Fit,
 ) -> list[Victim] | None:
-    org = job.spec.org
-    need = shape.replicas * shape.acc
-    free_now = sum(pool.free_acc[i] for i in pool.by_flavor.get(flavor, ()) if pool.usable[i])
-    rel = _Release(pool, book, flavor)
-    chosen: list[Victim] = []
+    """The victims to stop so ``job`` fits on ``flavor``, or None when no set would do.
 
-    def fits() -> bool:
-        if book.check(org, flavor, need) not in (Verdict.NOMINAL, Verdict.BORROWED):
-            return False
-        if free_now + rel.freed < need:
-            return False
-        return pool.place(flavor, shape, fit, extra=rel.extra) is not None
+    ``candidates`` come in victim order, grouped in classes (borrowed or not, then
+    priority). The cheapest class prefix whose release lets the gang fit is taken; the
+    nodes come from one placement search over that release, and on each chosen node
+    victims are added in victim order only until the node has room, so the set is
+    minimal per node without a search per victim.
+    """
+    org = job.spec.org
+    free_now = pool.free_total(flavor)
+    need = shape.replicas * shape.acc
+    prefix: list[Victim] = []
+    whole = _Release(pool, None, flavor)  # capacity only: the book stays untouched
+
+    def attempt() -> list[Victim] | None:
+        if free_now + whole.freed < need:
+            return None
+        target = pool.place(flavor, shape, fit, extra=whole.extra)
+        return None if target is None else _choose(pool, book, job, flavor, shape, fit, prefix, target)
+
+    current: object = None
+    checkpoint = 1
+    for key, r in candidates:
+        if r.id in taken or r.id == job.preempted_by:
+            continue
+        # Try at each class boundary and at doubling sizes inside a large class, so a
+        # one-node job does not first release hundreds of equal-class candidates.
+        if current is not None and (key[:2] != current or len(prefix) >= checkpoint):
+            checkpoint = 2 * len(prefix)
+            got = attempt()
+            if got is not None:
+                return got
+        current = key[:2]
+        v = Victim(r, PreemptReason.PRIORITY if r.spec.org == org else PreemptReason.RECLAIM)
+        prefix.append(v)
+        whole.add(v)
+    return attempt() if prefix else None
+
+
+def _choose(
+    pool: PoolState,
+    book: QuotaBook,
+    job: PendingJob,
+    flavor: str,
+    shape: Shape,
+    fit: Fit,
+    prefix: list[Victim],
+    target: list[tuple[int, int]],
+) -> list[Victim] | None:
+    org, need = job.spec.org, shape.replicas * shape.acc
+    on_node: dict[int, list[Victim]] = {}
+    for v in prefix:
+        for node, _ in v.job.assignments:
+            i = pool.index.get(node)
+            if i is not None:
+                on_node.setdefault(i, []).append(v)
+    rel = _Release(pool, book, flavor)
+    picked: set[str] = set()
+
+    def take(v: Victim) -> None:
+        picked.add(v.job.id)
+        rel.add(v)
+
+    def still_borrowing(v: Victim) -> bool:
+        # Only borrowed capacity is reclaimed: an org back at nominal keeps the rest.
+        return v.reason is not PreemptReason.RECLAIM or book.is_borrowing(v.job.spec.org, flavor)
 
     try:
-        for r in candidates:
-            if r.id in taken or r.id == job.preempted_by:
-                continue
-            if r.spec.org == org:
-                if not (priority and r.priority < job.priority):
-                    continue
-                reason = PreemptReason.PRIORITY
-            else:
-                # Only borrowed capacity is reclaimed: skip an org once it is back at nominal.
-                if not (reclaim and book.is_borrowing(r.spec.org, flavor)):
-                    continue
-                reason = PreemptReason.RECLAIM
-            rel.apply(r, +1)
-            chosen.append(Victim(r, reason))
-            if fits():
+        for i, n in target:
+            room = Shape(n, shape.acc, shape.cpu, shape.mem)
+            for v in on_node.get(i, []):
+                if pool.slots(i, room, rel.extra) >= n:
+                    break
+                if v.job.id not in picked and still_borrowing(v):
+                    take(v)
+            if pool.slots(i, room, rel.extra) < n:
+                return None
+        for v in prefix:  # then quota: the lending pool or the org's own ceiling
+            if book.check(org, flavor, need) in (Verdict.NOMINAL, Verdict.BORROWED):
                 break
-        else:
+            if v.job.id not in picked and still_borrowing(v):
+                take(v)
+        if book.check(org, flavor, need) not in (Verdict.NOMINAL, Verdict.BORROWED):
             return None
-        for v in reversed(chosen[:-1]):
-            rel.apply(v.job, -1)
-            if fits():
-                chosen.remove(v)
-            else:
-                rel.apply(v.job, +1)
-        return chosen
+        if not rel.jobs or pool.place(flavor, shape, fit, extra=rel.extra) is None:
+            return None
+        return list(rel.jobs)
     finally:
-        for v in chosen:
-            book.add(v.job.spec.org, flavor, v.job.accelerators)
+        rel.undo()
