@@ -1,5 +1,139 @@
 """`trainpool sim`: replay a trace through the scheduler in virtual time."""
 
+from __future__ import annotations
+
+import json
+import math
+import shlex
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import typer
 
+from scheduler.errors import ConfigError
+from scheduler.sim.failures import FailureSpecError
+from scheduler.sim.trace import TraceError
+
 sim_app = typer.Typer(help="Replay a workload trace through the scheduler in virtual time.")
+
+
+@sim_app.callback(invoke_without_command=True)
+def sim(
+    trace: Path = typer.Option(..., "--trace", help="Trace file (see --format)."),
+    fmt: str = typer.Option("philly-vc", "--format", help="Trace format: philly-vc or philly."),
+    pool: Path | None = typer.Option(None, "--pool", help="Pool config (pool.yaml)."),
+    quotas: Path | None = typer.Option(None, "--quotas", help="Tenant quotas in nodes (vc,node num)."),
+    nodes: int | None = typer.Option(None, "--nodes", help="Nodes in the pool (default: sum of quotas)."),
+    gpus_per_node: int = typer.Option(8, "--gpus-per-node", help="Accelerators per node."),
+    rack_size: int = typer.Option(32, "--rack-size", help="Nodes per rack."),
+    policy: str = typer.Option(
+        "trainpool", "--policy", help="fifo, slurm, kueue, tiresias, trainpool or all."
+    ),
+    load: float | None = typer.Option(None, "--load", help="Scale arrivals to this offered load."),
+    failures: str = typer.Option("philly", "--failures", help="none, philly, llama3 or mtbf=SECONDS."),
+    checkpoint_interval: float = typer.Option(3600.0, "--checkpoint-interval", help="Seconds."),
+    restart_overhead: float = typer.Option(300.0, "--restart-overhead", help="Seconds per restart."),
+    interval: float = typer.Option(60.0, "--interval", help="Scheduling cycle interval, seconds."),
+    grace: float = typer.Option(30.0, "--grace", help="Preemption grace period, seconds."),
+    runtime_estimate: float = typer.Option(
+        1.0, "--runtime-estimate", help="Job runtime limit = this x run time (backfill input)."
+    ),
+    seed: int = typer.Option(0, "--seed"),
+    max_jobs: int | None = typer.Option(None, "--max-jobs", help="Replay only the first N jobs."),
+    out: Path | None = typer.Option(None, "--out", help="Write summary.json, summary.md and plots here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the JSON summary to stdout."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+) -> None:
+    from scheduler.sim.run import SimRequest, run
+
+    request = SimRequest(
+        trace=trace,
+        format=fmt,
+        pool=pool,
+        quotas=quotas,
+        nodes=nodes,
+        gpus_per_node=gpus_per_node,
+        rack_size=rack_size,
+        policy=policy,
+        load=load,
+        failures=failures,
+        checkpoint_interval_s=checkpoint_interval,
+        restart_overhead_s=restart_overhead,
+        seed=seed,
+        interval_s=interval,
+        grace_s=grace,
+        runtime_estimate=runtime_estimate,
+        max_jobs=max_jobs,
+        command="trainpool sim " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+    )
+    try:
+        with _progress_bar(progress and sys.stderr.isatty()) as factory:
+            outcome = run(request, progress=factory)
+    except (TraceError, FailureSpecError, ConfigError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    document = {**outcome.header, "policies": outcome.summaries}
+    from scheduler.sim.report import markdown
+
+    table = markdown(outcome.summaries, outcome.header)
+    if out is not None:
+        from scheduler.sim.plots import write_plots
+
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(_clean(document), indent=2) + "\n")
+        (out / "summary.md").write_text(table)
+        write_plots(outcome.results, out)
+    typer.echo(json.dumps(_clean(document), indent=2) if as_json else table)
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or infinity: write null instead."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+class _progress_bar:
+    """A rich progress bar per policy on stderr, or nothing when not on a terminal."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress: Any = None
+
+    def __enter__(self) -> Callable[[str, int], Callable[[float, int, int], None]] | None:
+        if not self.enabled:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("day {task.fields[day]:.1f}"),
+            TimeElapsedColumn(),
+            console=Console(stderr=True),
+            transient=True,
+        )
+        self._progress.start()
+        bar = self._progress
+
+        def factory(name: str, total: int) -> Callable[[float, int, int], None]:
+            task = bar.add_task(name, total=total, day=0.0)
+
+            def tick(t: float, done: int, _total: int) -> None:
+                bar.update(task, completed=done, day=t / 86400)
+
+            return tick
+
+        return factory
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,440 @@
+"""The event loop in virtual time: arrivals, completions, preemption exits, node failures
+and scheduling cycles. Each cycle builds a ``Snapshot``, calls the same ``decide`` as the
+service, and applies its decisions the way the service's applier would.
+
+Cycles run on events, at most one per ``interval`` (a rate-limited, event-driven loop
+like the service's): an event at ``t`` asks for a cycle at ``max(t, last cycle +
+interval)``. Between events nothing a cycle could act on changes, so idle stretches
+cost nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+from scheduler.decisions import Decisions, PreemptReason
+from scheduler.domain import Health, JobSpec
+from scheduler.sim.failures import FailureModel, FailureStream
+from scheduler.sim.policies.base import SimPolicy
+from scheduler.sim.pool import SimPool, job_spec
+from scheduler.sim.record import JobRecord, SimResult, Timeline
+from scheduler.sim.trace import TraceJob
+from scheduler.snapshot import PendingJob, RunningJob, Snapshot
+
+Decide = Callable[[Snapshot, float], Decisions]
+Observer = Callable[[Snapshot, float, Decisions], None]
+Progress = Callable[[float, int, int], None]
+
+# Simultaneous events: capacity is released before arrivals, the cycle comes last.
+FINISH, EXIT, FAIL, ARRIVE, WAKE, CYCLE = range(6)
+TIRESIAS_PREEMPT = "tiresias"
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    interval_s: float = 60.0
+    grace_s: float = 30.0  # preempted jobs hold their nodes this long (SIGTERM, then kill)
+    runtime_estimate: float = 1.0  # max_runtime_seconds = estimate x run time + restart overhead
+    seed: int = 0
+
+
+class SimJob:
+    """One trace job's mutable state in the replay."""
+
+    __slots__ = (
+        "acc",
+        "attained",
+        "attempt",
+        "ckpt_at",
+        "next_ckpt",
+        "org_idx",
+        "pending",
+        "rec",
+        "remaining",
+        "running",
+        "saved",
+        "spec",
+        "start",
+        "work_start",
+    )
+
+    def __init__(self, rec: JobRecord, spec: JobSpec, org_idx: int) -> None:
+        self.rec = rec
+        self.spec = spec
+        self.org_idx = org_idx
+        self.acc = rec.accelerators
+        self.remaining = rec.duration
+        self.attempt = 0
+        self.start = 0.0
+        self.work_start = 0.0
+        self.saved = 0.0  # progress kept when a preemption was decided
+        self.ckpt_at: float | None = None
+        self.next_ckpt = math.inf  # when the running attempt's next checkpoint is due
+        self.attained = 0.0  # accelerator-seconds held over finished attempts
+        self.pending: PendingJob | None = None
+        self.running: RunningJob | None = None
+
+    @property
+    def id(self) -> str:
+        return self.spec.name
+
+
+class Simulation:
+    def __init__(
+        self,
+        pool: SimPool,
+        trace: Sequence[TraceJob],
+        policy: SimPolicy,
+        failures: FailureModel,
+        config: SimConfig = SimConfig(),
+        decide: Decide | None = None,
+        observer: Observer | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        if decide is None:
+            from scheduler.core import decide as core_decide
+
+            decide = core_decide
+        self.pool, self.policy, self.model, self.config = pool, policy, failures, config
+        self._decide, self._observer, self._progress = decide, observer, progress
+        self.org_names = tuple(o.name for o in pool.orgs)
+        self._org_idx = {o: i for i, o in enumerate(self.org_names)}
+        self.nominal = [pool.nominal(o) for o in self.org_names]
+        self.jobs: dict[str, SimJob] = {}
+        self._events: list[tuple[float, int, int, str]] = []
+        self._seq = 0
+        self._live = 0  # queued events other than failures: none left means nothing can move
+        for tj in trace:
+            self._add_job(tj)
+        self.pending: dict[str, SimJob] = {}
+        self.running: dict[str, SimJob] = {}
+        self._on_node: dict[str, set[str]] = {n.name: set() for n in pool.nodes}
+        self._node_names = [n.name for n in pool.nodes]
+        self._any_unhealthy = any(n.health == Health.UNHEALTHY for n in pool.nodes)
+        self.alloc = [0] * len(self.org_names)
+        self._pending_acc = [0] * len(self.org_names)
+        self._pending_sizes: list[Counter[int]] = [Counter() for _ in self.org_names]
+        self._usage = [0.0] * len(self.org_names)
+        self._decay_k = math.log(2) / policy.core.half_life_seconds
+        self.now = 0.0
+        self._last_cycle = -math.inf
+        self._cycle_at: float | None = None
+        self._wake_at: float | None = None
+        self._finished = 0
+        self.cycles = 0
+        self.node_failures = 0
+        self.preemptions: Counter[str] = Counter()
+        self.timeline = Timeline(orgs=self.org_names)
+        self._failures = FailureStream(failures, len(pool.nodes), config.seed)
+
+    # -- setup -------------------------------------------------------------------------
+
+    def _add_job(self, tj: TraceJob) -> None:
+        overhead = self.model.restart_overhead_s
+        limit = min(max(tj.duration, 1.0) * self.config.runtime_estimate + overhead, 365 * 86_400.0)
+        spec = job_spec(tj, self.pool, limit)
+        if spec.name in self.jobs:
+            raise ValueError(f"job id '{tj.id}' appears twice in the trace")
+        rec = JobRecord(
+            id=spec.name,
+            org=spec.org,
+            submit=tj.submit,
+            duration=tj.duration,
+            accelerators=tj.gpus,
+            nodes=spec.gang.replicas,
+        )
+        self.jobs[spec.name] = SimJob(rec, spec, self._org_idx[spec.org])
+        self._push(tj.submit, ARRIVE, spec.name)
+
+    def _push(self, t: float, kind: int, ref: str) -> None:
+        self._seq += 1
+        if kind != FAIL:
+            self._live += 1
+        heapq.heappush(self._events, (t, kind, self._seq, ref))
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def run(self) -> SimResult:
+        started = time.perf_counter()
+        total = len(self.jobs)
+        self._schedule_failure(0.0)
+        handled = 0
+        while self._live and self._finished < total:
+            t, kind, _, ref = heapq.heappop(self._events)
+            if kind != FAIL:
+                self._live -= 1
+            self._advance(t)
+            self._handle(kind, ref)
+            handled += 1
+            if self._progress is not None and handled % 2000 == 0:
+                self._progress(t, self._finished, total)
+        self.timeline.end = self.now
+        return SimResult(
+            policy=self.policy.name,
+            jobs=[j.rec for j in self.jobs.values()],
+            timeline=self.timeline,
+            capacity=self.pool.capacity,
+            nominal=dict(zip(self.org_names, self.nominal, strict=True)),
+            weights={o.name: o.weight for o in self.pool.orgs},
+            preemptions=dict(self.preemptions),
+            node_failures=self.node_failures,
+            cycles=self.cycles,
+            wall_s=time.perf_counter() - started,
+            unfinished=total - self._finished,
+        )
+
+    def _handle(self, kind: int, ref: str) -> None:
+        if kind == CYCLE:
+            self._cycle_at = None
+            self._cycle()
+        elif kind == WAKE:
+            self._wake_at = None
+            self._want_cycle()
+        elif kind == ARRIVE:
+            self._enqueue(self.jobs[ref], preempted_by=None)
+            self._want_cycle()
+        elif kind == FAIL:
+            self._node_failed(ref)
+        else:
+            job_id, attempt = ref.rsplit("#", 1)
+            job = self.jobs[job_id]
+            if job.running is None or job.attempt != int(attempt):
+                return  # stale: the attempt already ended another way
+            if kind == FINISH:
+                self._complete(job)
+            else:
+                beneficiary = job.running.preempted_for
+                self._interrupt(job, job.saved, failure=False, preempted_by=beneficiary)
+            self._want_cycle()
+        self._record()
+
+    def _advance(self, t: float) -> None:
+        """Decay usage to ``t``: alloc is constant since the last event."""
+        dt = t - self.now
+        if dt > 0:
+            decay = math.exp(-self._decay_k * dt)
+            gain = (1.0 - decay) / self._decay_k
+            self._usage = [u * decay + a * gain for u, a in zip(self._usage, self.alloc, strict=True)]
+            self.now = t
+
+    def _want_cycle(self) -> None:
+        if self._cycle_at is None:
+            self._cycle_at = max(self.now, self._last_cycle + self.config.interval_s)
+            self._push(self._cycle_at, CYCLE, "")
+
+    def _schedule_failure(self, t: float) -> None:
+        nxt = self._failures.next_after(t)
+        if nxt is not None:
+            self._push(nxt[0], FAIL, self._node_names[nxt[1]])
+
+    # -- a scheduling cycle --------------------------------------------------------------
+
+    def snapshot(self, now: float) -> Snapshot:
+        self._refresh_checkpoints(now)
+        if self.policy.dynamic_priority:
+            self._refresh_priorities(now)
+        flavor = self.pool.flavor
+        return Snapshot(
+            flavors=self.pool.flavors,
+            nodes=self.pool.nodes,
+            orgs=self.pool.orgs,
+            running=tuple(j.running for j in self.running.values() if j.running is not None),
+            pending=tuple(j.pending for j in self.pending.values() if j.pending is not None),
+            usage={o: {flavor: u} for o, u in zip(self.org_names, self._usage, strict=True)},
+            policy=self.policy.core,
+        )
+
+    def _cycle(self) -> None:
+        now = self.now
+        if not self.pending and not self._any_unhealthy:
+            return  # decide() has nothing to do: no job waits and nobody must move
+        self._last_cycle = now
+        self.cycles += 1
+        snap = self.snapshot(now)
+        decisions = self._decide(snap, now)
+        if self._observer is not None:
+            self._observer(snap, now, decisions)
+        self.apply(decisions)
+        for victim, beneficiary in self.policy.after_decide(self, decisions, now):
+            self.preempt(victim, beneficiary, TIRESIAS_PREEMPT)
+        wake = self.policy.next_wakeup(self, now)
+        if wake is not None and wake > now and (self._wake_at is None or wake < self._wake_at):
+            self._wake_at = wake
+            self._push(wake, WAKE, "")
+
+    def apply(self, decisions: Decisions) -> None:
+        for rej in decisions.rejections:
+            job = self.pending.get(rej.job_id)
+            if job is not None:
+                self._dequeue(job)
+                job.rec.rejected = rej.reason.value
+                self._finished += 1
+        for pre in decisions.preemptions:
+            self.preempt(pre.job_id, pre.beneficiary, pre.reason.value)
+        for pl in decisions.placements:
+            self._start(self.jobs[pl.job_id], pl.flavor, pl.assignments)
+
+    def preempt(self, job_id: str, beneficiary: str | None, reason: str) -> None:
+        job = self.running.get(job_id)
+        if job is None or job.running is None or job.running.terminating:
+            return
+        job.saved = self._checkpointed(job, self.now)
+        job.running = replace(job.running, terminating=True, preempted_for=beneficiary)
+        self.preemptions[reason] += 1
+        job.rec.preemptions += 1
+        if reason == PreemptReason.HEALTH.value:
+            job.rec.preemptions -= 1  # a move, not a preemption for someone else
+        self._push(self.now + self.config.grace_s, EXIT, f"{job.id}#{job.attempt}")
+
+    # -- job transitions -------------------------------------------------------------------
+
+    def _enqueue(self, job: SimJob, preempted_by: str | None) -> None:
+        rec = job.rec
+        job.pending = PendingJob(
+            id=job.id,
+            spec=job.spec,
+            priority=self.policy.priority(job, self.now),
+            submitted_at=rec.submit,
+            attempt=job.attempt,
+            preempted_by=preempted_by,
+        )
+        self.pending[job.id] = job
+        self._pending_acc[job.org_idx] += job.acc
+        self._pending_sizes[job.org_idx][job.acc] += 1
+
+    def _dequeue(self, job: SimJob) -> None:
+        del self.pending[job.id]
+        job.pending = None
+        self._pending_acc[job.org_idx] -= job.acc
+        sizes = self._pending_sizes[job.org_idx]
+        sizes[job.acc] -= 1
+        if not sizes[job.acc]:
+            del sizes[job.acc]
+
+    def _start(self, job: SimJob, flavor: str, assignments: tuple[tuple[str, int], ...]) -> None:
+        assert job.pending is not None, f"{job.id} placed but not pending"
+        pending = job.pending
+        self._dequeue(job)
+        now = self.now
+        job.start = now
+        job.work_start = now + (self.model.restart_overhead_s if job.attempt else 0.0)
+        job.ckpt_at = None
+        job.next_ckpt = job.work_start + self.model.checkpoint_interval_s
+        job.running = RunningJob(
+            id=job.id,
+            spec=job.spec,
+            priority=pending.priority,
+            submitted_at=pending.submitted_at,
+            started_at=now,
+            flavor=flavor,
+            assignments=assignments,
+        )
+        self.running[job.id] = job
+        for node, _ in assignments:
+            self._on_node[node].add(job.id)
+        self.alloc[job.org_idx] += job.acc
+        if job.rec.first_start is None:
+            job.rec.first_start = now
+        self._push(job.work_start + job.remaining, FINISH, f"{job.id}#{job.attempt}")
+
+    def _release(self, job: SimJob) -> None:
+        assert job.running is not None
+        for node, _ in job.running.assignments:
+            self._on_node[node].discard(job.id)
+        del self.running[job.id]
+        job.running = None
+        self.alloc[job.org_idx] -= job.acc
+        held = self.now - job.start
+        job.rec.held_s += held
+        job.attained += held * job.acc
+
+    def _complete(self, job: SimJob) -> None:
+        self._release(job)
+        job.remaining = 0.0
+        job.rec.end = self.now
+        self._finished += 1
+
+    def _interrupt(self, job: SimJob, kept: float, failure: bool, preempted_by: str | None) -> None:
+        """End the attempt: keep ``kept`` seconds of progress, lose the rest, queue again."""
+        held = self.now - job.start
+        lost = max(0.0, held - kept) * job.acc
+        if failure:
+            job.rec.lost_failure_acc_s += lost
+            job.rec.failures += 1
+        else:
+            job.rec.lost_preemption_acc_s += lost
+        self._release(job)
+        job.remaining -= kept
+        job.attempt += 1
+        self._enqueue(job, preempted_by)
+
+    def _node_failed(self, node: str) -> None:
+        self._schedule_failure(self.now)
+        victims = sorted(self._on_node.get(node, ()))
+        if not victims:
+            return
+        self.node_failures += 1
+        for job_id in victims:
+            job = self.jobs[job_id]
+            assert job.running is not None
+            kept = job.saved if job.running.terminating else self._checkpointed(job, self.now)
+            self._interrupt(job, kept, failure=True, preempted_by=None)
+        self._want_cycle()
+
+    # -- progress and checkpoints --------------------------------------------------------
+
+    def _checkpointed(self, job: SimJob, t: float) -> float:
+        """Progress (seconds of work) saved by the attempt's last checkpoint at ``t``."""
+        done = min(max(t - job.work_start, 0.0), job.remaining)
+        interval = self.model.checkpoint_interval_s
+        return math.floor(done / interval) * interval
+
+    def _refresh_checkpoints(self, now: float) -> None:
+        for job in self.running.values():
+            if now < job.next_ckpt:
+                continue  # no checkpoint since the last refresh
+            saved = self._checkpointed(job, now)
+            job.next_ckpt = job.work_start + saved + self.model.checkpoint_interval_s
+            at = job.work_start + saved if saved > 0 else None
+            r = job.running
+            if at != job.ckpt_at and r is not None:
+                job.ckpt_at = at
+                # Built directly: dataclasses.replace is several times slower on this hot path.
+                job.running = RunningJob(
+                    r.id,
+                    r.spec,
+                    r.priority,
+                    r.submitted_at,
+                    r.started_at,
+                    r.flavor,
+                    r.assignments,
+                    at,
+                    r.terminating,
+                    r.preempted_for,
+                )
+
+    def _refresh_priorities(self, now: float) -> None:
+        for job in self.pending.values():
+            prio = self.policy.priority(job, now)
+            if job.pending is not None and job.pending.priority != prio:
+                job.pending = replace(job.pending, priority=prio)
+        for job in self.running.values():
+            prio = self.policy.priority(job, now)
+            if job.running is not None and job.running.priority != prio:
+                job.running = replace(job.running, priority=prio)
+
+    # -- the timeline ------------------------------------------------------------------------
+
+    def _record(self) -> None:
+        violating = []
+        for i, nominal in enumerate(self.nominal):
+            room = nominal - self.alloc[i]
+            sizes = self._pending_sizes[i]
+            violating.append(room > 0 and bool(sizes) and min(sizes) <= room)
+        demand = tuple(a + p for a, p in zip(self.alloc, self._pending_acc, strict=True))
+        self.timeline.record(self.now, tuple(self.alloc), demand, len(self.pending), tuple(violating))

@@ -1,0 +1,119 @@
+"""What one replay leaves behind: per-job records and the pool's step-function timeline.
+
+The metrics (``scheduler.sim.metrics``) are pure functions of these, so they can be
+tested on hand-made records without running anything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class JobRecord:
+    id: str
+    org: str
+    submit: float
+    duration: float  # trace run time, without interruptions
+    accelerators: int
+    nodes: int  # replicas, i.e. nodes a failure can hit
+    first_start: float | None = None
+    end: float | None = None
+    held_s: float = 0.0  # wall seconds the job held its accelerators, all attempts
+    lost_failure_acc_s: float = 0.0
+    lost_preemption_acc_s: float = 0.0
+    preemptions: int = 0
+    failures: int = 0
+    rejected: str | None = None
+
+    @property
+    def completed(self) -> bool:
+        return self.end is not None
+
+    @property
+    def jct(self) -> float:
+        assert self.end is not None
+        return self.end - self.submit
+
+
+@dataclass
+class Timeline:
+    """Piecewise-constant state: segment ``i`` holds from ``times[i]`` to ``times[i+1]``
+    (the last one to ``end``). Per segment and org: accelerators held (``alloc``) and
+    wanted (``demand`` = held + pending); the number of pending jobs; and whether the org
+    is below nominal with a pending job that fits within it (``violating``)."""
+
+    orgs: tuple[str, ...]
+    times: list[float] = field(default_factory=list)
+    alloc: list[tuple[int, ...]] = field(default_factory=list)
+    demand: list[tuple[int, ...]] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    violating: list[tuple[bool, ...]] = field(default_factory=list)
+    end: float = 0.0
+
+    def record(
+        self,
+        t: float,
+        alloc: tuple[int, ...],
+        demand: tuple[int, ...],
+        pending: int,
+        violating: tuple[bool, ...],
+    ) -> None:
+        if self.times and self.times[-1] == t:
+            self.alloc[-1], self.demand[-1], self.pending[-1], self.violating[-1] = (
+                alloc,
+                demand,
+                pending,
+                violating,
+            )
+            return
+        same = self.alloc and self.alloc[-1] == alloc and self.demand[-1] == demand
+        if same and self.pending[-1] == pending and self.violating[-1] == violating:
+            return  # nothing changed: keep one segment
+        self.times.append(t)
+        self.alloc.append(alloc)
+        self.demand.append(demand)
+        self.pending.append(pending)
+        self.violating.append(violating)
+
+    def arrays(self) -> TimelineArrays:
+        n = len(self.orgs)
+        times = np.array(self.times, dtype=float)
+        ends = np.append(times[1:], self.end) if len(times) else times
+        return TimelineArrays(
+            orgs=self.orgs,
+            start=times,
+            dt=np.maximum(ends - times, 0.0),
+            alloc=np.array(self.alloc, dtype=float).reshape(-1, n),
+            demand=np.array(self.demand, dtype=float).reshape(-1, n),
+            pending=np.array(self.pending, dtype=float),
+            violating=np.array(self.violating, dtype=bool).reshape(-1, n),
+        )
+
+
+@dataclass(frozen=True)
+class TimelineArrays:
+    orgs: tuple[str, ...]
+    start: np.ndarray  # segment start times
+    dt: np.ndarray  # segment lengths
+    alloc: np.ndarray  # segments x orgs
+    demand: np.ndarray
+    pending: np.ndarray
+    violating: np.ndarray
+
+
+@dataclass
+class SimResult:
+    policy: str
+    jobs: list[JobRecord]
+    timeline: Timeline
+    capacity: int
+    nominal: dict[str, int]
+    weights: dict[str, float]
+    preemptions: dict[str, int]  # by reason
+    node_failures: int  # failures that hit at least one job
+    cycles: int
+    wall_s: float = 0.0
+    unfinished: int = 0

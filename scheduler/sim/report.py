@@ -1,0 +1,112 @@
+"""The summary of a replay: one JSON object per policy and a Markdown table."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from scheduler.sim import metrics
+from scheduler.sim.failures import FailureModel, young_daly_loss
+from scheduler.sim.record import SimResult
+
+
+def summarize(result: SimResult, model: FailureModel, description: str) -> dict[str, Any]:
+    jobs = result.jobs
+    tl = result.timeline.arrays()
+    window = metrics.arrival_window(jobs)
+    load = metrics.offered_load(jobs, result.capacity, window)
+    fair = metrics.shares(tl, result.capacity, result.nominal, result.weights, window)
+    done = metrics.completed(jobs)
+    yd = young_daly_loss([(j.accelerators, j.nodes, j.duration) for j in done], model) / 3600
+    rejected: dict[str, int] = {}
+    for j in jobs:
+        if j.rejected:
+            rejected[j.rejected] = rejected.get(j.rejected, 0) + 1
+    return {
+        "policy": result.policy,
+        "description": description,
+        "jobs": len(jobs),
+        "completed": len(done),
+        "rejected": rejected,
+        "unfinished": result.unfinished,
+        "jct_s": metrics.jct_stats(jobs),
+        "queueing_s": metrics.queueing_stats(jobs),
+        "slowdown": metrics.slowdown_stats(jobs),
+        "utilization": {
+            "while_pending": metrics.utilization_while_pending(tl, result.capacity),
+            "arrival_window": metrics.utilization_in_window(tl, result.capacity, window),
+            "bound": min(1.0, load),
+            "window_bound": metrics.window_bound(jobs, result.capacity, window),
+            "offered_load": load,
+        },
+        "makespan_s": metrics.makespan(jobs),
+        "fairness": fair,
+        "guarantee_violations": metrics.guarantee_violations(tl),
+        "preemptions": {"total": sum(result.preemptions.values()), "by_reason": result.preemptions},
+        "failures": {
+            "node_failures_hitting_jobs": result.node_failures,
+            **metrics.losses(jobs),
+            "young_daly_expected_failure_acc_h": yd,
+        },
+        "cycles": result.cycles,
+        "wall_s": result.wall_s,
+    }
+
+
+def _h(seconds: float) -> str:
+    return "n/a" if math.isnan(seconds) else f"{seconds / 3600:,.2f}"
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{100 * x:.1f}%"
+
+
+def markdown(summaries: Sequence[dict[str, Any]], header: dict[str, Any]) -> str:
+    lines = [
+        f"# trainpool sim: {header['trace']}",
+        "",
+        f"- format `{header['format']}`, load {header['load']}, seed {header['seed']}, "
+        f"cycle interval {header['interval_s']:g} s, capacity {header['capacity']} accelerators "
+        f"on {header['nodes']} nodes",
+        f"- failure model: {header['failure_model']}",
+        f"- command: `{header['command']}`",
+        "",
+        "| policy | avg JCT h | median JCT h | p99 JCT h | avg wait h | p99 wait h | slowdown avg / median "
+        "| util (pending) | util (window) | bound min(1, load) | window bound | makespan d |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        j, q, sd, u = s["jct_s"], s["queueing_s"], s["slowdown"], s["utilization"]
+        lines.append(
+            f"| {s['policy']} | {_h(j['avg'])} | {_h(j['median'])} | {_h(j['p99'])} | {_h(q['avg'])} "
+            f"| {_h(q['p99'])} | {sd['avg']:.2f} / {sd['median']:.2f} | {_pct(u['while_pending'])} "
+            f"| {_pct(u['arrival_window'])} | {_pct(u['bound'])} | {_pct(u['window_bound'])} "
+            f"| {s['makespan_s'] / 86400:.1f} |"
+        )
+    lines += [
+        "",
+        "| policy | max share dev (pp) | Jain | guarantee viol (org-h) | longest viol (s) | preemptions "
+        "| lost to failures (acc-h) | Young/Daly expected (acc-h) | lost to preemption (acc-h) | goodput "
+        "| rejected | unfinished |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        f, g, fl = s["fairness"], s["guarantee_violations"], s["failures"]
+        rejected = sum(s["rejected"].values())
+        lines.append(
+            f"| {s['policy']} | {100 * f['max_deviation']:.2f} | {f['jain']:.3f} | {_h(g['org_seconds'])} "
+            f"| {g['longest_s']:,.0f} | {s['preemptions']['total']} | {fl['lost_failure_acc_h']:,.0f} "
+            f"| {fl['young_daly_expected_failure_acc_h']:,.0f} | {fl['lost_preemption_acc_h']:,.0f} "
+            f"| {_pct(fl['goodput'])} | {rejected} | {s['unfinished']} |"
+        )
+    lines += ["", "Policies:"]
+    lines += [f"- `{s['policy']}`: {s['description']}" for s in summaries]
+    lines += ["", "Metric definitions:", "", *_definitions()]
+    return "\n".join(lines) + "\n"
+
+
+def _definitions() -> list[str]:
+    doc = metrics.__doc__ or ""
+    body = doc.split("Definitions (also printed in the report):", 1)[-1]
+    return [line.rstrip() for line in body.strip().splitlines()]

@@ -1,0 +1,139 @@
+"""One `trainpool sim` run: read the trace and the pool, scale the load, replay every
+requested policy on the same trace, seed and failures, and summarise."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from scheduler.sim.engine import Decide, SimConfig, Simulation
+from scheduler.sim.failures import FailureModel, parse_failures
+from scheduler.sim.policies import get_policy, resolve
+from scheduler.sim.pool import SimPool, assign_orgs, gang_shape, pool_from_config, pool_from_quotas
+from scheduler.sim.quotas import load_quotas
+from scheduler.sim.record import SimResult
+from scheduler.sim.report import summarize
+from scheduler.sim.trace import TraceError, TraceJob, load_trace
+
+ProgressFactory = Callable[[str, int], Callable[[float, int, int], None]]
+
+
+@dataclass(frozen=True)
+class SimRequest:
+    trace: Path
+    format: str = "philly-vc"
+    pool: Path | None = None
+    quotas: Path | None = None
+    nodes: int | None = None
+    gpus_per_node: int = 8
+    rack_size: int = 32
+    racks_per_spine: int = 8
+    flavor: str | None = None
+    policy: str = "trainpool"
+    load: float | None = None
+    failures: str = "philly"
+    checkpoint_interval_s: float = 3600.0
+    restart_overhead_s: float = 300.0
+    seed: int = 0
+    interval_s: float = 60.0
+    grace_s: float = 30.0
+    runtime_estimate: float = 1.0
+    max_jobs: int | None = None
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SimRun:
+    header: dict[str, Any]
+    summaries: list[dict[str, Any]]
+    results: list[SimResult]
+
+
+def prepare(req: SimRequest) -> tuple[SimPool, list[TraceJob], FailureModel, dict[str, Any]]:
+    _check(req)
+    jobs = load_trace(req.trace, req.format)
+    if req.max_jobs is not None:
+        jobs = jobs[: req.max_jobs]
+    quotas = load_quotas(req.quotas) if req.quotas is not None else None
+    if req.format == "philly" and quotas:
+        jobs = assign_orgs(jobs, quotas, req.seed)
+    orgs = {j.org for j in jobs}
+    if req.pool is not None:
+        pool = pool_from_config(req.pool, orgs, req.flavor)
+    elif quotas is not None or req.nodes is not None:
+        pool = pool_from_quotas(
+            quotas or {}, orgs, req.gpus_per_node, req.nodes, req.rack_size, req.racks_per_spine
+        )
+    else:
+        raise TraceError("give --pool FILE, --quotas FILE, or --nodes N (with --gpus-per-node)")
+    native = _offered_load(jobs, pool.capacity)
+    if req.load is not None:
+        jobs = scale_load(jobs, native, req.load)
+    shapes = [(gang_shape(j.gpus, pool.node_size)[0], j.duration) for j in jobs]
+    model = parse_failures(
+        req.failures, shapes, pool.node_size, req.checkpoint_interval_s, req.restart_overhead_s
+    )
+    header = {
+        "trace": str(req.trace),
+        "format": req.format,
+        "jobs": len(jobs),
+        "load": req.load if req.load is not None else "as traced",
+        "native_offered_load": native,
+        "seed": req.seed,
+        "interval_s": req.interval_s,
+        "grace_s": req.grace_s,
+        "runtime_estimate": req.runtime_estimate,
+        "capacity": pool.capacity,
+        "nodes": len(pool.nodes),
+        "orgs": {o.name: o.quota(pool.flavor).nominal for o in pool.orgs},
+        "failure_model": model.describe(),
+        "node_mtbf_s": model.node_mtbf_s,
+        "command": req.command,
+    }
+    return pool, jobs, model, header
+
+
+def run(req: SimRequest, decide: Decide | None = None, progress: ProgressFactory | None = None) -> SimRun:
+    names = resolve(req.policy)
+    pool, jobs, model, header = prepare(req)
+    config = SimConfig(req.interval_s, req.grace_s, req.runtime_estimate, req.seed)
+    summaries, results = [], []
+    for name in names:
+        policy = get_policy(name)
+        tick = progress(name, len(jobs)) if progress is not None else None
+        result = Simulation(pool, jobs, policy, model, config, decide=decide, progress=tick).run()
+        results.append(result)
+        summaries.append(summarize(result, model, policy.description))
+    return SimRun(header, summaries, results)
+
+
+def scale_load(jobs: list[TraceJob], native: float, target: float) -> list[TraceJob]:
+    """Stretch or compress inter-arrival times so the offered load becomes ``target``."""
+    if native <= 0:
+        return jobs
+    factor = native / target
+    t0 = jobs[0].submit
+    return [TraceJob(j.id, j.org, (j.submit - t0) * factor, j.gpus, j.duration) for j in jobs]
+
+
+def _offered_load(jobs: list[TraceJob], capacity: int) -> float:
+    span = jobs[-1].submit - jobs[0].submit
+    work = sum(j.gpus * j.duration for j in jobs)
+    return work / (capacity * span) if span > 0 and capacity > 0 else 0.0
+
+
+def _check(req: SimRequest) -> None:
+    checks = [
+        (req.load is None or req.load > 0, "--load: must be > 0"),
+        (req.interval_s > 0, "--interval: must be > 0 seconds"),
+        (req.grace_s >= 0, "--grace: must be >= 0 seconds"),
+        (req.runtime_estimate >= 1.0, "--runtime-estimate: must be >= 1 (a lower limit kills jobs)"),
+        (req.max_jobs is None or req.max_jobs >= 1, "--max-jobs: must be >= 1"),
+        (req.pool is None or req.pool.is_file(), f"--pool: {req.pool} does not exist or is not a file"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise TraceError(message)
