@@ -368,6 +368,7 @@ def _check_graph(root: yaml.Node, source: str) -> None:
     sizes: dict[int, int] = {}
     on_path: set[int] = set()
     stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    aliased = False
     while stack:
         node, depth, finished = stack.pop()
         key = id(node)
@@ -375,11 +376,12 @@ def _check_graph(root: yaml.Node, source: str) -> None:
             on_path.discard(key)
             sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
             if sizes[key] > MAX_YAML_NODES:
-                raise _graph_error(
-                    node, source, f"expands to more than {MAX_YAML_NODES:,} values (alias bomb?)"
-                )
+                what = "expands through aliases to" if aliased else "has"
+                bomb = " (an alias bomb?)" if aliased else ""
+                raise _graph_error(node, source, f"{what} more than {MAX_YAML_NODES:,} values{bomb}")
             continue
         if key in sizes:
+            aliased = True  # a node reached a second time: it is shared through an alias
             continue
         if key in on_path:
             raise _graph_error(node, source, "an alias refers to the node that contains it")

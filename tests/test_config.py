@@ -272,6 +272,12 @@ def test_alias_bomb_is_refused_quickly():
     assert "alias bomb" in lines[0]
 
 
+def test_a_plain_oversized_document_is_not_called_a_bomb(monkeypatch):
+    monkeypatch.setattr("scheduler.config.MAX_YAML_NODES", 100)
+    lines = problems_of("a: [" + ", ".join(["1"] * 150) + "]\n")
+    assert lines == ["pool.yaml: invalid YAML: line 1: has more than 100 values"]
+
+
 def test_recursive_alias_and_deep_nesting_are_refused():
     assert "refers to the node that contains it" in problems_of("a: &a [1, *a]\n")[0]
     assert "nested deeper than" in problems_of("a: " + "[" * 200 + "]" * 200 + "\n")[0]
