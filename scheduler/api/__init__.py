@@ -1,0 +1,1 @@
+"""The HTTP API: a FastAPI app with thin routers over the store."""

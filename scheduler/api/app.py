@@ -1,0 +1,104 @@
+"""The FastAPI app: routers, error handlers, health, metrics, and the loop thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from sqlalchemy import text
+
+from scheduler.api import errors, routes_jobs, routes_pool
+from scheduler.api.context import ServerContext
+from scheduler.store.db import current_revision, head_revision
+
+
+def create_app(ctx: ServerContext, *, run_loop: bool = True) -> FastAPI:
+    stop = threading.Event()
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        thread = None
+        if run_loop and ctx.loop is not None:
+            thread = threading.Thread(target=ctx.loop.run, args=(stop,), name="control-loop", daemon=True)
+            thread.start()
+        yield
+        stop.set()
+        if thread is not None:
+            thread.join(timeout=30)
+
+    app = FastAPI(
+        title="trainpool",
+        version="0.1.0",
+        description="Scheduler of a shared accelerator pool.",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    app.include_router(routes_jobs.router)
+    app.include_router(routes_pool.router)
+    _install_latency(app, ctx)
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["ops"])
+    def readyz() -> JSONResponse:
+        problems = []
+        try:
+            with ctx.db.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            if current_revision(ctx.db) != head_revision():
+                problems.append("database schema is not at the current migration")
+        except Exception as exc:  # any failure means not ready; say which
+            problems.append(f"database unreachable: {type(exc).__name__}")
+        leader = ctx.loop.is_leader if ctx.loop is not None else False
+        body: dict[str, Any] = {"status": "ok" if not problems else "unavailable", "leader": leader}
+        if problems:
+            body["problems"] = problems
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/metrics", tags=["ops"])
+    def metrics() -> Response:
+        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+def _install_latency(app: FastAPI, ctx: ServerContext) -> None:
+    app.add_middleware(_Latency, ctx=ctx)
+
+
+class _Latency:
+    """Pure ASGI (no per-request task as BaseHTTPMiddleware makes): API latency by route."""
+
+    def __init__(self, app: Any, ctx: ServerContext) -> None:
+        self.app = app
+        self.ctx = ctx
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def _send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, _send)
+        finally:
+            # The route template ("/v1/jobs/{job_id}"), never the raw path: no job ids in labels.
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.ctx.metrics.api_latency.labels(scope["method"], route, f"{status[0] // 100}xx").observe(
+                time.perf_counter() - started
+            )

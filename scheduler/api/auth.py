@@ -1,0 +1,53 @@
+"""Who is calling, and may they? Bearer tokens checked against their sha256 in the store.
+
+Rules (DESIGN.md "Interfaces"): ``member`` sees and acts on its own org's jobs;
+``org-admin`` also manages its own org's team split, tokens and usage; ``pool-admin``
+does everything. Another org's jobs are answered with 404, not 403, so their ids do
+not leak.
+"""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from scheduler.api.errors import ApiError, forbidden
+from scheduler.store import tokens as tokenstore
+from scheduler.store.tokens import Principal, Role
+
+
+def authenticate(request: Request) -> Principal:
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != "bearer" or not secret.strip():
+        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", "authorization")
+    ctx = request.app.state.ctx
+    with ctx.db.read() as s:
+        who = tokenstore.verify(s, secret.strip())
+    if who is None:
+        raise ApiError(401, "invalid or revoked token", "authorization")
+    request.state.principal = who
+    return who
+
+
+def can_see_org(who: Principal, org: str) -> bool:
+    return who.is_pool_admin or who.org == org
+
+
+def require_org(who: Principal, org: str, *, admin: bool = False) -> None:
+    """Member (or, with ``admin``, org-admin) of ``org``, or pool-admin."""
+    if who.is_pool_admin:
+        return
+    if who.org != org:
+        raise forbidden(f"your token belongs to org '{who.org}', not '{org}'")
+    if admin and who.role is not Role.ORG_ADMIN:
+        raise forbidden(f"needs the org-admin role of '{org}' (you are {who.role.value})")
+
+
+def require_pool_admin(who: Principal) -> None:
+    if not who.is_pool_admin:
+        raise forbidden(f"needs the pool-admin role (you are {who.role.value})")
+
+
+def visible_orgs(who: Principal) -> list[str] | None:
+    """None: every org."""
+    return None if who.is_pool_admin else [who.org or ""]

@@ -1,0 +1,90 @@
+"""API errors: one JSON shape, a message naming the field, never a stack trace.
+
+Shape: ``{"detail": "<one line>", "errors": [{"field": ..., "message": ...}]}``; the CLI
+prints ``detail``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from scheduler.errors import ConfigError, format_path, validation_problems
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+
+def not_found(what: str, name: str) -> ApiError:
+    return ApiError(404, f"{what} '{name}' not found")
+
+
+def forbidden(message: str) -> ApiError:
+    return ApiError(403, message)
+
+
+def _body(problems: list[tuple[str, str]]) -> dict[str, Any]:
+    lines = [f"{f}: {m}" if f else m for f, m in problems]
+    return {"detail": "; ".join(lines), "errors": [{"field": f, "message": m} for f, m in problems]}
+
+
+def _request_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for err in exc.errors():
+        loc = list(err.get("loc", ()))
+        where = loc[0] if loc else "body"
+        rest = loc[1:]
+        if err.get("type") == "json_invalid":
+            problems.append(("body", f"is not valid JSON ({err.get('msg', '')})"))
+            continue
+        try:
+            # Reuse the pool's wording ("must be at least 1 (got 0)") for each error.
+            one = ValidationError.from_exception_data("request", [{**err, "loc": tuple(rest)}])  # type: ignore[typeddict-item]
+            message = validation_problems(one)[0][1]
+        except Exception:
+            message = str(err.get("msg", "is invalid"))
+        path = format_path(rest)
+        if where in ("query", "path", "header"):
+            path = path or str(where)
+        problems.append((path or "body", message))
+    return problems or [("body", "is invalid")]
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(_body([(exc.field or "", exc.message)]), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(_body(_request_problems(exc)), status_code=422)
+
+    @app.exception_handler(ValidationError)
+    async def _invalid_model(_: Request, exc: ValidationError) -> JSONResponse:
+        return JSONResponse(_body(validation_problems(exc)), status_code=422)
+
+    @app.exception_handler(ConfigError)
+    async def _config(_: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse(_body(exc.problems), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(_body([("", str(exc.detail))]), status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(_body([("", "internal error; see the server log")]), status_code=500)

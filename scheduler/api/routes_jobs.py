@@ -1,0 +1,196 @@
+"""/v1/jobs and /v1/queue: thin handlers over scheduler.store.jobs."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+from sqlmodel import Session, col, select
+
+from scheduler.api.auth import authenticate, can_see_org, require_org, visible_orgs
+from scheduler.api.context import ServerContext, get_ctx
+from scheduler.api.errors import ApiError, not_found
+from scheduler.api.schemas import CheckpointRequest, Event, Job, SubmitRequest
+from scheduler.lifecycle import TERMINAL, IllegalTransition, JobState
+from scheduler.store import jobs as jobstore
+from scheduler.store import orgs as orgstore
+from scheduler.store.tables import CheckpointRow, JobRow
+from scheduler.store.tokens import Principal
+from scheduler.store.view import flavors_of
+
+router = APIRouter(prefix="/v1", tags=["jobs"])
+Ctx = Annotated[ServerContext, Depends(get_ctx)]
+Who = Annotated[Principal, Depends(authenticate)]
+
+
+def _visible_job(s: Session, who: Principal, job_id: str) -> JobRow:
+    job = s.get(JobRow, job_id)
+    if job is None or not can_see_org(who, job.org):
+        raise not_found("job", job_id)
+    return job
+
+
+def _allocation(s: Session, job: JobRow) -> dict[str, Any] | None:
+    alloc = jobstore.allocation(s, job.id, job.attempt)
+    if alloc is None or alloc.state == "released":
+        return None
+    nodes = [{"node": n, "replicas": k} for n, k in json.loads(alloc.assignments)]
+    return {"flavor": alloc.flavor, "nodes": nodes, "reason": alloc.reason, "state": alloc.state}
+
+
+def _check_spec(s: Session, ctx: ServerContext, req: SubmitRequest) -> int:
+    """Reject what can be known wrong at submit time; the priority's numeric value."""
+    spec = req.spec
+    if orgstore.get_org(s, spec.org) is None:
+        raise ApiError(422, f"unknown org '{spec.org}'", "spec.org")
+    if spec.team is not None and spec.team not in {t.name for t in orgstore.teams(s, spec.org)}:
+        raise ApiError(422, f"org '{spec.org}' has no team '{spec.team}'", "spec.team")
+    known = {f.name for f in flavors_of(s, ctx.pool)}
+    for i, flavor in enumerate(spec.gang.flavors):
+        if flavor not in known:
+            listing = ", ".join(sorted(known)) or "none"
+            raise ApiError(
+                422, f"unknown flavor '{flavor}' (this pool has: {listing})", f"spec.gang.flavors[{i}]"
+            )
+    value = ctx.pool.priority_value(spec.priority)
+    if value is None:
+        listing = ", ".join(p.name for p in ctx.pool.priority_classes)
+        raise ApiError(
+            422, f"unknown priority class '{spec.priority}' (this pool has: {listing})", "spec.priority"
+        )
+    return value
+
+
+@router.post("/jobs", status_code=201, response_model=Job)
+def submit(
+    req: SubmitRequest,
+    ctx: Ctx,
+    who: Who,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> Job:
+    require_org(who, req.spec.org)
+    request_id = req.client_request_id or idempotency_key
+    try:
+        with ctx.db.write() as s:
+            priority = _check_spec(s, ctx, req)
+            sub = jobstore.submit(
+                s, req.spec, priority=priority, now=ctx.clock(), submitted_by=who.token_id,
+                client_request_id=request_id,
+            )  # fmt: skip
+            out = Job.of(sub.job)
+    except jobstore.RequestConflict as exc:
+        raise ApiError(409, str(exc), "client_request_id") from None
+    if sub.created:
+        ctx.metrics.submissions.labels(req.spec.org).inc()
+    else:
+        response.status_code = 200
+    return out
+
+
+@router.get("/jobs", response_model=list[Job])
+def list_jobs(
+    ctx: Ctx,
+    who: Who,
+    org: Annotated[str | None, Query(max_length=63)] = None,
+    state: Annotated[list[JobState] | None, Query()] = None,
+    team: Annotated[str | None, Query(max_length=63)] = None,
+    name: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> list[Job]:
+    orgs = visible_orgs(who)
+    if org is not None:
+        if not can_see_org(who, org):
+            raise ApiError(403, f"your token belongs to org '{who.org}', not '{org}'", "org")
+        orgs = [org]
+    with ctx.db.read() as s:
+        rows = jobstore.list_jobs(
+            s, orgs=orgs, states=state, team=team, name=name, limit=limit, offset=offset
+        )
+        return [Job.of(r) for r in rows]
+
+
+@router.get("/jobs/{job_id}", response_model=Job)
+def get_job(job_id: str, ctx: Ctx, who: Who) -> Job:
+    with ctx.db.read() as s:
+        job = _visible_job(s, who, job_id)
+        return Job.of(job, _allocation(s, job))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=Job)
+def cancel_job(job_id: str, ctx: Ctx, who: Who) -> Job:
+    for _ in range(5):  # the loop may bump the row between our read and write
+        try:
+            with ctx.db.write() as s:
+                job = _visible_job(s, who, job_id)
+                if JobState(job.state) in TERMINAL:
+                    raise ApiError(409, f"job '{job_id}' already finished ({job.state}); nothing to cancel")
+                jobstore.cancel(s, job, ctx.clock(), by=who.token_id)
+                return Job.of(job)
+        except jobstore.StaleWrite:
+            continue
+        except IllegalTransition as exc:
+            raise ApiError(409, str(exc)) from None
+    raise ApiError(409, f"job '{job_id}' is changing too fast; try again")
+
+
+@router.get("/jobs/{job_id}/events", response_model=list[Event])
+def job_events(
+    job_id: str, ctx: Ctx, who: Who, limit: Annotated[int, Query(ge=1, le=10_000)] = 1000
+) -> list[Event]:
+    with ctx.db.read() as s:
+        _visible_job(s, who, job_id)
+        return [Event.of(e) for e in jobstore.events(s, job_id, limit)]
+
+
+@router.post("/jobs/{job_id}/checkpoints", status_code=201)
+def report_checkpoint(job_id: str, req: CheckpointRequest, ctx: Ctx, who: Who) -> dict[str, Any]:
+    with ctx.db.write() as s:
+        job = _visible_job(s, who, job_id)
+        row = CheckpointRow(job_id=job.id, attempt=job.attempt, path=req.path, step=req.step, at=ctx.clock())
+        s.add(row)
+        return {"job_id": job.id, "attempt": job.attempt, "path": req.path, "step": req.step, "at": row.at}
+
+
+@router.get("/jobs/{job_id}/checkpoints")
+def list_checkpoints(job_id: str, ctx: Ctx, who: Who) -> list[dict[str, Any]]:
+    with ctx.db.read() as s:
+        _visible_job(s, who, job_id)
+        stmt = (
+            select(CheckpointRow).where(CheckpointRow.job_id == job_id).order_by(col(CheckpointRow.at).desc())
+        )
+        return [r.model_dump(exclude={"id"}) for r in s.exec(stmt.limit(100)).all()]
+
+
+@router.get("/queue")
+def queue(
+    ctx: Ctx,
+    who: Who,
+    org: Annotated[str | None, Query(max_length=63)] = None,
+    flavor: Annotated[str | None, Query(max_length=63)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> list[dict[str, Any]]:
+    """Pending jobs with why they wait and, where known, when they should start."""
+    orgs = visible_orgs(who)
+    if org is not None:
+        if not can_see_org(who, org):
+            raise ApiError(403, f"your token belongs to org '{who.org}', not '{org}'", "org")
+        orgs = [org]
+    with ctx.db.read() as s:
+        rows = jobstore.list_jobs(s, orgs=orgs, states=[JobState.PENDING.value], limit=limit)
+    out = []
+    for r in sorted(rows, key=lambda r: (-r.priority, r.submitted_at, r.id)):
+        spec = jobstore.spec_of(r)
+        if flavor and flavor not in spec.gang.flavors:
+            continue
+        out.append(
+            {
+                "id": r.id, "name": r.name, "org": r.org, "team": r.team, "priority": spec.priority,
+                "submitted_at": r.submitted_at, "attempt": r.attempt, "flavors": list(spec.gang.flavors),
+                "accelerators": spec.gang.total_accelerators, "reason": r.reason, "message": r.message,
+                "estimated_start": r.estimated_start,
+            }
+        )  # fmt: skip
+    return out

@@ -1,0 +1,250 @@
+"""/v1 nodes, orgs, teams, quotas, tokens, usage: thin handlers over the store."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from sqlmodel import Session
+
+from quota.model import FlavorQuota
+from scheduler.api.auth import authenticate, require_org, require_pool_admin, visible_orgs
+from scheduler.api.context import ServerContext, get_ctx
+from scheduler.api.errors import ApiError, forbidden, not_found
+from scheduler.api.schemas import NewToken, Node, OrgRequest, QuotaRequest, TeamRequest, Token, TokenRequest
+from scheduler.names import Name
+from scheduler.store import jobs as jobstore
+from scheduler.store import nodes as nodestore
+from scheduler.store import orgs as orgstore
+from scheduler.store import tokens as tokenstore
+from scheduler.store import usage as usagestore
+from scheduler.store.tables import TokenRow
+from scheduler.store.tokens import Principal, Role
+from scheduler.store.view import flavors_of
+
+router = APIRouter(prefix="/v1", tags=["pool"])
+Ctx = Annotated[ServerContext, Depends(get_ctx)]
+Who = Annotated[Principal, Depends(authenticate)]
+
+
+@router.get("/whoami")
+def whoami(who: Who) -> dict[str, Any]:
+    return {"token_id": who.token_id, "role": who.role.value, "org": who.org}
+
+
+# --- nodes ---------------------------------------------------------------------------
+
+
+def _allocated(s: Session) -> Counter[str]:
+    used: Counter[str] = Counter()
+    for a in jobstore.live_allocations(s):
+        per_replica = a.accelerators // max(1, sum(k for _, k in json.loads(a.assignments)))
+        for node, k in json.loads(a.assignments):
+            used[node] += per_replica * k
+    return used
+
+
+@router.get("/nodes", response_model=list[Node])
+def list_nodes(ctx: Ctx, _: Who, flavor: Annotated[str | None, Query(max_length=63)] = None) -> list[Node]:
+    with ctx.db.read() as s:
+        used = _allocated(s)
+        return [Node.of(r, used[r.name]) for r in nodestore.list_nodes(s, flavor)]
+
+
+@router.get("/nodes/{name}", response_model=Node)
+def get_node(name: str, ctx: Ctx, _: Who) -> Node:
+    with ctx.db.read() as s:
+        row = nodestore.get_node(s, name)
+        if row is None:
+            raise not_found("node", name)
+        return Node.of(row, _allocated(s)[name])
+
+
+def _cordon(name: str, ctx: ServerContext, who: Principal, cordoned: bool) -> Node:
+    require_pool_admin(who)
+    with ctx.db.write() as s:
+        row = nodestore.get_node(s, name)
+        if row is None:
+            raise not_found("node", name)
+        nodestore.set_cordon(s, row, cordoned, ctx.clock())
+        orgstore.audit(s, ctx.clock(), who.token_id, "node.cordon" if cordoned else "node.uncordon", name)
+        return Node.of(row)
+
+
+@router.post("/nodes/{name}/cordon", response_model=Node)
+def cordon(name: str, ctx: Ctx, who: Who) -> Node:
+    return _cordon(name, ctx, who, True)
+
+
+@router.post("/nodes/{name}/uncordon", response_model=Node)
+def uncordon(name: str, ctx: Ctx, who: Who) -> Node:
+    return _cordon(name, ctx, who, False)
+
+
+# --- orgs, teams, quotas ---------------------------------------------------------------
+
+
+def _org_out(s: Session, name: str, weight: float) -> dict[str, Any]:
+    return {
+        "name": name,
+        "weight": weight,
+        "quotas": {q.flavor: _quota_out(q) for q in orgstore.quotas(s, name)},
+        "teams": [{"name": t.name, "weight": t.weight} for t in orgstore.teams(s, name)],
+    }
+
+
+def _quota_out(q: Any) -> dict[str, Any]:
+    return {"nominal": q.nominal, "borrowing_limit": q.borrowing_limit, "lending_limit": q.lending_limit}
+
+
+def _existing_org(s: Session, org: str) -> None:
+    if orgstore.get_org(s, org) is None:
+        raise not_found("org", org)
+
+
+@router.get("/orgs")
+def list_orgs(ctx: Ctx, who: Who) -> list[dict[str, Any]]:
+    with ctx.db.read() as s:
+        return [_org_out(s, o.name, o.weight) for o in orgstore.list_orgs(s, visible_orgs(who))]
+
+
+@router.post("/orgs", status_code=201)
+def create_org(req: OrgRequest, ctx: Ctx, who: Who) -> dict[str, Any]:
+    require_pool_admin(who)
+    with ctx.db.write() as s:
+        if orgstore.get_org(s, req.name) is not None:
+            raise ApiError(409, f"org '{req.name}' already exists", "name")
+        orgstore.ensure_org(s, req.name, ctx.clock(), req.weight)
+        orgstore.audit(s, ctx.clock(), who.token_id, "org.create", req.name, weight=req.weight)
+        return _org_out(s, req.name, req.weight)
+
+
+@router.get("/orgs/{org}")
+def get_org(org: str, ctx: Ctx, who: Who) -> dict[str, Any]:
+    require_org(who, org)
+    with ctx.db.read() as s:
+        row = orgstore.get_org(s, org)
+        if row is None:
+            raise not_found("org", org)
+        return _org_out(s, row.name, row.weight)
+
+
+@router.get("/orgs/{org}/quotas")
+def get_quotas(org: str, ctx: Ctx, who: Who) -> dict[str, Any]:
+    require_org(who, org)
+    with ctx.db.read() as s:
+        _existing_org(s, org)
+        return {q.flavor: _quota_out(q) for q in orgstore.quotas(s, org)}
+
+
+@router.put("/orgs/{org}/quotas/{flavor}")
+def set_quota(org: str, flavor: str, req: QuotaRequest, ctx: Ctx, who: Who) -> dict[str, Any]:
+    require_pool_admin(who)
+    try:
+        quota = FlavorQuota(**req.model_dump())
+    except ValueError as exc:
+        raise ApiError(422, str(exc).splitlines()[-1].strip(), "lending_limit") from None
+    with ctx.db.write() as s:
+        _existing_org(s, org)
+        if flavor not in {f.name for f in flavors_of(s, ctx.pool)}:
+            raise ApiError(422, f"unknown flavor '{flavor}'", "flavor")
+        row = orgstore.set_quota(s, org, flavor, quota, ctx.clock(), who.token_id)
+        return {"org": org, "flavor": flavor, **_quota_out(row)}
+
+
+@router.put("/orgs/{org}/teams/{team}")
+def set_team(org: str, team: Name, req: TeamRequest, ctx: Ctx, who: Who) -> dict[str, Any]:
+    require_org(who, org, admin=True)
+    with ctx.db.write() as s:
+        _existing_org(s, org)
+        row = orgstore.set_team(s, org, team, req.weight, ctx.clock(), who.token_id)
+        return {"org": org, "name": row.name, "weight": row.weight}
+
+
+@router.get("/orgs/{org}/teams")
+def list_teams(org: str, ctx: Ctx, who: Who) -> list[dict[str, Any]]:
+    require_org(who, org)
+    with ctx.db.read() as s:
+        _existing_org(s, org)
+        return [{"org": t.org, "name": t.name, "weight": t.weight} for t in orgstore.teams(s, org)]
+
+
+# --- tokens ------------------------------------------------------------------------
+
+
+@router.post("/tokens", status_code=201, response_model=NewToken)
+def create_token(req: TokenRequest, ctx: Ctx, who: Who) -> NewToken:
+    if req.role is Role.POOL_ADMIN:
+        require_pool_admin(who)
+        if req.org is not None:
+            raise ApiError(422, "a pool-admin token belongs to no org; leave org out", "org")
+    else:
+        if req.org is None:
+            raise ApiError(422, f"a {req.role.value} token needs an org", "org")
+        require_org(who, req.org, admin=True)
+    with ctx.db.write() as s:
+        if req.org is not None:
+            _existing_org(s, req.org)
+        row, secret = tokenstore.create(s, req.role, req.org, req.name, ctx.clock(), who.token_id)
+        return NewToken(**Token.of(row).model_dump(), secret=secret)
+
+
+@router.get("/tokens", response_model=list[Token])
+def list_tokens(ctx: Ctx, who: Who) -> list[Token]:
+    if not who.is_pool_admin:
+        require_org(who, who.org or "", admin=True)
+    with ctx.db.read() as s:
+        return [Token.of(t) for t in tokenstore.list_tokens(s, None if who.is_pool_admin else who.org)]
+
+
+@router.delete("/tokens/{token_id}", response_model=Token)
+def revoke_token(token_id: str, ctx: Ctx, who: Who) -> Token:
+    with ctx.db.write() as s:
+        row = s.get(TokenRow, token_id)
+        if row is None or not (who.is_pool_admin or (row.org is not None and row.org == who.org)):
+            raise not_found("token", token_id)
+        if not who.is_pool_admin:
+            require_org(who, row.org or "", admin=True)
+        if row.revoked_at is None:
+            tokenstore.revoke(s, row, ctx.clock(), who.token_id)
+        return Token.of(row)
+
+
+# --- usage ---------------------------------------------------------------------------
+
+
+@router.get("/usage")
+def usage(
+    ctx: Ctx,
+    who: Who,
+    since: Annotated[float | None, Query(ge=0)] = None,
+    until: Annotated[float | None, Query(ge=0)] = None,
+    by: Literal["org", "team", "flavor"] = "org",
+    org: Annotated[str | None, Query(max_length=63)] = None,
+) -> list[dict[str, object]]:
+    """Accelerator-hours; org-admins see their own org, pool-admins every org."""
+    if who.role is Role.MEMBER:
+        raise forbidden("usage is for org-admins and pool-admins (you are member)")
+    orgs = visible_orgs(who)
+    if org is not None:
+        require_org(who, org, admin=True)
+        orgs = [org]
+    now = ctx.clock()
+    start = since if since is not None else now - 30 * 86_400
+    end = until if until is not None else now + 1
+    if end <= start:
+        raise ApiError(422, "must be after 'since'", "until")
+    with ctx.db.read() as s:
+        return usagestore.report(s, since=start, until=end, by=by, orgs=orgs)
+
+
+@router.get("/audit")
+def audit(ctx: Ctx, who: Who, limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> list[dict[str, Any]]:
+    require_pool_admin(who)
+    with ctx.db.read() as s:
+        return [
+            {**a.model_dump(exclude={"detail"}), "detail": json.loads(a.detail)}
+            for a in orgstore.audit_log(s, limit)
+        ]

@@ -1,0 +1,129 @@
+"""Request and response bodies of the API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from scheduler.domain import JobSpec
+from scheduler.names import Name
+from scheduler.store.tables import JobEventRow, JobRow, NodeRow, TokenRow
+from scheduler.store.tokens import Role
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SubmitRequest(_In):
+    spec: JobSpec
+    # Retries with the same id return the first submission instead of a second job.
+    client_request_id: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")
+
+
+class QuotaRequest(_In):
+    nominal: int = Field(0, ge=0, le=10_000_000)
+    borrowing_limit: int | None = Field(None, ge=0, le=10_000_000)
+    lending_limit: int | None = Field(None, ge=0, le=10_000_000)
+
+
+class TeamRequest(_In):
+    weight: float = Field(1.0, gt=0, le=1e6)
+
+
+class OrgRequest(_In):
+    name: Name
+    weight: float = Field(1.0, gt=0, le=1e6)
+
+
+class TokenRequest(_In):
+    role: Role
+    org: Name | None = None
+    name: str = Field("", max_length=128)
+
+
+class CheckpointRequest(_In):
+    path: str = Field(min_length=1, max_length=4096)
+    step: int | None = Field(None, ge=0)
+
+
+class Job(BaseModel):
+    id: str
+    name: str
+    org: str
+    team: str | None
+    state: str
+    priority: int
+    attempt: int
+    restarts: int
+    submitted_at: float
+    started_at: float | None
+    finished_at: float | None
+    reason: str | None
+    message: str
+    estimated_start: float | None
+    failure_class: str | None
+    exit_code: int | None
+    client_request_id: str | None
+    spec: dict[str, Any]
+    allocation: dict[str, Any] | None = None
+
+    @classmethod
+    def of(cls, row: JobRow, allocation: dict[str, Any] | None = None) -> Job:
+        data = row.model_dump(
+            exclude={"spec", "avoid_nodes", "version", "eligible_at", "preempted_by", "submitted_by"}
+        )
+        return cls(**data, spec=json.loads(row.spec), allocation=allocation)
+
+
+class Event(BaseModel):
+    at: float
+    attempt: int
+    event: str
+    from_state: str | None
+    to_state: str | None
+    reason: str | None
+    message: str
+
+    @classmethod
+    def of(cls, row: JobEventRow) -> Event:
+        return cls.model_validate(row.model_dump(exclude={"id", "job_id"}))
+
+
+class Node(BaseModel):
+    name: str
+    flavor: str
+    accelerators: int
+    cpu: float
+    memory_gb: float
+    zone: str
+    spine: str
+    rack: str
+    health: str
+    cordoned: bool
+    present: bool
+    allocated: int = 0
+
+    @classmethod
+    def of(cls, row: NodeRow, allocated: int = 0) -> Node:
+        return cls.model_validate({**row.model_dump(), "allocated": allocated})
+
+
+class Token(BaseModel):
+    id: str
+    role: str
+    org: str | None
+    name: str
+    created_at: float
+    created_by: str | None
+    revoked_at: float | None
+
+    @classmethod
+    def of(cls, row: TokenRow) -> Token:
+        return cls.model_validate(row.model_dump(exclude={"secret_hash"}))
+
+
+class NewToken(Token):
+    secret: str  # shown once

@@ -1,0 +1,93 @@
+"""Assembling a server: database, pool file, backend, first admin token, loop, app."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from scheduler.api.app import create_app
+from scheduler.api.context import ServerContext
+from scheduler.backends.sim import SimBackend
+from scheduler.config import PoolConfig, load_pool_config, parse_pool_config
+from scheduler.loop import ControlLoop, LoopSettings
+from scheduler.metrics import Metrics
+from scheduler.store import orgs as orgstore
+from scheduler.store import tokens as tokenstore
+from scheduler.store.db import Database, default_sqlite_path, open_database
+from scheduler.store.view import PoolView
+
+# Used when no --pool is given, so `trainpool server` alone gives a pool to try.
+DEMO_POOL = """
+name: demo
+flavors: [{name: h100}]
+node_groups: [{flavor: h100, count: 4, accelerators: 8, racks_per_spine: 2, name_prefix: h100}]
+orgs: [{name: default, quotas: {h100: {nominal: 32}}}]
+"""
+
+
+@dataclass
+class ServerOptions:
+    db: str | None = None
+    pool: str | None = None
+    backend: str = "sim"
+    sim_state: str | None = None
+    sim_duration: float = 60.0
+    interval: float = 1.0
+    lease_ttl: float = 10.0
+
+
+def admin_secret_from_env() -> str | None:
+    """TRAINPOOL_ADMIN_TOKEN, or the first line of the file TRAINPOOL_ADMIN_TOKEN_FILE names."""
+    secret = os.environ.get("TRAINPOOL_ADMIN_TOKEN", "").strip()
+    path = os.environ.get("TRAINPOOL_ADMIN_TOKEN_FILE", "").strip()
+    if not secret and path:
+        secret = Path(path).read_text().strip().splitlines()[0].strip()
+    return secret or None
+
+
+def _sim_state_path(opts: ServerOptions, db: Database) -> Path:
+    if opts.sim_state:
+        return Path(opts.sim_state)
+    if db.is_sqlite and db.engine.url.database not in (None, "", ":memory:"):
+        return Path(f"{db.engine.url.database}.sim.json")
+    # One state file per database, so two pools on one machine do not share gangs.
+    digest = hashlib.sha256(db.url.encode()).hexdigest()[:12]
+    return default_sqlite_path().parent / f"sim-{digest}.json"
+
+
+def build(opts: ServerOptions, say: Callable[[str], None] = print) -> tuple[FastAPI, ServerContext]:
+    db = open_database(opts.db)
+    if db.created:
+        say(f"created a new database at {db.engine.url.database}")
+    if opts.pool:
+        config: PoolConfig = load_pool_config(opts.pool)
+    else:
+        config = parse_pool_config(DEMO_POOL, "<built-in demo pool>")
+        say("no --pool given: using the built-in demo pool (4 h100 nodes of 8, org 'default')")
+    if opts.backend != "sim":
+        raise ValueError(f"--backend: '{opts.backend}' is not available in this build (sim)")
+    with db.write() as s:
+        orgstore.seed_from_config(s, config.orgs, time.time())
+        made = tokenstore.bootstrap_admin(s, time.time(), admin_secret_from_env())
+    if made:
+        say(f"first pool-admin token (shown once, store it now): {made}")
+    backend = SimBackend(
+        list(config.all_nodes), default_duration=opts.sim_duration, state_path=_sim_state_path(opts, db)
+    )
+    metrics = Metrics()
+    pool = PoolView.from_config(config)
+    loop = ControlLoop(
+        db,
+        backend,
+        pool,
+        settings=LoopSettings(interval=opts.interval, lease_ttl=opts.lease_ttl),
+        metrics=metrics,
+    )
+    ctx = ServerContext(db=db, pool=pool, metrics=metrics, loop=loop)
+    return create_app(ctx), ctx

@@ -1,0 +1,118 @@
+"""The CLI's HTTP client: where the server is, who we are, and one-line errors.
+
+Server URL and token come from, in order: flags, TRAINPOOL_URL / TRAINPOOL_TOKEN, the
+named (or current) context of the config file (TRAINPOOL_CONFIG, else
+~/.config/trainpool/config.yaml), then http://127.0.0.1:8642 without a token.
+
+    current-context: prod
+    contexts:
+      prod: {url: https://pool.example.org, token: tp_...}
+      local: {url: http://127.0.0.1:8642}
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+DEFAULT_URL = "http://127.0.0.1:8642"
+
+
+class ClientError(Exception):
+    """Shown to the user as one line; the CLI exits non-zero."""
+
+
+def config_path() -> Path:
+    env = os.environ.get("TRAINPOOL_CONFIG")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "trainpool" / "config.yaml"
+
+
+def _context(name: str | None) -> dict[str, Any]:
+    path = config_path()
+    if not path.exists():
+        if name:
+            raise ClientError(f"--context {name}: no config file at {path}")
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ClientError(f"{path}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(data, dict):
+        raise ClientError(f"{path}: expected a mapping with 'contexts' and 'current-context'")
+    contexts = data.get("contexts") or {}
+    chosen = name or data.get("current-context")
+    if not chosen:
+        return {}
+    if not isinstance(contexts, dict) or chosen not in contexts:
+        known = ", ".join(contexts) if isinstance(contexts, dict) else ""
+        raise ClientError(f"{path}: no context '{chosen}' (known: {known or 'none'})")
+    ctx = contexts[chosen]
+    if not isinstance(ctx, dict):
+        raise ClientError(f"{path}: contexts.{chosen} must be a mapping with url and token")
+    return ctx
+
+
+@dataclass
+class Connection:
+    url: str
+    token: str | None
+
+    @classmethod
+    def resolve(cls, url: str | None, token: str | None, context: str | None) -> Connection:
+        ctx = _context(context) if (context or not (url and token)) else {}
+        return cls(
+            url=(url or os.environ.get("TRAINPOOL_URL") or ctx.get("url") or DEFAULT_URL).rstrip("/"),
+            token=token or os.environ.get("TRAINPOOL_TOKEN") or ctx.get("token"),
+        )
+
+
+class Client:
+    def __init__(self, conn: Connection, timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {conn.token}"} if conn.token else {}
+        self.conn = conn
+        self._http = httpx.Client(base_url=conn.url, headers=headers, timeout=timeout)
+
+    def request(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> Any:
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            resp = self._http.request(method, path, json=json, params=clean)
+        except httpx.TransportError as exc:
+            raise ClientError(
+                f"cannot reach the server at {self.conn.url} ({exc.__class__.__name__}); "
+                "is `trainpool server` running, and is --url / TRAINPOOL_URL right?"
+            ) from None
+        if resp.status_code >= 400:
+            raise ClientError(f"{_detail(resp)} (HTTP {resp.status_code})")
+        return resp.json() if resp.content else None
+
+    def get(self, path: str, **params: Any) -> Any:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> Any:
+        return self.request("POST", path, json=body)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.request("PUT", path, json=body)
+
+    def delete(self, path: str) -> Any:
+        return self.request("DELETE", path)
+
+
+def _detail(resp: httpx.Response) -> str:
+    try:
+        body = resp.json()
+    except ValueError:
+        return resp.text.strip().splitlines()[0] if resp.text.strip() else resp.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return str(body)

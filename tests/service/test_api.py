@@ -1,0 +1,164 @@
+"""The HTTP API on SQLite and PostgreSQL: submit, list, get, cancel, events, queue,
+nodes, quotas, tokens, usage, and clear 4xx answers to bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from .api_harness import Api, make_api
+
+
+@pytest.fixture
+def api(db_url: str) -> Iterator[Api]:
+    made = make_api(db_url)
+    with made.client:
+        yield made
+    made.ctx.db.dispose()
+
+
+def test_a_submitted_job_runs_to_completion_and_its_events_tell_the_story(api: Api) -> None:
+    job = api.submit("member@a", env={"SIM_DURATION": "10"})
+    assert job["state"] == "PENDING" and job["org"] == "a"
+    api.cycle()
+    api.cycle(1)
+    got = api.call("member@a", "GET", f"/v1/jobs/{job['id']}").json()
+    assert got["state"] == "RUNNING"
+    assert got["allocation"]["flavor"] == "h100" and got["allocation"]["nodes"][0]["replicas"] == 1
+    api.cycle(20)
+    events = api.call("member@a", "GET", f"/v1/jobs/{job['id']}/events").json()
+    assert [e["event"] for e in events] == ["submitted", "admit", "launched", "started", "succeeded"]
+    assert events[1]["reason"] == "nominal"
+
+
+def test_submit_is_idempotent_with_a_client_request_id(api: Api) -> None:
+    body = {"spec": {"name": "x", "org": "a", "gang": {"flavor": "h100"}}, "client_request_id": "req-1"}
+    first = api.call("member@a", "POST", "/v1/jobs", body)
+    again = api.call("member@a", "POST", "/v1/jobs", body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert first.json()["id"] == again.json()["id"]
+    body["spec"]["name"] = "y"
+    clash = api.call("member@a", "POST", "/v1/jobs", body)
+    assert clash.status_code == 409 and "client_request_id" in clash.json()["detail"]
+    assert len(api.call("member@a", "GET", "/v1/jobs").json()) == 1
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"name": "x", "org": "a", "gang": {"flavor": "h100", "replicas": 0}}, "spec.gang.replicas"),
+        ({"name": "Bad Name", "org": "a", "gang": {"flavor": "h100"}}, "spec.name"),
+        ({"name": "x", "org": "a", "gang": {"flavor": "tpu"}}, "spec.gang.flavors[0]"),
+        ({"name": "x", "org": "a", "gang": {"flavor": "h100"}, "priority": "urgent"}, "spec.priority"),
+        ({"name": "x", "org": "a", "gang": {"flavor": "h100"}, "team": "ghost"}, "spec.team"),
+        ({"name": "x", "org": "a", "gang": {"flavor": "h100"}, "bogus": 1}, "spec.bogus"),
+        ({"name": "x", "org": "a", "gang": {"flavor": "h100", "cpu": "lots"}}, "spec.gang.cpu"),
+        ({"name": "x", "org": "a"}, "spec.gang"),
+    ],
+)
+def test_bad_specs_get_a_422_naming_the_field(api: Api, spec: dict[str, object], field: str) -> None:
+    resp = api.call("member@a", "POST", "/v1/jobs", {"spec": spec})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"].startswith(f"{field}: "), resp.json()
+    assert api.call("member@a", "GET", "/v1/jobs").json() == []  # nothing half-written
+
+
+def test_malformed_requests_are_4xx_not_500(api: Api) -> None:
+    raw = api.client.post(
+        "/v1/jobs", content=b"{not json", headers={**api.as_("member@a"), "content-type": "application/json"}
+    )
+    assert raw.status_code == 422 and "JSON" in raw.json()["detail"]
+    assert api.call("member@a", "POST", "/v1/jobs", [1, 2]).status_code == 422
+    assert api.call("member@a", "GET", "/v1/jobs", limit="-5").json()["detail"].startswith("limit: ")
+    assert api.call("member@a", "GET", "/v1/jobs", state="DANCING").status_code == 422
+    assert api.call("member@a", "GET", "/v1/usage").status_code == 403
+    assert api.call("pool-admin", "GET", "/v1/usage", by="planet").json()["detail"].startswith("by: ")
+    assert (
+        api.call(
+            "pool-admin", "PUT", "/v1/orgs/a/quotas/h100", {"nominal": 2, "lending_limit": 5}
+        ).status_code
+        == 422
+    )
+    assert api.call("member@a", "GET", "/v1/jobs/nope").status_code == 404
+    assert api.call(None, "GET", "/v1/jobs").status_code == 401
+    assert api.client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_list_filters_by_state_and_cancel_is_refused_twice(api: Api) -> None:
+    first = api.submit("member@a")
+    api.submit("member@a")
+    cancelled = api.call("member@a", "POST", f"/v1/jobs/{first['id']}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "CANCELLED"
+    again = api.call("member@a", "POST", f"/v1/jobs/{first['id']}/cancel")
+    assert again.status_code == 409 and "CANCELLED" in again.json()["detail"]
+    listed = api.call("member@a", "GET", "/v1/jobs", state="CANCELLED").json()
+    assert [j["id"] for j in listed] == [first["id"]]
+
+
+def test_the_queue_says_why_and_when(api: Api) -> None:
+    api.call("pool-admin", "PUT", "/v1/orgs/a/quotas/h100", {"nominal": 32})
+    for _ in range(4):
+        api.submit("member@a", gang={"flavor": "h100", "accelerators": 6}, max_runtime_seconds=600)
+    api.submit("member@a", gang={"flavor": "h100", "accelerators": 4})
+    api.cycle()
+    queue = api.call("member@a", "GET", "/v1/queue").json()
+    # 4 nodes of 8 with 6 used on each: quota allows 4 more but no node has them; the
+    # job holds the reservation for the first node to free up, at the runtime limit.
+    assert len(queue) == 1
+    assert queue[0]["reason"] == "reserved" and queue[0]["message"]
+    assert queue[0]["estimated_start"] == pytest.approx(api.clock() + 600)
+    assert api.call("member@b", "GET", "/v1/queue").json() == []
+
+
+def test_cordon_keeps_new_work_off_a_node(api: Api) -> None:
+    api.cycle()  # the loop learns the inventory
+    names = [n["name"] for n in api.call("member@a", "GET", "/v1/nodes").json()]
+    assert len(names) == 4
+    for name in names[1:]:
+        assert api.call("pool-admin", "POST", f"/v1/nodes/{name}/cordon").json()["cordoned"] is True
+    job = api.submit("member@a", gang={"flavor": "h100", "accelerators": 8})
+    api.cycle()
+    got = api.call("member@a", "GET", f"/v1/jobs/{job['id']}").json()
+    assert got["allocation"]["nodes"][0]["node"] == names[0]
+    assert api.call("member@a", "GET", f"/v1/nodes/{names[0]}").json()["allocated"] == 8
+
+
+def test_quota_changes_and_token_grants_are_audited(api: Api) -> None:
+    resp = api.call("pool-admin", "PUT", "/v1/orgs/a/quotas/h100", {"nominal": 4, "borrowing_limit": 0})
+    assert resp.status_code == 200
+    assert api.call("member@a", "GET", "/v1/orgs/a/quotas").json()["h100"]["nominal"] == 4
+    made = api.call("org-admin@a", "POST", "/v1/tokens", {"role": "member", "org": "a", "name": "bob"})
+    assert made.status_code == 201
+    secret = made.json()["secret"]
+    assert api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {secret}"}).json()["org"] == "a"
+    assert (
+        api.call("org-admin@a", "DELETE", f"/v1/tokens/{made.json()['id']}").json()["revoked_at"] is not None
+    )
+    assert api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+    actions = [a["action"] for a in api.call("pool-admin", "GET", "/v1/audit").json()]
+    assert {"quota.set", "token.create", "token.revoke"} <= set(actions)
+
+
+def test_usage_is_accounted_per_org(api: Api) -> None:
+    api.submit(
+        "member@a", gang={"flavor": "h100", "replicas": 2, "accelerators": 8}, env={"SIM_DURATION": "90"}
+    )
+    api.cycle()
+    api.cycle(100)
+    rows = api.call("pool-admin", "GET", "/v1/usage", by="org").json()
+    assert rows == [{"org": "a", "accelerator_hours": pytest.approx(16 * 90 / 3600)}]
+    assert api.call("org-admin@b", "GET", "/v1/usage").json() == []
+
+
+def test_ops_endpoints(api: Api) -> None:
+    assert api.client.get("/healthz").json() == {"status": "ok"}
+    assert api.client.get("/readyz").status_code == 200
+    assert api.client.get("/openapi.json").json()["info"]["title"] == "trainpool"
+    api.submit("member@a")
+    api.cycle()
+    api.cycle(1)  # gauges describe the snapshot a cycle decided on
+    text = api.client.get("/metrics").text
+    assert 'trainpool_running_jobs{flavor="h100",org="a"} 1.0' in text
+    assert "trainpool_api_request_seconds_bucket" in text and 'route="/v1/jobs"' in text
+    assert "j-" not in text  # no job ids in labels
