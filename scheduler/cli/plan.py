@@ -207,8 +207,7 @@ def run_steps(
         snapshot = config.snapshot(state.pending.values(), state.running.values(), usage)
         decisions = decide(snapshot, state.now)
         out.append(Step(number, state.now, decisions, finished))
-        _apply(state, decisions)
-        next_time = _next_time(state, decisions, step_seconds)
+        next_time = _next_time(state, _apply(state, decisions), step_seconds)
         if next_time is None or number == steps:
             break
         state.now = next_time
@@ -216,7 +215,9 @@ def run_steps(
     return out
 
 
-def _apply(state: PlanState, d: Decisions) -> None:
+def _apply(state: PlanState, d: Decisions) -> float | None:
+    """Start placed jobs, drop rejected ones, requeue victims; returns when the last
+    victim is gone (its grace period), if there were any."""
     for placement in d.placements:
         job = state.pending.pop(placement.job_id)
         state.running[job.id] = RunningJob(
@@ -232,6 +233,7 @@ def _apply(state: PlanState, d: Decisions) -> None:
         state.pending.pop(rejection.job_id, None)
     # A victim stops within its grace period; the plan treats it as gone by the next
     # step and queues it again, remembering who preempted it (no ping-pong).
+    gone_by = None
     for preemption in d.preemptions:
         victim = state.running.pop(preemption.job_id, None)
         if victim is not None:
@@ -243,22 +245,21 @@ def _apply(state: PlanState, d: Decisions) -> None:
                 attempt=1,
                 preempted_by=preemption.beneficiary,
             )
+            grace = max(1.0, victim.spec.grace_period_seconds)
+            gone_by = max(gone_by or 0.0, state.now + grace)
+    return gone_by
 
 
-def _next_time(state: PlanState, d: Decisions, step_seconds: float | None) -> float | None:
+def _next_time(state: PlanState, gone_by: float | None, step_seconds: float | None) -> float | None:
+    """The next job end or, sooner, the moment preempted victims are gone (their
+    beneficiaries then start); None when nothing would change any more."""
     if step_seconds is not None:
         return state.now + step_seconds
-    ends = [
+    times = [
         end for job in state.running.values() if (end := job.expected_end) is not None and end > state.now
     ]
-    # Victims are gone after their grace period: the next cycle then places whoever
-    # they made room for, rather than waiting for the next job end.
-    graces = [
-        state.now + job.spec.grace_period_seconds
-        for job in state.pending.values()
-        if job.attempt and job.preempted_by in {p.beneficiary for p in d.preemptions}
-    ]
-    times = ends + [g for g in graces if d.preemptions]
+    if gone_by is not None:
+        times.append(gone_by)
     return min(times) if times else None
 
 
