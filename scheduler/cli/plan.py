@@ -385,8 +385,11 @@ def render_steps(
         console.rule(f"step {step.number} at t={_clock(step.time)}")
         if step.finished:
             console.print(f"finished since the last step: {', '.join(step.finished)}")
-        for table in _tables(step.decisions, orgs):
+        tables = _tables(step.decisions, orgs)
+        for table in tables:
             console.print(table)
+        if not tables:
+            console.print("nothing to decide: no pending jobs and no running job to move")
 
 
 def _tables(d: Decisions, orgs: dict[str, str]) -> list[Table]:
@@ -474,7 +477,7 @@ def validate(
 def _validate_one(path: Path, config: PoolConfig | None) -> list[str]:
     source = str(path)
     data, root = load_yaml(read_text(path), source)
-    if isinstance(data, dict) and "gang" in data:
+    if isinstance(data, dict) and ("gang" in data or "org" in data):
         spec = validate_model(JobSpec, data, source, root)
         if config is not None and (problems := job_problems(config, spec)):
             raise ConfigError(problems, source)
