@@ -82,7 +82,13 @@ def format_path(loc: Iterable[int | str]) -> str:
 def validation_problems(exc: ValidationError) -> list[Problem]:
     """Each pydantic error as (readable path, readable message)."""
     problems: list[Problem] = []
-    for err in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    # Pydantic checks a list's min_length on the items that validated, so one bad item
+    # in a one-item list also reports "too short": noise next to the real problem.
+    inner = {err["loc"][:i] for err in errors for i in range(len(err["loc"]))}
+    for err in errors:
+        if err["type"] == "too_short" and err["loc"] in inner:
+            continue
         path = format_path(err["loc"])
         message = _message(err)
         leading = _LEADING_FIELD.match(message)

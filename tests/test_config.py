@@ -188,6 +188,17 @@ def test_every_shape_problem_is_reported_at_once():
     assert any(line.startswith("pool.yaml:13: polcy: unknown field") for line in lines)
 
 
+def test_one_bad_item_is_one_problem_not_also_a_too_short_list():
+    lines = problems_of(
+        BASE.replace(
+            "  - {name: ascend-910b, vendor: huawei, visibility_env: ASCEND_RT_VISIBLE_DEVICES}\n", ""
+        )
+        .replace("- {name: h100}", "- {name: H100}")
+        .replace("ascend-910b: {nominal: 8}", "")
+    )
+    assert [line.split(": ")[1] for line in lines] == ["flavors[0].name"], lines
+
+
 def test_a_missing_section_is_named():
     lines = problems_of("flavors: [{name: h100}]\n")
     assert lines == ["pool.yaml:1: orgs: is required"]
