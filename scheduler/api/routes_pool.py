@@ -7,6 +7,7 @@ from collections import Counter
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
+from pydantic import ValidationError
 from sqlmodel import Session
 
 from quota.model import FlavorQuota
@@ -14,6 +15,7 @@ from scheduler.api.auth import authenticate, require_org, require_pool_admin, vi
 from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, forbidden, not_found
 from scheduler.api.schemas import NewToken, Node, OrgRequest, QuotaRequest, TeamRequest, Token, TokenRequest
+from scheduler.errors import validation_problems
 from scheduler.names import Name
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
@@ -144,8 +146,9 @@ def set_quota(org: str, flavor: str, req: QuotaRequest, ctx: Ctx, who: Who) -> d
     require_pool_admin(who)
     try:
         quota = FlavorQuota(**req.model_dump())
-    except ValueError as exc:
-        raise ApiError(422, str(exc).splitlines()[-1].strip(), "lending_limit") from None
+    except ValidationError as exc:
+        field, message = validation_problems(exc)[0]
+        raise ApiError(422, message, field or "body") from None
     with ctx.db.write() as s:
         _existing_org(s, org)
         if flavor not in {f.name for f in flavors_of(s, ctx.pool)}:

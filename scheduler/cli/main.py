@@ -6,6 +6,7 @@ import typer
 
 from scheduler.bench.cli import bench_app
 from scheduler.cli.plan import plan, validate
+from scheduler.cli.service_cmds import register
 from scheduler.sim.cli import sim_app
 
 app = typer.Typer(
@@ -18,6 +19,7 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(sim_app, name="sim")
 app.command("plan")(plan)
 app.command("validate")(validate)
+register(app)
 
 
 if __name__ == "__main__":

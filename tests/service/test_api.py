@@ -74,12 +74,8 @@ def test_malformed_requests_are_4xx_not_500(api: Api) -> None:
     assert api.call("member@a", "GET", "/v1/jobs", state="DANCING").status_code == 422
     assert api.call("member@a", "GET", "/v1/usage").status_code == 403
     assert api.call("pool-admin", "GET", "/v1/usage", by="planet").json()["detail"].startswith("by: ")
-    assert (
-        api.call(
-            "pool-admin", "PUT", "/v1/orgs/a/quotas/h100", {"nominal": 2, "lending_limit": 5}
-        ).status_code
-        == 422
-    )
+    bad_quota = api.call("pool-admin", "PUT", "/v1/orgs/a/quotas/h100", {"nominal": 2, "lending_limit": 5})
+    assert bad_quota.status_code == 422 and bad_quota.json()["detail"].startswith("lending_limit: ")
     assert api.call("member@a", "GET", "/v1/jobs/nope").status_code == 404
     assert api.call(None, "GET", "/v1/jobs").status_code == 401
     assert api.client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401

@@ -1,0 +1,439 @@
+"""`trainpool server` and the commands that talk to it over HTTP.
+
+Thin on purpose: every command is one or two API calls and a printer. Errors from the
+server arrive as one line (``ClientError``) and exit with code 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, ParamSpec, TypeVar
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from scheduler.cli.client import Client, ClientError, Connection
+
+P = ParamSpec("P")
+R = TypeVar("R")
+err = Console(stderr=True)
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+    csv = "csv"
+
+
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="Server URL (else TRAINPOOL_URL, else the context).")
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", help="Bearer token (else TRAINPOOL_TOKEN, else the context).")
+]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="A named context of the config file.")]
+OutOpt = Annotated[Output, typer.Option("-o", "--output", help="table, json, yaml (csv where noted).")]
+
+
+def _client(url: str | None, token: str | None, context: str | None) -> Client:
+    return Client(Connection.resolve(url, token, context))
+
+
+def friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    """One clear line on stderr and exit 1 instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def _when(t: Any) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def emit(
+    rows: Sequence[dict[str, Any]] | dict[str, Any], output: Output, columns: Sequence[str] = ()
+) -> None:
+    if output is Output.json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif output is Output.yaml:
+        typer.echo(yaml.safe_dump(rows, sort_keys=False).rstrip())
+    elif output is Output.csv:
+        items = [rows] if isinstance(rows, dict) else list(rows)
+        cols = list(columns) or (list(items[0]) if items else [])
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(items)
+        typer.echo(buf.getvalue().rstrip())
+    else:
+        items = [rows] if isinstance(rows, dict) else list(rows)
+        cols = list(columns) or (list(items[0]) if items else [])
+        table = Table(*cols, box=None, header_style="bold")
+        for row in items:
+            table.add_row(*[_cell(c, row.get(c)) for c in cols])
+        # Piped output gets full width: ids must not be cut to "j-ce3f…".
+        Console(width=None if sys.stdout.isatty() else 250).print(table)
+
+
+def _cell(column: str, value: Any) -> str:
+    if column.endswith("_at") or column == "estimated_start":
+        return _when(value)
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+# --- server --------------------------------------------------------------------------
+
+
+def server(
+    db: Annotated[str | None, typer.Option("--db", help="SQLite path or postgresql+psycopg:// URL.")] = None,
+    pool: Annotated[Path | None, typer.Option("--pool", help="The pool file (flavors, orgs, nodes).")] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8642,
+    backend: Annotated[str, typer.Option("--backend", help="sim")] = "sim",
+    sim_state: Annotated[str | None, typer.Option("--sim-state", help="Sim backend state file.")] = None,
+    sim_duration: Annotated[
+        float, typer.Option("--sim-duration", min=0, help="Default sim job seconds.")
+    ] = 60.0,
+    interval: Annotated[float, typer.Option("--interval", min=0.01, help="Seconds between cycles.")] = 1.0,
+    lease_ttl: Annotated[float, typer.Option("--lease-ttl", min=0.5, help="Leader lease seconds.")] = 10.0,
+) -> None:
+    """Run the pool service: HTTP API, control loop and metrics."""
+    import logging
+
+    import uvicorn
+
+    from scheduler.api.server import ServerOptions, build
+    from scheduler.errors import ConfigError
+    from scheduler.store.db import DatabaseURLError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    opts = ServerOptions(
+        db=db, pool=str(pool) if pool else None, backend=backend, sim_state=sim_state,
+        sim_duration=sim_duration, interval=interval, lease_ttl=lease_ttl,
+    )  # fmt: skip
+    try:
+        app, _ = build(opts, say=lambda line: typer.echo(line, err=True))
+    except ConfigError as exc:
+        for line in exc.lines():
+            err.print(f"[red]error:[/red] {line}", highlight=False)
+        raise typer.Exit(2) from None
+    except (DatabaseURLError, ValueError, OSError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    typer.echo(f"trainpool server on http://{host}:{port} (API under /v1, docs at /docs)", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+# --- jobs ----------------------------------------------------------------------------
+
+JOB_COLUMNS = ("id", "name", "org", "state", "attempt", "reason", "submitted_at", "started_at")
+jobs_app = typer.Typer(help="List, describe, cancel jobs and read their events.", no_args_is_help=True)
+
+
+@friendly
+def submit(
+    file: Annotated[Path, typer.Argument(help="The job spec (YAML).")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the job finishes.")] = False,
+    request_id: Annotated[str | None, typer.Option("--request-id", help="Makes retries idempotent.")] = None,
+    output: OutOpt = Output.table,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Submit a job spec; with --wait, follow it to the end (exit 1 unless it succeeds)."""
+    from scheduler.config import load_job_spec
+    from scheduler.errors import ConfigError
+
+    try:
+        spec = load_job_spec(file)
+    except ConfigError as exc:
+        raise ClientError("; ".join(exc.lines())) from None
+    client = _client(url, token, context)
+    body: dict[str, Any] = {"spec": spec.model_dump(mode="json"), "client_request_id": request_id}
+    job = client.post("/v1/jobs", body)
+    if not wait:
+        emit(job, output, JOB_COLUMNS)
+        return
+    err.print(f"submitted {job['id']}; waiting (Ctrl-C stops waiting, not the job)")
+    last = None
+    while job["state"] not in ("SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"):
+        seen = (job["state"], job.get("reason"))
+        if seen != last:
+            reason = (
+                f" ({job['reason']}: {job['message']})"
+                if job.get("reason") and job["state"] == "PENDING"
+                else ""
+            )
+            err.print(f"{_when(time.time())}  {job['state']}{reason}", highlight=False)
+            last = seen
+        time.sleep(1.0)
+        job = client.get(f"/v1/jobs/{job['id']}")
+    emit(job, output, JOB_COLUMNS)
+    if job["state"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("list")
+@friendly
+def jobs_list(
+    org: Annotated[str | None, typer.Option("--org")] = None,
+    state: Annotated[list[str] | None, typer.Option("--state", help="Repeat for several.")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=1000)] = 100,
+    output: OutOpt = Output.table,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Jobs, newest first."""
+    states = [s.upper() for s in state] if state else None
+    emit(
+        _client(url, token, context).get("/v1/jobs", org=org, state=states, limit=limit), output, JOB_COLUMNS
+    )
+
+
+@jobs_app.command("describe")
+@friendly
+def jobs_describe(job_id: str, output: OutOpt = Output.yaml, url: UrlOpt = None, token: TokenOpt = None,
+                  context: ContextOpt = None) -> None:  # fmt: skip
+    """Everything about one job (YAML by default)."""
+    emit(_client(url, token, context).get(f"/v1/jobs/{job_id}"), output, JOB_COLUMNS)
+
+
+@jobs_app.command("cancel")
+@friendly
+def jobs_cancel(job_id: str, url: UrlOpt = None, token: TokenOpt = None, context: ContextOpt = None) -> None:
+    """Cancel a job; a running gang gets its grace period."""
+    job = _client(url, token, context).post(f"/v1/jobs/{job_id}/cancel")
+    typer.echo(f"{job['id']} {job['state']}")
+
+
+@jobs_app.command("events")
+@friendly
+def jobs_events(job_id: str, output: OutOpt = Output.table, url: UrlOpt = None, token: TokenOpt = None,
+                context: ContextOpt = None) -> None:  # fmt: skip
+    """The job's history: every transition with its reason."""
+    rows = _client(url, token, context).get(f"/v1/jobs/{job_id}/events")
+    emit(rows, output, ("at", "attempt", "event", "from_state", "to_state", "reason", "message"))
+
+
+@friendly
+def queue(
+    org: Annotated[str | None, typer.Option("--org")] = None,
+    flavor: Annotated[str | None, typer.Option("--flavor")] = None,
+    output: OutOpt = Output.table,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Pending jobs: why each waits and when it should start."""
+    rows = _client(url, token, context).get("/v1/queue", org=org, flavor=flavor)
+    emit(
+        rows,
+        output,
+        ("id", "name", "org", "priority", "accelerators", "reason", "estimated_start", "message"),
+    )
+
+
+# --- nodes ---------------------------------------------------------------------------
+
+NODE_COLUMNS = ("name", "flavor", "accelerators", "allocated", "health", "cordoned", "rack", "spine")
+nodes_app = typer.Typer(help="Nodes: list, describe, cordon, uncordon.", no_args_is_help=True)
+
+
+@nodes_app.command("list")
+@friendly
+def nodes_list(
+    flavor: Annotated[str | None, typer.Option("--flavor")] = None,
+    output: OutOpt = Output.table,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Every node with its health and how many accelerators are allocated."""
+    emit(_client(url, token, context).get("/v1/nodes", flavor=flavor), output, NODE_COLUMNS)
+
+
+@nodes_app.command("describe")
+@friendly
+def nodes_describe(name: str, output: OutOpt = Output.yaml, url: UrlOpt = None, token: TokenOpt = None,
+                   context: ContextOpt = None) -> None:  # fmt: skip
+    emit(_client(url, token, context).get(f"/v1/nodes/{name}"), output, NODE_COLUMNS)
+
+
+@nodes_app.command("cordon")
+@friendly
+def nodes_cordon(name: str, url: UrlOpt = None, token: TokenOpt = None, context: ContextOpt = None) -> None:
+    """No new work lands on the node; running work stays (pool-admin)."""
+    node = _client(url, token, context).post(f"/v1/nodes/{name}/cordon")
+    typer.echo(f"{node['name']} cordoned")
+
+
+@nodes_app.command("uncordon")
+@friendly
+def nodes_uncordon(name: str, url: UrlOpt = None, token: TokenOpt = None, context: ContextOpt = None) -> None:
+    node = _client(url, token, context).post(f"/v1/nodes/{name}/uncordon")
+    typer.echo(f"{node['name']} uncordoned")
+
+
+# --- orgs and quotas -----------------------------------------------------------------
+
+
+@friendly
+def orgs(
+    output: OutOpt = Output.table, url: UrlOpt = None, token: TokenOpt = None, context: ContextOpt = None
+) -> None:
+    """Organizations you can see, with their teams."""
+    rows = _client(url, token, context).get("/v1/orgs")
+    if output is Output.table:
+        rows = [{**r, "teams": [t["name"] for t in r["teams"]], "flavors": sorted(r["quotas"])} for r in rows]
+    emit(rows, output, ("name", "weight", "flavors", "teams"))
+
+
+quota_app = typer.Typer(help="Show and set organizations' quotas.", no_args_is_help=True)
+
+
+@quota_app.command("show")
+@friendly
+def quota_show(org: str, output: OutOpt = Output.table, url: UrlOpt = None, token: TokenOpt = None,
+               context: ContextOpt = None) -> None:  # fmt: skip
+    """An org's quota per flavor."""
+    quotas = _client(url, token, context).get(f"/v1/orgs/{org}/quotas")
+    emit(
+        [{"flavor": f, **q} for f, q in quotas.items()],
+        output,
+        ("flavor", "nominal", "borrowing_limit", "lending_limit"),
+    )
+
+
+@quota_app.command("set")
+@friendly
+def quota_set(
+    org: str,
+    flavor: str,
+    nominal: Annotated[int, typer.Option("--nominal", min=0)],
+    borrowing_limit: Annotated[int | None, typer.Option("--borrowing-limit", min=0)] = None,
+    lending_limit: Annotated[int | None, typer.Option("--lending-limit", min=0)] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Set an org's quota for one flavor (pool-admin; audited)."""
+    body = {"nominal": nominal, "borrowing_limit": borrowing_limit, "lending_limit": lending_limit}
+    row = _client(url, token, context).put(f"/v1/orgs/{org}/quotas/{flavor}", body)
+    typer.echo(f"{org}/{flavor}: nominal {row['nominal']}, borrowing_limit {row['borrowing_limit']}, "
+               f"lending_limit {row['lending_limit']}")  # fmt: skip
+
+
+# --- tokens and usage ----------------------------------------------------------------
+
+tokens_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
+
+
+@tokens_app.command("create")
+@friendly
+def tokens_create(
+    role: Annotated[str, typer.Option("--role", help="member, org-admin or pool-admin")],
+    org: Annotated[str | None, typer.Option("--org")] = None,
+    name: Annotated[str, typer.Option("--name", help="Who or what holds it.")] = "",
+    output: OutOpt = Output.table,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Make a token; its secret is printed once."""
+    made = _client(url, token, context).post("/v1/tokens", {"role": role, "org": org, "name": name})
+    if output is Output.table:
+        typer.echo(f"token {made['id']} ({made['role']}{' of ' + made['org'] if made['org'] else ''})")
+        typer.echo(f"secret (shown once): {made['secret']}")
+    else:
+        emit(made, output)
+
+
+@tokens_app.command("list")
+@friendly
+def tokens_list(output: OutOpt = Output.table, url: UrlOpt = None, token: TokenOpt = None,
+                context: ContextOpt = None) -> None:  # fmt: skip
+    rows = _client(url, token, context).get("/v1/tokens")
+    emit(rows, output, ("id", "role", "org", "name", "created_at", "revoked_at"))
+
+
+@tokens_app.command("revoke")
+@friendly
+def tokens_revoke(
+    token_id: str, url: UrlOpt = None, token: TokenOpt = None, context: ContextOpt = None
+) -> None:
+    row = _client(url, token, context).delete(f"/v1/tokens/{token_id}")
+    typer.echo(f"{row['id']} revoked")
+
+
+def _since(text: str | None) -> float | None:
+    """'7d', '12h', '30m', an ISO date, or Unix seconds."""
+    if text is None:
+        return None
+    units = {"d": 86_400, "h": 3600, "m": 60}
+    try:
+        if text[-1:] in units:
+            return time.time() - float(text[:-1]) * units[text[-1]]
+        if text.replace(".", "", 1).isdigit():
+            return float(text)
+        return datetime.fromisoformat(text).replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        raise ClientError(
+            f"--since: '{text}' is not a duration (7d, 12h, 30m), a date or Unix seconds"
+        ) from None
+
+
+@friendly
+def usage(
+    since: Annotated[
+        str | None, typer.Option("--since", help="7d, 12h, 2026-01-01 (default 30 days).")
+    ] = None,
+    by: Annotated[str, typer.Option("--by", help="org, team or flavor")] = "org",
+    org: Annotated[str | None, typer.Option("--org")] = None,
+    output: OutOpt = Output.table,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Accelerator-hours by org, team or flavor (-o csv for spreadsheets)."""
+    rows = _client(url, token, context).get("/v1/usage", since=_since(since), by=by, org=org)
+    cols = {"org": ("org",), "team": ("org", "team"), "flavor": ("flavor",)}.get(by, ())
+    emit(rows, output, (*cols, "accelerator_hours"))
+
+
+def register(app: typer.Typer) -> None:
+    """Add the service commands to the `trainpool` app."""
+    app.command("server")(server)
+    app.command("submit")(submit)
+    app.command("queue")(queue)
+    app.command("orgs")(orgs)
+    app.command("usage")(usage)
+    app.add_typer(jobs_app, name="jobs")
+    app.add_typer(nodes_app, name="nodes")
+    app.add_typer(quota_app, name="quota")
+    app.add_typer(tokens_app, name="tokens")
