@@ -19,6 +19,7 @@ Definitions (also printed in the report):
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -139,7 +140,7 @@ def shares(
     nominal: Mapping[str, int],
     weights: Mapping[str, float],
     window: tuple[float, float],
-) -> dict[str, object]:
+) -> dict[str, Any]:
     """Per-org share of capacity vs entitlement over ``window``; largest deviation; Jain's index
     of share / entitlement over orgs entitled to something."""
     w = window_weights(tl, window)
@@ -161,7 +162,7 @@ def shares(
     }
 
 
-def guarantee_violations(tl: TimelineArrays) -> dict[str, object]:
+def guarantee_violations(tl: TimelineArrays) -> dict[str, Any]:
     """Org-seconds in violation, episodes (maximal runs of violating segments), the longest one."""
     per_org: dict[str, float] = {}
     episodes = 0
