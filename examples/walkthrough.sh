@@ -17,12 +17,12 @@ if [[ $# -eq 0 ]]; then
 == Already running (examples/state/small-busy.yaml): six jobs; research borrows 16 Ascend
    of the 24 that nlp and vision lend.
 == New jobs (examples/jobs/walkthrough/), submitted in file order. Watch for:
-   - vit-pretrain: within vision's quota, but only one whole H100 node is free and nobody
-     borrows H100 -> a reservation (nodes and start time), status "reserved";
-   - vit-eval and sft-7b: run ahead of it (backfill) on nodes the reservation does not need;
-     sft-7b runs on borrowed quota, so a few steps later vit-pretrain reclaims it;
+   - vit-pretrain: within vision's quota, but no two whole H100 nodes are free and nobody
+     borrows H100 -> a reservation: the nodes it holds and when it will start;
+   - smaller jobs that run ahead of it only where they do not delay it (backfill), and
+     borrowed capacity taken back (reclaim) when an org needs its guarantee;
    - pangu-pretrain: nlp takes its Ascend quota back -> research's job is preempted;
-   - hparam-sweep and eval-harness wait (no idle quota to borrow); vit-giant is rejected.
+   - a reason for every job that waits; vit-giant rejected: it can never fit.
 TEXT
     "$TRAINPOOL" validate examples/pools/small.yaml examples/jobs/walkthrough examples/state/small-busy.yaml \
         --pool examples/pools/small.yaml
