@@ -109,7 +109,7 @@ def bench_scheduler(
 
     def progress(line: str) -> None:
         if not quiet:
-            err.print(f"[dim]{time.perf_counter() - started:7.1f}s[/] {line}")
+            err.print(f"[dim]{time.perf_counter() - started:7.1f}s[/] {line}", soft_wrap=True)
 
     try:
         run = run_benchmark(cfg, decide, progress)

@@ -73,6 +73,7 @@ def render_table(results: dict[str, Any], console: Console) -> None:
         "cold: snapshot / decide",
         f"{results['cold_snapshot_s']:.3f} / {results['cold_decide_s']:.3f} s",
     )
+    _row(table, "cold: CPU time", f"{results['cold_cpu_s']:.3f} s")
     _row(table, "cold: gangs placed", f"{results['cold_placed']:,}")
     _row(table, "cold: pending after", f"{results['pending_after_cold']:,}")
     _row(table, "cold: utilization", f"{results['cold_utilization']:.1%}")
@@ -100,6 +101,11 @@ def render_table(results: dict[str, Any], console: Console) -> None:
         )
         _row(
             table,
+            "steady CPU time p50 / p99",
+            f"{results['steady_cpu_p50_s']:.3f} / {results['steady_cpu_p99_s']:.3f} s",
+        )
+        _row(
+            table,
             f"steady: {results['steady_cycles']} cycles placed / preempted",
             f"{results['steady_placed_total']:,} / {results['steady_preempted_total']:,}",
         )
@@ -117,4 +123,7 @@ def render_table(results: dict[str, Any], console: Console) -> None:
         size = ", ".join(f"--{k} {v:,}" for k, v in TARGET_SIZE.items())
         console.print(f"[dim]Targets are set for {size}; this run is another size.[/]")
     m = results["machine"]
-    console.print(f"[dim]{m['cpu_count']} CPUs, Python {m['python_version']}: {results['command']}[/]")
+    console.print(
+        f"[dim]{m['cpu_count']} CPUs (load {m['load_average_1m_at_start']:.1f} at start, "
+        f"{m['load_average_1m']:.1f} at end), Python {m['python_version']}: {results['command']}[/]"
+    )

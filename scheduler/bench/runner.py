@@ -62,6 +62,9 @@ class BenchConfig:
 class CycleTiming:
     snapshot_s: float
     decide_s: float
+    # CPU seconds of this process over the cycle: on a shared machine, wall time also
+    # counts the time other processes held the cores.
+    cpu_s: float
 
     @property
     def total_s(self) -> float:
@@ -88,6 +91,8 @@ def machine_facts() -> dict[str, Any]:
         "python_implementation": platform.python_implementation(),
         "platform": platform.platform(),
         "machine": platform.machine(),
+        # Other processes on the machine inflate wall times; this says how busy it was.
+        "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
     }
 
 
@@ -96,14 +101,14 @@ def _timed_cycle(
 ) -> tuple[Decisions, CycleTiming]:
     if profiler is not None:
         profiler.enable()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     snapshot = state.snapshot()
     t1 = time.perf_counter()
     decisions = decide(snapshot, now)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     if profiler is not None:
         profiler.disable()
-    return decisions, CycleTiming(snapshot_s=t1 - t0, decide_s=t2 - t1)
+    return decisions, CycleTiming(snapshot_s=t1 - t0, decide_s=t2 - t1, cpu_s=c2 - c0)
 
 
 class _Steady:
@@ -177,6 +182,7 @@ def _cold(setup: _Setup, decide: Decide, progress: Progress) -> dict[str, Any]:
         "cold_cycle_s": cold.total_s,
         "cold_snapshot_s": cold.snapshot_s,
         "cold_decide_s": cold.decide_s,
+        "cold_cpu_s": cold.cpu_s,
         "cold_placed": placed,
         "cold_gangs_per_s": placed / cold.total_s if cold.total_s > 0 else 0.0,
         "cold_rejected": applied.rejected,
@@ -196,6 +202,8 @@ def _steady_figures(timings: list[CycleTiming], steady: _Steady) -> dict[str, An
         "steady_p99_is_max": len(totals) < 100,
         "steady_snapshot_p50_s": percentile([t.snapshot_s for t in timings], 50),
         "steady_decide_p50_s": percentile([t.decide_s for t in timings], 50),
+        "steady_cpu_p50_s": percentile([t.cpu_s for t in timings], 50),
+        "steady_cpu_p99_s": percentile([t.cpu_s for t in timings], 99),
         "steady_arrivals_per_cycle": steady.arrivals,
         "steady_finished_total": steady.finished,
         "steady_placed_total": steady.placed,
@@ -243,6 +251,7 @@ def _profile_cold(cfg: BenchConfig, decide: Decide, progress: Progress) -> None:
 def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> BenchRun:
     w = cfg.workload
     rss_start = peak_rss_mb()
+    load_start = machine_facts()["load_average_1m"]
     setup = _setup(w)
     progress(
         f"setup: {len(setup.state.nodes):,} nodes, {w.jobs:,} jobs, {w.orgs} orgs in {setup.seconds:.2f} s"
@@ -280,7 +289,7 @@ def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> Bench
             "rack_nodes": RACK_NODES,
             "spine_racks": SPINE_RACKS,
         },
-        "machine": machine_facts(),
+        "machine": {**machine_facts(), "load_average_1m_at_start": load_start},
         "setup_s": setup.seconds,
         **cold,
         **_steady_figures(timings, steady),

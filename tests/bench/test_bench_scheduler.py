@@ -69,6 +69,7 @@ def test_small_run_prints_consistent_json_figures() -> None:
 
     assert figures.keys() >= REQUIRED_KEYS
     assert figures["cold_gangs_per_s"] > 0 and figures["peak_rss_mb"] > 0
+    assert figures["cold_cpu_s"] > 0 and 0 < figures["steady_cpu_p50_s"] <= figures["steady_cpu_p99_s"]
     assert 0 < figures["steady_cycle_p50_s"] <= figures["steady_cycle_p99_s"]
     # Three repeats: nearest-rank p99 is the slowest cycle, and the JSON says so.
     assert figures["steady_p99_is_max"] and figures["steady_cycle_p99_s"] == figures["steady_cycle_max_s"]
