@@ -271,7 +271,7 @@ def validate_model(model: type[M], data: Any, source: str, root: Any = None) -> 
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = validation_problems(exc)
+        problems = validation_problems(exc, model)
     except ConfigError as exc:
         problems = exc.problems
     lines = {path: line for path, _ in problems if (line := line_of_path(root, path)) is not None}

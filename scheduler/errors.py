@@ -7,11 +7,12 @@ equal to 1"); ``format_validation_error`` rewrites them into the pool's voice
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from scheduler.names import NAME_PATTERN
@@ -79,8 +80,9 @@ def format_path(loc: Iterable[int | str]) -> str:
     return path
 
 
-def validation_problems(exc: ValidationError) -> list[Problem]:
-    """Each pydantic error as (readable path, readable message)."""
+def validation_problems(exc: ValidationError, model: type[BaseModel] | None = None) -> list[Problem]:
+    """Each pydantic error as (readable path, readable message). With ``model`` (what
+    was validated), an unknown field gets a "did you mean" from the known ones."""
     problems: list[Problem] = []
     errors = exc.errors(include_url=False)
     # Pydantic checks a list's min_length on the items that validated, so one bad item
@@ -96,8 +98,32 @@ def validation_problems(exc: ValidationError) -> list[Problem]:
             path = f"{path}.{leading.group(1)}" if path else leading.group(1)
         if "[key]" in err["loc"]:
             message = f"invalid key: {message}"
+        if err["type"] == "extra_forbidden" and model is not None and err["loc"]:
+            close = difflib.get_close_matches(str(err["loc"][-1]), _field_names(model), n=1)
+            message = f"unknown field (did you mean '{close[0]}'?)" if close else message
         problems.append((path, message))
     return problems
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    """Every field name of ``model`` and of the models nested in it."""
+    names: set[str] = set()
+    todo, seen = [model], set()
+    while todo:
+        current = todo.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        for name, info in current.model_fields.items():
+            names.add(name)
+            todo += _models_in(info.annotation)
+    return sorted(names)
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
 
 
 def format_validation_error(exc: ValidationError) -> list[str]:
