@@ -288,7 +288,10 @@ def load_pool_config(path: str | Path) -> PoolConfig:
 
 
 def load_job_spec(source: str | Path) -> JobSpec:
-    """A job spec from a file (``Path``) or from YAML text (``str``)."""
+    """A job spec from a file (a ``Path``, or a one-line string ending in .yaml/.yml)
+    or from YAML text (any other string)."""
+    if isinstance(source, str) and "\n" not in source and source.endswith((".yaml", ".yml")):
+        source = Path(source)
     if isinstance(source, Path):
         text, name = read_text(source), str(source)
     else:

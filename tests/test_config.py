@@ -237,6 +237,11 @@ def test_snapshot_carries_pending_jobs_with_their_priority_values(small_pool):
     assert len(snap.nodes) == 10 and len(snap.orgs) == 3
 
 
+def test_job_spec_from_a_path_string_or_text(examples):
+    path = examples / "jobs" / "single-gpu.yaml"
+    assert load_job_spec(str(path)) == load_job_spec(path) == load_job_spec(path.read_text())
+
+
 def test_job_spec_errors_name_the_field(write_file):
     path = write_file("job.yaml", "name: j\norg: nlp\ngang:\n  replicas: 0\n  flavor: h100\n")
     with pytest.raises(ConfigError) as info:
