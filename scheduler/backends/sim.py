@@ -32,6 +32,8 @@ class SimGang:
     grace: float = 0.0
     lost_node: str | None = None
     lost_at: float | None = None
+    # Accelerators held per node, to check that nobody ever overcommits a node.
+    held: dict[str, int] | None = None
 
 
 class SimBackend:
@@ -54,6 +56,9 @@ class SimBackend:
         self._path = Path(state_path) if state_path else None
         self._gangs: dict[str, SimGang] = {}
         self.launches = 0  # launch calls that started a gang (tests count duplicates)
+        # Launches that found a node without room: the scheduler double-allocated.
+        self.overcommits = 0
+        self._mtime_ns = 0
         self._load()
 
     # --- what a test or operator does to the virtual pool --------------------------
@@ -67,6 +72,7 @@ class SimBackend:
 
     # --- the Backend protocol ------------------------------------------------------
     def inventory(self, now: float) -> list[Node]:
+        self._refresh()
         return list(self._nodes.values())
 
     def gangs(self, now: float) -> list[GangStatus]:
@@ -80,6 +86,10 @@ class SimBackend:
                 raise BackendError(f"node '{node}' is not in the sim pool")
             if self._nodes[node].health is Health.UNHEALTHY:
                 raise BackendError(f"node '{node}' is unhealthy")
+        held = {n: k * launch.spec.gang.accelerators for n, k in launch.assignments}
+        busy = self._held(now)
+        if any(busy.get(n, 0) + k > self._nodes[n].accelerators for n, k in held.items()):
+            self.overcommits += 1
         env = launch.spec.env
         fail_attempts = _int(env.get("SIM_FAIL_ATTEMPTS"), 0)
         exit_code = 1 if launch.attempt < fail_attempts else _int(env.get("SIM_EXIT_CODE"), 0)
@@ -92,6 +102,7 @@ class SimBackend:
             duration=_float(env.get("SIM_DURATION"), self.default_duration),
             exit_code=exit_code,
             start_delay=self.start_delay,
+            held=held,
         )
         self.launches += 1
         self._save()
@@ -108,6 +119,14 @@ class SimBackend:
             self._save()
 
     # --- internals -----------------------------------------------------------------
+    def _held(self, now: float) -> dict[str, int]:
+        busy: dict[str, int] = {}
+        for g in self._gangs.values():
+            if self._phase(g, now) not in _DONE:
+                for n, k in (g.held or {}).items():
+                    busy[n] = busy.get(n, 0) + k
+        return busy
+
     def _phase(self, g: SimGang, now: float) -> Phase:
         return self._status(g, now).phase
 
@@ -139,18 +158,30 @@ class SimBackend:
     def _save(self) -> None:
         if self._path is None:
             return
-        data = {"gangs": [asdict(g) for g in self._gangs.values()], "launches": self.launches}
-        data["health"] = {n: node.health.value for n, node in self._nodes.items()}
-        tmp = self._path.with_suffix(".tmp")
+        data = {
+            "gangs": [asdict(g) for g in self._gangs.values()],
+            "launches": self.launches,
+            "overcommits": self.overcommits,
+            "health": {n: node.health.value for n, node in self._nodes.items()},
+        }
+        tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self._path)
+        self._mtime_ns = self._path.stat().st_mtime_ns
+
+    def _refresh(self) -> None:
+        """Re-read the file if another process (a previous leader) wrote it since."""
+        if self._path is not None and self._path.exists() and self._path.stat().st_mtime_ns != self._mtime_ns:
+            self._load()
 
     def _load(self) -> None:
         if self._path is None or not self._path.exists():
             return
+        self._mtime_ns = self._path.stat().st_mtime_ns
         data = json.loads(self._path.read_text())
         self._gangs = {g["key"]: SimGang(**g) for g in data.get("gangs", [])}
         self.launches = int(data.get("launches", 0))
+        self.overcommits = int(data.get("overcommits", 0))
         for name, health in data.get("health", {}).items():
             if name in self._nodes:
                 self._nodes[name] = self._nodes[name].model_copy(update={"health": Health(health)})

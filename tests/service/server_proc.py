@@ -1,0 +1,87 @@
+"""Running `trainpool server` as a real process, for crash and failover tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .conftest import free_port
+
+POOL_YAML = """
+name: crash
+flavors: [{name: h100}]
+node_groups: [{flavor: h100, count: 8, accelerators: 8, racks_per_spine: 2, name_prefix: h100}]
+orgs:
+  - {name: a, quotas: {h100: {nominal: 32}}}
+  - {name: b, quotas: {h100: {nominal: 32}}}
+"""
+ADMIN = "tp_test-admin-token-for-crash-tests"
+
+
+@dataclass
+class ServerProc:
+    db: str
+    workdir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *extra: str) -> None:
+        pool = self.workdir / "pool.yaml"
+        pool.write_text(POOL_YAML)
+        env = {**os.environ, "TRAINPOOL_ADMIN_TOKEN": ADMIN, "XDG_DATA_HOME": str(self.workdir)}
+        cmd = [
+            sys.executable, "-m", "scheduler.cli.main", "server", "--db", self.db, "--pool", str(pool),
+            "--port", str(self.port), "--interval", "0.1", "--lease-ttl", "2",
+            "--sim-state", str(self.workdir / "sim.json"), "--sim-duration", "0.5", *extra,
+        ]  # fmt: skip
+        log = open(self.workdir / f"server-{self.port}-{self.starts}.log", "wb")  # noqa: SIM115
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.starts += 1
+        self.wait_ready()
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.workdir}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1.0).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"server on {self.url} not ready after {timeout}s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def ready(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.url}/readyz", timeout=2.0).json())
+
+
+def admin_client(url: str) -> httpx.Client:
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10.0)
