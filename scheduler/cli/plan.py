@@ -51,7 +51,7 @@ class RunningEntry(BaseModel):
     job: str | None = Field(None, description="a job spec file, relative to this file")
     spec: JobSpec | None = None
     started_at: float = Field(0.0, le=0, ge=-365 * 86_400)
-    assignments: dict[Name, int] = Field(min_length=1, max_length=4096)
+    assignments: dict[Name, Annotated[int, Field(ge=1, le=4096)]] = Field(min_length=1, max_length=4096)
     last_checkpoint_at: float | None = Field(None, le=0, ge=-365 * 86_400)
 
     @model_validator(mode="after")
@@ -66,7 +66,9 @@ class StateFile(BaseModel):
 
     running: tuple[RunningEntry, ...] = Field((), max_length=100_000)
     # Decayed accelerator-seconds per org and flavor, as fair share sees them.
-    usage: dict[Name, dict[Name, float]] = Field(default_factory=dict)
+    usage: dict[Name, dict[Name, Annotated[float, Field(ge=0, allow_inf_nan=False)]]] = Field(
+        default_factory=dict
+    )
 
 
 def job_files(paths: Iterable[Path]) -> list[Path]:
@@ -303,7 +305,9 @@ def plan(
             "--step-seconds", min=1, help="Advance by this much per step (default: to the next job end)."
         ),
     ] = None,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o")] = OutputFormat.TABLE,
+    output: Annotated[
+        OutputFormat, typer.Option("--output", "-o", help="Tables, or JSON/YAML to parse.")
+    ] = OutputFormat.TABLE,
 ) -> None:
     """Run the decision core on a pool and job specs and show what it decides, and why."""
     try:
