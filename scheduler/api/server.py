@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
+from sqlalchemy.exc import IntegrityError
 
 from scheduler.api.app import create_app
 from scheduler.api.context import ServerContext
@@ -61,6 +62,20 @@ def _sim_state_path(opts: ServerOptions, db: Database) -> Path:
     return default_sqlite_path().parent / f"sim-{digest}.json"
 
 
+def _seed(db: Database, config: PoolConfig) -> str | None:
+    """Orgs from the pool file and the first admin token; a second server starting at
+    the same moment may insert the same rows first, so a clash is retried once."""
+    for attempt in range(2):
+        try:
+            with db.write() as s:
+                orgstore.seed_from_config(s, config.orgs, time.time())
+                return tokenstore.bootstrap_admin(s, time.time(), admin_secret_from_env())
+        except IntegrityError:
+            if attempt:
+                raise
+    return None
+
+
 def build(opts: ServerOptions, say: Callable[[str], None] = print) -> tuple[FastAPI, ServerContext]:
     db = open_database(opts.db)
     if db.created:
@@ -72,9 +87,7 @@ def build(opts: ServerOptions, say: Callable[[str], None] = print) -> tuple[Fast
         say("no --pool given: using the built-in demo pool (4 h100 nodes of 8, org 'default')")
     if opts.backend != "sim":
         raise ValueError(f"--backend: '{opts.backend}' is not available in this build (sim)")
-    with db.write() as s:
-        orgstore.seed_from_config(s, config.orgs, time.time())
-        made = tokenstore.bootstrap_admin(s, time.time(), admin_secret_from_env())
+    made = _seed(db, config)
     if made:
         say(f"first pool-admin token (shown once, store it now): {made}")
     backend = SimBackend(
