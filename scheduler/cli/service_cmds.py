@@ -27,7 +27,7 @@ from scheduler.cli.client import Client, ClientError, Connection
 
 P = ParamSpec("P")
 R = TypeVar("R")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width
 
 
 class Output(StrEnum):

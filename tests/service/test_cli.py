@@ -1,0 +1,148 @@
+"""The CLI against a live server: tables, -o json/yaml/csv, one-line errors, contexts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+import yaml
+from typer.testing import CliRunner
+
+from scheduler.cli.main import app
+
+from .api_harness import Api, make_api
+from .conftest import free_port
+
+runner = CliRunner()
+JOB = """
+name: cli-job
+org: a
+gang: {flavor: h100, replicas: 1, accelerators: 8}
+env: {SIM_DURATION: "5"}
+"""
+
+
+class Live:
+    def __init__(self, api: Api, url: str) -> None:
+        self.api = api
+        self.url = url
+
+    def run(self, *args: str, token: str = "member@a", **env: str) -> tuple[int, str]:
+        full_env = {"TRAINPOOL_URL": self.url, "TRAINPOOL_TOKEN": self.api.tokens[token], **env}
+        result = runner.invoke(app, list(args), env=full_env)
+        return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    api = make_api(f"sqlite:///{tmp_path_factory.mktemp('cli') / 'pool.db'}")
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(api.client.app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    stop = threading.Event()
+
+    def drive() -> None:  # the control loop, in fast-forward: 1 virtual second per 50 ms
+        while not stop.is_set():
+            api.cycle(1.0)
+            stop.wait(0.05)
+
+    driver = threading.Thread(target=drive, daemon=True)
+    driver.start()
+    yield Live(api, f"http://127.0.0.1:{port}")
+    stop.set()
+    server.should_exit = True
+    thread.join(timeout=10)
+    driver.join(timeout=10)
+
+
+@pytest.fixture
+def job_file(tmp_path: Path) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(JOB)
+    return path
+
+
+def test_submit_list_describe_and_events(live: Live, job_file: Path) -> None:
+    code, out = live.run("submit", str(job_file), "-o", "json")
+    assert code == 0, out
+    job = json.loads(out)
+    code, out = live.run("jobs", "list")
+    assert code == 0 and job["id"] in out and "cli-job" in out
+    code, out = live.run("jobs", "describe", job["id"])
+    assert code == 0 and yaml.safe_load(out)["spec"]["name"] == "cli-job"
+    code, out = live.run("jobs", "events", job["id"], "-o", "yaml")
+    assert code == 0 and yaml.safe_load(out)[0]["event"] == "submitted"
+
+
+def test_submit_wait_follows_the_job_to_its_end(live: Live, job_file: Path) -> None:
+    code, out = live.run("submit", str(job_file), "--wait", "-o", "json")
+    assert code == 0, out
+    assert '"state": "SUCCEEDED"' in out
+
+
+def test_server_errors_are_one_line_and_exit_1(live: Live, job_file: Path) -> None:
+    code, out = live.run("submit", str(job_file), "-o", "json")
+    job_id = json.loads(out)["id"]
+    assert live.run("jobs", "cancel", job_id)[0] == 0
+    code, out = live.run("jobs", "cancel", job_id)
+    assert code == 1 and out.strip().startswith("error:") and "HTTP 409" in out
+    assert len(out.strip().splitlines()) == 1
+    code, out = live.run("jobs", "describe", "j-missing", token="member@b")
+    assert code == 1 and "not found" in out
+
+
+def test_a_bad_job_file_names_the_field(live: Live, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\norg: a\ngang: {flavor: h100, replicas: 0}\n")
+    code, out = live.run("submit", str(bad))
+    assert code == 1 and "gang.replicas" in out and "Traceback" not in out
+
+
+def test_unreachable_server(live: Live) -> None:
+    code, out = live.run("jobs", "list", TRAINPOOL_URL=f"http://127.0.0.1:{free_port()}")
+    assert code == 1 and "cannot reach the server" in out
+
+
+def test_contexts_from_the_config_file(live: Live, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "broken",
+                "contexts": {
+                    "broken": {"url": f"http://127.0.0.1:{free_port()}"},
+                    "admin": {"url": live.url, "token": live.api.tokens["pool-admin"]},
+                },
+            }
+        )
+    )
+    env = {"TRAINPOOL_CONFIG": str(config)}
+    result = runner.invoke(app, ["orgs", "--context", "admin", "-o", "json"], env=env)
+    assert result.exit_code == 0, result.output
+    assert {o["name"] for o in json.loads(result.output)} == {"a", "b"}
+    assert runner.invoke(app, ["orgs"], env=env).exit_code == 1  # the current context is unreachable
+    result = runner.invoke(app, ["orgs", "--context", "nope"], env=env)
+    assert result.exit_code == 1 and "no context 'nope'" in result.output
+
+
+def test_admin_commands(live: Live) -> None:
+    code, out = live.run("quota", "set", "b", "h100", "--nominal", "12", token="pool-admin")
+    assert code == 0 and "nominal 12" in out
+    code, out = live.run("quota", "show", "b", "-o", "json", token="member@b")
+    assert json.loads(out)[0]["nominal"] == 12
+    code, out = live.run("quota", "set", "b", "h100", "--nominal", "1", token="org-admin@b")
+    assert code == 1 and "pool-admin" in out
+    code, out = live.run("tokens", "create", "--role", "member", "--org", "b", token="org-admin@b")
+    assert code == 0 and "secret (shown once): tp_" in out
+    code, out = live.run("usage", "-o", "csv", "--since", "0", token="pool-admin")
+    assert code == 0 and out.splitlines()[0] == "org,accelerator_hours"
+    code, out = live.run("nodes", "cordon", "h100-03", token="pool-admin")
+    assert code == 0 and "cordoned" in out
