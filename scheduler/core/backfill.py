@@ -43,6 +43,7 @@ def _extra_of(pool: PoolState, jobs: list[RunningJob]) -> Extra:
 
 def earliest_fit(
     pool: PoolState,
+    flavor: str,
     shape: Shape,
     releases: list[tuple[float, RunningJob]],
     place: Callable[[Extra], list[tuple[int, int]] | None],
@@ -50,7 +51,7 @@ def earliest_fit(
     """(start time, placement) after the fewest releases, in end-time order."""
     need = shape.replicas * shape.acc
     ordered = [r for _, r in releases]
-    freed = 0
+    freed = pool.free_total(flavor)  # what is free now counts towards the gang too
     k_min = len(ordered)
     for k, r in enumerate(ordered, 1):  # no search before enough accelerators come free
         freed += r.accelerators
@@ -102,11 +103,11 @@ def plan_reservation(
             known.append((max(end, now), r))
     known.sort(key=lambda e: (e[0], e[1].id))
     unknown.sort(key=lambda e: e[1].id)
-    got = earliest_fit(pool, shape, known, place) if known else None
+    got = earliest_fit(pool, flavor, shape, known, place) if known else None
     if got is None:
         # No runtime limits to go by: still hold the nodes it would get once everything
         # running ends, so small jobs do not keep it waiting forever.
-        got = earliest_fit(pool, shape, known + unknown, place)
+        got = earliest_fit(pool, flavor, shape, known + unknown, place)
         if got is None:
             return None
         got = (math.inf, got[1])

@@ -158,6 +158,11 @@ class Cycle:
                 if self.try_place(job, f, shape, verdict):
                     return
                 capacity_fail = capacity_fail or f
+        for f, verdict in verdicts:
+            # The shared pool is used up because the nodes are full, not because lending
+            # limits bind: the job waits for nodes, and may reserve them like any gang.
+            if verdict is Verdict.LENDING and self.pool.free_total(f) < q:
+                capacity_fail = capacity_fail or f
         if job.id in self.stopping_for:
             self.pend(job, PendingReason.PREEMPTING, "waiting for preempted jobs to stop")
             return
@@ -207,7 +212,7 @@ class Cycle:
             if nodes is None:
                 return False
         assignments = self.commit(job, f, shape, nodes, hold if backfill else None)
-        if hold is not None and hold.job_id != job.id:
+        if backfill:
             reason = PlaceReason.BACKFILL
         else:
             reason = PlaceReason.NOMINAL if verdict is Verdict.NOMINAL else PlaceReason.BORROWED

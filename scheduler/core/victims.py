@@ -98,6 +98,7 @@ def find_victims(
 
     current: object = None
     checkpoint = 1
+    released: dict[str, int] = {}
     for key, r in candidates:
         if r.id in taken or r.id == job.preempted_by:
             continue
@@ -110,6 +111,13 @@ def find_victims(
                 return got
         current = key[:2]
         v = Victim(r, PreemptReason.PRIORITY if r.spec.org == org else PreemptReason.RECLAIM)
+        if v.reason is PreemptReason.RECLAIM:
+            # Only borrowed capacity is reclaimed: once the victims taken so far bring an
+            # org back to nominal, the rest of its jobs are not candidates.
+            o = r.spec.org
+            if book.alloc(o, flavor) - released.get(o, 0) <= book.nominal(o, flavor):
+                continue
+            released[o] = released.get(o, 0) + r.accelerators
         prefix.append(v)
         whole.add(v)
     return attempt() if prefix else None
