@@ -40,9 +40,16 @@ def decide(snapshot: Snapshot, now: float) -> Decisions:
     return Cycle(snapshot, now).run()
 
 
+_SHAPES: dict[tuple[int, int, float, float], Shape] = {}
+
+
 def shape_of(job: PendingJob | RunningJob) -> Shape:
     g = job.spec.gang
-    return Shape(g.replicas, g.accelerators, g.cpu, g.memory_gb)
+    key = (g.replicas, g.accelerators, g.cpu, g.memory_gb)
+    shape = _SHAPES.get(key)
+    if shape is None:  # a handful of distinct shapes: share them, hash them once
+        shape = _SHAPES.setdefault(key, Shape(*key))
+    return shape
 
 
 class Cycle:
@@ -413,12 +420,14 @@ class Cycle:
     # -- helpers -----------------------------------------------------------------------
 
     def fits_empty(self, job: PendingJob, f: str, shape: Shape) -> bool:
-        fit = self.fit_of(job)
-        fit = Fit(fit.level, fit.required)  # avoided nodes still count for "ever fits"
-        key = ("empty", f, shape, fit)
-        if key not in self._memo:
-            self._memo[key] = self.pool.place(f, shape, fit, empty=True) is not None
-        return bool(self._memo[key])
+        t = job.spec.topology
+        level = t.level if t is not None and t.mode == "required" else None
+        key = ("empty", f, shape, level)
+        got = self._memo.get(key)
+        if got is None:
+            fit = Fit(level, True) if level else ANYWHERE  # avoided nodes still count here
+            got = self._memo[key] = self.pool.place(f, shape, fit, empty=True) is not None
+        return bool(got)
 
     def quota_max(self, org: str, f: str) -> float:
         row = self.book.row(org, f)

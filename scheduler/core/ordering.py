@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from quota.fairshare import dominant_share
+from quota.fairshare import LN2
 from scheduler.snapshot import Ordering, PendingJob
 
 if TYPE_CHECKING:
@@ -50,10 +50,16 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         )
         return 0 if fits_nominal else 1
 
+    tau = half_life / LN2
+
     def share(org: str) -> float:
-        alloc = {f: book.alloc(org, f) for f in capacity}
+        # dominant_share() inlined over the book's rows: this runs once per placement.
         usage = cycle.snap.usage.get(org, {})
-        return dominant_share(alloc, usage, capacity, cycle.orgs[org].weight, half_life)
+        best = 0.0
+        for f, cap in capacity.items():
+            v = book.alloc(org, f) / cap + usage.get(f, 0.0) / (cap * tau)
+            best = v if v > best else best
+        return best / cycle.orgs[org].weight
 
     heap = [(tier(q[0]), share(org), org) for org, q in queues.items()]
     heapq.heapify(heap)
