@@ -109,6 +109,9 @@ def render_table(results: dict[str, Any], console: Console) -> None:
             f"steady: {results['steady_cycles']} cycles placed / preempted",
             f"{results['steady_placed_total']:,} / {results['steady_preempted_total']:,}",
         )
+        reasons = ", ".join(f"{k} {v:,}" for k, v in sorted(results["steady_preempt_reasons"].items()))
+        if reasons:
+            _row(table, "steady: preemptions by reason", reasons)
     _row(table, "peak RSS", f"{results['peak_rss_mb']:,.0f} MiB", limits["peak_rss_mb"], marks["peak_rss_mb"])
     violations = results["invariant_violations"]
     _row(

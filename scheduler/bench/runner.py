@@ -16,6 +16,7 @@ import platform
 import resource
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,6 +119,13 @@ class _Steady:
         self.cfg, self.state, self.factory, self.rng = cfg, state, factory, rng
         self.arrivals = max(1, round(cfg.churn * cfg.workload.jobs))
         self.placed = self.preempted = self.rejected = self.finished = 0
+        # What the core decided, by reason: a cycle can be slow because it does much.
+        self.place_reasons: Counter[str] = Counter()
+        self.preempt_reasons: Counter[str] = Counter()
+        self.pending_reasons: Counter[str] = Counter()  # of the last cycle
+        self.preempted_jobs: set[str] = set()
+        # Victims that had started in the cycle before: many of these means churn.
+        self.preempted_young = 0
 
     def step(self, now: float, decide: Decide, profiler: cProfile.Profile | None = None) -> CycleTiming:
         state, cfg = self.state, self.cfg
@@ -125,11 +133,22 @@ class _Steady:
         self.finished += state.finish(cfg.churn, self.rng)
         state.arrive(self.factory.make(self.arrivals, now - cfg.cycle_s, now))
         decisions, timing = _timed_cycle(state, decide, now, profiler)
+        self._tally(decisions, now)
         applied = state.apply(decisions, now)
         self.placed += applied.placed
         self.preempted += applied.preempted
         self.rejected += applied.rejected
         return timing
+
+    def _tally(self, decisions: Decisions, now: float) -> None:
+        self.place_reasons.update(p.reason.value for p in decisions.placements)
+        self.preempt_reasons.update(p.reason.value for p in decisions.preemptions)
+        self.pending_reasons = Counter(s.reason.value for s in decisions.pending.values())
+        for p in decisions.preemptions:
+            self.preempted_jobs.add(p.job_id)
+            victim = self.state.running.get(p.job_id)
+            if victim is not None and victim.started_at >= now - self.cfg.cycle_s:
+                self.preempted_young += 1
 
 
 @dataclass(slots=True)
@@ -209,6 +228,11 @@ def _steady_figures(timings: list[CycleTiming], steady: _Steady) -> dict[str, An
         "steady_placed_total": steady.placed,
         "steady_preempted_total": steady.preempted,
         "steady_rejected_total": steady.rejected,
+        "steady_place_reasons": dict(steady.place_reasons),
+        "steady_preempt_reasons": dict(steady.preempt_reasons),
+        "steady_preempted_distinct_jobs": len(steady.preempted_jobs),
+        "steady_preempted_started_previous_cycle": steady.preempted_young,
+        "pending_reasons_last_cycle": dict(steady.pending_reasons),
     }
 
 
@@ -267,6 +291,7 @@ def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> Bench
         timings.append(steady.step(now, decide))
         progress(f"steady cycle {i + 1}/{cfg.repeats}: {timings[-1].total_s:.3f} s")
     gc_timed = gc.get_stats()[2]["collections"] - gc_before
+    steady_figures = _steady_figures(timings, steady)
     # Checked and measured before any profiling: the profiled cycles are extra.
     final = _final_figures(setup)
     peak_rss = peak_rss_mb()
@@ -292,7 +317,7 @@ def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> Bench
         "machine": {**machine_facts(), "load_average_1m_at_start": load_start},
         "setup_s": setup.seconds,
         **cold,
-        **_steady_figures(timings, steady),
+        **steady_figures,
         "gc_gen2_collections": gc_timed,
         **final,
         "rss_at_start_mb": rss_start,

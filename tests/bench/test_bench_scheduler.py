@@ -77,6 +77,9 @@ def test_small_run_prints_consistent_json_figures() -> None:
     assert figures["cold_placed"] + figures["cold_rejected"] + figures["pending_after_cold"] == 2000
     assert figures["cold_gangs_per_s"] == pytest.approx(figures["cold_placed"] / figures["cold_cycle_s"])
     assert figures["nodes_over_capacity"] == 0 and figures["invariant_violations"] == 0
+    assert sum(figures["steady_place_reasons"].values()) == figures["steady_placed_total"]
+    assert sum(figures["steady_preempt_reasons"].values()) == figures["steady_preempted_total"]
+    assert figures["steady_preempted_distinct_jobs"] <= figures["steady_preempted_total"]
     assert figures["machine"]["cpu_count"] >= 1 and figures["machine"]["python_version"]
     assert "--nodes 200 --jobs 2000 --orgs 5" in figures["command"]
     assert set(figures["targets"]) == {"steady_cycle_p99_s", "cold_gangs_per_s", "peak_rss_mb"}
