@@ -126,6 +126,11 @@ class _Steady:
         self.preempted_jobs: set[str] = set()
         # Victims that had started in the cycle before: many of these means churn.
         self.preempted_young = 0
+        # Jobs that had others preempted for them, and what became of them a cycle later.
+        self._beneficiaries: set[str] = set()
+        self.beneficiaries = 0
+        self.beneficiaries_placed_next = 0
+        self.beneficiaries_next_reasons: Counter[str] = Counter()
 
     def step(self, now: float, decide: Decide, profiler: cProfile.Profile | None = None) -> CycleTiming:
         state, cfg = self.state, self.cfg
@@ -144,6 +149,14 @@ class _Steady:
         self.place_reasons.update(p.reason.value for p in decisions.placements)
         self.preempt_reasons.update(p.reason.value for p in decisions.preemptions)
         self.pending_reasons = Counter(s.reason.value for s in decisions.pending.values())
+        placed = {p.job_id for p in decisions.placements}
+        for job_id in self._beneficiaries:
+            if job_id in placed:
+                self.beneficiaries_placed_next += 1
+            elif job_id in decisions.pending:
+                self.beneficiaries_next_reasons[decisions.pending[job_id].reason.value] += 1
+        self._beneficiaries = {p.beneficiary for p in decisions.preemptions if p.beneficiary is not None}
+        self.beneficiaries += len(self._beneficiaries)
         for p in decisions.preemptions:
             self.preempted_jobs.add(p.job_id)
             victim = self.state.running.get(p.job_id)
@@ -233,6 +246,11 @@ def _steady_figures(timings: list[CycleTiming], steady: _Steady) -> dict[str, An
         "steady_preempted_distinct_jobs": len(steady.preempted_jobs),
         "steady_preempted_started_previous_cycle": steady.preempted_young,
         "pending_reasons_last_cycle": dict(steady.pending_reasons),
+        "steady_beneficiaries": {
+            "jobs": steady.beneficiaries,
+            "placed_next_cycle": steady.beneficiaries_placed_next,
+            "pending_next_cycle_by_reason": dict(steady.beneficiaries_next_reasons),
+        },
     }
 
 
