@@ -64,8 +64,11 @@ def prepare(req: SimRequest) -> tuple[SimPool, list[TraceJob], FailureModel, dic
     if req.pool is not None:
         pool = pool_from_config(req.pool, orgs, req.flavor)
     elif quotas is not None or req.nodes is not None:
+        if quotas is None and req.nodes is not None:
+            # No quota file: the nodes are split equally (whole nodes) among the trace's orgs.
+            quotas = dict.fromkeys(sorted(orgs), req.nodes // len(orgs))
         pool = pool_from_quotas(
-            quotas or {}, orgs, req.gpus_per_node, req.nodes, req.rack_size, req.racks_per_spine
+            quotas, orgs, req.gpus_per_node, req.nodes, req.rack_size, req.racks_per_spine
         )
     else:
         raise TraceError("give --pool FILE, --quotas FILE, or --nodes N (with --gpus-per-node)")

@@ -85,6 +85,13 @@ def test_bad_inputs_are_one_line_errors_naming_the_option(tmp_path: Path) -> Non
         assert message in res.output and "Traceback" not in res.output
 
 
+def test_without_a_quota_file_the_nodes_are_split_among_the_orgs(tmp_path: Path) -> None:
+    trace, _ = files(tmp_path)
+    res = runner.invoke(app, ["sim", "--trace", str(trace), "--nodes", "5", "--json", "--failures", "none"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["orgs"] == {"aa": 16, "bb": 16}
+
+
 def test_a_pool_config_file_sets_the_nodes_and_quotas(tmp_path: Path) -> None:
     trace, _ = files(tmp_path)
     pool = tmp_path / "pool.yaml"
