@@ -24,6 +24,8 @@ class PendingJob:
     avoid_nodes: frozenset[str] = frozenset()
     # The job whose reclaim or preemption stopped this one; it may not preempt it back.
     preempted_by: str | None = None
+    # Victims were stopped for this job (they have exited): it is considered first.
+    nominated: bool = False
 
 
 @dataclass(frozen=True, slots=True)

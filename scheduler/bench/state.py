@@ -7,6 +7,7 @@ no node over capacity), so a fast but wrong core cannot post a good figure unnot
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -82,6 +83,10 @@ class PoolState:
                 submitted_at=job.submitted_at,
                 preempted_by=preemption.beneficiary,
             )
+            beneficiary = self.pending.get(preemption.beneficiary or "")
+            if beneficiary is not None and not beneficiary.nominated:
+                # Its victims are gone: the room is its own next cycle (as the loop does).
+                self.pending[beneficiary.id] = dataclasses.replace(beneficiary, nominated=True)
             out.preempted += 1
         for rejection in decisions.rejections:
             if self.pending.pop(rejection.job_id, None) is not None:

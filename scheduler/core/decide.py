@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 
 from quota.accounting import QuotaBook, Verdict
 from scheduler.core.backfill import Hold, plan_reservation
-from scheduler.core.ordering import queue_order
+from scheduler.core.ordering import nominated_first
 from scheduler.core.pool import ANYWHERE, Fit, PoolState, Shape
 from scheduler.core.victims import find_victims, victim_order
 from scheduler.decisions import (
@@ -88,7 +88,7 @@ class Cycle:
         if self.policy.move_off_unhealthy:
             self.move_off_unhealthy()
         eligible = [j for j in sorted(self.snap.pending, key=lambda j: j.id) if self.admissible(j)]
-        for job in queue_order(eligible, self):
+        for job in nominated_first(eligible, self):
             self.consider(job)
         return self.out
 

@@ -34,6 +34,18 @@ def queue_order(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
     yield from _fair(jobs, cycle)
 
 
+def nominated_first(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
+    """Jobs that already had victims stopped for them go first (Kubernetes' nominated
+    node): the room a reclaim freed goes to the job it was freed for, not to whichever
+    borrower the fair order reaches first, which would only make it reclaim again."""
+
+    def nominated(j: PendingJob) -> bool:
+        return j.nominated or j.id in cycle.stopping_for
+
+    yield from sorted((j for j in jobs if nominated(j)), key=within_org_key)
+    yield from queue_order([j for j in jobs if not nominated(j)], cycle)
+
+
 def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
     queues: dict[str, list[PendingJob]] = {}
     for j in jobs:
