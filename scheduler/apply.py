@@ -219,8 +219,10 @@ def apply_decisions(
     acts = _Actions()
     with db.write() as s:
         fence.check(s, now)
+        ids = [p.job_id for p in decisions.placements] + [r.job_id for r in decisions.rejections]
+        fresh = {j.id: j for j in s.exec(select(JobRow).where(col(JobRow.id).in_(ids))).all()} if ids else {}
         for p in decisions.placements:
-            job = _unchanged(s, view, p.job_id, out)
+            job = _unchanged(fresh, view, p.job_id, out)
             if job is None:
                 continue
             spec = jobstore.spec_of(job)
@@ -247,7 +249,7 @@ def apply_decisions(
         for pr in decisions.preemptions:
             _preempt(s, pr.job_id, pr.reason.value, pr.beneficiary, pr.message, now, acts, out)
         for r in decisions.rejections:
-            job = _unchanged(s, view, r.job_id, out)
+            job = _unchanged(fresh, view, r.job_id, out)
             if job is not None:
                 jobstore.move(
                     s, job, JobEvent.REJECT, now, reason=r.reason.value, message=r.message, finished_at=now
@@ -258,10 +260,10 @@ def apply_decisions(
     _act(db, backend, fence, acts, now, out)
 
 
-def _unchanged(s: Session, view: View, job_id: str, out: Outcome) -> JobRow | None:
+def _unchanged(fresh: dict[str, JobRow], view: View, job_id: str, out: Outcome) -> JobRow | None:
     """The job as decide() saw it, or None if it changed since (cancelled, ...)."""
     seen = view.jobs.get(job_id)
-    job = s.get(JobRow, job_id)
+    job = fresh.get(job_id)
     if seen is None or job is None or job.version != seen.version or job.state != JobState.PENDING:
         out.skipped.append(job_id)
         return None
@@ -320,9 +322,10 @@ def _act(db: Database, backend: Backend, fence: Fence, acts: _Actions, now: floa
     if not acts.launches:
         return
     done: list[tuple[AllocationRow, str | None]] = []
+    resume = _resume_points(db, [job.id for _, job in acts.launches])
     for alloc, job in acts.launches:
         try:
-            backend.launch(_launch_of(db, alloc, job), now)
+            backend.launch(_launch_of(alloc, job, resume.get(job.id)), now)
             done.append((alloc, None))
         except BackendError as exc:
             done.append((alloc, str(exc)))
@@ -345,17 +348,23 @@ def _act(db: Database, backend: Backend, fence: Fence, acts: _Actions, now: floa
                 _restart(s, fresh, live, now, out, infra=True, node=None, message=f"launch failed: {error}")
 
 
-def _launch_of(db: Database, alloc: AllocationRow, job: JobRow) -> Launch:
-    env = {"TRAINPOOL_JOB_ID": job.id, "TRAINPOOL_ATTEMPT": str(alloc.attempt)}
+def _resume_points(db: Database, job_ids: list[str]) -> dict[str, str]:
+    """Each job's latest checkpoint path, in one query."""
+    if not job_ids:
+        return {}
     with db.read() as s:
         stmt = (
             select(CheckpointRow)
-            .where(CheckpointRow.job_id == job.id)
-            .order_by(col(CheckpointRow.at).desc(), col(CheckpointRow.id).desc())
+            .where(col(CheckpointRow.job_id).in_(job_ids))
+            .order_by(col(CheckpointRow.at), col(CheckpointRow.id))
         )
-        last = s.exec(stmt).first()
-    if last is not None:
-        env["TRAINPOOL_RESUME_FROM"] = last.path
+        return {c.job_id: c.path for c in s.exec(stmt).all()}  # later rows overwrite earlier
+
+
+def _launch_of(alloc: AllocationRow, job: JobRow, resume_from: str | None) -> Launch:
+    env = {"TRAINPOOL_JOB_ID": job.id, "TRAINPOOL_ATTEMPT": str(alloc.attempt)}
+    if resume_from is not None:
+        env["TRAINPOOL_RESUME_FROM"] = resume_from
     return Launch(
         job_id=job.id,
         attempt=alloc.attempt,

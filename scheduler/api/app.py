@@ -31,6 +31,7 @@ def create_app(ctx: ServerContext, *, run_loop: bool = True) -> FastAPI:
         stop.set()
         if thread is not None:
             thread.join(timeout=30)
+        ctx.submits.close()
 
     app = FastAPI(
         title="trainpool",

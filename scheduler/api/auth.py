@@ -8,8 +8,11 @@ not leak.
 
 from __future__ import annotations
 
+import time
+
 from fastapi import Request
 
+from scheduler.api.context import AUTH_TTL, ServerContext
 from scheduler.api.errors import ApiError, forbidden
 from scheduler.store import tokens as tokenstore
 from scheduler.store.tokens import Principal, Role
@@ -21,12 +24,30 @@ def authenticate(request: Request) -> Principal:
     if scheme.lower() != "bearer" or not secret.strip():
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", "authorization")
     ctx = request.app.state.ctx
-    with ctx.db.read() as s:
-        who = tokenstore.verify(s, secret.strip())
+    who = _verify(ctx, secret.strip())
     if who is None:
         raise ApiError(401, "invalid or revoked token", "authorization")
     request.state.principal = who
     return who
+
+
+def _verify(ctx: ServerContext, secret: str) -> Principal | None:
+    key = tokenstore.hash_secret(secret)
+    now = time.monotonic()
+    hit = ctx.auth_cache.get(key)
+    if hit is not None and hit[1] > now:
+        return hit[0]
+    with ctx.db.read() as s:
+        who = tokenstore.verify(s, secret)
+    if len(ctx.auth_cache) > 10_000:  # bounded: a flood of bad tokens cannot grow it forever
+        ctx.auth_cache.clear()
+    ctx.auth_cache[key] = (who, now + AUTH_TTL)
+    return who
+
+
+def forget_tokens(ctx: ServerContext) -> None:
+    """After a revocation on this server: effective at once here."""
+    ctx.auth_cache.clear()
 
 
 def can_see_org(who: Principal, org: str) -> bool:

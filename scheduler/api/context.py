@@ -10,8 +10,12 @@ from fastapi import Request
 
 from scheduler.loop import ControlLoop
 from scheduler.metrics import Metrics
+from scheduler.store.batch import SubmitBatcher
 from scheduler.store.db import Database
+from scheduler.store.tokens import Principal
 from scheduler.store.view import PoolView
+
+AUTH_TTL = 5.0
 
 
 @dataclass
@@ -21,6 +25,13 @@ class ServerContext:
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
     loop: ControlLoop | None = None
+    # sha256(secret) -> (principal or None, expiry on the monotonic clock). Saves a
+    # database read per request; a revocation reaches other servers within AUTH_TTL.
+    auth_cache: dict[str, tuple[Principal | None, float]] = field(default_factory=dict)
+    submits: SubmitBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.submits = SubmitBatcher(self.db)
 
 
 def get_ctx(request: Request) -> ServerContext:

@@ -72,14 +72,17 @@ def submit(
 ) -> Job:
     require_org(who, req.spec.org)
     request_id = req.client_request_id or idempotency_key
+    with ctx.db.read() as s:
+        priority = _check_spec(s, ctx, req)
     try:
-        with ctx.db.write() as s:
-            priority = _check_spec(s, ctx, req)
-            sub = jobstore.submit(
-                s, req.spec, priority=priority, now=ctx.clock(), submitted_by=who.token_id,
-                client_request_id=request_id,
-            )  # fmt: skip
-            out = Job.of(sub.job)
+        sub = ctx.submits.submit(
+            req.spec,
+            priority=priority,
+            now=ctx.clock(),
+            submitted_by=who.token_id,
+            client_request_id=request_id,
+        )
+        out = Job.of(sub.job)
     except jobstore.RequestConflict as exc:
         raise ApiError(409, str(exc), "client_request_id") from None
     if sub.created:

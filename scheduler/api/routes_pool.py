@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from sqlmodel import Session
 
 from quota.model import FlavorQuota
-from scheduler.api.auth import authenticate, require_org, require_pool_admin, visible_orgs
+from scheduler.api.auth import authenticate, forget_tokens, require_org, require_pool_admin, visible_orgs
 from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, forbidden, not_found
 from scheduler.api.schemas import NewToken, Node, OrgRequest, QuotaRequest, TeamRequest, Token, TokenRequest
@@ -212,7 +212,9 @@ def revoke_token(token_id: str, ctx: Ctx, who: Who) -> Token:
             require_org(who, row.org or "", admin=True)
         if row.revoked_at is None:
             tokenstore.revoke(s, row, ctx.clock(), who.token_id)
-        return Token.of(row)
+        out = Token.of(row)
+    forget_tokens(ctx)
+    return out
 
 
 # --- usage ---------------------------------------------------------------------------

@@ -8,9 +8,10 @@ PostgreSQL writers lock the rows they decide on (``SELECT ... FOR UPDATE``).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,7 @@ class Database:
     engine: Engine  # reads, and writes on PostgreSQL
     write_engine: Engine  # BEGIN IMMEDIATE on SQLite
     created: bool  # the SQLite file did not exist before this start
+    _local_writer: AbstractContextManager[object] = field(default_factory=nullcontext, repr=False)
 
     @property
     def is_sqlite(self) -> bool:
@@ -74,7 +76,10 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """A transaction that commits on success and rolls back on any error."""
-        with Session(self.write_engine, expire_on_commit=False) as session:
+        # SQLite has one writer at a time. Queueing this process's writers on a lock
+        # wakes the next one the moment the lock is free; SQLite's own busy handler
+        # would make them poll with sleeps of up to 100 ms (p99 latency under load).
+        with self._local_writer, Session(self.write_engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()
@@ -124,6 +129,8 @@ def open_database(url: str | None = None, *, migrate: bool = True) -> Database:
         engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
         write_engine = engine
     db = Database(url=url, engine=engine, write_engine=write_engine, created=created)
+    if db.is_sqlite:
+        db._local_writer = threading.Lock()
     if migrate:
         upgrade(db)
     return db
