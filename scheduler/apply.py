@@ -329,6 +329,9 @@ def _act(db: Database, backend: Backend, fence: Fence, acts: _Actions, now: floa
             done.append((alloc, None))
         except BackendError as exc:
             done.append((alloc, str(exc)))
+        except Exception as exc:  # a backend bug or I/O error is still the infrastructure's failure
+            log.exception("backend failed to launch %s", alloc.job_id)
+            done.append((alloc, f"{type(exc).__name__}: {exc}"))
     with db.write() as s:
         fence.check(s, now)
         for alloc, error in done:

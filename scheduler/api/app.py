@@ -61,6 +61,9 @@ def create_app(ctx: ServerContext, *, run_loop: bool = True) -> FastAPI:
             problems.append(f"database unreachable: {type(exc).__name__}")
         leader = ctx.loop.is_leader if ctx.loop is not None else False
         body: dict[str, Any] = {"status": "ok" if not problems else "unavailable", "leader": leader}
+        if leader and ctx.loop is not None and ctx.loop.last_cycle_at is not None:
+            # For alerting: a leader whose cycles keep failing shows a growing age.
+            body["last_cycle_age_seconds"] = round(ctx.clock() - ctx.loop.last_cycle_at, 3)
         if problems:
             body["problems"] = problems
         return JSONResponse(body, status_code=200 if not problems else 503)

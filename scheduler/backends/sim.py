@@ -54,6 +54,8 @@ class SimBackend:
         # A stopped gang exits after min(grace, stop_delay): sim jobs checkpoint instantly.
         self.stop_delay = stop_delay
         self._path = Path(state_path) if state_path else None
+        if self._path is not None:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
         self._gangs: dict[str, SimGang] = {}
         self.launches = 0  # launch calls that started a gang (tests count duplicates)
         # Launches that found a node without room: the scheduler double-allocated.

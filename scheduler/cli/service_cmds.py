@@ -146,7 +146,9 @@ def server(
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     typer.echo(f"trainpool server on http://{host}:{port} (API under /v1, docs at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # A long keep-alive: clients reuse connections, and a client that sends on a
+    # connection the server is just closing sees a spurious error.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=75)
 
 
 # --- jobs ----------------------------------------------------------------------------

@@ -155,3 +155,27 @@ def test_only_the_lease_holder_runs_cycles(url: str) -> None:
     with follower.db.read() as s:
         row = lease.current(s)
         assert row is not None and row.holder == "two" and row.epoch == 2
+
+
+def test_a_launch_that_blows_up_in_the_backend_requeues_the_job_as_an_infrastructure_failure(
+    url: str,
+) -> None:
+    class Broken(SimBackend):
+        def launch(self, launch: object, now: float) -> None:
+            raise OSError("disk full")
+
+    pool = Pool(url, backend=Broken(nodes(2)))
+    job = pool.submit()
+    pool.cycle()
+    row = pool.job(job)
+    assert (row.state, row.failure_class, row.restarts, row.attempt) == ("PENDING", "infrastructure", 0, 1)
+    assert pool.events(job) == ["submitted", "admit", "restart", "requeue"]
+    with pool.db.read() as s:
+        restart = jobstore.events(s, job)[2]
+    assert restart.reason == "infrastructure" and "disk full" in restart.message
+
+
+def test_the_sim_state_directory_is_created(tmp_path: Path) -> None:
+    backend = SimBackend(nodes(1), state_path=tmp_path / "a" / "b" / "sim.json")
+    backend.stop("nothing/0", 0.0, 0.0)
+    assert (tmp_path / "a" / "b").is_dir()
