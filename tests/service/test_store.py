@@ -14,7 +14,15 @@ from scheduler.lifecycle import IllegalTransition, JobEvent
 from scheduler.store import jobs as jobstore
 from scheduler.store import lease
 from scheduler.store import tokens as tokenstore
-from scheduler.store.db import current_revision, head_revision, normalize_url, open_database
+from scheduler.store.db import (
+    Database,
+    alembic_config,
+    current_revision,
+    head_revision,
+    normalize_url,
+    open_database,
+    upgrade,
+)
 from scheduler.store.tokens import Role
 
 SPEC = JobSpec.model_validate({"name": "train", "org": "a", "gang": {"flavor": "h100"}})
@@ -121,3 +129,22 @@ def test_the_lease_has_one_holder_until_it_expires(db_url: str) -> None:
     with db.write() as s:
         assert lease.acquire(s, "two", 16.0, 10.0) == 2
         assert not lease.holds(s, "one", 1, 16.0)
+
+
+def test_migrations_go_down_and_up_again(db_url: str) -> None:
+    db = open_database(db_url)
+    _downgrade(db, "base")
+    assert current_revision(db) in (None, "")
+    upgrade(db)
+    assert current_revision(db) == head_revision()
+    with db.write() as s:  # the upgraded schema takes rows
+        jobstore.submit(s, SPEC, priority=1, now=1.0, submitted_by=None, client_request_id=None)
+
+
+def _downgrade(db: Database, revision: str) -> None:
+    from alembic import command
+
+    cfg = alembic_config()
+    with db.write_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
