@@ -351,6 +351,63 @@ def quota_set(
                f"lending_limit {row['lending_limit']}")  # fmt: skip
 
 
+@quota_app.command("apply")
+@friendly
+def quota_apply(
+    pool: Annotated[Path, typer.Argument(help="A pool file; its orgs' quotas and teams are applied.")],
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Make the server's orgs, quotas and teams match a pool file (pool-admin; audited)."""
+    from scheduler.config import load_pool_config
+    from scheduler.errors import ConfigError
+
+    try:
+        config = load_pool_config(pool)
+    except ConfigError as exc:
+        raise ClientError("; ".join(exc.lines())) from None
+    client = _client(url, token, context)
+    known = {o["name"]: o for o in client.get("/v1/orgs")}
+    for org in config.orgs:
+        if org.name not in known:
+            client.post("/v1/orgs", {"name": org.name, "weight": org.weight})
+            typer.echo(f"{org.name}: created")
+        current = known.get(org.name, {}).get("quotas", {})
+        for flavor, quota in org.quotas.items():
+            wanted = quota.model_dump()
+            if current.get(flavor) != wanted:
+                client.put(f"/v1/orgs/{org.name}/quotas/{flavor}", wanted)
+                typer.echo(f"{org.name}/{flavor}: {wanted}")
+        for team in org.teams:
+            client.put(f"/v1/orgs/{org.name}/teams/{team.name}", {"weight": team.weight})
+
+
+teams_app = typer.Typer(help="Teams of an organization and their weights.", no_args_is_help=True)
+
+
+@teams_app.command("list")
+@friendly
+def teams_list(org: str, output: OutOpt = Output.table, url: UrlOpt = None, token: TokenOpt = None,
+               context: ContextOpt = None) -> None:  # fmt: skip
+    emit(_client(url, token, context).get(f"/v1/orgs/{org}/teams"), output, ("org", "name", "weight"))
+
+
+@teams_app.command("set")
+@friendly
+def teams_set(
+    org: str,
+    team: str,
+    weight: Annotated[float, typer.Option("--weight", min=0.0001)] = 1.0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Create a team or change its weight (org-admin of the org)."""
+    row = _client(url, token, context).put(f"/v1/orgs/{org}/teams/{team}", {"weight": weight})
+    typer.echo(f"{row['org']}/{row['name']}: weight {row['weight']}")
+
+
 # --- tokens and usage ----------------------------------------------------------------
 
 tokens_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
@@ -439,3 +496,4 @@ def register(app: typer.Typer) -> None:
     app.add_typer(nodes_app, name="nodes")
     app.add_typer(quota_app, name="quota")
     app.add_typer(tokens_app, name="tokens")
+    app.add_typer(teams_app, name="teams")

@@ -146,3 +146,22 @@ def test_admin_commands(live: Live) -> None:
     assert code == 0 and out.splitlines()[0] == "org,accelerator_hours"
     code, out = live.run("nodes", "cordon", "h100-03", token="pool-admin")
     assert code == 0 and "cordoned" in out
+
+
+def test_quota_apply_and_teams(live: Live, tmp_path: Path) -> None:
+    pool = tmp_path / "pool.yaml"
+    pool.write_text(
+        "flavors: [{name: h100}]\n"
+        "orgs:\n"
+        "  - {name: a, quotas: {h100: {nominal: 20}}, teams: [{name: vision, weight: 2}]}\n"
+        "  - {name: c, quotas: {h100: {nominal: 4}}}\n"
+    )
+    code, out = live.run("quota", "apply", str(pool), token="pool-admin")
+    assert code == 0, out
+    assert "c: created" in out and "a/h100" in out
+    code, out = live.run("teams", "list", "a", "-o", "json")
+    assert {"org": "a", "name": "vision", "weight": 2.0} in json.loads(out)
+    code, out = live.run("quota", "apply", str(pool), token="pool-admin")
+    assert code == 0 and out.strip() == ""  # already applied: nothing to change
+    code, out = live.run("teams", "set", "a", "nlp", "--weight", "3", token="org-admin@a")
+    assert code == 0 and "weight 3.0" in out
