@@ -126,12 +126,14 @@ def server(
     import logging
 
     import uvicorn
+    from sqlalchemy.exc import SQLAlchemyError
 
     from scheduler.api.server import ServerOptions, build
     from scheduler.errors import ConfigError
     from scheduler.store.db import DatabaseURLError
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     opts = ServerOptions(
         db=db, pool=str(pool) if pool else None, backend=backend, sim_state=sim_state,
         sim_duration=sim_duration, interval=interval, lease_ttl=lease_ttl,
@@ -144,6 +146,10 @@ def server(
         raise typer.Exit(2) from None
     except (DatabaseURLError, ValueError, OSError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        err.print(f"[red]error:[/red] --db: cannot use the database: {reason}", highlight=False)
         raise typer.Exit(2) from None
     typer.echo(f"trainpool server on http://{host}:{port} (API under /v1, docs at /docs)", err=True)
     # A long keep-alive: clients reuse connections, and a client that sends on a

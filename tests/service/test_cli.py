@@ -165,3 +165,18 @@ def test_quota_apply_and_teams(live: Live, tmp_path: Path) -> None:
     assert code == 0 and out.strip() == ""  # already applied: nothing to change
     code, out = live.run("teams", "set", "a", "nlp", "--weight", "3", token="org-admin@a")
     assert code == 0 and "weight 3.0" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--db", "mysql://u@h/db"], "--db: unsupported database 'mysql'"),
+        (["--db", "postgresql://u@127.0.0.1:1/db"], "--db: cannot use the database"),
+        (["--pool", "/nonexistent/pool.yaml"], "/nonexistent/pool.yaml"),
+    ],
+)
+def test_server_refuses_bad_options_in_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    if "--db" not in args:
+        args = ["--db", str(tmp_path / "pool.db"), *args]
+    result = runner.invoke(app, ["server", *args], env={"XDG_DATA_HOME": str(tmp_path)})
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
