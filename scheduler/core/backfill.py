@@ -112,12 +112,4 @@ def plan_reservation(
             return None
         got = (math.inf, got[1])
     start_at, placement = got
-    hold = Hold(job_id, flavor, start_at, tuple(i for i, _ in placement))
-    for i, n in placement:
-        a = min(max(0, pool.free_acc[i]), n * shape.acc)
-        c = min(max(0.0, pool.free_cpu[i]), n * shape.cpu)
-        m = min(max(0.0, pool.free_mem[i]), n * shape.mem)
-        if a or c or m:
-            hold.held[i] = (a, c, m)
-            pool.take(i, a, c, m)
-    return hold
+    return Hold(job_id, flavor, start_at, tuple(i for i, _ in placement), pool.hold(placement, shape))

@@ -81,6 +81,10 @@ class Cycle:
         self.blocked: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.strict_blocker: str | None = None
         self._memo: dict[tuple[object, ...], object] = {}
+        self._rejects: dict[tuple[object, ...], tuple[RejectReason, str] | None] = {}
+        self._outcomes: dict[tuple[object, ...], tuple[int, PendingStatus]] = {}
+        # Bumped when a hold or an org block changes the reasons later jobs get.
+        self.epoch = 0
 
     # -- the steps ---------------------------------------------------------------------
 
@@ -109,26 +113,13 @@ class Cycle:
 
     def admissible(self, job: PendingJob) -> bool:
         """Reject what can never run; park what may not run yet. True: goes to the queue."""
-        g = job.spec.gang
-        if job.spec.org not in self.orgs:
-            return self.reject(job, RejectReason.UNKNOWN_ORG, f"org '{job.spec.org}' does not exist")
-        unknown = [f for f in g.flavors if f not in self.flavors]
-        if unknown:
-            return self.reject(job, RejectReason.UNKNOWN_FLAVOR, f"flavor '{unknown[0]}' does not exist")
-        shape, q = shape_of(job), g.total_accelerators
-        if not any(self.fits_empty(job, f, shape) for f in g.flavors):
-            return self.reject(
-                job,
-                RejectReason.NEVER_FITS,
-                f"{g.replicas} x {g.accelerators} {'/'.join(g.flavors)} does not fit even an empty pool",
-            )
-        if all(q > self.quota_max(job.spec.org, f) for f in g.flavors):
-            return self.reject(
-                job,
-                RejectReason.NO_QUOTA,
-                f"needs {q} accelerators; org '{job.spec.org}' may hold at most "
-                + ", ".join(f"{self.quota_max(job.spec.org, f):g} {f}" for f in g.flavors),
-            )
+        g, t = job.spec.gang, job.spec.topology
+        key = (job.spec.org, g.flavors, shape_of(job), t.level if t and t.mode == "required" else None)
+        if key not in self._rejects:
+            self._rejects[key] = self.never_runs(job)
+        rejected = self._rejects[key]
+        if rejected is not None:
+            return self.reject(job, *rejected)
         if job.eligible_at > self.now:
             self.pend(
                 job,
@@ -139,6 +130,24 @@ class Cycle:
             return False
         return True
 
+    def never_runs(self, job: PendingJob) -> tuple[RejectReason, str] | None:
+        g, org = job.spec.gang, job.spec.org
+        if org not in self.orgs:
+            return RejectReason.UNKNOWN_ORG, f"org '{org}' does not exist"
+        unknown = [f for f in g.flavors if f not in self.flavors]
+        if unknown:
+            return RejectReason.UNKNOWN_FLAVOR, f"flavor '{unknown[0]}' does not exist"
+        shape, q = shape_of(job), g.total_accelerators
+        if not any(self.fits_empty(job, f, shape) for f in g.flavors):
+            return (
+                RejectReason.NEVER_FITS,
+                f"{g.replicas} x {g.accelerators} {'/'.join(g.flavors)} does not fit even an empty pool",
+            )
+        if all(q > self.quota_max(org, f) for f in g.flavors):
+            limits = ", ".join(f"{self.quota_max(org, f):g} {f}" for f in g.flavors)
+            return RejectReason.NO_QUOTA, f"needs {q} accelerators; org '{org}' may hold at most {limits}"
+        return None
+
     def consider(self, job: PendingJob) -> None:
         if self.strict_blocker is not None:
             self.pend(
@@ -148,6 +157,41 @@ class Cycle:
                 blocked_by=self.strict_blocker,
             )
             return
+        # On a saturated pool most jobs fail exactly like the last job of the same kind.
+        # Inside a cycle, free capacity, lendable quota and victims only shrink, so a job
+        # that failed stays failed; only a new hold or org block can change *why*. So a
+        # failure is reused for same-kind jobs until then (the epoch), instead of redone.
+        key = self.outcome_key(job)
+        if key is not None:
+            hit = self._outcomes.get(key)
+            if hit is not None and hit[0] == self.epoch:
+                self.out.pending[job.id] = hit[1]
+                return
+        epoch = self.epoch
+        self.allocate_or_wait(job)
+        status = self.out.pending.get(job.id)
+        if (
+            key is not None
+            and self.epoch == epoch
+            and status is not None
+            and status.reason is not PendingReason.PREEMPTING
+        ):
+            self._outcomes[key] = (epoch, status)
+
+    def outcome_key(self, job: PendingJob) -> tuple[object, ...] | None:
+        if job.avoid_nodes or job.preempted_by or job.id in self.stopping_for:
+            return None  # job-specific constraints: decide it on its own
+        spec = job.spec
+        return (
+            spec.org,
+            spec.gang.flavors,
+            shape_of(job),
+            spec.topology,
+            job.priority,
+            spec.max_runtime_seconds,
+        )
+
+    def allocate_or_wait(self, job: PendingJob) -> None:
         g, org, shape = job.spec.gang, job.spec.org, shape_of(job)
         q = g.total_accelerators
         verdicts = [(f, self.book.check(org, f, q)) for f in g.flavors]
@@ -278,7 +322,7 @@ class Cycle:
             key = ("victims", org, f, shape, job.priority, reclaim, job.spec.topology, job.avoid_nodes)
             if key in self._memo:
                 continue
-            victims = find_victims(
+            found = find_victims(
                 self.pool,
                 self.book,
                 job,
@@ -288,9 +332,13 @@ class Cycle:
                 self.stopping,
                 fit=self.fit_of(job),
             )
-            if not victims:
+            if found is None:
                 self._memo[key] = _FAIL
                 continue
+            victims, placement = found
+            # What is free now on its future nodes is its own: later jobs must not take
+            # it while the victims stop, or it would not fit when they are gone.
+            self.pool.hold(placement, shape)
             for v in victims:
                 self.stopping.add(v.job.id)
                 self.out.preemptions.append(
@@ -331,6 +379,7 @@ class Cycle:
             reason in (PendingReason.CAPACITY, PendingReason.TOPOLOGY)
             and self.policy.backfill
             and f not in self.holds
+            and ("no-hold", f, shape, self.fit_of(job)) not in self._memo
         ):
             fit = self.fit_of(job)
             hold = plan_reservation(
@@ -343,7 +392,10 @@ class Cycle:
                 self.now,
                 lambda extra: self.pool.place(f, shape, fit, extra=extra),
             )
-            if hold is not None:
+            if hold is None:
+                self._memo[("no-hold", f, shape, fit)] = _FAIL  # it would not fit even then
+            else:
+                self.epoch += 1
                 self.holds[f] = hold
                 start = None if math.isinf(hold.start_at) else hold.start_at
                 self.out.reservations.append(
@@ -401,6 +453,7 @@ class Cycle:
         """A job waiting on quota keeps its org's later borrowing jobs from overtaking it."""
         for f, _ in verdicts:
             if (job.spec.org, f) not in self.blocked:
+                self.epoch += 1
                 self.blocked[(job.spec.org, f)] = (job.id, self.quota_free_at(job, f))
 
     def quota_free_at(self, job: PendingJob, f: str) -> float | None:

@@ -89,6 +89,19 @@ class PoolState:
             else:
                 self._has_room[self.flavor[i]].discard(i)
 
+    def hold(self, placement: list[tuple[int, int]], s: Shape) -> dict[int, tuple[int, float, float]]:
+        """Take the currently free part of a future placement out of the pool, so later
+        jobs in the cycle cannot use it; returns what was held per node."""
+        held: dict[int, tuple[int, float, float]] = {}
+        for i, n in placement:
+            a = min(max(0, self.free_acc[i]), n * s.acc)
+            c = min(max(0.0, self.free_cpu[i]), n * s.cpu)
+            m = min(max(0.0, self.free_mem[i]), n * s.mem)
+            if a or c or m:
+                held[i] = (a, c, m)
+                self.take(i, a, c, m)
+        return held
+
     def build_buckets(self) -> None:
         """Index schedulable nodes by free accelerators; call once charging is done."""
         for flavor, idx in self.by_flavor.items():

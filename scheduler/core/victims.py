@@ -75,8 +75,9 @@ def find_victims(
     taken: set[str],
     *,
     fit: Fit,
-) -> list[Victim] | None:
-    """The victims to stop so ``job`` fits on ``flavor``, or None when no set would do.
+) -> tuple[list[Victim], list[tuple[int, int]]] | None:
+    """The victims to stop so ``job`` fits on ``flavor`` and the nodes it will then get, or
+    None when no set would do.
 
     ``candidates`` come in victim order, grouped in classes (borrowed or not, then
     priority). The cheapest class prefix whose release lets the gang fit is taken; the
@@ -90,7 +91,7 @@ def find_victims(
     prefix: list[Victim] = []
     whole = _Release(pool, None, flavor)  # capacity only: the book stays untouched
 
-    def attempt() -> list[Victim] | None:
+    def attempt() -> tuple[list[Victim], list[tuple[int, int]]] | None:
         if free_now + whole.freed < need:
             return None
         target = pool.place(flavor, shape, fit, extra=whole.extra)
@@ -132,7 +133,7 @@ def _choose(
     fit: Fit,
     prefix: list[Victim],
     target: list[tuple[int, int]],
-) -> list[Victim] | None:
+) -> tuple[list[Victim], list[tuple[int, int]]] | None:
     org, need = job.spec.org, shape.replicas * shape.acc
     on_node: dict[int, list[Victim]] = {}
     for v in prefix:
@@ -168,8 +169,7 @@ def _choose(
                 take(v)
         if book.check(org, flavor, need) not in (Verdict.NOMINAL, Verdict.BORROWED):
             return None
-        if not rel.jobs or pool.place(flavor, shape, fit, extra=rel.extra) is None:
-            return None
-        return list(rel.jobs)
+        placement = pool.place(flavor, shape, fit, extra=rel.extra) if rel.jobs else None
+        return None if placement is None else (list(rel.jobs), placement)
     finally:
         rel.undo()
