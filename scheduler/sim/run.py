@@ -68,7 +68,7 @@ def prepare(req: SimRequest) -> tuple[SimPool, list[TraceJob], FailureModel, dic
             # No quota file: the nodes are split equally (whole nodes) among the trace's orgs.
             quotas = dict.fromkeys(sorted(orgs), req.nodes // len(orgs))
         pool = pool_from_quotas(
-            quotas, orgs, req.gpus_per_node, req.nodes, req.rack_size, req.racks_per_spine
+            quotas or {}, orgs, req.gpus_per_node, req.nodes, req.rack_size, req.racks_per_spine
         )
     else:
         raise TraceError("give --pool FILE, --quotas FILE, or --nodes N (with --gpus-per-node)")

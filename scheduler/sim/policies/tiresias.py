@@ -80,23 +80,28 @@ class Tiresias:
     ) -> list[SimJob]:
         """Lower-queue victims, greedily, until ``job`` fits; none if it never does."""
         gang = job.spec.gang
+        per, need = gang.accelerators, gang.replicas
+        if per == 0 or _slots(free, per) >= need:
+            return []  # room exists: it waits for another reason (quota, reservation)
         my_queue = self.queue(job, now)
         avoid = job.pending.preempted_by if job.pending is not None else None
         trial = dict(free)
+        slots = _slots(trial, per)
         chosen: list[SimJob] = []
-        for victim in candidates:
-            if _fits(trial, gang.replicas, gang.accelerators):
+        for victim in candidates:  # lowest queue first, so the first eligible ones are the best
+            if self.queue(victim, now) <= my_queue:
                 break
-            if self.queue(victim, now) <= my_queue or victim.id == avoid:
+            if victim.id == avoid or victim.running is None:
                 continue
-            assert victim.running is not None
             for node, n in victim.running.assignments:
-                trial[node] += n * victim.spec.gang.accelerators
+                before = trial[node]
+                trial[node] = before + n * victim.spec.gang.accelerators
+                slots += trial[node] // per - before // per
             chosen.append(victim)
-        if not chosen or not _fits(trial, gang.replicas, gang.accelerators):
-            return []
-        free.update(trial)
-        return chosen
+            if slots >= need:
+                free.update(trial)
+                return chosen
+        return []
 
     def next_wakeup(self, sim: Simulation, now: float) -> float | None:
         """When the next running job drops a queue, if anyone is waiting to benefit."""
@@ -123,12 +128,6 @@ def _free_by_node(sim: Simulation) -> dict[str, int]:
     return free
 
 
-def _fits(free: dict[str, int], replicas: int, per_replica: int) -> bool:
-    if per_replica == 0:
-        return True
-    slots = 0
-    for room in free.values():
-        slots += room // per_replica
-        if slots >= replicas:
-            return True
-    return False
+def _slots(free: dict[str, int], per_replica: int) -> int:
+    """Replicas of ``per_replica`` accelerators that fit in ``free``, node by node."""
+    return sum(room // per_replica for room in free.values())
