@@ -13,7 +13,9 @@ Definitions (also printed in the report):
   capacity is water-filled (max-min by weight) among orgs that want more. An org's share
   and entitlement are their integrals over the arrival window as fractions of capacity.
 - Guarantee violation: time an org held less than its nominal while it had a pending
-  job that fits in the difference.
+  job that fits in the difference. The allowance is what one reclaim takes in this loop
+  (up to one interval to the next cycle, the victims' grace, one interval to the cycle
+  after they exit); episodes longer than it are counted separately.
 """
 
 from __future__ import annotations
@@ -162,27 +164,36 @@ def shares(
     }
 
 
-def guarantee_violations(tl: TimelineArrays) -> dict[str, Any]:
-    """Org-seconds in violation, episodes (maximal runs of violating segments), the longest one."""
+def guarantee_violations(tl: TimelineArrays, allowance_s: float = 0.0) -> dict[str, Any]:
+    """Org-seconds in violation, episodes (maximal runs of violating segments), the longest one,
+    and the episodes longer than ``allowance_s`` with their time beyond it."""
     per_org: dict[str, float] = {}
     episodes = 0
     longest = 0.0
+    lengths: list[float] = []
     for k, org in enumerate(tl.orgs):
         flags = tl.violating[:, k]
         per_org[org] = float((tl.dt * flags).sum())
-        run = 0.0
+        run, inside = 0.0, False
         for flag, dt in zip(flags, tl.dt, strict=True):
             if flag:
-                if run == 0.0:
-                    episodes += 1
-                run += dt
+                episodes += 0 if inside else 1
+                run = run + dt if inside else dt
+                inside = True
                 longest = max(longest, run)
-            else:
-                run = 0.0
+            elif inside:
+                lengths.append(run)
+                inside = False
+        if inside:
+            lengths.append(run)
+    over = [length - allowance_s for length in lengths if length > allowance_s]
     return {
         "org_seconds": sum(per_org.values()),
         "episodes": episodes,
         "longest_s": longest,
+        "allowance_s": allowance_s,
+        "episodes_over_allowance": len(over),
+        "org_seconds_over_allowance": sum(over),
         "per_org_s": per_org,
     }
 

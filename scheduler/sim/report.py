@@ -11,7 +11,9 @@ from scheduler.sim.failures import FailureModel, young_daly_loss
 from scheduler.sim.record import SimResult
 
 
-def summarize(result: SimResult, model: FailureModel, description: str) -> dict[str, Any]:
+def summarize(
+    result: SimResult, model: FailureModel, description: str, allowance_s: float = 0.0
+) -> dict[str, Any]:
     jobs = result.jobs
     tl = result.timeline.arrays()
     window = metrics.arrival_window(jobs)
@@ -42,7 +44,7 @@ def summarize(result: SimResult, model: FailureModel, description: str) -> dict[
         },
         "makespan_s": metrics.makespan(jobs),
         "fairness": fair,
-        "guarantee_violations": metrics.guarantee_violations(tl),
+        "guarantee_violations": metrics.guarantee_violations(tl, allowance_s),
         "preemptions": {"total": sum(result.preemptions.values()), "by_reason": result.preemptions},
         "failures": {
             "node_failures_hitting_jobs": result.node_failures,
@@ -86,17 +88,19 @@ def markdown(summaries: Sequence[dict[str, Any]], header: dict[str, Any]) -> str
         )
     lines += [
         "",
-        "| policy | max share dev (pp) | Jain | guarantee viol (org-h) | longest viol (s) | preemptions "
+        "| policy | max share dev (pp) | Jain | guarantee viol (org-h) | longest viol (s) | viol > allowance "
+        "| preemptions "
         "| lost to failures (acc-h) | Young/Daly expected (acc-h) | lost to preemption (acc-h) | goodput "
         "| rejected | unfinished |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         f, g, fl = s["fairness"], s["guarantee_violations"], s["failures"]
         rejected = sum(s["rejected"].values())
         lines.append(
             f"| {s['policy']} | {100 * f['max_deviation']:.2f} | {f['jain']:.3f} | {_h(g['org_seconds'])} "
-            f"| {g['longest_s']:,.0f} | {s['preemptions']['total']} | {fl['lost_failure_acc_h']:,.0f} "
+            f"| {g['longest_s']:,.0f} | {g['episodes_over_allowance']} | {s['preemptions']['total']} "
+            f"| {fl['lost_failure_acc_h']:,.0f} "
             f"| {fl['young_daly_expected_failure_acc_h']:,.0f} | {fl['lost_preemption_acc_h']:,.0f} "
             f"| {_pct(fl['goodput'])} | {rejected} | {s['unfinished']} |"
         )

@@ -109,7 +109,8 @@ def run(req: SimRequest, decide: Decide | None = None, progress: ProgressFactory
         tick = progress(name, len(jobs)) if progress is not None else None
         result = Simulation(pool, jobs, policy, model, config, decide=decide, progress=tick).run()
         results.append(result)
-        summaries.append(summarize(result, model, policy.description))
+        allowance = 2 * req.interval_s + req.grace_s
+        summaries.append(summarize(result, model, policy.description, allowance))
     return SimRun(header, summaries, results)
 
 

@@ -136,11 +136,12 @@ def test_guarantee_violations_count_time_episodes_and_the_longest() -> None:
     for t, flags in [(0, (True, False)), (5, (True, True)), (15, (False, False)), (20, (True, False))]:
         tl.record(t, (t, 0), (t, 0), 1, flags)  # alloc differs so every segment is kept
     tl.end = 23
-    v = metrics.guarantee_violations(tl.arrays())
+    v = metrics.guarantee_violations(tl.arrays(), allowance_s=9)
     assert v["per_org_s"] == {"a": 5 + 10 + 3, "b": 10}
     assert v["org_seconds"] == 28
-    assert v["episodes"] == 3  # a twice, b once
+    assert v["episodes"] == 3  # a twice (15 s, then 3 s), b once (10 s)
     assert v["longest_s"] == 15
+    assert v["episodes_over_allowance"] == 2 and v["org_seconds_over_allowance"] == (15 - 9) + (10 - 9)
 
 
 def test_losses_and_goodput() -> None:
