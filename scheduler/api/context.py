@@ -29,6 +29,9 @@ class ServerContext:
     # database read per request; a revocation reaches other servers within AUTH_TTL.
     auth_cache: dict[str, tuple[Principal | None, float]] = field(default_factory=dict)
     submits: SubmitBatcher = field(init=False)
+    # (org, team) pairs seen to exist; orgs and teams are never deleted, so a hit
+    # spares the submit path a database read.
+    known_owners: set[tuple[str, str | None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.submits = SubmitBatcher(self.db)

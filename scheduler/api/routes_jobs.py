@@ -7,11 +7,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 
 from scheduler.api.auth import authenticate, can_see_org, require_org, visible_orgs
 from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, not_found
 from scheduler.api.schemas import CheckpointRequest, Event, Job, SubmitRequest
+from scheduler.domain import JobSpec
 from scheduler.lifecycle import TERMINAL, IllegalTransition, JobState
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
@@ -39,20 +41,28 @@ def _allocation(s: Session, job: JobRow) -> dict[str, Any] | None:
     return {"flavor": alloc.flavor, "nodes": nodes, "reason": alloc.reason, "state": alloc.state}
 
 
-def _check_spec(s: Session, ctx: ServerContext, req: SubmitRequest) -> int:
-    """Reject what can be known wrong at submit time; the priority's numeric value."""
-    spec = req.spec
-    if orgstore.get_org(s, spec.org) is None:
-        raise ApiError(422, f"unknown org '{spec.org}'", "spec.org")
-    if spec.team is not None and spec.team not in {t.name for t in orgstore.teams(s, spec.org)}:
-        raise ApiError(422, f"org '{spec.org}' has no team '{spec.team}'", "spec.team")
-    known = {f.name for f in flavors_of(s, ctx.pool)}
+def _check_owner(ctx: ServerContext, spec: JobSpec) -> None:
+    """The org and team exist (a database read, remembered once it succeeds)."""
+    with ctx.db.read() as s:
+        if orgstore.get_org(s, spec.org) is None:
+            raise ApiError(422, f"unknown org '{spec.org}'", "spec.org")
+        if spec.team is not None and spec.team not in {t.name for t in orgstore.teams(s, spec.org)}:
+            raise ApiError(422, f"org '{spec.org}' has no team '{spec.team}'", "spec.team")
+        flavors = {f.name for f in flavors_of(s, ctx.pool)}
+    _check_flavors(spec, flavors)
+    ctx.known_owners.add((spec.org, spec.team))
+
+
+def _check_flavors(spec: JobSpec, known: set[str]) -> None:
     for i, flavor in enumerate(spec.gang.flavors):
         if flavor not in known:
             listing = ", ".join(sorted(known)) or "none"
             raise ApiError(
                 422, f"unknown flavor '{flavor}' (this pool has: {listing})", f"spec.gang.flavors[{i}]"
             )
+
+
+def _priority(ctx: ServerContext, spec: JobSpec) -> int:
     value = ctx.pool.priority_value(spec.priority)
     if value is None:
         listing = ", ".join(p.name for p in ctx.pool.priority_classes)
@@ -63,33 +73,36 @@ def _check_spec(s: Session, ctx: ServerContext, req: SubmitRequest) -> int:
 
 
 @router.post("/jobs", status_code=201, response_model=Job)
-def submit(
+async def submit(
     req: SubmitRequest,
     ctx: Ctx,
     who: Who,
     response: Response,
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> Job:
+    """Async end to end: the hot path of the pool (checks cached, one group commit)."""
     require_org(who, req.spec.org)
-    request_id = req.client_request_id or idempotency_key
-    with ctx.db.read() as s:
-        priority = _check_spec(s, ctx, req)
+    spec = req.spec
+    if (spec.org, spec.team) in ctx.known_owners and ctx.pool.flavors:
+        _check_flavors(spec, {f.name for f in ctx.pool.flavors})
+    else:
+        await run_in_threadpool(_check_owner, ctx, spec)
+    priority = _priority(ctx, spec)
     try:
-        sub = ctx.submits.submit(
-            req.spec,
+        sub = await ctx.submits.submit_async(
+            spec,
             priority=priority,
             now=ctx.clock(),
             submitted_by=who.token_id,
-            client_request_id=request_id,
+            client_request_id=req.client_request_id or idempotency_key,
         )
-        out = Job.of(sub.job)
     except jobstore.RequestConflict as exc:
         raise ApiError(409, str(exc), "client_request_id") from None
     if sub.created:
-        ctx.metrics.submissions.labels(req.spec.org).inc()
+        ctx.metrics.submissions.labels(spec.org).inc()
     else:
         response.status_code = 200
-    return out
+    return Job.of(sub.job)
 
 
 @router.get("/jobs", response_model=list[Job])

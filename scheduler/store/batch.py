@@ -10,6 +10,7 @@ commits.
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import threading
 from concurrent.futures import Future
@@ -55,6 +56,21 @@ class SubmitBatcher:
         item = _Item(spec, priority, now, submitted_by, client_request_id)
         self._queue.put(item)
         return item.done.result(timeout=timeout)
+
+    async def submit_async(
+        self,
+        spec: JobSpec,
+        *,
+        priority: int,
+        now: float,
+        submitted_by: str | None,
+        client_request_id: str | None,
+    ) -> jobstore.Submitted:
+        """The same, awaited on the event loop instead of blocking a request thread."""
+        self._ensure_started()
+        item = _Item(spec, priority, now, submitted_by, client_request_id)
+        self._queue.put(item)
+        return await asyncio.wrap_future(item.done)
 
     def close(self) -> None:
         if self._thread is not None:
