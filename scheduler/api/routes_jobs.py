@@ -13,6 +13,7 @@ from scheduler.api.auth import authenticate, can_see_org, require_org, visible_o
 from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, not_found
 from scheduler.api.schemas import CheckpointRequest, Event, Job, SubmitRequest
+from scheduler.backends.base import gang_key
 from scheduler.domain import JobSpec
 from scheduler.lifecycle import TERMINAL, IllegalTransition, JobState
 from scheduler.store import jobs as jobstore
@@ -159,6 +160,28 @@ def job_events(
     with ctx.db.read() as s:
         _visible_job(s, who, job_id)
         return [Event.of(e) for e in jobstore.events(s, job_id, limit)]
+
+
+@router.get("/jobs/{job_id}/logs")
+def job_logs(
+    job_id: str,
+    ctx: Ctx,
+    who: Who,
+    attempt: Annotated[int | None, Query(ge=0, le=100_000)] = None,
+    tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
+) -> dict[str, Any]:
+    """The backend's log lines for one attempt (default: the current one)."""
+    with ctx.db.read() as s:
+        job = _visible_job(s, who, job_id)
+    which = job.attempt if attempt is None else attempt
+    lines = None
+    if ctx.loop is not None:
+        lines = ctx.loop.backend.logs(gang_key(job.id, which), tail, ctx.clock())
+    if lines is None:
+        raise ApiError(
+            404, f"no logs for attempt {which} of job '{job_id}' (the backend keeps none)", "attempt"
+        )
+    return {"job_id": job.id, "attempt": which, "lines": lines}
 
 
 @router.post("/jobs/{job_id}/checkpoints", status_code=201)

@@ -83,6 +83,10 @@ class Backend(Protocol):
         """Drop a finished gang's record once its outcome is stored."""
         ...
 
+    def logs(self, key: str, tail: int, now: float) -> list[str] | None:
+        """The gang's last ``tail`` log lines; None where the backend keeps none for it."""
+        ...
+
 
 class BackendError(Exception):
     """The backend could not do what was asked; an infrastructure failure."""

@@ -57,6 +57,7 @@ class SimBackend:
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         self._gangs: dict[str, SimGang] = {}
+        self._archive: dict[str, list[str]] = {}
         self.launches = 0  # launch calls that started a gang (tests count duplicates)
         # Launches that found a node without room: the scheduler double-allocated.
         self.overcommits = 0
@@ -117,8 +118,32 @@ class SimBackend:
         self._save()
 
     def forget(self, key: str) -> None:
-        if self._gangs.pop(key, None) is not None:
+        g = self._gangs.get(key)
+        if g is not None:
+            # Keep what `logs` would say, for the last few hundred finished gangs.
+            self._archive[key] = self._lines(g, g.launched_at + g.duration)
+            while len(self._archive) > _ARCHIVE:
+                self._archive.pop(next(iter(self._archive)))
+            del self._gangs[key]
             self._save()
+
+    def logs(self, key: str, tail: int, now: float) -> list[str] | None:
+        """Sim gangs print nothing; these lines say what the sim did with the gang."""
+        self._refresh()
+        g = self._gangs.get(key)
+        if g is None:
+            archived = self._archive.get(key)
+            return None if archived is None else archived[-tail:]
+        return self._lines(g, now)[-tail:]
+
+    def _lines(self, g: SimGang, now: float) -> list[str]:
+        st = self._status(g, now)
+        lines = [f"{g.launched_at:.3f} launched on {', '.join(g.nodes)} for {g.duration:g}s"]
+        if g.stop_requested_at is not None:
+            lines.append(f"{g.stop_requested_at:.3f} SIGTERM (grace {g.grace:g}s)")
+        if st.phase in _DONE:
+            lines.append(f"{st.at or now:.3f} {st.phase.value}" + (f": {st.message}" if st.message else ""))
+        return lines
 
     # --- internals -----------------------------------------------------------------
     def _held(self, now: float) -> dict[str, int]:
@@ -165,6 +190,7 @@ class SimBackend:
             "launches": self.launches,
             "overcommits": self.overcommits,
             "health": {n: node.health.value for n, node in self._nodes.items()},
+            "archive": self._archive,
         }
         tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(data))
@@ -184,11 +210,13 @@ class SimBackend:
         self._gangs = {g["key"]: SimGang(**g) for g in data.get("gangs", [])}
         self.launches = int(data.get("launches", 0))
         self.overcommits = int(data.get("overcommits", 0))
+        self._archive = dict(data.get("archive", {}))
         for name, health in data.get("health", {}).items():
             if name in self._nodes:
                 self._nodes[name] = self._nodes[name].model_copy(update={"health": Health(health)})
 
 
+_ARCHIVE = 500
 _DONE = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.LOST, Phase.STOPPED})
 
 

@@ -249,6 +249,21 @@ def jobs_events(job_id: str, output: OutOpt = Output.table, url: UrlOpt = None, 
     emit(rows, output, ("at", "attempt", "event", "from_state", "to_state", "reason", "message"))
 
 
+@jobs_app.command("logs")
+@friendly
+def jobs_logs(
+    job_id: str,
+    attempt: Annotated[int | None, typer.Option("--attempt", min=0)] = None,
+    tail: Annotated[int, typer.Option("--tail", min=1, max=10_000)] = 200,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """The job's log lines, as far as the backend keeps them."""
+    body = _client(url, token, context).get(f"/v1/jobs/{job_id}/logs", attempt=attempt, tail=tail)
+    typer.echo("\n".join(body["lines"]))
+
+
 @friendly
 def queue(
     org: Annotated[str | None, typer.Option("--org")] = None,

@@ -158,3 +158,13 @@ def test_ops_endpoints(api: Api) -> None:
     assert 'trainpool_running_jobs{flavor="h100",org="a"} 1.0' in text
     assert "trainpool_api_request_seconds_bucket" in text and 'route="/v1/jobs"' in text
     assert "j-" not in text  # no job ids in labels
+
+
+def test_logs_where_the_backend_keeps_them(api: Api) -> None:
+    job = api.submit("member@a", env={"SIM_DURATION": "5"})
+    missing = api.call("member@a", "GET", f"/v1/jobs/{job['id']}/logs")
+    assert missing.status_code == 404 and missing.json()["detail"].startswith("attempt: no logs")
+    api.cycle()
+    api.cycle(10)
+    lines = api.call("member@a", "GET", f"/v1/jobs/{job['id']}/logs").json()["lines"]
+    assert "launched on h100-" in lines[0] and lines[-1].endswith("succeeded")

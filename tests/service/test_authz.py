@@ -37,6 +37,7 @@ class Row:
     other: frozenset[str]  # ... on org "b"'s resources
     body: Body = None
     params: Callable[[str], dict[str, Any]] | None = None
+    launched: bool = False  # the job must have run (logs exist only then)
 
 
 TABLE = [
@@ -46,6 +47,7 @@ TABLE = [
     Row("GET", "/v1/jobs/{job}", ALL, POOL),
     Row("POST", "/v1/jobs/{job}/cancel", ALL, POOL),
     Row("GET", "/v1/jobs/{job}/events", ALL, POOL),
+    Row("GET", "/v1/jobs/{job}/logs", ALL, POOL, params=lambda org: {"attempt": 0}, launched=True),
     Row("POST", "/v1/jobs/{job}/checkpoints", ALL, POOL, body=lambda org: {"path": "/ckpt/1", "step": 1}),
     Row("GET", "/v1/jobs/{job}/checkpoints", ALL, POOL),
     Row("GET", "/v1/queue", ALL, POOL, params=lambda org: {"org": org}),
@@ -83,6 +85,8 @@ def _fill(api: Api, row: Row, org: str) -> str:
     values = {"org": org, "flavor": "h100", "team": "research", "node": "h100-00"}
     if "{job}" in row.path:
         values["job"] = api.submit("pool-admin", org=org)["id"]
+        if row.launched:
+            api.cycle(1)
     if "{token}" in row.path:
         made = api.call("pool-admin", "POST", "/v1/tokens", {"role": "member", "org": org, "name": "victim"})
         values["token"] = made.json()["id"]

@@ -86,6 +86,9 @@ def test_submit_wait_follows_the_job_to_its_end(live: Live, job_file: Path) -> N
     code, out = live.run("submit", str(job_file), "--wait", "-o", "json")
     assert code == 0, out
     assert '"state": "SUCCEEDED"' in out
+    job_id = json.loads(out[out.index("{") :])["id"]
+    code, out = live.run("jobs", "logs", job_id)
+    assert code == 0 and "launched on" in out and "succeeded" in out
 
 
 def test_server_errors_are_one_line_and_exit_1(live: Live, job_file: Path) -> None:
