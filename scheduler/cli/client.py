@@ -1,4 +1,4 @@
-"""The CLI's HTTP client: where the server is, who we are, and one-line errors.
+"""The CLI's HTTP client (where the server is, who we are) and how it shows results and errors.
 
 Server URL and token come from, in order: flags, TRAINPOOL_URL / TRAINPOOL_TOKEN, the
 named (or current) context of the config file (TRAINPOOL_CONFIG, else
@@ -12,13 +12,24 @@ named (or current) context of the config file (TRAINPOOL_CONFIG, else
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
+import typer
 import yaml
+from rich.console import Console
+from rich.table import Table
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 
@@ -116,3 +127,72 @@ def _detail(resp: httpx.Response) -> str:
     if isinstance(body, dict) and "detail" in body:
         return str(body["detail"])
     return str(body)
+
+
+# --- how results and errors are shown --------------------------------------------------
+
+P = ParamSpec("P")
+R = TypeVar("R")
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width
+
+
+class Output(StrEnum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+    csv = "csv"
+
+
+def friendly(fn: Callable[P, R]) -> Callable[P, R]:
+    """One clear line on stderr and exit 1 instead of a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except ClientError as exc:
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def when(t: Any) -> str:
+    if t is None:
+        return "-"
+    return datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def emit(
+    rows: Sequence[dict[str, Any]] | dict[str, Any], output: Output, columns: Sequence[str] = ()
+) -> None:
+    if output is Output.json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif output is Output.yaml:
+        typer.echo(yaml.safe_dump(rows, sort_keys=False).rstrip())
+    elif output is Output.csv:
+        items = [rows] if isinstance(rows, dict) else list(rows)
+        cols = list(columns) or (list(items[0]) if items else [])
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(items)
+        typer.echo(buf.getvalue().rstrip())
+    else:
+        items = [rows] if isinstance(rows, dict) else list(rows)
+        cols = list(columns) or (list(items[0]) if items else [])
+        table = Table(*cols, box=None, header_style="bold")
+        for row in items:
+            table.add_row(*[_cell(c, row.get(c)) for c in cols])
+        # Piped output gets full width: ids must not be cut to "j-ce3f…".
+        Console(width=None if sys.stdout.isatty() else 250).print(table)
+
+
+def _cell(column: str, value: Any) -> str:
+    if column.endswith("_at") or column == "estimated_start":
+        return when(value)
+    if value is None:
+        return "-"
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return str(value)

@@ -6,36 +6,14 @@ server arrive as one line (``ClientError``) and exit with code 1.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
-import sys
 import time
-from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
-from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import Annotated, Any
 
 import typer
-import yaml
-from rich.console import Console
-from rich.table import Table
 
-from scheduler.cli.client import Client, ClientError, Connection
-
-P = ParamSpec("P")
-R = TypeVar("R")
-err = Console(stderr=True, soft_wrap=True)  # an error stays one line, whatever the width
-
-
-class Output(StrEnum):
-    table = "table"
-    json = "json"
-    yaml = "yaml"
-    csv = "csv"
-
+from scheduler.cli.client import Client, ClientError, Connection, Output, emit, err, friendly, when
 
 UrlOpt = Annotated[
     str | None, typer.Option("--url", help="Server URL (else TRAINPOOL_URL, else the context).")
@@ -49,61 +27,6 @@ OutOpt = Annotated[Output, typer.Option("-o", "--output", help="table, json, yam
 
 def _client(url: str | None, token: str | None, context: str | None) -> Client:
     return Client(Connection.resolve(url, token, context))
-
-
-def friendly(fn: Callable[P, R]) -> Callable[P, R]:
-    """One clear line on stderr and exit 1 instead of a traceback."""
-
-    @wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except ClientError as exc:
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
-
-    return wrapper
-
-
-def _when(t: Any) -> str:
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def emit(
-    rows: Sequence[dict[str, Any]] | dict[str, Any], output: Output, columns: Sequence[str] = ()
-) -> None:
-    if output is Output.json:
-        typer.echo(json.dumps(rows, indent=2))
-    elif output is Output.yaml:
-        typer.echo(yaml.safe_dump(rows, sort_keys=False).rstrip())
-    elif output is Output.csv:
-        items = [rows] if isinstance(rows, dict) else list(rows)
-        cols = list(columns) or (list(items[0]) if items else [])
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(items)
-        typer.echo(buf.getvalue().rstrip())
-    else:
-        items = [rows] if isinstance(rows, dict) else list(rows)
-        cols = list(columns) or (list(items[0]) if items else [])
-        table = Table(*cols, box=None, header_style="bold")
-        for row in items:
-            table.add_row(*[_cell(c, row.get(c)) for c in cols])
-        # Piped output gets full width: ids must not be cut to "j-ce3f…".
-        Console(width=None if sys.stdout.isatty() else 250).print(table)
-
-
-def _cell(column: str, value: Any) -> str:
-    if column.endswith("_at") or column == "estimated_start":
-        return _when(value)
-    if value is None:
-        return "-"
-    if isinstance(value, list):
-        return ",".join(str(v) for v in value)
-    return str(value)
 
 
 # --- server --------------------------------------------------------------------------
@@ -197,7 +120,7 @@ def submit(
                 if job.get("reason") and job["state"] == "PENDING"
                 else ""
             )
-            err.print(f"{_when(time.time())}  {job['state']}{reason}", highlight=False)
+            err.print(f"{when(time.time())}  {job['state']}{reason}", highlight=False)
             last = seen
         time.sleep(1.0)
         job = client.get(f"/v1/jobs/{job['id']}")
