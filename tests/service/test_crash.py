@@ -90,9 +90,14 @@ def _max_overlap_per_node(allocs: list[AllocationRow]) -> dict[str, int]:
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_sigkill_at_random_moments_loses_and_duplicates_nothing(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     rng = random.Random(20261128)
-    db = f"sqlite:///{tmp_path / 'pool.db'}"
+    db = (
+        f"sqlite:///{tmp_path / 'pool.db'}" if backend == "sqlite" else str(request.getfixturevalue("pg_url"))
+    )
     server = ServerProc(db, tmp_path)
     server.start()
     ids: dict[str, str] = {}
@@ -115,6 +120,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path: Path) 
     with store.read() as s:
         jobs = list(s.exec(select(JobRow)).all())
         allocs = list(s.exec(select(AllocationRow)).all())
+    store.dispose()
     assert len(jobs) == JOBS  # none duplicated
     assert {j.client_request_id for j in jobs} == {rid for rid, _ in specs}  # none lost
     assert {j.id for j in jobs} == set(ids.values())
