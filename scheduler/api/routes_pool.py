@@ -14,7 +14,16 @@ from quota.model import FlavorQuota
 from scheduler.api.auth import authenticate, forget_tokens, require_org, require_pool_admin, visible_orgs
 from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, forbidden, not_found
-from scheduler.api.schemas import NewToken, Node, OrgRequest, QuotaRequest, TeamRequest, Token, TokenRequest
+from scheduler.api.schemas import (
+    HealthReport,
+    NewToken,
+    Node,
+    OrgRequest,
+    QuotaRequest,
+    TeamRequest,
+    Token,
+    TokenRequest,
+)
 from scheduler.errors import validation_problems
 from scheduler.names import Name
 from scheduler.store import jobs as jobstore
@@ -83,6 +92,22 @@ def cordon(name: str, ctx: Ctx, who: Who) -> Node:
 @router.post("/nodes/{name}/uncordon", response_model=Node)
 def uncordon(name: str, ctx: Ctx, who: Who) -> Node:
     return _cordon(name, ctx, who, False)
+
+
+@router.put("/nodes/{name}/health", response_model=Node)
+def report_health(name: str, req: HealthReport, ctx: Ctx, who: Who) -> Node:
+    """What a node's agent found (pool-admin tokens; agents run with one)."""
+    require_pool_admin(who)
+    with ctx.db.write() as s:
+        row = nodestore.get_node(s, name)
+        if row is None:
+            raise not_found("node", name)
+        if row.reported_health != req.health.value:
+            orgstore.audit(
+                s, ctx.clock(), who.token_id, "node.health", name, health=req.health.value, reason=req.reason
+            )
+        nodestore.report_health(s, row, req.health, req.reason, ctx.clock())
+        return Node.of(row)
 
 
 # --- orgs, teams, quotas ---------------------------------------------------------------

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.domain import JobSpec
+from scheduler.domain import Health, JobSpec
 from scheduler.names import Name
 from scheduler.store.tables import JobEventRow, JobRow, NodeRow, TokenRow
 from scheduler.store.tokens import Role
@@ -101,14 +101,25 @@ class Node(BaseModel):
     zone: str
     spine: str
     rack: str
-    health: str
+    health: str  # effective: the worse of the backend's and the agent's
     cordoned: bool
     present: bool
+    reported_health: str | None
+    reported_reason: str
+    reported_at: float | None
     allocated: int = 0
 
     @classmethod
     def of(cls, row: NodeRow, allocated: int = 0) -> Node:
-        return cls.model_validate({**row.model_dump(), "allocated": allocated})
+        from scheduler.store.nodes import effective_health
+
+        data = {**row.model_dump(), "health": effective_health(row).value, "allocated": allocated}
+        return cls.model_validate(data)
+
+
+class HealthReport(_In):
+    health: Health
+    reason: str = Field("", max_length=1000)
 
 
 class Token(BaseModel):

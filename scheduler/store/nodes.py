@@ -44,6 +44,29 @@ def sync_inventory(session: Session, inventory: Iterable[Node], now: float) -> N
             session.add(row)
 
 
+_RANK = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNHEALTHY: 2}
+
+
+def effective_health(row: NodeRow) -> Health:
+    """The worse of what the backend and the node's agent say; absent nodes are unhealthy."""
+    if not row.present:
+        return Health.UNHEALTHY
+    backend = Health(row.health)
+    if row.reported_health is None:
+        return backend
+    return max(backend, Health(row.reported_health), key=_RANK.__getitem__)
+
+
+def report_health(session: Session, row: NodeRow, health: Health, reason: str, now: float) -> NodeRow:
+    row.reported_health = health.value
+    row.reported_reason = reason
+    row.reported_at = now
+    row.updated_at = now
+    row.version += 1
+    session.add(row)
+    return row
+
+
 def to_node(row: NodeRow) -> Node:
     return Node(
         name=row.name,
@@ -52,7 +75,7 @@ def to_node(row: NodeRow) -> Node:
         cpu=row.cpu,
         memory_gb=row.memory_gb,
         topology=TopologyPath(zone=row.zone, spine=row.spine, rack=row.rack, nvlink_domain=row.nvlink_domain),
-        health=Health(row.health) if row.present else Health.UNHEALTHY,
+        health=effective_health(row),
         cordoned=row.cordoned,
     )
 

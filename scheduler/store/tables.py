@@ -69,6 +69,11 @@ class NodeRow(SQLModel, table=True):
     cordoned: bool = False
     # False once the backend stops reporting it; kept for history and `nodes describe`.
     present: bool = True
+    # What the node's agent last said (probes: pingmesh, NICs, GPUs); the effective
+    # health is the worse of this and the backend's. Stands until the agent reports again.
+    reported_health: str | None = Field(default=None, max_length=16)
+    reported_reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    reported_at: float | None = None
     updated_at: float = 0.0
     version: int = 0
 

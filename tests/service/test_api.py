@@ -168,3 +168,23 @@ def test_logs_where_the_backend_keeps_them(api: Api) -> None:
     api.cycle(10)
     lines = api.call("member@a", "GET", f"/v1/jobs/{job['id']}/logs").json()["lines"]
     assert "launched on h100-" in lines[0] and lines[-1].endswith("succeeded")
+
+
+def test_an_agent_report_moves_work_off_a_sick_node(api: Api) -> None:
+    job = api.submit("member@a", gang={"flavor": "h100", "accelerators": 8})
+    api.cycle()
+    api.cycle(1)
+    node = api.call("member@a", "GET", f"/v1/jobs/{job['id']}").json()["allocation"]["nodes"][0]["node"]
+    report = {"health": "unhealthy", "reason": "pingmesh: 40% loss to rack peers"}
+    got = api.call("pool-admin", "PUT", f"/v1/nodes/{node}/health", report).json()
+    assert got["health"] == "unhealthy" and got["reported_reason"].startswith("pingmesh")
+    assert api.call("member@a", "PUT", f"/v1/nodes/{node}/health", report).status_code == 403
+    api.cycle(1)  # preempted for health
+    api.cycle(1)  # gone: requeued and placed elsewhere
+    api.cycle(1)
+    moved = api.call("member@a", "GET", f"/v1/jobs/{job['id']}").json()
+    events = [e["event"] for e in api.call("member@a", "GET", f"/v1/jobs/{job['id']}/events").json()]
+    assert "preempt" in events and moved["attempt"] == 1
+    assert moved["allocation"]["nodes"][0]["node"] != node
+    bad = api.call("pool-admin", "PUT", f"/v1/nodes/{node}/health", {"health": "sick"})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("health: ")

@@ -55,6 +55,7 @@ TABLE = [
     Row("GET", "/v1/nodes/{node}", ALL, ALL),
     Row("POST", "/v1/nodes/{node}/cordon", POOL, POOL),
     Row("POST", "/v1/nodes/{node}/uncordon", POOL, POOL),
+    Row("PUT", "/v1/nodes/{node}/health", POOL, POOL, body=lambda org: {"health": "healthy"}),
     Row("GET", "/v1/orgs", ALL, ALL),
     Row("POST", "/v1/orgs", POOL, POOL, body=lambda org: {"name": f"new-{secrets.token_hex(3)}"}),
     Row("GET", "/v1/orgs/{org}", ALL, POOL),

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import text
 from sqlmodel import SQLModel
 
 from scheduler.domain import JobSpec
 from scheduler.lifecycle import IllegalTransition, JobEvent
 from scheduler.store import jobs as jobstore
 from scheduler.store import lease
+from scheduler.store import nodes as nodestore
 from scheduler.store import tokens as tokenstore
 from scheduler.store.db import (
     Database,
@@ -148,3 +150,22 @@ def _downgrade(db: Database, revision: str) -> None:
     with db.write_engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.downgrade(cfg, revision)
+
+
+def test_a_database_from_the_first_release_upgrades_in_place(db_url: str) -> None:
+    db = open_database(db_url, migrate=False)
+    upgrade(db, "0001")
+    with db.write_engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO nodes (name, flavor, accelerators, cpu, memory_gb, zone, spine, rack, health,"
+                " cordoned, present, updated_at, version)"
+                " VALUES ('old-node', 'h100', 8, 64, 512, 'z', 's', 'r', 'healthy', true, true, 1, 3)"
+            )
+        )
+    upgrade(db)
+    assert current_revision(db) == head_revision()
+    with db.read() as s:
+        row = nodestore.get_node(s, "old-node")
+        assert row is not None and row.cordoned and row.version == 3  # kept as it was
+        assert row.reported_health is None and row.reported_reason == ""
