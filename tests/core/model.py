@@ -156,9 +156,16 @@ def never_fits(snap: Snapshot, spec: JobSpec, flavor: str) -> bool:
     return not fits(snap, free(snap, (), empty=True), spec, flavor, ignore_health=True)
 
 
+def most_ever(snap: Snapshot, o: Org, flavor: str) -> float:
+    """The most ``o`` could ever hold on ``flavor`` while quotas stay as they are: its
+    ceiling, and at most its private share plus the whole shared pool."""
+    shared = shared_use(snap, {}, flavor)[1]
+    return min(ceiling(snap, o, flavor), o.quota(flavor).guaranteed_private + shared)
+
+
 def no_quota(snap: Snapshot, spec: JobSpec, flavor: str) -> bool:
     o = org_map(snap)[spec.org]
-    return spec.gang.total_accelerators > ceiling(snap, o, flavor)
+    return spec.gang.total_accelerators > most_ever(snap, o, flavor)
 
 
 def rejection_reasons(snap: Snapshot, job: PendingJob) -> tuple[set[str], bool]:

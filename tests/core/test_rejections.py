@@ -108,6 +108,25 @@ CASES = [
         rejected={"j": RejectReason.NO_QUOTA},
     ),
     Case(
+        "more than the org could ever hold while quotas stay: lenders lend nothing",
+        # b may borrow without limit, but a (the only nominal) lends nothing: private 16,
+        # shared pool 16 - 16 = 0, so b could never hold 8.
+        snapshot(rack("r0", 2), [org("a", h100=quota(16, lend=0)), org("b")], pending=[pending("j", "b")]),
+        rejected={"j": RejectReason.NO_QUOTA},
+    ),
+    Case(
+        "the unlendable bound counts the org's own private share",
+        # a: nominal 8, private 8 (lends nothing); c: nominal 8, private 8. shared = 24 - 16 = 8:
+        # a can hold at most 8 + 8 = 16 of the 24.
+        snapshot(
+            rack("r0", 3),
+            [org("a", h100=quota(8, lend=0)), org("c", h100=quota(8, lend=0))],
+            pending=[pending("fits", "a", replicas=2), pending("never", "a", replicas=3)],
+        ),
+        placed={"fits": ANY},
+        rejected={"never": RejectReason.NO_QUOTA},
+    ),
+    Case(
         "no quota on one flavor, quota on another: not rejected",
         snapshot(
             [rack("r0", 2), rack("g0", 2, flavor=A100)],

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import random
 
-import pytest
-
 from scheduler.core import decide
 from scheduler.decisions import Decisions, PendingReason, PlaceReason
 from scheduler.snapshot import Snapshot
@@ -64,11 +62,6 @@ def _stream_of_small_jobs(cycles: int, step: float) -> tuple[float, float | None
     return promised, started, backfilled
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: on a full pool the gang waits LENDING (quota step) and never reserves, "
-    "so the stream of small jobs starves it (see test_backfill FULL_POOL_BUG)",
-)
 def test_large_gang_does_not_starve_behind_a_stream_of_small_jobs() -> None:
     promised, started, backfilled = _stream_of_small_jobs(cycles=40, step=25)
     assert promised == 200, "g can start once the last of s0..s2 ends"
