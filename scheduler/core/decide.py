@@ -66,11 +66,17 @@ class Cycle:
         self.placed_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
         self.stopping: set[str] = set()  # running jobs asked to stop (before or in this cycle)
         self.stopping_for: dict[str, list[str]] = {}
+        # What orgs hold through running jobs that are not stopping: whether an org still
+        # borrows, for reclaim, is judged on this (not on this cycle's own placements).
+        self.live: dict[tuple[str, str], int] = {}
         for r in sorted(snapshot.running, key=lambda r: r.id):
             self.pool.charge_running(r)
             if r.flavor in capacity and r.spec.org in self.orgs:
                 self.book.add(r.spec.org, r.flavor, r.accelerators)
                 self.running_by_flavor[r.flavor].append(r)
+            if not r.terminating and r.flavor in capacity:
+                key = (r.spec.org, r.flavor)
+                self.live[key] = self.live.get(key, 0) + r.accelerators
             if r.terminating:
                 self.stopping.add(r.id)
                 if r.preempted_for:
@@ -78,6 +84,9 @@ class Cycle:
         self.pool.build_buckets()
         self._candidates: dict[str, dict[str, list[tuple[tuple[object, ...], RunningJob]]]] = {}
         self.holds: dict[str, Hold] = {}
+        # Capacity held for jobs whose victims are stopping, per flavor: (job, held).
+        self.claims: dict[str, list[tuple[str, Extra]]] = {}
+        self.promised: dict[tuple[str, str], int] = {}
         self.blocked: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.strict_blocker: str | None = None
         self._memo: dict[tuple[object, ...], object] = {}
@@ -107,6 +116,8 @@ class Cycle:
             ]
             if bad:
                 self.stopping.add(r.id)
+                if (r.spec.org, r.flavor) in self.live:
+                    self.live[(r.spec.org, r.flavor)] -= r.accelerators
                 self.out.preemptions.append(
                     Preemption(r.id, PreemptReason.HEALTH, None, f"node {bad[0]} is unhealthy")
                 )
@@ -182,14 +193,13 @@ class Cycle:
         if job.avoid_nodes or job.preempted_by or job.id in self.stopping_for:
             return None  # job-specific constraints: decide it on its own
         spec = job.spec
-        return (
-            spec.org,
-            spec.gang.flavors,
-            shape_of(job),
-            spec.topology,
-            job.priority,
-            spec.max_runtime_seconds,
+        # The runtime limit matters only through "ends before the hold starts" and "ends
+        # before the org's blocked job could start": key on those answers, not the value.
+        timing = tuple(
+            (f in self.holds and self.ends_before(job, self.holds[f].start_at), self.blocked_in_org(job, f))
+            for f in spec.gang.flavors
         )
+        return (spec.org, spec.gang.flavors, shape_of(job), spec.topology, job.priority, timing)
 
     def allocate_or_wait(self, job: PendingJob) -> None:
         g, org, shape = job.spec.gang, job.spec.org, shape_of(job)
@@ -273,7 +283,7 @@ class Cycle:
                 f,
                 assignments,
                 reason,
-                self.book.borrowed(job.spec.org, f),
+                self.borrowed(job.spec.org, f),
             )
         )
         return True
@@ -331,16 +341,22 @@ class Cycle:
                 self.candidates(job, f, reclaim, priority),
                 self.stopping,
                 fit=self.fit_of(job),
+                live=self.live,
             )
             if found is None:
                 self._memo[key] = _FAIL
                 continue
-            victims, placement = found
+            victims, placement, released = found
             # What is free now on its future nodes is its own: later jobs must not take
             # it while the victims stop, or it would not fit when they are gone.
-            self.pool.hold(placement, shape)
+            self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
+            # Quota too is booked as it will be once the victims are gone, so later jobs
+            # cannot spend what the beneficiary was promised.
+            self.promise(org, f, q)
             for v in victims:
                 self.stopping.add(v.job.id)
+                self.live[(v.job.spec.org, f)] -= v.job.accelerators
+                self.promise(v.job.spec.org, f, -v.job.accelerators)
                 self.out.preemptions.append(
                     Preemption(v.job.id, v.reason, job.id, f"makes room for {job.id} ({v.reason.value})")
                 )
@@ -368,7 +384,11 @@ class Cycle:
             # An org's own list is ordered by priority: the lower-priority ones lead it.
             streams.append(itertools.takewhile(lambda e: e[1].priority < job.priority, by_org[org]))
         if reclaim:
-            streams += [lst for o, lst in by_org.items() if o != org and self.book.is_borrowing(o, f)]
+            streams += [
+                lst
+                for o, lst in by_org.items()
+                if o != org and self.live.get((o, f), 0) > self.book.nominal(o, f)
+            ]
         return heapq.merge(*streams, key=lambda e: e[0])
 
     # -- wait: reserve, or say why -----------------------------------------------------
@@ -428,19 +448,48 @@ class Cycle:
     def capacity_reason(self, job: PendingJob, f: str, shape: Shape) -> tuple[PendingReason, str | None]:
         fit = self.fit_of(job)
         hold = self.holds.get(f)
-        key = ("why", f, shape, fit, hold.job_id if hold else None)
+        claims = self.claims.get(f, [])
+        key = ("why", f, shape, fit, hold.job_id if hold else None, len(claims))
         if key in self._memo:
             return self._memo[key]  # type: ignore[return-value]
         avoid = job.avoid_nodes
+        held = self.held_on(f) if claims else {}
         result: tuple[PendingReason, str | None] = (PendingReason.CAPACITY, None)
         if fit.required and self.pool.place(f, shape, Fit(avoid=avoid)) is not None:
             result = (PendingReason.TOPOLOGY, None)
         elif hold is not None and self.pool.place(f, shape, fit, extra=hold.held) is not None:
             result = (PendingReason.RESERVED_FOR, hold.job_id)
+        elif claims and self.pool.place(f, shape, fit, extra=held) is not None:
+            # Room a preemption beneficiary claims until its victims are gone: no
+            # reservation of its own (that is the head gang's), so this is plain capacity.
+            result = (PendingReason.CAPACITY, claims[0][0])
         elif self.pool.place(f, shape, fit, ignore_health=True) is not None:
             result = (PendingReason.HEALTH, None)
         self._memo[key] = result
         return result
+
+    def promise(self, org: str, f: str, q: int) -> None:
+        """Book quota as it will be once victims are gone (not what orgs hold now)."""
+        self.book.add(org, f, q)
+        self.promised[(org, f)] = self.promised.get((org, f), 0) + q
+
+    def borrowed(self, org: str, f: str) -> int:
+        """Accelerators above nominal that the org really holds, promises aside."""
+        held = self.book.alloc(org, f) - self.promised.get((org, f), 0)
+        return max(0, held - self.book.nominal(org, f))
+
+    def held_on(self, f: str) -> Extra:
+        """Everything held on ``f``: the reservation and the preemption beneficiaries."""
+        hold = self.holds.get(f)
+        parts = ([hold.held] if hold else []) + [c for _, c in self.claims.get(f, [])]
+        if len(parts) <= 1:
+            return parts[0] if parts else {}
+        total: Extra = {}
+        for part in parts:
+            for i, (a, c, m) in part.items():
+                ta, tc, tm = total.get(i, (0, 0.0, 0.0))
+                total[i] = (ta + a, tc + c, tm + m)
+        return total
 
     def blocked_in_org(self, job: PendingJob, f: str) -> str | None:
         got = self.blocked.get((job.spec.org, f))

@@ -89,14 +89,21 @@ class PoolState:
             else:
                 self._has_room[self.flavor[i]].discard(i)
 
-    def hold(self, placement: list[tuple[int, int]], s: Shape) -> dict[int, tuple[int, float, float]]:
+    def hold(
+        self,
+        placement: list[tuple[int, int]],
+        s: Shape,
+        released: dict[int, tuple[int, float, float]] | None = None,
+    ) -> dict[int, tuple[int, float, float]]:
         """Take the currently free part of a future placement out of the pool, so later
-        jobs in the cycle cannot use it; returns what was held per node."""
+        jobs in the cycle cannot use it; what ``released`` (victims) will free on a node is
+        not held again. Returns what was held per node."""
         held: dict[int, tuple[int, float, float]] = {}
         for i, n in placement:
-            a = min(max(0, self.free_acc[i]), n * s.acc)
-            c = min(max(0.0, self.free_cpu[i]), n * s.cpu)
-            m = min(max(0.0, self.free_mem[i]), n * s.mem)
+            ra, rc, rm = released.get(i, (0, 0.0, 0.0)) if released else (0, 0.0, 0.0)
+            a = min(max(0, self.free_acc[i]), max(0, n * s.acc - ra))
+            c = min(max(0.0, self.free_cpu[i]), max(0.0, n * s.cpu - rc))
+            m = min(max(0.0, self.free_mem[i]), max(0.0, n * s.mem - rm))
             if a or c or m:
                 held[i] = (a, c, m)
                 self.take(i, a, c, m)

@@ -75,7 +75,8 @@ def find_victims(
     taken: set[str],
     *,
     fit: Fit,
-) -> tuple[list[Victim], list[tuple[int, int]]] | None:
+    live: dict[tuple[str, str], int],
+) -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
     """The victims to stop so ``job`` fits on ``flavor`` and the nodes it will then get, or
     None when no set would do.
 
@@ -91,11 +92,11 @@ def find_victims(
     prefix: list[Victim] = []
     whole = _Release(pool, None, flavor)  # capacity only: the book stays untouched
 
-    def attempt() -> tuple[list[Victim], list[tuple[int, int]]] | None:
+    def attempt() -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
         if free_now + whole.freed < need:
             return None
         target = pool.place(flavor, shape, fit, extra=whole.extra)
-        return None if target is None else _choose(pool, book, job, flavor, shape, fit, prefix, target)
+        return None if target is None else _choose(pool, book, job, flavor, shape, fit, prefix, target, live)
 
     current: object = None
     checkpoint = 1
@@ -116,7 +117,7 @@ def find_victims(
             # Only borrowed capacity is reclaimed: once the victims taken so far bring an
             # org back to nominal, the rest of its jobs are not candidates.
             o = r.spec.org
-            if book.alloc(o, flavor) - released.get(o, 0) <= book.nominal(o, flavor):
+            if live.get((o, flavor), 0) - released.get(o, 0) <= book.nominal(o, flavor):
                 continue
             released[o] = released.get(o, 0) + r.accelerators
         prefix.append(v)
@@ -133,7 +134,8 @@ def _choose(
     fit: Fit,
     prefix: list[Victim],
     target: list[tuple[int, int]],
-) -> tuple[list[Victim], list[tuple[int, int]]] | None:
+    live: dict[tuple[str, str], int],
+) -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
     org, need = job.spec.org, shape.replicas * shape.acc
     on_node: dict[int, list[Victim]] = {}
     for v in prefix:
@@ -143,14 +145,19 @@ def _choose(
                 on_node.setdefault(i, []).append(v)
     rel = _Release(pool, book, flavor)
     picked: set[str] = set()
+    released: dict[str, int] = {}
 
     def take(v: Victim) -> None:
         picked.add(v.job.id)
+        released[v.job.spec.org] = released.get(v.job.spec.org, 0) + v.job.accelerators
         rel.add(v)
 
     def still_borrowing(v: Victim) -> bool:
         # Only borrowed capacity is reclaimed: an org back at nominal keeps the rest.
-        return v.reason is not PreemptReason.RECLAIM or book.is_borrowing(v.job.spec.org, flavor)
+        o = v.job.spec.org
+        return v.reason is not PreemptReason.RECLAIM or (
+            live.get((o, flavor), 0) - released.get(o, 0) > book.nominal(o, flavor)
+        )
 
     try:
         for i, n in target:
@@ -170,6 +177,6 @@ def _choose(
         if book.check(org, flavor, need) not in (Verdict.NOMINAL, Verdict.BORROWED):
             return None
         placement = pool.place(flavor, shape, fit, extra=rel.extra) if rel.jobs else None
-        return None if placement is None else (list(rel.jobs), placement)
+        return None if placement is None else (list(rel.jobs), placement, dict(rel.extra))
     finally:
         rel.undo()
