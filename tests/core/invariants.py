@@ -98,42 +98,75 @@ def _domain(n: object, level: str) -> tuple[str, ...]:
     return (*key, n.topology.rack) if level == "rack" else key
 
 
+def promises(snap: Snapshot, d: Decisions) -> dict[m.Key, int]:
+    """Quota booked by this cycle's preemptions: each beneficiary charged its request on its
+    victims' flavor, each victim credited (SEMANTICS.md: claims are treated as granted)."""
+    jobs, run = _index(snap)
+    out: dict[m.Key, int] = defaultdict(int)
+    charged: set[str] = set()
+    for p in d.preemptions:
+        if p.beneficiary is None:
+            continue
+        v = run[p.job_id]
+        out[(v.spec.org, v.flavor)] -= v.accelerators
+        b = jobs.get(p.beneficiary)
+        if b is not None and b.id not in charged:
+            charged.add(b.id)
+            out[(b.spec.org, v.flavor)] += b.spec.gang.total_accelerators
+    return out
+
+
 def check_capacity_and_quota(snap: Snapshot, d: Decisions) -> None:
-    """After applying placements: no node over capacity, orgs within their ceilings and
-    the lending rule; each placement's reason and ``borrowed`` match the org's alloc."""
+    """After applying placements: no node over capacity; with this cycle's preemption
+    claims booked, orgs within their ceilings and the lending rule; each placement's
+    reason and ``borrowed`` consistent with the org's allocation."""
     jobs, _ = _index(snap)
     room = m.free(snap, snap.running)
     held = m.alloc(snap.running)
     orgs = m.org_map(snap)
+    booked = promises(snap, d)
+    within_before = {k for k, v in held.items() if v <= m.ceiling(snap, orgs[k[0]], k[1])}
     lending_before = {f.name: m.lending_ok(snap, held, f.name) for f in snap.flavors}
     for p in d.placements:
         job = jobs[p.job_id]
         m.take(room, job.spec, p.assignments)
         key = (job.spec.org, p.flavor)
         held[key] += job.spec.gang.total_accelerators
-        o = orgs[job.spec.org]
-        nominal = o.quota(p.flavor).nominal
-        assert held[key] <= m.ceiling(snap, o, p.flavor), f"{p.job_id}: org over its ceiling"
+        nominal = orgs[job.spec.org].quota(p.flavor).nominal
+        # The booked alloc when it was placed lies between these (promises of the cycle
+        # made before it are unknown: charges raise it, credits lower it).
+        low = held[key] + min(0, booked.get(key, 0))
+        high = held[key] + max(0, booked.get(key, 0))
         if p.reason == PlaceReason.NOMINAL:
-            assert held[key] <= nominal, f"{p.job_id}: NOMINAL but org above nominal"
+            assert low <= nominal, f"{p.job_id}: NOMINAL but org above nominal"
         elif p.reason == PlaceReason.BORROWED:
-            assert held[key] > nominal, f"{p.job_id}: BORROWED but org within nominal"
-        elif "backfill-label-off-held-capacity" not in TOLERATED:
+            assert high > nominal, f"{p.job_id}: BORROWED but org within nominal"
+        else:
             assert job.spec.max_runtime_seconds is not None, f"{p.job_id}: BACKFILL without a limit"
+        # borrowed: what the org really holds above nominal, promises aside.
         assert p.borrowed == max(0, held[key] - nominal), f"{p.job_id}: borrowed={p.borrowed}"
     assert not m.over_capacity(room), f"nodes over capacity: {m.over_capacity(room)}"
+    for key, delta in booked.items():
+        held[key] += delta
+    for key in within_before:
+        assert held[key] <= m.ceiling(snap, orgs[key[0]], key[1]), f"{key}: org over its ceiling"
     for f, ok_before in lending_before.items():
         if ok_before:
             assert m.lending_ok(snap, held, f), f"lending rule broken on {f}"
 
 
+def live_alloc(snap: Snapshot) -> dict[m.Key, int]:
+    """What orgs hold through running jobs that are not stopping (for 'is a borrower')."""
+    return m.alloc(r for r in snap.running if not r.terminating)
+
+
 def check_preemptions(snap: Snapshot, d: Decisions, now: float) -> None:
     jobs, run = _index(snap)
-    # Reading: 'borrower' is judged on the cycle's working alloc, which this cycle's
-    # placements raise; so an org may become a borrower (and a reclaim victim) mid-cycle.
-    held = m.alloc(snap.running)
-    for pl in d.placements:
-        held[(jobs[pl.job_id].spec.org, pl.flavor)] += jobs[pl.job_id].spec.gang.total_accelerators
+    live = live_alloc(snap)
+    # The beneficiary's booked alloc when it reclaimed is at least this (credits only lower it).
+    low = m.alloc(snap.running)
+    for key, delta in promises(snap, d).items():
+        low[key] += min(0, delta)
     orgs = m.org_map(snap)
     victims = [p.job_id for p in d.preemptions]
     assert len(set(victims)) == len(victims), "a job is preempted twice"
@@ -160,10 +193,10 @@ def check_preemptions(snap: Snapshot, d: Decisions, now: float) -> None:
         if p.reason == PreemptReason.RECLAIM:
             assert snap.policy.reclaim
             nominal = orgs[v.spec.org].quota(v.flavor).nominal
-            assert held[(v.spec.org, v.flavor)] > nominal, f"{p.job_id}: its org is not borrowing"
+            assert live[(v.spec.org, v.flavor)] > nominal, f"{p.job_id}: its org is not borrowing"
             bq = orgs[b.spec.org].quota(v.flavor).nominal
             need = b.spec.gang.total_accelerators
-            assert held[(b.spec.org, v.flavor)] + need <= bq, f"{b.id} reclaims beyond nominal"
+            assert low[(b.spec.org, v.flavor)] + need <= bq, f"{b.id} reclaims beyond nominal"
         else:
             assert snap.policy.priority_preemption
             assert v.spec.org == b.spec.org and v.priority < b.priority, f"{p.job_id}: PRIORITY rule"
@@ -179,21 +212,15 @@ def check_preemptions(snap: Snapshot, d: Decisions, now: float) -> None:
 
 
 def _fits_after(snap: Snapshot, d: Decisions, b: PendingJob) -> bool:
-    """Whether ``b`` fits once every victim of this cycle has exited (placements stay)."""
+    """Whether ``b``'s gang fits on the nodes once every victim of this cycle has exited
+    and this cycle's placements run (its quota is part of the booked check)."""
     jobs, _ = _index(snap)
     gone = set(d.preempted_ids())
-    left = [r for r in snap.running if r.id not in gone]
-    room = m.free(snap, left)
-    held = m.alloc(left)
+    room = m.free(snap, [r for r in snap.running if r.id not in gone])
     for p in d.placements:
         m.take(room, jobs[p.job_id].spec, p.assignments)
-        held[(jobs[p.job_id].spec.org, p.flavor)] += jobs[p.job_id].spec.gang.total_accelerators
     flavors = {r.flavor for r in snap.running if r.id in gone}
-    q = b.spec.gang.total_accelerators
-    return any(
-        m.quota_verdict(snap, held, b.spec.org, f, q) == "ok" and m.fits(snap, room, b.spec, f, b.avoid_nodes)
-        for f in flavors & set(b.spec.gang.flavors)
-    )
+    return any(m.fits(snap, room, b.spec, f, b.avoid_nodes) for f in flavors & set(b.spec.gang.flavors))
 
 
 def check_reservations(snap: Snapshot, d: Decisions) -> None:
@@ -230,12 +257,16 @@ def check_nominal_guarantee(snap: Snapshot, d: Decisions, now: float) -> None:
     p = snap.policy
     if p.ordering != Ordering.FAIR or not p.reclaim or p.strict_order:
         return
-    reserved = {r.flavor for r in d.reservations}
+    _, run = _index(snap)
+    held = {r.flavor for r in d.reservations}
+    # The core also holds free room for PREEMPTING jobs (claims next to their victims).
+    held |= {run[p.job_id].flavor for p in d.preemptions if p.beneficiary is not None}
+    held |= {r.flavor for r in snap.running if r.terminating and r.preempted_for}
     for job in _first_jobs(snap, d, now):
         f = job.spec.gang.flavors[0]
-        # Held capacity belongs to an earlier gang; the contract does not say whether a
-        # reclaim may count on it, so flavors with a reservation are not checked.
-        if f in reserved or not _fits_after_reclaim(snap, d, job, f):
+        # Held capacity belongs to an earlier job; the contract does not say whether a
+        # reclaim may count on it, so flavors with held room are not checked.
+        if f in held or not _fits_after_reclaim(snap, d, job, f):
             continue
         placed = d.placed(job.id) is not None
         s = d.pending.get(job.id)
@@ -268,6 +299,7 @@ def _fits_after_reclaim(snap: Snapshot, d: Decisions, job: PendingJob, f: str) -
     never the job's ``preempted_by``) has gone."""
     jobs, _ = _index(snap)
     held = m.alloc(snap.running)
+    live = live_alloc(snap)
     orgs = m.org_map(snap)
     gone: set[str] = set()
     by_org: dict[str, list[RunningJob]] = defaultdict(list)
@@ -280,9 +312,10 @@ def _fits_after_reclaim(snap: Snapshot, d: Decisions, job: PendingJob, f: str) -
     for name, rs in by_org.items():
         nominal = orgs[name].quota(f).nominal if name in orgs else 0
         for r in sorted(rs, key=m.victim_key):
-            if held[(name, f)] <= nominal:
+            if live[(name, f)] <= nominal:
                 break
             gone.add(r.id)
+            live[(name, f)] -= r.accelerators
             held[(name, f)] -= r.accelerators
     room = m.free(snap, [r for r in snap.running if r.id not in gone])
     for p in d.placements:

@@ -145,7 +145,7 @@ def fits(
         return sum(slots(room[n.name], spec) for n in healthy) >= need
     groups: dict[tuple[str, ...], int] = defaultdict(int)
     for n in healthy:
-        key = (n.topology.zone, n.topology.spine)
+        key: tuple[str, ...] = (n.topology.zone, n.topology.spine)
         if topo.level == "rack":
             key = (*key, n.topology.rack)
         groups[key] += slots(room[n.name], spec)
