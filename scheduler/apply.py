@@ -255,9 +255,8 @@ def apply_decisions(
                     s, job, JobEvent.REJECT, now, reason=r.reason.value, message=r.message, finished_at=now
                 )
                 out.rejected.append(job.id)
-        for job_id, status in decisions.pending.items():
-            _note_pending(s, view, job_id, status.reason.value, status.message, status.estimated_start)
     _act(db, backend, fence, acts, now, out)
+    _note_pending(db, view, decisions, fence, now)
 
 
 def _unchanged(fresh: dict[str, JobRow], view: View, job_id: str, out: Outcome) -> JobRow | None:
@@ -292,22 +291,31 @@ def _preempt(
     out.preempted.append((job_id, reason))
 
 
-def _note_pending(
-    s: Session, view: View, job_id: str, reason: str, message: str, estimate: float | None
-) -> None:
-    seen = view.jobs.get(job_id)
-    if estimate is not None and estimate == float("inf"):
-        estimate = None
-    if seen is None or seen.state != JobState.PENDING:
-        return
-    same_estimate = (estimate is None) == (seen.estimated_start is None) and (
-        estimate is None or abs(estimate - (seen.estimated_start or 0.0)) < 1.0
-    )
-    if seen.reason == reason and seen.message == message and same_estimate:
-        return
-    job = s.get(JobRow, job_id)
-    if job is not None and job.version == seen.version:
-        jobstore.touch(s, job, reason=reason, message=message, estimated_start=estimate)
+_NOTE_CHUNK = 250
+
+
+def _note_pending(db: Database, view: View, decisions: Decisions, fence: Fence, now: float) -> None:
+    """Store each pending job's reason and estimate where they changed, in short
+    transactions, so that submissions are not held behind thousands of updates."""
+    changes = []
+    for job_id, status in decisions.pending.items():
+        seen = view.jobs.get(job_id)
+        estimate = status.estimated_start
+        if estimate is not None and estimate == float("inf"):
+            estimate = None
+        if seen is None or seen.state != JobState.PENDING:
+            continue
+        same_estimate = (estimate is None) == (seen.estimated_start is None) and (
+            estimate is None or abs(estimate - (seen.estimated_start or 0.0)) < 1.0
+        )
+        if seen.reason != status.reason.value or seen.message != status.message or not same_estimate:
+            changes.append((seen, status.reason.value, status.message, estimate))
+    for start in range(0, len(changes), _NOTE_CHUNK):
+        with db.write() as s:
+            fence.check(s, now)
+            for seen, reason, message, estimate in changes[start : start + _NOTE_CHUNK]:
+                # Guarded by the version decide() saw: a job that moved on is left alone.
+                jobstore.touch(s, seen, reason=reason, message=message, estimated_start=estimate)
 
 
 # --- store -> backend ----------------------------------------------------------------

@@ -37,6 +37,8 @@ class ServerContext:
         self.submits = SubmitBatcher(self.db)
 
 
-def get_ctx(request: Request) -> ServerContext:
+async def get_ctx(request: Request) -> ServerContext:
+    # Async on purpose: FastAPI runs a sync dependency in a worker thread, and that
+    # hand-off costs more than everything this does.
     ctx: ServerContext = request.app.state.ctx
     return ctx

@@ -7,6 +7,7 @@ the row as it read it, and an event row records it, all in the caller's transact
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from collections.abc import Sequence
@@ -36,8 +37,8 @@ class RequestConflict(Exception):
 
 
 # Built once: Core inserts with bound parameters reuse one compiled statement.
-_INSERT_JOB = insert(JobRow.__table__)  # type: ignore[attr-defined]
-_INSERT_EVENT = insert(JobEventRow.__table__)  # type: ignore[attr-defined]
+INSERT_JOB = insert(JobRow.__table__)  # type: ignore[attr-defined]
+INSERT_EVENT = insert(JobEventRow.__table__)  # type: ignore[attr-defined]
 
 
 def new_job_id() -> str:
@@ -45,7 +46,14 @@ def new_job_id() -> str:
 
 
 def spec_of(job: JobRow) -> JobSpec:
-    return JobSpec.model_validate_json(job.spec)
+    return _parse_spec(job.spec)
+
+
+@functools.lru_cache(maxsize=200_000)
+def _parse_spec(text: str) -> JobSpec:
+    # Specs never change and JobSpec is frozen: each cycle re-reads every pending job,
+    # and parsing them all again would cost more than deciding.
+    return JobSpec.model_validate_json(text)
 
 
 def record(
@@ -59,7 +67,23 @@ def record(
     reason: str | None = None,
     message: str = "",
 ) -> None:
-    row = {
+    row = event_values(
+        job, event, now, from_state=from_state, to_state=to_state, reason=reason, message=message
+    )
+    session.connection().execute(INSERT_EVENT, row)
+
+
+def event_values(
+    job: JobRow,
+    event: str,
+    now: float,
+    *,
+    from_state: str | None = None,
+    to_state: str | None = None,
+    reason: str | None = None,
+    message: str = "",
+) -> dict[str, Any]:
+    return {
         "job_id": job.id,
         "at": now,
         "attempt": job.attempt,
@@ -69,7 +93,6 @@ def record(
         "reason": reason,
         "message": message,
     }
-    session.connection().execute(_INSERT_EVENT, row)
 
 
 def move(
@@ -153,8 +176,31 @@ def submit(
     if client_request_id:
         earlier = find_by_request(session, spec.org, client_request_id)
         if earlier is not None:
-            return _same_request(earlier, spec_json)
-    job = JobRow(
+            return same_request(earlier, spec_json)
+    job = new_pending(spec, spec_json, priority, now, submitted_by, client_request_id)
+    values = job.model_dump()
+    if not client_request_id:
+        # Nothing to collide with: a plain Core insert (the ORM costs ~3x more per row).
+        session.connection().execute(INSERT_JOB, values)
+        record(session, job, "submitted", now, to_state=JobState.PENDING.value, message=f"by {submitted_by}")
+        return Submitted(job, True)
+    try:
+        with session.begin_nested():
+            session.connection().execute(INSERT_JOB, values)
+    except IntegrityError:
+        # A concurrent request with the same id won the insert; answer with its job.
+        earlier = find_by_request(session, spec.org, client_request_id or "")
+        if earlier is None:
+            raise
+        return same_request(earlier, spec_json)
+    record(session, job, "submitted", now, to_state=JobState.PENDING.value, message=f"by {submitted_by}")
+    return Submitted(job, True)
+
+
+def new_pending(
+    spec: JobSpec, spec_json: str, priority: int, now: float, submitted_by: str | None, request_id: str | None
+) -> JobRow:
+    return JobRow(
         id=new_job_id(),
         org=spec.org,
         team=spec.team,
@@ -164,28 +210,12 @@ def submit(
         priority=priority,
         submitted_at=now,
         submitted_by=submitted_by,
-        client_request_id=client_request_id or None,
+        client_request_id=request_id or None,
     )
-    values = job.model_dump()
-    if not client_request_id:
-        # Nothing to collide with: a plain Core insert (the ORM costs ~3x more per row).
-        session.connection().execute(_INSERT_JOB, values)
-        record(session, job, "submitted", now, to_state=JobState.PENDING.value, message=f"by {submitted_by}")
-        return Submitted(job, True)
-    try:
-        with session.begin_nested():
-            session.connection().execute(_INSERT_JOB, values)
-    except IntegrityError:
-        # A concurrent request with the same id won the insert; answer with its job.
-        earlier = find_by_request(session, spec.org, client_request_id or "")
-        if earlier is None:
-            raise
-        return _same_request(earlier, spec_json)
-    record(session, job, "submitted", now, to_state=JobState.PENDING.value, message=f"by {submitted_by}")
-    return Submitted(job, True)
 
 
-def _same_request(earlier: JobRow, spec_json: str) -> Submitted:
+def same_request(earlier: JobRow, spec_json: str) -> Submitted:
+    """The earlier job for a retried request id, or RequestConflict if the spec differs."""
     if json.loads(earlier.spec) != json.loads(spec_json):
         raise RequestConflict(
             f"client_request_id was already used for job {earlier.id} with a different spec"

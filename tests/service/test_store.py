@@ -169,3 +169,31 @@ def test_a_database_from_the_first_release_upgrades_in_place(db_url: str) -> Non
         row = nodestore.get_node(s, "old-node")
         assert row is not None and row.cordoned and row.version == 3  # kept as it was
         assert row.reported_health is None and row.reported_reason == ""
+
+
+def test_group_commit_stores_each_request_once(db_url: str) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from scheduler.store.batch import SubmitBatcher
+
+    db = open_database(db_url)
+    batcher = SubmitBatcher(db)
+    other = SPEC.model_copy(update={"name": "other"})
+
+    def one(i: int) -> object:
+        spec, rid = (SPEC, f"r{i % 10}") if i < 40 else (other, "r0")  # 40 tries of 10 ids, then clashes
+        try:
+            return batcher.submit(spec, priority=1, now=float(i), submitted_by=None, client_request_id=rid)
+        except jobstore.RequestConflict as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        results = list(pool.map(one, range(40)))
+        results += list(pool.map(one, range(40, 50)))
+    batcher.close()
+    created = [r for r in results if isinstance(r, jobstore.Submitted) and r.created]
+    conflicts = [r for r in results if isinstance(r, jobstore.RequestConflict)]
+    assert len(created) == 10 and len(conflicts) == 10
+    assert batcher.batches < 50  # requests shared transactions
+    with db.read() as s:
+        assert len(jobstore.list_jobs(s)) == 10
