@@ -240,11 +240,11 @@ def check_reservations(snap: Snapshot, d: Decisions) -> None:
         if s.reason == PendingReason.RESERVED:
             assert job in reserved, f"{job} RESERVED without a reservation"
         if s.reason == PendingReason.RESERVED_FOR:
-            # Reading: capacity is held for the reservation's gang and, in the core, also for
-            # a PREEMPTING job's claim on the free room next to its victims.
-            holder = d.pending.get(s.blocked_by or "")
-            claims = holder is not None and holder.reason == PendingReason.PREEMPTING
-            assert s.blocked_by in reserved or claims, f"{job} RESERVED_FOR {s.blocked_by}, holding nothing"
+            assert s.blocked_by in reserved, f"{job} RESERVED_FOR {s.blocked_by}, which reserves nothing"
+        if s.reason == PendingReason.CAPACITY and s.blocked_by is not None:
+            # Room claimed by a preemption beneficiary: CAPACITY, blocked_by names it.
+            holder = d.pending.get(s.blocked_by)
+            assert holder is not None and holder.reason == PendingReason.PREEMPTING, f"{job} CAPACITY by {s}"
 
 
 def check_nominal_guarantee(snap: Snapshot, d: Decisions, now: float) -> None:
