@@ -51,6 +51,11 @@ class QuotaBook:
                 private_total[flavor] += q.guaranteed_private
         self.shared_cap = {f: self.capacity[f] - private_total[f] for f in self.capacity}
         self.shared_used = dict.fromkeys(self.capacity, 0)
+        self._versions: dict[str, int] = {}
+
+    def version(self, org: str) -> int:
+        """Counts changes to the org's holdings, so derived values can be cached."""
+        return self._versions.get(org, 0)
 
     def row(self, org: str, flavor: str) -> _OrgFlavor:
         return self._rows[(org, flavor)]
@@ -83,6 +88,7 @@ class QuotaBook:
         row = self._rows[(org, flavor)]
         before = max(0, row.alloc - row.private)
         row.alloc += q
+        self._versions[org] = self._versions.get(org, 0) + 1
         self.shared_used[flavor] += max(0, row.alloc - row.private) - before
 
     def borrowed(self, org: str, flavor: str) -> int:

@@ -106,14 +106,13 @@ class Cycle:
         return self.out
 
     def move_off_unhealthy(self) -> None:
+        unhealthy = {name for name, sick in zip(self.pool.names, self.pool.unhealthy, strict=True) if sick}
+        if not unhealthy:
+            return
         for r in sorted(self.snap.running, key=lambda r: r.id):
             if r.terminating:
                 continue
-            bad = [
-                n
-                for n, _ in r.assignments
-                if n in self.pool.index and self.pool.unhealthy[self.pool.index[n]]
-            ]
+            bad = [n for n, _ in r.assignments if n in unhealthy]
             if bad:
                 self.stopping.add(r.id)
                 if (r.spec.org, r.flavor) in self.live:

@@ -64,14 +64,23 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
 
     tau = half_life / LN2
 
+    shares: dict[str, tuple[int, float]] = {}
+
     def share(org: str) -> float:
-        # dominant_share() inlined over the book's rows: this runs once per placement.
+        # dominant_share() inlined over the book's rows, and recomputed only when the org's
+        # holdings changed (the book counts changes per org).
+        version = book.version(org)
+        hit = shares.get(org)
+        if hit is not None and hit[0] == version:
+            return hit[1]
         usage = cycle.snap.usage.get(org, {})
         best = 0.0
         for f, cap in capacity.items():
             v = book.alloc(org, f) / cap + usage.get(f, 0.0) / (cap * tau)
             best = v if v > best else best
-        return best / cycle.orgs[org].weight
+        value = best / cycle.orgs[org].weight
+        shares[org] = (version, value)
+        return value
 
     heap = [(tier(q[0]), share(org), org) for org, q in queues.items()]
     heapq.heapify(heap)

@@ -66,6 +66,7 @@ class PoolState:
         self._free_total: dict[str, int] = {}
         # Schedulable nodes with any free accelerator: in a busy pool, far fewer than all.
         self._has_room: dict[str, set[int]] = {}
+        self._profiles: dict[str, dict[tuple[tuple[str, str, str], int, float, float], int]] = {}
 
     # -- charging capacity -------------------------------------------------------------
 
@@ -187,21 +188,23 @@ class PoolState:
         empty, healthy pool (for rejecting gangs that never can).
         """
         level, required, avoid = fit.level, fit.required, fit.avoid
-        if s.replicas == 1 and extra is None and not ignore_health and not empty:
+        if empty:
+            return self._fits_empty(flavor, s, fit)
+        if s.replicas == 1 and extra is None and not ignore_health:
             i = self.best_fit_single(flavor, s, avoid)
             return None if i is None else [(i, 1)]
         per_node: dict[int, int] = {}
-        for i in self._scan(flavor, s, extra, broad=empty or ignore_health):
-            if not empty and not ignore_health and not self.usable[i]:
+        for i in self._scan(flavor, s, extra, ignore_health):
+            if not ignore_health and not self.usable[i]:
                 continue
             if avoid and self.names[i] in avoid:
                 continue
-            n = self._empty_slots(i, s) if empty else self.slots(i, s, extra)
+            n = self.slots(i, s, extra)
             if n > 0:
                 per_node[i] = n
         if sum(per_node.values()) < s.replicas:
             return None
-        if not empty and not ignore_health:
+        if not ignore_health:
             single = self._single_node(per_node, s)
             if single is not None:
                 return single
@@ -211,25 +214,50 @@ class PoolState:
         return self._pack(per_node, s.replicas, level, required)
 
     def _scan(
-        self, flavor: str, s: Shape, extra: dict[int, tuple[int, float, float]] | None, broad: bool
+        self, flavor: str, s: Shape, extra: dict[int, tuple[int, float, float]] | None, any_health: bool
     ) -> Iterable[int]:
         """The nodes worth a look: those with free accelerators or released capacity."""
-        if broad or s.acc == 0 or flavor not in self._has_room:
+        if s.acc == 0 or flavor not in self._has_room:
             return self.by_flavor.get(flavor, ())
         room = self._has_room[flavor]
+        if any_health:
+            room = room | {i for i in self.by_flavor[flavor] if not self.usable[i] and self.free_acc[i] > 0}
         if not extra:
             return room
         return room | {i for i in extra if self.flavor[i] == flavor}
 
-    def _empty_slots(self, i: int, s: Shape) -> int:
-        n = s.replicas
-        if s.acc:
-            n = min(n, self.cap_acc[i] // s.acc)
-        if s.cpu:
-            n = min(n, int(self.total_cpu[i] // s.cpu + 1e-9))
-        if s.mem:
-            n = min(n, int(self.total_mem[i] // s.mem + 1e-9))
-        return max(0, n)
+    def _fits_empty(self, flavor: str, s: Shape, fit: Fit) -> list[tuple[int, int]] | None:
+        """Whether the gang fits an empty, healthy pool, counted per rack from node
+        profiles (kinds of capacity), so it costs a few operations, not a scan of every
+        node. Returns a token placement (the first node, all replicas) when it fits."""
+        profiles = self._profiles.get(flavor)
+        if profiles is None:
+            profiles = {}
+            for i in self.by_flavor.get(flavor, ()):
+                key = (self.rack[i], self.cap_acc[i], self.total_cpu[i], self.total_mem[i])
+                profiles[key] = profiles.get(key, 0) + 1
+            self._profiles[flavor] = profiles
+        rack_room: dict[tuple[str, str, str], int] = {}
+        for (rack, acc, cpu, mem), count in profiles.items():
+            n = s.replicas
+            if s.acc:
+                n = min(n, acc // s.acc)
+            if s.cpu:
+                n = min(n, int(cpu // s.cpu + 1e-9))
+            if s.mem:
+                n = min(n, int(mem // s.mem + 1e-9))
+            rack_room[rack] = rack_room.get(rack, 0) + max(0, n) * count
+        if fit.required and fit.level == "rack":
+            best = max(rack_room.values(), default=0)
+        elif fit.required and fit.level == "spine":
+            spine_room: dict[tuple[str, str], int] = {}
+            for rack, room in rack_room.items():
+                spine_room[rack[:2]] = spine_room.get(rack[:2], 0) + room
+            best = max(spine_room.values(), default=0)
+        else:
+            best = sum(rack_room.values())
+        nodes = self.by_flavor.get(flavor, [])
+        return [(nodes[0], s.replicas)] if nodes and best >= s.replicas else None
 
     @staticmethod
     def _single_node(per_node: dict[int, int], s: Shape) -> list[tuple[int, int]] | None:
