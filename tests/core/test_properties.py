@@ -8,6 +8,7 @@ for a longer search.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import random
@@ -44,7 +45,9 @@ def test_one_cycle_keeps_the_invariants(snap: Snapshot) -> None:
 @CORE
 @given(gen.any_snapshots, st.randoms(use_true_random=False))
 def test_same_inputs_same_decisions(snap: Snapshot, rng: random.Random) -> None:
+    before = copy.deepcopy(snap)
     d = decide(snap, gen.NOW)
+    assert snap == before, "decide changed its input"
     assert decide(snap, gen.NOW) == d, "two calls on one snapshot differ"
     shuffled = dataclasses.replace(
         snap,
