@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -92,6 +93,10 @@ class _Latency:
             return
         started = time.perf_counter()
         status = [500]
+        if _declared_length(scope) > MAX_BODY:
+            await _too_large(send)
+            self.ctx.metrics.api_latency.labels(scope["method"], "unmatched", "4xx").observe(0.0)
+            return
 
         async def _send(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
@@ -106,3 +111,29 @@ class _Latency:
             self.ctx.metrics.api_latency.labels(scope["method"], route, f"{status[0] // 100}xx").observe(
                 time.perf_counter() - started
             )
+
+
+# A job spec is a few kilobytes; anything near this is a mistake or an attack.
+MAX_BODY = 1024 * 1024
+
+
+def _declared_length(scope: dict[str, Any]) -> int:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return 0
+    return 0
+
+
+async def _too_large(send: Any) -> None:
+    body = json.dumps(
+        {
+            "detail": f"body: larger than {MAX_BODY} bytes",
+            "errors": [{"field": "body", "message": "too large"}],
+        }
+    ).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 413, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

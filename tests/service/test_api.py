@@ -77,6 +77,8 @@ def test_malformed_requests_are_4xx_not_500(api: Api) -> None:
     bad_quota = api.call("pool-admin", "PUT", "/v1/orgs/a/quotas/h100", {"nominal": 2, "lending_limit": 5})
     assert bad_quota.status_code == 422 and bad_quota.json()["detail"].startswith("lending_limit: ")
     assert api.call("member@a", "GET", "/v1/jobs/nope").status_code == 404
+    huge = api.client.post("/v1/jobs", content=b"x" * (2 * 1024 * 1024), headers=api.as_("member@a"))
+    assert huge.status_code == 413 and huge.json()["detail"].startswith("body: ")
     assert api.call(None, "GET", "/v1/jobs").status_code == 401
     assert api.client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
