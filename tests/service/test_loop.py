@@ -179,3 +179,25 @@ def test_the_sim_state_directory_is_created(tmp_path: Path) -> None:
     backend = SimBackend(nodes(1), state_path=tmp_path / "a" / "b" / "sim.json")
     backend.stop("nothing/0", 0.0, 0.0)
     assert (tmp_path / "a" / "b").is_dir()
+
+
+def test_usage_is_charged_while_running_and_exactly_once_across_a_restart(url: str, tmp_path: Path) -> None:
+    from scheduler.store import usage as usagestore
+
+    state = tmp_path / "sim.json"
+    pool = Pool(url, backend=SimBackend(nodes(2), state_path=state))
+    pool.submit(env={"SIM_DURATION": 100})  # 8 accelerators for 100 s
+
+    def charged() -> float:
+        with pool.db.read() as s:
+            rows = usagestore.report(s, since=0, until=pool.clock() + 3600, by="org", orgs=None)
+        return sum(float(r["accelerator_hours"]) for r in rows) * 3600  # type: ignore[arg-type]
+
+    pool.cycle()
+    for _ in range(5):
+        pool.cycle(10)
+    assert 8 * 30 <= charged() <= 8 * 50  # charged on the way, at the ledger's cadence
+    pool = Pool(url, backend=SimBackend(nodes(2), state_path=state), clock=pool.clock)  # restart
+    for _ in range(8):
+        pool.cycle(10)
+    assert charged() == pytest.approx(8 * 100, abs=0.01)  # the report rounds to 1e-6 hours
