@@ -201,3 +201,21 @@ def test_usage_is_charged_while_running_and_exactly_once_across_a_restart(url: s
     for _ in range(8):
         pool.cycle(10)
     assert charged() == pytest.approx(8 * 100, abs=0.01)  # the report rounds to 1e-6 hours
+
+
+def test_a_leader_that_stops_hands_the_lease_over_at_once(url: str) -> None:
+    import threading
+
+    leader = Pool(url, holder="one")
+    stop = threading.Event()
+    runner = threading.Thread(target=leader.loop.run, args=(stop,))
+    runner.start()
+    deadline = 200
+    while not leader.loop.is_leader and deadline:
+        stop.wait(0.01)
+        deadline -= 1
+    stop.set()
+    runner.join(timeout=10)
+    follower = Pool(url, holder="two", clock=leader.clock, db=open_database(url))
+    follower.cycle()  # same instant: no waiting out the old lease
+    assert follower.loop.is_leader
