@@ -149,3 +149,64 @@ def run_load(
 ) -> LoadResult:
     """Submit ``jobs`` jobs from ``clients`` concurrent connections; what it measured."""
     return asyncio.run(_run(url.rstrip("/"), token, jobs, clients, org, flavor))
+
+
+BENCH_POOL = """
+name: bench
+flavors: [{name: h100}]
+node_groups: [{flavor: h100, count: 16, accelerators: 8, racks_per_spine: 2, name_prefix: h100}]
+orgs: [{name: bench, quotas: {h100: {nominal: 128}}}]
+"""
+
+
+def bench_new_server(
+    db: str | None, *, jobs: int = 10_000, clients: int = 50, workdir: str | None = None
+) -> LoadResult:
+    """Start `trainpool server` (sim backend, control loop on) on a fresh database, load it, stop it.
+
+    ``db``: a PostgreSQL URL (its tables are used as they are: give an empty database),
+    or None for a new SQLite file in ``workdir``. For `trainpool bench api`.
+    """
+    import os
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import urllib.request
+    from pathlib import Path
+
+    work = Path(workdir or tempfile.mkdtemp(prefix="trainpool-bench-api-"))
+    (work / "pool.yaml").write_text(BENCH_POOL)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    token = "tp_" + secrets.token_urlsafe(24)
+    env = {**os.environ, "TRAINPOOL_ADMIN_TOKEN": token, "XDG_DATA_HOME": str(work)}
+    cmd = [sys.executable, "-m", "scheduler.cli.main", "server", "--db", db or str(work / "bench.db"),
+           "--pool", str(work / "pool.yaml"), "--port", str(port), "--sim-duration", "1"]  # fmt: skip
+    with open(work / "server.log", "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the server exited with {proc.returncode}; see {work / 'server.log'}")
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=1) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"the server did not become ready; see {work / 'server.log'}"
+                    ) from None
+            time.sleep(0.2)
+        return run_load(url, token, jobs=jobs, clients=clients, org="bench", flavor="h100")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
