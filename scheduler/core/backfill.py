@@ -28,19 +28,6 @@ class Hold:
     held: Extra = field(default_factory=dict)
 
 
-def _extra_of(pool: PoolState, jobs: list[RunningJob]) -> Extra:
-    extra: Extra = {}
-    for r in jobs:
-        g = r.spec.gang
-        for node, n in r.assignments:
-            i = pool.index.get(node)
-            if i is None:
-                continue
-            a, c, m = extra.get(i, (0, 0.0, 0.0))
-            extra[i] = (a + n * g.accelerators, c + n * g.cpu, m + n * g.memory_gb)
-    return extra
-
-
 def earliest_fit(
     pool: PoolState,
     flavor: str,
@@ -60,7 +47,7 @@ def earliest_fit(
             break
 
     def attempt(k: int) -> list[tuple[int, int]] | None:
-        return place(_extra_of(pool, ordered[:k]))
+        return place(pool.release_of(ordered[:k]))
 
     lo, hi, step = k_min - 1, k_min, 1
     found = attempt(hi) if hi <= len(ordered) else None

@@ -87,6 +87,7 @@ class Cycle:
         # Capacity held for jobs whose victims are stopping, per flavor: (job, held).
         self.claims: dict[str, list[tuple[str, Extra]]] = {}
         self.promised: dict[tuple[str, str], int] = {}
+        self.victims_of_claims: set[str] = set()
         self.blocked: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.strict_blocker: str | None = None
         self._memo: dict[tuple[object, ...], object] = {}
@@ -224,6 +225,7 @@ class Cycle:
             if verdict is Verdict.LENDING and self.pool.free_total(f) < q:
                 capacity_fail = capacity_fail or f
         if job.id in self.stopping_for:
+            self.reclaim_claim(job, shape)
             self.pend(job, PendingReason.PREEMPTING, "waiting for preempted jobs to stop")
             return
         if self.try_preempt(job, shape, verdicts):
@@ -346,22 +348,48 @@ class Cycle:
                 self._memo[key] = _FAIL
                 continue
             victims, placement, released = found
-            # What is free now on its future nodes is its own: later jobs must not take
-            # it while the victims stop, or it would not fit when they are gone.
-            self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
-            # Quota too is booked as it will be once the victims are gone, so later jobs
-            # cannot spend what the beneficiary was promised.
-            self.promise(org, f, q)
+            self.claim(job, f, shape, placement, released, [v.job for v in victims])
             for v in victims:
                 self.stopping.add(v.job.id)
                 self.live[(v.job.spec.org, f)] -= v.job.accelerators
-                self.promise(v.job.spec.org, f, -v.job.accelerators)
                 self.out.preemptions.append(
                     Preemption(v.job.id, v.reason, job.id, f"makes room for {job.id} ({v.reason.value})")
                 )
             self.pend(job, PendingReason.PREEMPTING, f"{len(victims)} job(s) asked to stop to make room")
             return True
         return False
+
+    def claim(
+        self,
+        job: PendingJob,
+        f: str,
+        shape: Shape,
+        placement: list[tuple[int, int]],
+        released: Extra,
+        victims: list[RunningJob],
+    ) -> None:
+        """Treat the beneficiary's claim as granted for the rest of the cycle: hold what is
+        free now on its future nodes, and book quota as it will be once the victims are
+        gone (it charged, they credited), so no later job spends what it was promised."""
+        self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
+        self.victims_of_claims.update(v.id for v in victims)
+        self.promise(job.spec.org, f, shape.replicas * shape.acc)
+        for v in victims:
+            self.promise(v.spec.org, f, -v.accelerators)
+
+    def reclaim_claim(self, job: PendingJob, shape: Shape) -> None:
+        """Renew, in this cycle, the claim of a job whose victims are still stopping."""
+        victims = [r for r in self.snap.running if r.preempted_for == job.id and r.terminating]
+        f = victims[0].flavor if victims else None
+        if f is None or f not in job.spec.gang.flavors or f not in self.book.capacity:
+            return
+        released = self.pool.release_of([v for v in victims if v.flavor == f])
+        placement = self.pool.place(f, shape, self.fit_of(job), extra=released)
+        if placement is not None:
+            # Nodes only: the quota the victims hold is still theirs in this snapshot, and
+            # the order already puts this job first.
+            self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
+            self.victims_of_claims.update(v.id for v in victims)
 
     def candidates(
         self, job: PendingJob, f: str, reclaim: bool, priority: bool
@@ -396,6 +424,7 @@ class Cycle:
         reason, blocker = self.capacity_reason(job, f, shape)
         if (
             reason in (PendingReason.CAPACITY, PendingReason.TOPOLOGY)
+            and blocker is None  # room claimed by a preemption beneficiary is not reservable
             and self.policy.backfill
             and f not in self.holds
             and ("no-hold", f, shape, self.fit_of(job)) not in self._memo
@@ -406,7 +435,11 @@ class Cycle:
                 job.id,
                 f,
                 shape,
-                self.running_by_flavor.get(f, []) + self.placed_by_flavor.get(f, []),
+                [
+                    r
+                    for r in self.running_by_flavor.get(f, []) + self.placed_by_flavor.get(f, [])
+                    if r.id not in self.victims_of_claims  # their room is promised already
+                ],
                 self.stopping,
                 self.now,
                 lambda extra: self.pool.place(f, shape, fit, extra=extra),

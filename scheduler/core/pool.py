@@ -77,6 +77,18 @@ class PoolState:
             if i is not None:
                 self.take(i, n * g.accelerators, n * g.cpu, n * g.memory_gb)
 
+    def release_of(self, jobs: Iterable[RunningJob]) -> dict[int, tuple[int, float, float]]:
+        """What these jobs would free, per node index, once they exit."""
+        extra: dict[int, tuple[int, float, float]] = {}
+        for r in jobs:
+            g = r.spec.gang
+            for node, n in r.assignments:
+                i = self.index.get(node)
+                if i is not None:
+                    a, c, m = extra.get(i, (0, 0.0, 0.0))
+                    extra[i] = (a + n * g.accelerators, c + n * g.cpu, m + n * g.memory_gb)
+        return extra
+
     def take(self, i: int, acc: int, cpu: float, mem: float) -> None:
         self.free_acc[i] -= acc
         self.free_cpu[i] -= cpu
