@@ -32,6 +32,8 @@ def check_invariants(snap: Snapshot, d: Decisions, now: float) -> None:
     check_preemptions(snap, d, now)
     check_reservations(snap, d)
     check_nominal_guarantee(snap, d, now)
+    check_backfill(snap, d, now)
+    check_strict_order(snap, d, now)
 
 
 def check_statuses(snap: Snapshot, d: Decisions, now: float) -> None:
@@ -325,3 +327,40 @@ def _fits_after_reclaim(snap: Snapshot, d: Decisions, job: PendingJob, f: str) -
     return m.quota_verdict(snap, held, job.spec.org, f, q) == "ok" and m.fits(
         snap, room, job.spec, f, job.avoid_nodes
     )
+
+
+def check_backfill(snap: Snapshot, d: Decisions, now: float) -> None:
+    """A BACKFILL job ends by the start of the reservation on its flavor."""
+    jobs, _ = _index(snap)
+    starts = {r.flavor: r.start_at for r in d.reservations}
+    for p in d.placements:
+        if p.reason != PlaceReason.BACKFILL:
+            continue
+        limit = jobs[p.job_id].spec.max_runtime_seconds
+        assert p.flavor in starts, f"{p.job_id}: BACKFILL on a flavor without a reservation"
+        assert limit is not None and now + limit <= starts[p.flavor], f"{p.job_id} ends after the start"
+
+
+def check_strict_order(snap: Snapshot, d: Decisions, now: float) -> None:
+    """Strict order without backfill is plain FIFO: after the first job in the global order
+    that waits (other than PREEMPTING, whose victims make room for it), nothing is placed.
+
+    Checked for the FIFO and PRIORITY orderings (fixed order) when no job is nominated."""
+    p = snap.policy
+    if not p.strict_order or p.backfill or p.ordering == Ordering.FAIR:
+        return
+    if any(j.nominated for j in snap.pending) or any(r.terminating and r.preempted_for for r in snap.running):
+        return
+    rejected = {r.job_id for r in d.rejections}
+    queue = [j for j in snap.pending if j.id not in rejected and j.eligible_at <= now]
+    if p.ordering == Ordering.FIFO:
+        queue.sort(key=lambda j: (j.submitted_at, j.id))
+    else:
+        queue.sort(key=lambda j: (-j.priority, j.submitted_at, j.id))
+    blocked: str | None = None
+    for j in queue:
+        placed = d.placed(j.id) is not None
+        assert not (placed and blocked), f"{j.id} placed behind the blocked {blocked} (strict order)"
+        s = d.pending.get(j.id)
+        if not placed and blocked is None and s is not None and s.reason != PendingReason.PREEMPTING:
+            blocked = j.id
