@@ -25,7 +25,7 @@ from scheduler.snapshot import Snapshot
 from scheduler.store import lease
 from scheduler.store import nodes as nodestore
 from scheduler.store.db import Database
-from scheduler.store.view import PoolView, build
+from scheduler.store.view import PendingCache, PoolView, build
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class ControlLoop:
         self.metrics = metrics
         self._decide = decide
         self.epoch: int | None = None
+        self._pending = PendingCache()
         self.cycles = 0
         self.last_cycle_at: float | None = None
 
@@ -95,7 +96,7 @@ class ControlLoop:
                 nodestore.sync_inventory(s, self.backend.inventory(now), now)
             reconcile(self.db, self.backend, fence, now, out)
             with self.db.read() as s:
-                view = build(s, self.pool, now)
+                view = build(s, self.pool, now, self._pending)
             decisions = self.decide(view.snapshot, now)
             apply_decisions(self.db, self.backend, view, decisions, fence, now, out)
         except NotLeader:

@@ -16,6 +16,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from scheduler.domain import DEFAULT_PRIORITY_CLASSES, Flavor, PriorityClass
+from scheduler.lifecycle import JobState
 from scheduler.snapshot import PendingJob, Policy, RunningJob, Snapshot
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
@@ -57,11 +58,46 @@ def flavors_of(session: Session, pool: PoolView) -> tuple[Flavor, ...]:
     return tuple(Flavor(name=n) for n in sorted(names))
 
 
-def build(session: Session, pool: PoolView, now: float) -> View:
+class PendingCache:
+    """Pending jobs as of their last version, kept between cycles.
+
+    A queue of thousands changes by a few jobs a cycle; re-reading and re-building
+    every one of them would cost more than deciding. Each cycle reads only (id,
+    version) of the queue and loads the rows whose version moved.
+    """
+
+    _CHUNK = 500
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[JobRow, PendingJob]] = {}
+
+    def load(self, session: Session) -> tuple[list[JobRow], list[PendingJob]]:
+        stmt = (
+            select(JobRow.id, JobRow.version)
+            .where(JobRow.state == JobState.PENDING.value)
+            .order_by(col(JobRow.submitted_at), col(JobRow.id))
+        )
+        keys = list(session.exec(stmt).all())
+        stale = [i for i, v in keys if (e := self._entries.get(i)) is None or e[0].version != v]
+        for start in range(0, len(stale), self._CHUNK):
+            chunk = stale[start : start + self._CHUNK]
+            for row in session.exec(select(JobRow).where(col(JobRow.id).in_(chunk))).all():
+                self._entries[row.id] = (row, _pending(row))
+        queued = {i for i, _ in keys}
+        for gone in [i for i in self._entries if i not in queued]:
+            del self._entries[gone]
+        # A row re-read above may have left the queue in between (PostgreSQL reads each
+        # statement afresh): only what is still PENDING goes to decide().
+        entries = [self._entries[i] for i, _ in keys if i in self._entries]
+        entries = [e for e in entries if e[0].state == JobState.PENDING.value]
+        return [row for row, _ in entries], [job for _, job in entries]
+
+
+def build(session: Session, pool: PoolView, now: float, cache: PendingCache | None = None) -> View:
     allocs = jobstore.live_allocations(session)
     alloc_by_job = {a.job_id: a for a in allocs}
     running_rows = _jobs(session, list(alloc_by_job))
-    pending_rows = jobstore.pending(session)
+    pending_rows, pending_jobs = (cache or PendingCache()).load(session)
     checkpoints = _last_checkpoints(session, list(alloc_by_job))
     running = [
         _running(running_rows[a.job_id], a, checkpoints.get(a.job_id))
@@ -73,7 +109,7 @@ def build(session: Session, pool: PoolView, now: float) -> View:
         nodes=tuple(nodestore.to_node(r) for r in nodestore.list_nodes(session)),
         orgs=orgstore.domain_orgs(session),
         running=tuple(running),
-        pending=tuple(_pending(j) for j in pending_rows),
+        pending=tuple(pending_jobs),
         usage=usagestore.decayed(session, now, pool.policy.half_life_seconds),
         policy=pool.policy,
     )
