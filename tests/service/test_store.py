@@ -197,3 +197,27 @@ def test_group_commit_stores_each_request_once(db_url: str) -> None:
     assert batcher.batches < 50  # requests shared transactions
     with db.read() as s:
         assert len(jobstore.list_jobs(s)) == 10
+
+
+def test_the_pending_cache_follows_the_queue(db_url: str) -> None:
+    from scheduler.store.view import PendingCache
+
+    db = open_database(db_url)
+    cache = PendingCache()
+    with db.write() as s:
+        ids = [
+            jobstore.submit(
+                s, SPEC, priority=p, now=float(p), submitted_by=None, client_request_id=None
+            ).job.id
+            for p in (1, 2, 3)
+        ]
+    with db.read() as s:
+        assert [j.id for j in cache.load(s)[1]] == ids
+    with db.write() as s:
+        jobstore.cancel(s, jobstore.get(s, ids[0]), 5.0, by="t")
+        jobstore.touch(s, jobstore.get(s, ids[1]), priority=9, eligible_at=42.0)
+    with db.read() as s:
+        rows, pending = cache.load(s)
+    assert [j.id for j in pending] == ids[1:]
+    assert (pending[0].priority, pending[0].eligible_at) == (9, 42.0)  # re-read: its version moved
+    assert rows[0].priority == 9
