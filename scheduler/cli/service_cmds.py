@@ -46,6 +46,7 @@ def server(
     lease_ttl: Annotated[float, typer.Option("--lease-ttl", min=0.5, help="Leader lease seconds.")] = 10.0,
 ) -> None:
     """Run the pool service: HTTP API, control loop and metrics."""
+    import gc
     import logging
 
     import uvicorn
@@ -74,6 +75,11 @@ def server(
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         err.print(f"[red]error:[/red] --db: cannot use the database: {reason}", highlight=False)
         raise typer.Exit(2) from None
+    # The server holds many long-lived objects (cached specs, pending jobs); with the
+    # default thresholds the collector walks them all every few hundred requests, and
+    # those pauses were most of the API's p99 under load (measured: 345 -> 200 ms).
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1000)
     typer.echo(f"trainpool server on http://{host}:{port} (API under /v1, docs at /docs)", err=True)
     # A long keep-alive: clients reuse connections, and a client that sends on a
     # connection the server is just closing sees a spurious error.
