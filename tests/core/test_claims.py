@@ -81,11 +81,6 @@ def test_beneficiary_claims_the_free_room_beside_its_victims() -> None:
         check(Case("claim", snap, preempted={"bv": (RECLAIM, "g")}, pending={"g": PendingReason.PREEMPTING}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: the job that fits only on g's claimed room gets a Reservation of r0-n0 at "
-    "bv's exit (t=30), the very node g was promised; SEMANTICS: it waits CAPACITY, blocked_by g",
-)
 def test_job_blocked_by_a_claim_waits_capacity_and_reserves_none_of_its_nodes() -> None:
     check(
         Case(
@@ -114,11 +109,6 @@ def test_nominated_job_goes_first() -> None:
     check(Case("nominated", nominated, placed={"a1": ANY}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: a claim lives only in the cycle that chose the victims; next cycle, while bv "
-    "still terminates, s takes the free n1 that g was promised, so g no longer fits once bv exits",
-)
 def test_claim_story_the_beneficiary_gets_what_it_was_promised() -> None:
     """Cycle 1: g reclaims bv and claims n1. Cycle 2: bv still stopping, s still waits.
     Cycle 3: bv exited (g nominated): g starts on both nodes, s keeps waiting.
