@@ -4,6 +4,7 @@ nodes, quotas, tokens, usage, and clear 4xx answers to bad input."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -190,3 +191,28 @@ def test_an_agent_report_moves_work_off_a_sick_node(api: Api) -> None:
     assert moved["allocation"]["nodes"][0]["node"] != node
     bad = api.call("pool-admin", "PUT", f"/v1/nodes/{node}/health", {"health": "sick"})
     assert bad.status_code == 422 and bad.json()["detail"].startswith("health: ")
+
+
+def test_a_restarted_job_resumes_from_its_latest_checkpoint(api: Api) -> None:
+    assert api.ctx.loop is not None
+    backend = api.ctx.loop.backend
+    launches: list[dict[str, str]] = []
+    original = backend.launch
+
+    def spy(launch: Any, now: float) -> None:
+        launches.append(dict(launch.env))
+        original(launch, now)
+
+    backend.launch = spy  # type: ignore[method-assign]
+    job = api.submit(
+        "member@a", env={"SIM_DURATION": "10", "SIM_FAIL_ATTEMPTS": "1"}, restart={"backoff_seconds": 0}
+    )
+    api.cycle()
+    for step in (1, 2):
+        body = {"path": f"/ckpt/{job['id']}/step-{step}", "step": step}
+        assert api.call("member@a", "POST", f"/v1/jobs/{job['id']}/checkpoints", body).status_code == 201
+    api.cycle(11)  # attempt 0 exits 1: requeued and relaunched
+    api.cycle(1)
+    assert [env.get("TRAINPOOL_ATTEMPT") for env in launches] == ["0", "1"]
+    assert "TRAINPOOL_RESUME_FROM" not in launches[0]
+    assert launches[1]["TRAINPOOL_RESUME_FROM"] == f"/ckpt/{job['id']}/step-2"
