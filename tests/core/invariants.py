@@ -100,22 +100,24 @@ def _domain(n: object, level: str) -> tuple[str, ...]:
     return (*key, n.topology.rack) if level == "rack" else key
 
 
-def promises(snap: Snapshot, d: Decisions) -> dict[m.Key, int]:
-    """Quota booked by this cycle's preemptions: each beneficiary charged its request on its
-    victims' flavor, each victim credited (SEMANTICS.md: claims are treated as granted)."""
+def promises(snap: Snapshot, d: Decisions) -> tuple[dict[m.Key, int], dict[m.Key, int]]:
+    """Quota booked by this cycle's preemptions, as (credits, charges): each victim
+    credited, each beneficiary charged its request on its victims' flavor (SEMANTICS.md:
+    claims are treated as granted). Which came before a given placement is unknown."""
     jobs, run = _index(snap)
-    out: dict[m.Key, int] = defaultdict(int)
+    credits: dict[m.Key, int] = defaultdict(int)
+    charges: dict[m.Key, int] = defaultdict(int)
     charged: set[str] = set()
     for p in d.preemptions:
         if p.beneficiary is None:
             continue
         v = run[p.job_id]
-        out[(v.spec.org, v.flavor)] -= v.accelerators
+        credits[(v.spec.org, v.flavor)] -= v.accelerators
         b = jobs.get(p.beneficiary)
         if b is not None and b.id not in charged:
             charged.add(b.id)
-            out[(b.spec.org, v.flavor)] += b.spec.gang.total_accelerators
-    return out
+            charges[(b.spec.org, v.flavor)] += b.spec.gang.total_accelerators
+    return credits, charges
 
 
 def check_capacity_and_quota(snap: Snapshot, d: Decisions) -> None:
@@ -126,7 +128,7 @@ def check_capacity_and_quota(snap: Snapshot, d: Decisions) -> None:
     room = m.free(snap, snap.running)
     held = m.alloc(snap.running)
     orgs = m.org_map(snap)
-    booked = promises(snap, d)
+    credits, charges = promises(snap, d)
     within_before = {k for k, v in held.items() if v <= m.ceiling(snap, orgs[k[0]], k[1])}
     lending_before = {f.name: m.lending_ok(snap, held, f.name) for f in snap.flavors}
     for p in d.placements:
@@ -137,8 +139,8 @@ def check_capacity_and_quota(snap: Snapshot, d: Decisions) -> None:
         nominal = orgs[job.spec.org].quota(p.flavor).nominal
         # The booked alloc when it was placed lies between these (promises of the cycle
         # made before it are unknown: charges raise it, credits lower it).
-        low = held[key] + min(0, booked.get(key, 0))
-        high = held[key] + max(0, booked.get(key, 0))
+        low = held[key] + credits.get(key, 0)
+        high = held[key] + charges.get(key, 0)
         if p.reason == PlaceReason.NOMINAL:
             assert low <= nominal, f"{p.job_id}: NOMINAL but org above nominal"
         elif p.reason == PlaceReason.BORROWED:
@@ -148,8 +150,8 @@ def check_capacity_and_quota(snap: Snapshot, d: Decisions) -> None:
         # borrowed: what the org really holds above nominal, promises aside.
         assert p.borrowed == max(0, held[key] - nominal), f"{p.job_id}: borrowed={p.borrowed}"
     assert not m.over_capacity(room), f"nodes over capacity: {m.over_capacity(room)}"
-    for key, delta in booked.items():
-        held[key] += delta
+    for key in {*credits, *charges}:
+        held[key] += credits.get(key, 0) + charges.get(key, 0)
     for key in within_before:
         assert held[key] <= m.ceiling(snap, orgs[key[0]], key[1]), f"{key}: org over its ceiling"
     for f, ok_before in lending_before.items():
@@ -167,8 +169,8 @@ def check_preemptions(snap: Snapshot, d: Decisions, now: float) -> None:
     live = live_alloc(snap)
     # The beneficiary's booked alloc when it reclaimed is at least this (credits only lower it).
     low = m.alloc(snap.running)
-    for key, delta in promises(snap, d).items():
-        low[key] += min(0, delta)
+    for key, delta in promises(snap, d)[0].items():
+        low[key] += delta
     orgs = m.org_map(snap)
     victims = [p.job_id for p in d.preemptions]
     assert len(set(victims)) == len(victims), "a job is preempted twice"
