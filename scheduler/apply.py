@@ -79,7 +79,7 @@ def reconcile(db: Database, backend: Backend, fence: Fence, now: float, out: Out
         fence.check(s, now)
         allocs = jobstore.live_allocations(s)
         ids = [a.job_id for a in allocs]
-        jobs = {j.id: j for j in s.exec(select(JobRow).where(col(JobRow.id).in_(ids))).all()} if ids else {}
+        jobs = _locked_jobs(s, ids)
         for a in allocs:
             st = statuses.pop(gang_key(a.job_id, a.attempt), None)
             finished = st is None or st.phase in FINISHED
@@ -101,6 +101,16 @@ def reconcile(db: Database, backend: Backend, fence: Fence, now: float, out: Out
                 log.warning("stopping orphan gang %s", st.key)
                 acts.stops.append((st.key, 0.0))
     _act(db, backend, fence, acts, now, out)
+
+
+def _locked_jobs(s: Session, ids: list[str]) -> dict[str, JobRow]:
+    """The jobs this transaction decides about, locked (PostgreSQL) so that an API call
+    cannot change one between our read and our guarded write; SQLite writers are
+    serialized anyway. Jobs are always locked before allocations, as the API does."""
+    if not ids:
+        return {}
+    stmt = select(JobRow).where(col(JobRow.id).in_(ids)).order_by(col(JobRow.id)).with_for_update()
+    return {j.id: j for j in s.exec(stmt).all()}
 
 
 def _active(
@@ -226,7 +236,7 @@ def apply_decisions(
     with db.write() as s:
         fence.check(s, now)
         ids = [p.job_id for p in decisions.placements] + [r.job_id for r in decisions.rejections]
-        fresh = {j.id: j for j in s.exec(select(JobRow).where(col(JobRow.id).in_(ids))).all()} if ids else {}
+        fresh = _locked_jobs(s, ids)
         for p in decisions.placements:
             job = _unchanged(fresh, view, p.job_id, out)
             if job is None:
@@ -279,7 +289,7 @@ def _preempt(
     s: Session, job_id: str, reason: str, beneficiary: str | None, message: str, now: float, acts: _Actions,
     out: Outcome,
 ) -> None:  # fmt: skip
-    job = s.get(JobRow, job_id)
+    job = s.get(JobRow, job_id, with_for_update=True)
     a = jobstore.allocation(s, job_id, job.attempt) if job is not None else None
     if (
         job is None
@@ -349,7 +359,7 @@ def _act(db: Database, backend: Backend, fence: Fence, acts: _Actions, now: floa
     with db.write() as s:
         fence.check(s, now)
         for alloc, error in done:
-            fresh = s.get(JobRow, alloc.job_id)
+            fresh = s.get(JobRow, alloc.job_id, with_for_update=True)
             live = s.get(AllocationRow, alloc.id)
             if (
                 fresh is None
