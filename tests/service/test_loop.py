@@ -9,7 +9,7 @@ import pytest
 from scheduler.backends.sim import SimBackend
 from scheduler.decisions import PendingReason
 from scheduler.domain import Health
-from scheduler.lifecycle import JobState
+from scheduler.lifecycle import IllegalTransition, JobState
 from scheduler.store import jobs as jobstore
 from scheduler.store import lease
 from scheduler.store.db import open_database
@@ -219,3 +219,41 @@ def test_a_leader_that_stops_hands_the_lease_over_at_once(url: str) -> None:
     follower = Pool(url, holder="two", clock=leader.clock, db=open_database(url))
     follower.cycle()  # same instant: no waiting out the old lease
     assert follower.loop.is_leader
+
+
+def test_cancels_racing_the_loop_never_fail_a_cycle(db_url: str) -> None:
+    import threading
+
+    pool = Pool(db_url, node_list=nodes(4), org_list=orgs(a=32))
+    jobs = [pool.submit(env={"SIM_DURATION": 3}) for _ in range(40)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def cancel_all() -> None:
+        for job_id in jobs[::2]:
+            for _ in range(20):
+                try:
+                    with pool.db.write() as s:
+                        jobstore.cancel(s, jobstore.get(s, job_id), pool.clock(), by="racer")
+                    break
+                except jobstore.StaleWrite:
+                    continue  # the loop moved it first: read again
+                except Exception as exc:  # an illegal move: already finished
+                    errors.append(exc)
+                    break
+        done.set()
+
+    racer = threading.Thread(target=cancel_all)
+    racer.start()
+    cycles = 0
+    while not done.is_set() or cycles < 30:
+        pool.loop.cycle()  # raises if a cycle fails
+        pool.clock.t += 1
+        cycles += 1
+    racer.join()
+    states = [pool.state(j) for j in jobs]
+    assert all(s in (JobState.CANCELLED, JobState.SUCCEEDED) for s in states), states
+    assert all(s is JobState.SUCCEEDED for s in states[1::2])
+    assert all(isinstance(e, IllegalTransition) for e in errors)  # cancelling a finished job
+    with pool.db.read() as s:
+        assert jobstore.live_allocations(s) == []
