@@ -125,3 +125,43 @@ def bench_scheduler(
         typer.echo(json.dumps(results, indent=2))
     else:
         render_table(results, Console())
+
+
+@bench_app.command("api")
+def bench_api(
+    jobs: Annotated[int, typer.Option(min=1, max=1_000_000, help="Submissions to send.")] = 10_000,
+    clients: Annotated[int, typer.Option(min=1, max=1000, help="Concurrent clients.")] = 50,
+    db: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL URL of an empty database (postgresql+psycopg://...); default: SQLite."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Start a server (sim backend, loop on) on a fresh database and submit jobs to it from
+    concurrent clients: submissions per second, latency percentiles, errors."""
+    from scheduler.api.loadgen import bench_new_server
+
+    Console(stderr=True).print(
+        f"starting a server on {'PostgreSQL' if db else 'SQLite'}, "
+        f"then {jobs} submissions from {clients} clients",
+        highlight=False,
+    )
+    try:
+        result = bench_new_server(db, jobs=jobs, clients=clients)
+    except (OSError, RuntimeError) as exc:
+        raise _fail(f"the load run failed: {exc}") from None
+    summary = {
+        "benchmark": "api",
+        "database": "postgresql" if db else "sqlite",
+        "clients": clients,
+        **result.summary(),
+        "command": shlex.join(["trainpool", *sys.argv[1:]]),
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console = Console()
+        for key, value in summary.items():
+            console.print(f"{key:>24}: {value}", highlight=False)
+    if result.errors:
+        raise typer.Exit(code=1)
