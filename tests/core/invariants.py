@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from scheduler.decisions import Decisions, PendingReason, PlaceReason, PreemptReason
-from scheduler.domain import Health
+from scheduler.domain import Health, Node
 from scheduler.snapshot import Ordering, PendingJob, RunningJob, Snapshot
 
 from . import model as m
@@ -92,10 +92,7 @@ def check_placements(snap: Snapshot, d: Decisions) -> None:
             assert len(domains) == 1, f"{p.job_id}: spans {domains}, {t.level} required"
 
 
-def _domain(n: object, level: str) -> tuple[str, ...]:
-    from scheduler.domain import Node
-
-    assert isinstance(n, Node)
+def _domain(n: Node, level: str) -> tuple[str, ...]:
     key = (n.topology.zone, n.topology.spine)
     return (*key, n.topology.rack) if level == "rack" else key
 

@@ -19,9 +19,11 @@ from scheduler.core import decide
 from scheduler.decisions import (
     Decisions,
     PendingReason,
+    Placement,
     PlaceReason,
     PreemptReason,
     RejectReason,
+    Reservation,
 )
 from scheduler.domain import Flavor, Gang, Health, JobSpec, Node, TopologyConstraint, TopologyPath
 from scheduler.snapshot import PendingJob, Policy, RunningJob, Snapshot
@@ -440,10 +442,7 @@ def check(case: Case) -> Decisions:
     return d
 
 
-def _check_placement(job: str, want: Placed, got: object, why: str) -> None:
-    from scheduler.decisions import Placement
-
-    assert isinstance(got, Placement)
+def _check_placement(job: str, want: Placed, got: Placement, why: str) -> None:
     nodes = frozenset(n for n, _ in got.assignments)
     if want.on is not None:
         assert nodes == want.on, f"{job} on {sorted(nodes)}, wanted {sorted(want.on)}\n  {why}"
@@ -455,10 +454,7 @@ def _check_placement(job: str, want: Placed, got: object, why: str) -> None:
         assert got.assignments == want.assignments, f"{job} assignments\n  {why}"
 
 
-def _check_reservation(job: str, want: Res, got: object, why: str) -> None:
-    from scheduler.decisions import Reservation
-
-    assert isinstance(got, Reservation)
+def _check_reservation(job: str, want: Res, got: Reservation, why: str) -> None:
     if want.nodes is not None:
         assert frozenset(got.nodes) == want.nodes, f"{job} reserves {got.nodes}\n  {why}"
     if want.start_at is not None:
