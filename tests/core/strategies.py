@@ -139,7 +139,7 @@ def running_jobs(draw: st.DrawFn, snap: Snapshot, count: int, prefix: str = "r")
 
 
 @st.composite
-def pending_job(draw: st.DrawFn, snap: Snapshot, id: str, now: float = NOW) -> PendingJob:
+def pending_job(draw: st.DrawFn, snap: Snapshot, id: str, now: float = NOW, big: bool = False) -> PendingJob:
     flavors = [f.name for f in snap.flavors]
     orgs = [o.name for o in snap.orgs]
     org = draw(st.sampled_from(orgs * 5 + ["ghost"]))
@@ -151,13 +151,14 @@ def pending_job(draw: st.DrawFn, snap: Snapshot, id: str, now: float = NOW) -> P
     return pending(
         id,
         org,
-        replicas=draw(st.sampled_from((1, 1, 2, 3, 4))),
-        acc=draw(st.sampled_from((1, 2, 4, 8))),
+        # Big: multi-node gangs, where packing and topology matter.
+        replicas=draw(st.sampled_from((2, 3, 4) if big else (1, 1, 2, 3, 4))),
+        acc=draw(st.sampled_from((4, 8) if big else (1, 2, 4, 8))),
         flavors=tuple(accepted),
         prio=draw(st.sampled_from((100, 500, 1000))),
         submitted=draw(st.floats(0, now, allow_nan=False)),
         runtime=draw(st.one_of(st.none(), st.floats(10, 3000), st.floats(10, 500))),
-        topology=draw(st.sampled_from(TOPOLOGIES)),
+        topology=draw(st.sampled_from(TOPOLOGIES[1:] if big else TOPOLOGIES)),
         cpu=draw(st.sampled_from((1.0, 1.0, 8.0, 24.0))),
         eligible_at=draw(st.sampled_from((0.0,) * 7 + (now + 100,))),
         avoid=draw(st.lists(st.sampled_from(node_names), max_size=2)),
@@ -215,7 +216,7 @@ def contended_snapshots(draw: st.DrawFn) -> Snapshot:
     ]
     snap = snapshot(nodes, orgs, policy=draw(policies))
     snap = draw(running_jobs(snap, draw(st.integers(4, 16))))
-    jobs = [draw(pending_job(snap, f"p{i}")) for i in range(draw(st.integers(1, 6)))]
+    jobs = [draw(pending_job(snap, f"p{i}", big=draw(st.booleans()))) for i in range(draw(st.integers(1, 6)))]
     snap = dataclasses.replace(snap, pending=tuple(jobs))
     return draw(with_terminating(snap))
 
