@@ -69,18 +69,26 @@ class Cycle:
         # What orgs hold through running jobs that are not stopping: whether an org still
         # borrows, for reclaim, is judged on this (not on this cycle's own placements).
         self.live: dict[tuple[str, str], int] = {}
-        for r in sorted(snapshot.running, key=lambda r: r.id):
-            self.pool.charge_running(r)
-            if r.flavor in capacity and r.spec.org in self.orgs:
-                self.book.add(r.spec.org, r.flavor, r.accelerators)
+        # The hot loop of building a cycle (tens of thousands of running jobs): plain
+        # locals, and quota charged once per (org, flavor) rather than once per job. Order
+        # does not matter here: every list built from it is sorted where order counts.
+        held: dict[tuple[str, str], int] = {}
+        charge, orgs, live = self.pool.charge_running, self.orgs, self.live
+        for r in snapshot.running:
+            charge(r)
+            key = (r.spec.org, r.flavor)
+            acc = r.spec.gang.accelerators * sum(n for _, n in r.assignments)
+            if r.flavor in capacity and key[0] in orgs:
+                held[key] = held.get(key, 0) + acc
                 self.running_by_flavor[r.flavor].append(r)
-            if not r.terminating and r.flavor in capacity:
-                key = (r.spec.org, r.flavor)
-                self.live[key] = self.live.get(key, 0) + r.accelerators
             if r.terminating:
                 self.stopping.add(r.id)
                 if r.preempted_for:
                     self.stopping_for.setdefault(r.preempted_for, []).append(r.id)
+            elif r.flavor in capacity:
+                live[key] = live.get(key, 0) + acc
+        for (org, flavor), acc in sorted(held.items()):
+            self.book.add(org, flavor, acc)
         self.pool.build_buckets()
         self._candidates: dict[str, dict[str, list[tuple[tuple[object, ...], RunningJob]]]] = {}
         self.holds: dict[str, Hold] = {}

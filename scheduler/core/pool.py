@@ -71,11 +71,16 @@ class PoolState:
     # -- charging capacity -------------------------------------------------------------
 
     def charge_running(self, job: RunningJob) -> None:
+        """Charge a running job before the indexes exist (``build_buckets`` comes after)."""
         g = job.spec.gang
+        a, c, m = g.accelerators, g.cpu, g.memory_gb
+        index, free_acc, free_cpu, free_mem = self.index, self.free_acc, self.free_cpu, self.free_mem
         for node, n in job.assignments:
-            i = self.index.get(node)
+            i = index.get(node)
             if i is not None:
-                self.take(i, n * g.accelerators, n * g.cpu, n * g.memory_gb)
+                free_acc[i] -= n * a
+                free_cpu[i] -= n * c
+                free_mem[i] -= n * m
 
     def release_of(self, jobs: Iterable[RunningJob]) -> dict[int, tuple[int, float, float]]:
         """What these jobs would free, per node index, once they exit."""
