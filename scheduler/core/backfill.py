@@ -46,22 +46,36 @@ def earliest_fit(
             k_min = k
             break
 
-    def attempt(k: int) -> list[tuple[int, int]] | None:
-        return place(pool.release_of(ordered[:k]))
+    # Releases are added to a running total as k grows, and bisection starts from a copy
+    # of the last prefix known not to fit: each job is added O(log n) times at most,
+    # instead of rebuilding every prefix from scratch.
+    def extend(extra: Extra, start: int, end: int) -> Extra:
+        for r in ordered[start:end]:
+            g = r.spec.gang
+            for node, n in r.assignments:
+                i = pool.index.get(node)
+                if i is not None:
+                    a, c, m = extra.get(i, (0, 0.0, 0.0))
+                    extra[i] = (a + n * g.accelerators, c + n * g.cpu, m + n * g.memory_gb)
+        return extra
 
     lo, hi, step = k_min - 1, k_min, 1
-    found = attempt(hi) if hi <= len(ordered) else None
+    lo_extra = extend({}, 0, lo)
+    hi_extra = extend(dict(lo_extra), lo, hi)
+    found = place(hi_extra)
     while found is None and hi < len(ordered):
-        lo, step = hi, step * 2
+        lo, lo_extra, step = hi, hi_extra, step * 2
         hi = min(len(ordered), hi + step)
-        found = attempt(hi)
+        hi_extra = extend(dict(lo_extra), lo, hi)
+        found = place(hi_extra)
     if found is None:
         return None
     while hi - lo > 1:  # invariant: lo does not fit, hi fits
         mid = (lo + hi) // 2
-        got = attempt(mid)
+        mid_extra = extend(dict(lo_extra), lo, mid)
+        got = place(mid_extra)
         if got is None:
-            lo = mid
+            lo, lo_extra = mid, mid_extra
         else:
             hi, found = mid, got
     return releases[hi - 1][0], found

@@ -180,12 +180,9 @@ class Cycle:
         # Inside a cycle, free capacity, lendable quota and victims only shrink, so a job
         # that failed stays failed; only a new hold or org block can change *why*. So a
         # failure is reused for same-kind jobs until then (the epoch), instead of redone.
+        if self.known_failure(job):
+            return
         key = self.outcome_key(job)
-        if key is not None:
-            hit = self._outcomes.get(key)
-            if hit is not None and hit[0] == self.epoch:
-                self.out.pending[job.id] = hit[1]
-                return
         epoch = self.epoch
         self.allocate_or_wait(job)
         status = self.out.pending.get(job.id)
@@ -196,6 +193,19 @@ class Cycle:
             and status.reason is not PendingReason.PREEMPTING
         ):
             self._outcomes[key] = (epoch, status)
+
+    def known_failure(self, job: PendingJob) -> bool:
+        """Record ``job``'s status if a job of the same kind already failed in this epoch.
+
+        Such a job changes nothing, so the order may also settle it early (see ordering)."""
+        if self.strict_blocker is not None:
+            return False
+        key = self.outcome_key(job)
+        hit = None if key is None else self._outcomes.get(key)
+        if hit is None or hit[0] != self.epoch:
+            return False
+        self.out.pending[job.id] = hit[1]
+        return True
 
     def outcome_key(self, job: PendingJob) -> tuple[object, ...] | None:
         if job.avoid_nodes or job.preempted_by or job.id in self.stopping_for:

@@ -90,5 +90,10 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         queue = queues[org]
         yield queue[pos[org]]
         pos[org] += 1
+        # A job that fails like an earlier job of its kind changes nothing, so where it
+        # stands in the order does not matter: settle the org's run of them right here
+        # instead of one heap round each (on a saturated pool that is nearly every job).
+        while pos[org] < len(queue) and cycle.known_failure(queue[pos[org]]):
+            pos[org] += 1
         if pos[org] < len(queue):
             heapq.heappush(heap, (tier(queue[pos[org]]), share(org), org))
