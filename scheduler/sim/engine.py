@@ -210,6 +210,7 @@ class Simulation:
             else:
                 beneficiary = job.running.preempted_for
                 self._interrupt(job, job.saved, failure=False, preempted_by=beneficiary)
+                self._nominate(beneficiary)
             self._want_cycle()
         self._record()
 
@@ -292,6 +293,13 @@ class Simulation:
         self._push(self.now + self.config.grace_s, EXIT, f"{job.id}#{job.attempt}")
 
     # -- job transitions -------------------------------------------------------------------
+
+    def _nominate(self, job_id: str | None) -> None:
+        """A victim has exited: the job it stopped for goes first next cycle (as the
+        service's loop does), so the room it freed is not taken by somebody else."""
+        ben = self.jobs.get(job_id) if job_id else None
+        if ben is not None and ben.pending is not None and not ben.pending.nominated:
+            ben.pending = replace(ben.pending, nominated=True)
 
     def _enqueue(self, job: SimJob, preempted_by: str | None) -> None:
         rec = job.rec

@@ -112,3 +112,31 @@ def test_the_loop_stops_when_nothing_can_move_and_reports_unfinished_jobs() -> N
     pool = pool_from_quotas({"a": 2}, {"a"}, node_size=8)
     result = Simulation(pool, jobs, get_policy("trainpool"), model, CONFIG, decide=refuse_big).run()
     assert result.unfinished == 1
+
+
+def test_the_job_a_victim_stopped_for_is_nominated_once_the_victim_has_exited() -> None:
+    """The loop's contract with the core: after the victim exits, the beneficiary comes
+    back to decide with ``nominated`` set (considered first), until it is placed."""
+    seen: list[tuple[float, bool]] = []
+
+    def preempt_a_for_b(snap: Snapshot) -> list[Preemption]:
+        running = {r.id: r for r in snap.running}
+        b = next((p for p in snap.pending if p.id == "jb"), None)
+        if b is not None:
+            seen.append((snap_time[0], b.nominated))
+        if b is not None and "ja" in running and not running["ja"].terminating:
+            return [Preemption("ja", PreemptReason.RECLAIM, "jb")]
+        return []
+
+    snap_time = [0.0]
+    inner = first_fit(preempt_a_for_b)
+
+    def decide(snap: Snapshot, now: float) -> Decisions:
+        snap_time[0] = now
+        return inner(snap, now)
+
+    jobs = [TraceJob("a", "a", 0.0, 16, 5000.0), TraceJob("b", "a", 2500.0, 16, 100.0)]
+    simulate(jobs, decide)
+    # t=2500: jb asks for ja's nodes (not nominated yet); ja exits at 2530; at the next
+    # cycle (2560) jb is nominated, and is placed.
+    assert seen == [(2500.0, False), (2560.0, True)]
