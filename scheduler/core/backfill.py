@@ -50,14 +50,7 @@ def earliest_fit(
     # of the last prefix known not to fit: each job is added O(log n) times at most,
     # instead of rebuilding every prefix from scratch.
     def extend(extra: Extra, start: int, end: int) -> Extra:
-        for r in ordered[start:end]:
-            g = r.spec.gang
-            for node, n in r.assignments:
-                i = pool.index.get(node)
-                if i is not None:
-                    a, c, m = extra.get(i, (0, 0.0, 0.0))
-                    extra[i] = (a + n * g.accelerators, c + n * g.cpu, m + n * g.memory_gb)
-        return extra
+        return pool.release_of(ordered[start:end], into=extra)
 
     lo, hi, step = k_min - 1, k_min, 1
     lo_extra = extend({}, 0, lo)

@@ -28,6 +28,18 @@ class Shape:
     mem: float
 
 
+def replicas_in(s: Shape, acc: float, cpu: float, mem: float) -> int:
+    """How many replicas of ``s`` (at most its gang size) fit in this much room."""
+    n = s.replicas
+    if s.acc:
+        n = min(n, int(acc // s.acc))
+    if s.cpu:
+        n = min(n, int(cpu // s.cpu + 1e-9))
+    if s.mem:
+        n = min(n, int(mem // s.mem + 1e-9))
+    return max(0, n)
+
+
 @dataclass(frozen=True, slots=True)
 class Fit:
     """A job's constraints on where its gang may go (part of the memo keys)."""
@@ -82,9 +94,11 @@ class PoolState:
                 free_cpu[i] -= n * c
                 free_mem[i] -= n * m
 
-    def release_of(self, jobs: Iterable[RunningJob]) -> dict[int, tuple[int, float, float]]:
-        """What these jobs would free, per node index, once they exit."""
-        extra: dict[int, tuple[int, float, float]] = {}
+    def release_of(
+        self, jobs: Iterable[RunningJob], into: dict[int, tuple[int, float, float]] | None = None
+    ) -> dict[int, tuple[int, float, float]]:
+        """What these jobs would free, per node index, once they exit (added to ``into``)."""
+        extra: dict[int, tuple[int, float, float]] = {} if into is None else into
         for r in jobs:
             g = r.spec.gang
             for node, n in r.assignments:
@@ -152,14 +166,7 @@ class PoolState:
         if extra and i in extra:
             ea, ec, em = extra[i]
             acc, cpu, mem = acc + ea, cpu + ec, mem + em
-        n = s.replicas
-        if s.acc:
-            n = min(n, acc // s.acc)
-        if s.cpu:
-            n = min(n, int(cpu // s.cpu + 1e-9))
-        if s.mem:
-            n = min(n, int(mem // s.mem + 1e-9))
-        return max(0, n)
+        return replicas_in(s, acc, cpu, mem)
 
     def best_fit_single(self, flavor: str, s: Shape, avoid: frozenset[str]) -> int | None:
         """Best-fit node for a one-replica gang from the bucket index, or None."""
@@ -256,14 +263,7 @@ class PoolState:
             self._profiles[flavor] = profiles
         rack_room: dict[tuple[str, str, str], int] = {}
         for (rack, acc, cpu, mem), count in profiles.items():
-            n = s.replicas
-            if s.acc:
-                n = min(n, acc // s.acc)
-            if s.cpu:
-                n = min(n, int(cpu // s.cpu + 1e-9))
-            if s.mem:
-                n = min(n, int(mem // s.mem + 1e-9))
-            rack_room[rack] = rack_room.get(rack, 0) + max(0, n) * count
+            rack_room[rack] = rack_room.get(rack, 0) + replicas_in(s, acc, cpu, mem) * count
         if fit.required and fit.level == "rack":
             best = max(rack_room.values(), default=0)
         elif fit.required and fit.level == "spine":
