@@ -99,3 +99,14 @@ def positive_int(path: Path, line: int, row: dict[str, str], column: str) -> int
     if value != int(value) or value < 1:
         raise TraceError(f"{path}:{line}: {column}: must be a whole number >= 1 (got {row.get(column)})")
     return int(value)
+
+
+def unique_id(path: Path, line: int, row: dict[str, str], column: str, seen: set[str]) -> str:
+    """The row's job id: present, and not seen before in this file (``seen`` grows)."""
+    job_id = (row.get(column) or "").strip()
+    if not job_id:
+        raise TraceError(f"{path}:{line}: {column} must not be empty")
+    if job_id in seen:
+        raise TraceError(f"{path}:{line}: {column}: '{job_id}' appears twice")
+    seen.add(job_id)
+    return job_id

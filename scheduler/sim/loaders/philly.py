@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scheduler.sim.trace import TraceError, TraceJob, csv_rows, number, positive_int, register
+from scheduler.sim.trace import TraceJob, csv_rows, number, positive_int, register, unique_id
 
 COLUMNS = ("#job id", "arrival time (sec)", "size", "duration (sec)")
 UNASSIGNED_ORG = "philly"
@@ -21,15 +21,9 @@ def load(path: Path) -> list[TraceJob]:
     jobs: list[TraceJob] = []
     seen: set[str] = set()
     for line, row in csv_rows(path, COLUMNS):
-        job_id = row["#job id"].strip()
-        if not job_id:
-            raise TraceError(f"{path}:{line}: #job id must not be empty")
-        if job_id in seen:
-            raise TraceError(f"{path}:{line}: #job id: '{job_id}' appears twice")
-        seen.add(job_id)
         jobs.append(
             TraceJob(
-                id=job_id,
+                id=unique_id(path, line, row, "#job id", seen),
                 org=UNASSIGNED_ORG,
                 submit=number(path, line, row, "arrival time (sec)"),
                 gpus=positive_int(path, line, row, "size"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from scheduler.sim.trace import TraceError, TraceJob, csv_rows, number, positive_int, register
+from scheduler.sim.trace import TraceError, TraceJob, csv_rows, number, positive_int, register, unique_id
 
 COLUMNS = ("job_id", "vc", "submit_time_s", "num_gpus", "duration_s")
 
@@ -18,13 +18,10 @@ def load(path: Path) -> list[TraceJob]:
     jobs: list[TraceJob] = []
     seen: set[str] = set()
     for line, row in csv_rows(path, COLUMNS):
-        job_id = row["job_id"].strip()
+        job_id = unique_id(path, line, row, "job_id", seen)
         org = row["vc"].strip().lower()
-        if not job_id or not org:
-            raise TraceError(f"{path}:{line}: job_id and vc must not be empty")
-        if job_id in seen:
-            raise TraceError(f"{path}:{line}: job_id: '{job_id}' appears twice")
-        seen.add(job_id)
+        if not org:
+            raise TraceError(f"{path}:{line}: vc must not be empty")
         jobs.append(
             TraceJob(
                 id=job_id,
