@@ -407,7 +407,9 @@ class Cycle:
 
     def reclaim_claim(self, job: PendingJob, shape: Shape) -> None:
         """Renew, in this cycle, the claim of a job whose victims are still stopping."""
-        victims = [r for r in self.snap.running if r.preempted_for == job.id and r.terminating]
+        victims = sorted(
+            (r for r in self.snap.running if r.preempted_for == job.id and r.terminating), key=lambda r: r.id
+        )
         f = victims[0].flavor if victims else None
         if f is None or f not in job.spec.gang.flavors or f not in self.book.capacity:
             return
