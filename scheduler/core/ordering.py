@@ -12,7 +12,7 @@ import heapq
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from quota.fairshare import LN2
+from quota.fairshare import dominant_share
 from scheduler.snapshot import Ordering, PendingJob
 
 if TYPE_CHECKING:
@@ -62,23 +62,17 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         )
         return 0 if fits_nominal else 1
 
-    tau = half_life / LN2
-
     shares: dict[str, tuple[int, float]] = {}
 
     def share(org: str) -> float:
-        # dominant_share() inlined over the book's rows, and recomputed only when the org's
-        # holdings changed (the book counts changes per org).
+        # Recomputed only when the org's holdings changed (the book counts changes per org).
         version = book.version(org)
         hit = shares.get(org)
         if hit is not None and hit[0] == version:
             return hit[1]
+        alloc = {f: book.alloc(org, f) for f in capacity}
         usage = cycle.snap.usage.get(org, {})
-        best = 0.0
-        for f, cap in capacity.items():
-            v = book.alloc(org, f) / cap + usage.get(f, 0.0) / (cap * tau)
-            best = v if v > best else best
-        value = best / cycle.orgs[org].weight
+        value = dominant_share(alloc, usage, capacity, cycle.orgs[org].weight, half_life)
         shares[org] = (version, value)
         return value
 

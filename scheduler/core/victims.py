@@ -46,15 +46,11 @@ class _Release:
         self.jobs: list[Victim] = []
 
     def add(self, v: Victim) -> None:
-        g = v.job.spec.gang
-        for node, n in v.job.assignments:
-            i = self.pool.index.get(node)
-            if i is None:
-                continue
-            a, c, m = self.extra.get(i, (0, 0.0, 0.0))
-            self.extra[i] = (a + n * g.accelerators, c + n * g.cpu, m + n * g.memory_gb)
-            if self.pool.usable[i]:
-                self.freed += n * g.accelerators
+        pool, acc = self.pool, v.job.spec.gang.accelerators
+        pool.release_of((v.job,), into=self.extra)
+        self.freed += sum(
+            n * acc for node, n in v.job.assignments if node in pool.index and pool.usable[pool.index[node]]
+        )
         if self.book is not None:
             self.book.add(v.job.spec.org, self.flavor, -v.job.accelerators)
         self.jobs.append(v)

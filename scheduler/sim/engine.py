@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from quota.fairshare import accumulate
 from scheduler.decisions import Decisions, PreemptReason
 from scheduler.domain import Health, JobSpec
 from scheduler.sim.failures import FailureModel, FailureStream
@@ -120,7 +121,7 @@ class Simulation:
         self._pending_acc = [0] * len(self.org_names)
         self._pending_sizes: list[Counter[int]] = [Counter() for _ in self.org_names]
         self._usage = [0.0] * len(self.org_names)
-        self._decay_k = math.log(2) / policy.core.half_life_seconds
+        self._half_life = policy.core.half_life_seconds
         self.now = 0.0
         self._last_cycle = -math.inf
         self._cycle_at: float | None = None
@@ -218,9 +219,8 @@ class Simulation:
         """Decay usage to ``t``: alloc is constant since the last event."""
         dt = t - self.now
         if dt > 0:
-            decay = math.exp(-self._decay_k * dt)
-            gain = (1.0 - decay) / self._decay_k
-            self._usage = [u * decay + a * gain for u, a in zip(self._usage, self.alloc, strict=True)]
+            h = self._half_life
+            self._usage = [accumulate(u, dt, a, h) for u, a in zip(self._usage, self.alloc, strict=True)]
             self.now = t
 
     def _want_cycle(self) -> None:

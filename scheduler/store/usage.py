@@ -10,6 +10,7 @@ from collections import defaultdict
 
 from sqlmodel import Session, col, select
 
+from quota.fairshare import decay
 from scheduler.store.tables import AllocationRow, UsageRow
 
 INTERVAL = 3600.0
@@ -45,7 +46,7 @@ def decayed(session: Session, now: float, half_life: float) -> dict[str, dict[st
     out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for r in rows:
         age = max(0.0, now - (r.interval_start + INTERVAL / 2))
-        out[r.org][r.flavor] += r.accelerator_seconds * 0.5 ** (age / half_life)
+        out[r.org][r.flavor] += decay(r.accelerator_seconds, age, half_life)
     return {org: dict(flavors) for org, flavors in out.items()}
 
 
