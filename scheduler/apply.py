@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -71,7 +72,14 @@ class _Actions:
 # --- reconcile: what the backend reports against what the store says ------------------
 
 
-def reconcile(db: Database, backend: Backend, fence: Fence, now: float, out: Outcome) -> None:
+def reconcile(
+    db: Database,
+    backend: Backend,
+    fence: Fence,
+    now: float,
+    out: Outcome,
+    checkpoint_root: str = "checkpoints",
+) -> None:
     """Level-triggered: compares every live allocation with the backend's gangs."""
     statuses = {s.key: s for s in backend.gangs(now)}
     acts = _Actions()
@@ -80,6 +88,7 @@ def reconcile(db: Database, backend: Backend, fence: Fence, now: float, out: Out
         allocs = jobstore.live_allocations(s)
         ids = [a.job_id for a in allocs]
         jobs = _locked_jobs(s, ids)
+        _store_checkpoints(s, allocs, statuses, now)
         for a in allocs:
             st = statuses.pop(gang_key(a.job_id, a.attempt), None)
             finished = st is None or st.phase in FINISHED
@@ -100,7 +109,29 @@ def reconcile(db: Database, backend: Backend, fence: Fence, now: float, out: Out
             elif st.phase is not Phase.STOPPING:
                 log.warning("stopping orphan gang %s", st.key)
                 acts.stops.append((st.key, 0.0))
-    _act(db, backend, fence, acts, now, out)
+    _act(db, backend, fence, acts, now, out, checkpoint_root)
+
+
+def _store_checkpoints(
+    s: Session, allocs: list[AllocationRow], statuses: dict[str, GangStatus], now: float
+) -> None:
+    """Checkpoints the backend saw the gangs report, where newer than the stored one:
+    stored before the gang's exit is handled, so a restart in this very cycle resumes
+    from it."""
+    seen = {
+        a.job_id: (a.attempt, st.checkpoint)
+        for a in allocs
+        if (st := statuses.get(gang_key(a.job_id, a.attempt))) is not None and st.checkpoint is not None
+    }
+    if not seen:
+        return
+    latest: dict[str, int] = {}
+    stmt = select(CheckpointRow).where(col(CheckpointRow.job_id).in_(list(seen)))
+    for row in s.exec(stmt).all():
+        latest[row.job_id] = max(latest.get(row.job_id, -1), row.step if row.step is not None else -1)
+    for job_id, (attempt, (step, path)) in seen.items():
+        if step > latest.get(job_id, -1):
+            s.add(CheckpointRow(job_id=job_id, attempt=attempt, path=path, step=step, at=now))
 
 
 def _locked_jobs(s: Session, ids: list[str]) -> dict[str, JobRow]:
@@ -230,7 +261,14 @@ def _requeue(s: Session, job: JobRow, now: float) -> None:
 
 
 def apply_decisions(
-    db: Database, backend: Backend, view: View, decisions: Decisions, fence: Fence, now: float, out: Outcome
+    db: Database,
+    backend: Backend,
+    view: View,
+    decisions: Decisions,
+    fence: Fence,
+    now: float,
+    out: Outcome,
+    checkpoint_root: str = "checkpoints",
 ) -> None:
     acts = _Actions()
     with db.write() as s:
@@ -271,7 +309,7 @@ def apply_decisions(
                     s, job, JobEvent.REJECT, now, reason=r.reason.value, message=r.message, finished_at=now
                 )
                 out.rejected.append(job.id)
-    _act(db, backend, fence, acts, now, out)
+    _act(db, backend, fence, acts, now, out, checkpoint_root)
     _note_pending(db, view, decisions, fence, now)
 
 
@@ -337,7 +375,15 @@ def _note_pending(db: Database, view: View, decisions: Decisions, fence: Fence, 
 # --- store -> backend ----------------------------------------------------------------
 
 
-def _act(db: Database, backend: Backend, fence: Fence, acts: _Actions, now: float, out: Outcome) -> None:
+def _act(
+    db: Database,
+    backend: Backend,
+    fence: Fence,
+    acts: _Actions,
+    now: float,
+    out: Outcome,
+    checkpoint_root: str = "checkpoints",
+) -> None:
     """After the commit: forget, stop and launch; then record the launches."""
     for key in acts.forgets:
         backend.forget(key)
@@ -349,7 +395,7 @@ def _act(db: Database, backend: Backend, fence: Fence, acts: _Actions, now: floa
     resume = _resume_points(db, [job.id for _, job in acts.launches])
     for alloc, job in acts.launches:
         try:
-            backend.launch(_launch_of(alloc, job, resume.get(job.id)), now)
+            backend.launch(_launch_of(alloc, job, resume.get(job.id), checkpoint_root), now)
             done.append((alloc, None))
         except BackendError as exc:
             done.append((alloc, str(exc)))
@@ -383,13 +429,17 @@ def _resume_points(db: Database, job_ids: list[str]) -> dict[str, str]:
         stmt = (
             select(CheckpointRow)
             .where(col(CheckpointRow.job_id).in_(job_ids))
-            .order_by(col(CheckpointRow.at), col(CheckpointRow.id))
+            .order_by(col(CheckpointRow.at), col(CheckpointRow.step), col(CheckpointRow.id))
         )
         return {c.job_id: c.path for c in s.exec(stmt).all()}  # later rows overwrite earlier
 
 
-def _launch_of(alloc: AllocationRow, job: JobRow, resume_from: str | None) -> Launch:
-    env = {"TRAINPOOL_JOB_ID": job.id, "TRAINPOOL_ATTEMPT": str(alloc.attempt)}
+def _launch_of(alloc: AllocationRow, job: JobRow, resume_from: str | None, checkpoint_root: str) -> Launch:
+    env = {
+        "TRAINPOOL_JOB_ID": job.id,
+        "TRAINPOOL_ATTEMPT": str(alloc.attempt),
+        "TRAINPOOL_CHECKPOINT_DIR": str(Path(checkpoint_root) / job.id),
+    }
     if resume_from is not None:
         env["TRAINPOOL_RESUME_FROM"] = resume_from
     return Launch(

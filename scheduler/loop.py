@@ -41,6 +41,9 @@ class LoopSettings:
     interval: float = 1.0
     lease_ttl: float = 10.0
     holder: str = field(default_factory=default_holder)
+    # Each job checkpoints under <root>/<job id>/ (TRAINPOOL_CHECKPOINT_DIR), one folder
+    # across its attempts so that a restart finds what the previous attempt wrote.
+    checkpoint_root: str = "checkpoints"
 
 
 class ControlLoop:
@@ -94,11 +97,13 @@ class ControlLoop:
             with self.db.write() as s:
                 fence.check(s, now)
                 nodestore.sync_inventory(s, self.backend.inventory(now), now)
-            reconcile(self.db, self.backend, fence, now, out)
+            reconcile(self.db, self.backend, fence, now, out, self.settings.checkpoint_root)
             with self.db.read() as s:
                 view = build(s, self.pool, now, self._pending)
             decisions = self.decide(view.snapshot, now)
-            apply_decisions(self.db, self.backend, view, decisions, fence, now, out)
+            apply_decisions(
+                self.db, self.backend, view, decisions, fence, now, out, self.settings.checkpoint_root
+            )
         except NotLeader:
             log.warning("lost the leader lease during a cycle; stepping down")
             self.epoch = None

@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from scheduler.api.app import create_app
 from scheduler.api.context import ServerContext
-from scheduler.backends.sim import SimBackend
+from scheduler.backends.registry import BackendSettings, build_backend
 from scheduler.config import PoolConfig, load_pool_config, parse_pool_config
 from scheduler.loop import ControlLoop, LoopSettings
 from scheduler.metrics import Metrics
@@ -37,6 +37,9 @@ class ServerOptions:
     db: str | None = None
     pool: str | None = None
     backend: str = "sim"
+    backend_address: str | None = None
+    backend_options: dict[str, str] = field(default_factory=dict)
+    checkpoint_root: str | None = None
     sim_state: str | None = None
     sim_duration: float = 60.0
     interval: float = 1.0
@@ -62,6 +65,13 @@ def _sim_state_path(opts: ServerOptions, db: Database) -> Path:
     return default_sqlite_path().parent / f"sim-{digest}.json"
 
 
+def _state_dir(db: Database) -> Path:
+    """Beside the SQLite file, else the default data directory."""
+    if db.is_sqlite and db.engine.url.database not in (None, "", ":memory:"):
+        return Path(db.engine.url.database).resolve().parent
+    return default_sqlite_path().parent
+
+
 def _seed(db: Database, config: PoolConfig) -> str | None:
     """Orgs from the pool file and the first admin token; a second server starting at
     the same moment may insert the same rows first, so a clash is retried once."""
@@ -85,13 +95,22 @@ def build(opts: ServerOptions, say: Callable[[str], None] = print) -> tuple[Fast
     else:
         config = parse_pool_config(DEMO_POOL, "<built-in demo pool>")
         say("no --pool given: using the built-in demo pool (4 h100 nodes of 8, org 'default')")
-    if opts.backend != "sim":
-        raise ValueError(f"--backend: '{opts.backend}' is not available in this build (sim)")
+    state_dir = _state_dir(db)
+    checkpoint_root = Path(opts.checkpoint_root) if opts.checkpoint_root else state_dir / "checkpoints"
     made = _seed(db, config)
     if made:
         say(f"first pool-admin token (shown once, store it now): {made}")
-    backend = SimBackend(
-        list(config.all_nodes), default_duration=opts.sim_duration, state_path=_sim_state_path(opts, db)
+    backend = build_backend(
+        opts.backend,
+        BackendSettings(
+            config=config,
+            address=opts.backend_address,
+            checkpoint_root=checkpoint_root,
+            state_dir=state_dir,
+            options=dict(opts.backend_options),
+            sim_duration=opts.sim_duration,
+            sim_state=_sim_state_path(opts, db) if opts.backend == "sim" else None,
+        ),
     )
     metrics = Metrics()
     pool = PoolView.from_config(config)
@@ -99,7 +118,9 @@ def build(opts: ServerOptions, say: Callable[[str], None] = print) -> tuple[Fast
         db,
         backend,
         pool,
-        settings=LoopSettings(interval=opts.interval, lease_ttl=opts.lease_ttl),
+        settings=LoopSettings(
+            interval=opts.interval, lease_ttl=opts.lease_ttl, checkpoint_root=str(checkpoint_root)
+        ),
         metrics=metrics,
     )
     ctx = ServerContext(db=db, pool=pool, metrics=metrics, loop=loop)

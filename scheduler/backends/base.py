@@ -58,6 +58,10 @@ class GangStatus:
     # The node blamed for a LOST or FAILED gang, if one is known.
     node: str | None = None
     at: float | None = None  # when it reached this phase
+    # The newest checkpoint the gang's code reported through the SDK, as (step, path),
+    # where the backend can see it (the Ray backend reads rank 0's manifest on its node).
+    # The loop stores it; backends that cannot see it leave None and jobs use the API.
+    checkpoint: tuple[int, str] | None = None
 
 
 class Backend(Protocol):
@@ -83,8 +87,13 @@ class Backend(Protocol):
         """Drop a finished gang's record once its outcome is stored."""
         ...
 
-    def logs(self, key: str, tail: int, now: float) -> list[str] | None:
-        """The gang's last ``tail`` log lines; None where the backend keeps none for it."""
+    def logs(self, key: str, tail: int, now: float, replica: int | None = None) -> list[str] | None:
+        """The gang's last ``tail`` log lines (one replica's, or all replicas' prefixed
+        with their rank); None where the backend keeps none for it."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and threads; the gangs keep running."""
         ...
 
 

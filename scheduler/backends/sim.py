@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from scheduler.backends.base import BackendError, GangStatus, Launch, Phase
+from scheduler.backends.registry import BackendSettings
 from scheduler.domain import Health, Node
 
 
@@ -127,7 +128,10 @@ class SimBackend:
             del self._gangs[key]
             self._save()
 
-    def logs(self, key: str, tail: int, now: float) -> list[str] | None:
+    def close(self) -> None:
+        pass
+
+    def logs(self, key: str, tail: int, now: float, replica: int | None = None) -> list[str] | None:
         """Sim gangs print nothing; these lines say what the sim did with the gang."""
         self._refresh()
         g = self._gangs.get(key)
@@ -214,6 +218,12 @@ class SimBackend:
         for name, health in data.get("health", {}).items():
             if name in self._nodes:
                 self._nodes[name] = self._nodes[name].model_copy(update={"health": Health(health)})
+
+
+def from_server(settings: BackendSettings) -> SimBackend:
+    return SimBackend(
+        list(settings.config.all_nodes), default_duration=settings.sim_duration, state_path=settings.sim_state
+    )
 
 
 _ARCHIVE = 500

@@ -32,12 +32,33 @@ def _client(url: str | None, token: str | None, context: str | None) -> Client:
 # --- server --------------------------------------------------------------------------
 
 
+def _key_values(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            err.print(f"[red]error:[/red] {flag}: '{item}' is not KEY=VALUE", highlight=False)
+            raise typer.Exit(2)
+        out[key] = value
+    return out
+
+
 def server(
     db: Annotated[str | None, typer.Option("--db", help="SQLite path or postgresql+psycopg:// URL.")] = None,
     pool: Annotated[Path | None, typer.Option("--pool", help="The pool file (flavors, orgs, nodes).")] = None,
     host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8642,
-    backend: Annotated[str, typer.Option("--backend", help="sim")] = "sim",
+    backend: Annotated[str, typer.Option("--backend", help="sim, ray or kubernetes.")] = "sim",
+    address: Annotated[
+        str | None, typer.Option("--address", help="Ray cluster address, or kubeconfig path / 'in-cluster'.")
+    ] = None,
+    backend_opt: Annotated[
+        list[str] | None, typer.Option("--backend-opt", help="KEY=VALUE for the backend; repeatable.")
+    ] = None,
+    checkpoint_root: Annotated[
+        str | None,
+        typer.Option("--checkpoint-root", help="Shared checkpoint folder (default: beside the db)."),
+    ] = None,
     sim_state: Annotated[str | None, typer.Option("--sim-state", help="Sim backend state file.")] = None,
     sim_duration: Annotated[
         float, typer.Option("--sim-duration", min=0, help="Default sim job seconds.")
@@ -59,7 +80,9 @@ def server(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
     opts = ServerOptions(
-        db=db, pool=str(pool) if pool else None, backend=backend, sim_state=sim_state,
+        db=db, pool=str(pool) if pool else None, backend=backend, backend_address=address,
+        backend_options=_key_values(backend_opt or [], "--backend-opt"), checkpoint_root=checkpoint_root,
+        sim_state=sim_state,
         sim_duration=sim_duration, interval=interval, lease_ttl=lease_ttl,
     )  # fmt: skip
     try:
