@@ -19,12 +19,16 @@ from sqlmodel import Session, col, select
 
 from scheduler.backends.base import FINISHED, Backend, BackendError, GangStatus, Launch, Phase, gang_key
 from scheduler.decisions import Decisions
+from scheduler.domain import Health
 from scheduler.lifecycle import IllegalTransition, JobEvent, JobState
+from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
 from scheduler.store import jobs as jobstore
 from scheduler.store import lease
+from scheduler.store import nodes as nodestore
+from scheduler.store import orgs as orgstore
 from scheduler.store import usage as usagestore
 from scheduler.store.db import Database
-from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
+from scheduler.store.tables import AllocationRow, AuditRow, CheckpointRow, JobRow, NodeRow
 from scheduler.store.view import View, assignments_of
 
 log = logging.getLogger(__name__)
@@ -59,7 +63,19 @@ class Outcome:
     restarted: list[tuple[str, str]] = field(default_factory=list)  # (job, failure class)
     finished: list[tuple[str, str]] = field(default_factory=list)  # (job, final state)
     rejected: list[str] = field(default_factory=list)
+    quarantined: list[str] = field(default_factory=list)  # nodes cordoned for repeated blame
     skipped: list[str] = field(default_factory=list)  # decisions dropped: the job changed meanwhile
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    # Each job checkpoints under <root>/<job id>/ (TRAINPOOL_CHECKPOINT_DIR), one folder
+    # across its attempts so that a restart finds what the previous attempt wrote.
+    checkpoint_root: str = "checkpoints"
+    quarantine: QuarantineRule = field(default_factory=QuarantineRule)
+
+
+BLAMED = "node.blamed"  # audit action: a failure of this job attributed to this node
 
 
 @dataclass
@@ -78,7 +94,7 @@ def reconcile(
     fence: Fence,
     now: float,
     out: Outcome,
-    checkpoint_root: str = "checkpoints",
+    opts: ApplyOptions = ApplyOptions(),
 ) -> None:
     """Level-triggered: compares every live allocation with the backend's gangs."""
     statuses = {s.key: s for s in backend.gangs(now)}
@@ -89,6 +105,7 @@ def reconcile(
         ids = [a.job_id for a in allocs]
         jobs = _locked_jobs(s, ids)
         _store_checkpoints(s, allocs, statuses, now)
+        blames: set[str] = set()
         for a in allocs:
             st = statuses.pop(gang_key(a.job_id, a.attempt), None)
             finished = st is None or st.phase in FINISHED
@@ -98,6 +115,10 @@ def reconcile(
             job = jobs[a.job_id]
             try:
                 if a.state == "active":
+                    blamed = _blamed_node(s, st)
+                    if blamed is not None:
+                        orgstore.audit(s, now, "scheduler", BLAMED, blamed, job=job.id, attempt=a.attempt)
+                        blames.add(blamed)
                     _active(s, job, a, st, now, acts, out)
                 else:
                     _stopping(s, job, a, st, now, acts, out)
@@ -109,7 +130,47 @@ def reconcile(
             elif st.phase is not Phase.STOPPING:
                 log.warning("stopping orphan gang %s", st.key)
                 acts.stops.append((st.key, 0.0))
-    _act(db, backend, fence, acts, now, out, checkpoint_root)
+        if blames:
+            _quarantine(s, opts.quarantine, blames, now, out)
+    _act(db, backend, fence, acts, now, out, opts.checkpoint_root)
+
+
+def _blamed_node(s: Session, st: GangStatus | None) -> str | None:
+    """The node a failed gang blames, if the failure says something about the node (see
+    scheduler.quarantine: a node that died is not blamed for its jobs)."""
+    if st is None or st.node is None:
+        return None
+    if st.phase is Phase.FAILED:
+        return st.node
+    if st.phase is Phase.LOST:
+        row = s.get(NodeRow, st.node)
+        if row is not None and row.present and row.health == Health.HEALTHY.value:
+            return st.node
+    return None
+
+
+def _quarantine(s: Session, rule: QuarantineRule, nodes: set[str], now: float, out: Outcome) -> None:
+    """Cordon the nodes among ``nodes`` that the rule now finds guilty."""
+    stmt = select(AuditRow).where(
+        AuditRow.action == BLAMED,
+        col(AuditRow.target).in_(sorted(nodes)),
+        AuditRow.at >= now - rule.window_seconds,
+    )
+    blames = [Blame(r.target, str(json.loads(r.detail).get("job", "")), r.at) for r in s.exec(stmt).all()]
+    for name in to_quarantine(rule, blames, now):
+        row = s.get(NodeRow, name, with_for_update=True)
+        if row is None or row.cordoned:
+            continue
+        nodestore.set_cordon(s, row, True, now)
+        jobs = sorted({b.job_id for b in blames if b.node == name})
+        orgstore.audit(s, now, "scheduler", "node.quarantined", name, jobs=jobs, window=rule.window_seconds)
+        log.warning(
+            "quarantined node %s: failures of jobs %s within %.0fs",
+            name,
+            ", ".join(jobs),
+            rule.window_seconds,
+        )
+        out.quarantined.append(name)
 
 
 def _store_checkpoints(
@@ -268,7 +329,7 @@ def apply_decisions(
     fence: Fence,
     now: float,
     out: Outcome,
-    checkpoint_root: str = "checkpoints",
+    opts: ApplyOptions = ApplyOptions(),
 ) -> None:
     acts = _Actions()
     with db.write() as s:
@@ -309,7 +370,7 @@ def apply_decisions(
                     s, job, JobEvent.REJECT, now, reason=r.reason.value, message=r.message, finished_at=now
                 )
                 out.rejected.append(job.id)
-    _act(db, backend, fence, acts, now, out, checkpoint_root)
+    _act(db, backend, fence, acts, now, out, opts.checkpoint_root)
     _note_pending(db, view, decisions, fence, now)
 
 

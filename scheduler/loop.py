@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scheduler.apply import Fence, NotLeader, Outcome, apply_decisions, reconcile
+from scheduler.apply import ApplyOptions, Fence, NotLeader, Outcome, apply_decisions, reconcile
 from scheduler.backends.base import Backend
 from scheduler.decisions import Decisions
 from scheduler.metrics import Metrics
@@ -41,9 +41,7 @@ class LoopSettings:
     interval: float = 1.0
     lease_ttl: float = 10.0
     holder: str = field(default_factory=default_holder)
-    # Each job checkpoints under <root>/<job id>/ (TRAINPOOL_CHECKPOINT_DIR), one folder
-    # across its attempts so that a restart finds what the previous attempt wrote.
-    checkpoint_root: str = "checkpoints"
+    apply: ApplyOptions = field(default_factory=ApplyOptions)
 
 
 class ControlLoop:
@@ -97,13 +95,11 @@ class ControlLoop:
             with self.db.write() as s:
                 fence.check(s, now)
                 nodestore.sync_inventory(s, self.backend.inventory(now), now)
-            reconcile(self.db, self.backend, fence, now, out, self.settings.checkpoint_root)
+            reconcile(self.db, self.backend, fence, now, out, self.settings.apply)
             with self.db.read() as s:
                 view = build(s, self.pool, now, self._pending)
             decisions = self.decide(view.snapshot, now)
-            apply_decisions(
-                self.db, self.backend, view, decisions, fence, now, out, self.settings.checkpoint_root
-            )
+            apply_decisions(self.db, self.backend, view, decisions, fence, now, out, self.settings.apply)
         except NotLeader:
             log.warning("lost the leader lease during a cycle; stepping down")
             self.epoch = None
@@ -118,6 +114,11 @@ class ControlLoop:
         assert self.metrics is not None
         org_of = {j.id: j.spec.org for j in snap.pending} | {j.id: j.spec.org for j in snap.running}
         self.metrics.observe_snapshot(snap)
+        self.metrics.quarantines.inc(len(out.quarantined))
+        # Cordons change rarely: look after a quarantine, and every 30 cycles for uncordons.
+        if out.quarantined or self.cycles % 30 == 1:
+            with self.db.read() as s:
+                self.metrics.quarantined.set(len(nodestore.quarantined(s)))
         self.metrics.observe_cycle(
             seconds,
             [(org_of.get(job, "unknown"), wait) for job, wait in out.started],

@@ -80,6 +80,12 @@ class Metrics:
         self.submissions = PromCounter(
             "trainpool_job_submissions", "Jobs accepted by the API.", ["org"], registry=r
         )
+        self.quarantines = PromCounter(
+            "trainpool_node_quarantines", "Nodes cordoned for failures of different jobs.", registry=r
+        )
+        self.quarantined = Gauge(
+            "trainpool_nodes_quarantined", "Nodes cordoned by quarantine and not yet uncordoned.", registry=r
+        )
         self.leader = Gauge("trainpool_leader", "1 while this server runs the control loop.", registry=r)
         self.api_latency = Histogram(
             "trainpool_api_request_seconds", "API request latency by route template and status class.",

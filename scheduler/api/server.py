@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from scheduler.api.app import create_app
 from scheduler.api.context import ServerContext
+from scheduler.apply import ApplyOptions
 from scheduler.backends.registry import BackendSettings, build_backend
 from scheduler.config import PoolConfig, load_pool_config, parse_pool_config
 from scheduler.loop import ControlLoop, LoopSettings
@@ -119,7 +120,9 @@ def build(opts: ServerOptions, say: Callable[[str], None] = print) -> tuple[Fast
         backend,
         pool,
         settings=LoopSettings(
-            interval=opts.interval, lease_ttl=opts.lease_ttl, checkpoint_root=str(checkpoint_root)
+            interval=opts.interval,
+            lease_ttl=opts.lease_ttl,
+            apply=ApplyOptions(checkpoint_root=str(checkpoint_root)),
         ),
         metrics=metrics,
     )

@@ -179,6 +179,7 @@ class SimBackend:
                 base,
                 phase=Phase.FAILED,
                 exit_code=g.exit_code,
+                node=g.nodes[0],  # a real backend names the node of the first replica that failed
                 at=natural_end,
                 message=f"exit code {g.exit_code}",
             )

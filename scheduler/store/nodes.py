@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from sqlmodel import Session, col, select
 
 from scheduler.domain import Health, Node, TopologyPath
-from scheduler.store.tables import NodeRow
+from scheduler.store.tables import AuditRow, NodeRow
 
 
 def sync_inventory(session: Session, inventory: Iterable[Node], now: float) -> None:
@@ -97,3 +97,20 @@ def set_cordon(session: Session, row: NodeRow, cordoned: bool, now: float) -> No
     row.version += 1
     session.add(row)
     return row
+
+
+_CORDON_ACTIONS = ("node.cordon", "node.uncordon", "node.quarantined")
+
+
+def quarantined(session: Session) -> list[str]:
+    """Cordoned nodes whose last cordon came from quarantine, not from an operator."""
+    cordoned = {r.name for r in session.exec(select(NodeRow).where(col(NodeRow.cordoned))).all()}
+    if not cordoned:
+        return []
+    stmt = (
+        select(AuditRow)
+        .where(col(AuditRow.action).in_(_CORDON_ACTIONS), col(AuditRow.target).in_(sorted(cordoned)))
+        .order_by(col(AuditRow.id))
+    )
+    last = {r.target: r.action for r in session.exec(stmt).all()}  # later rows overwrite earlier
+    return sorted(n for n, action in last.items() if action == "node.quarantined")

@@ -1,0 +1,122 @@
+"""Failures blamed on nodes: a node that fails two different jobs is quarantined."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from sqlmodel import select
+
+from scheduler.apply import BLAMED
+from scheduler.backends.base import GangStatus
+from scheduler.backends.sim import SimBackend
+from scheduler.domain import Health
+from scheduler.lifecycle import JobState
+from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
+from scheduler.store import jobs as jobstore
+from scheduler.store import nodes as nodestore
+from scheduler.store import orgs as orgstore
+from scheduler.store.tables import CheckpointRow
+from scheduler.store.view import assignments_of
+
+from .harness import Pool, nodes
+
+FAIL = {"SIM_EXIT_CODE": 1, "SIM_DURATION": 10}
+
+
+def placed_on(pool: Pool, job_id: str) -> list[str]:
+    with pool.db.read() as s:
+        job = jobstore.get(s, job_id)
+        alloc = jobstore.allocation(s, job_id, job.attempt)
+        assert alloc is not None, f"{job_id} has no allocation"
+        return [node for node, _ in assignments_of(alloc)]
+
+
+def test_rule_counts_distinct_jobs_within_the_window() -> None:
+    rule = QuarantineRule(window_seconds=100, distinct_jobs=2)
+    same_job_twice = [Blame("n1", "j1", 10), Blame("n1", "j1", 20)]
+    assert to_quarantine(rule, same_job_twice, now=50) == []
+    two_jobs = [Blame("n1", "j1", 10), Blame("n1", "j2", 20), Blame("n2", "j3", 20)]
+    assert to_quarantine(rule, two_jobs, now=50) == ["n1"]
+    assert to_quarantine(rule, two_jobs, now=115) == [], "the first blame has left the window"
+
+
+def test_node_failing_two_jobs_is_cordoned_and_audited(db_url: str) -> None:
+    pool = Pool(db_url, node_list=nodes(2))
+    first = pool.submit("a", env=FAIL, restart={"max_restarts": 0})
+    pool.cycle()
+    pool.cycle(advance=11)  # exits 1 on h100-00
+    assert pool.state(first) is JobState.FAILED
+    with pool.db.read() as s:
+        assert not nodestore.get_node(s, "h100-00").cordoned, "one job's failure says little about a node"
+    second = pool.submit("b", env=FAIL, restart={"max_restarts": 0})
+    pool.cycle()
+    assert placed_on(pool, second) == ["h100-00"]
+    pool.cycle(advance=11)
+    with pool.db.read() as s:
+        assert nodestore.get_node(s, "h100-00").cordoned
+        assert not nodestore.get_node(s, "h100-01").cordoned
+        assert nodestore.quarantined(s) == ["h100-00"]
+        actions = [r.action for r in orgstore.audit_log(s) if r.target == "h100-00"]
+    assert actions.count(BLAMED) == 2 and "node.quarantined" in actions
+    third = pool.submit("a")
+    pool.cycle()
+    assert placed_on(pool, third) == ["h100-01"], "nothing new lands on a quarantined node"
+
+
+def test_operator_uncordon_ends_the_quarantine(db_url: str) -> None:
+    pool = Pool(db_url, node_list=nodes(1))
+    for org in ("a", "b"):
+        job = pool.submit(org, env=FAIL, restart={"max_restarts": 0})
+        pool.cycle()
+        pool.cycle(advance=11)
+        assert pool.state(job) is JobState.FAILED
+    with pool.db.write() as s:
+        assert nodestore.quarantined(s) == ["h100-00"]
+        nodestore.set_cordon(s, nodestore.get_node(s, "h100-00"), False, pool.clock())
+        orgstore.audit(s, pool.clock(), "admin", "node.uncordon", "h100-00")
+    with pool.db.read() as s:
+        assert nodestore.quarantined(s) == []
+
+
+def test_node_that_died_is_not_blamed_for_its_jobs(db_url: str) -> None:
+    """A crash kills every job on the node at once; that alone must not quarantine it."""
+    backend = SimBackend(nodes(2), default_duration=100.0)
+    pool = Pool(db_url, backend=backend)
+    jobs = [pool.submit(org, accelerators=4) for org in ("a", "b")]
+    pool.cycle()
+    assert all(pool.state(j) is JobState.STARTING for j in jobs)
+    backend.set_health("h100-00", Health.UNHEALTHY, pool.clock())
+    pool.cycle(advance=1)
+    with pool.db.read() as s:
+        assert not nodestore.get_node(s, "h100-00").cordoned
+        assert BLAMED not in [r.action for r in orgstore.audit_log(s)]
+
+
+class ReportingBackend(SimBackend):
+    """The sim backend, plus the checkpoint a real backend would read from rank 0's folder."""
+
+    checkpoint: tuple[int, str] | None = None
+
+    def gangs(self, now: float) -> list[GangStatus]:
+        return [replace(g, checkpoint=self.checkpoint) for g in super().gangs(now)]
+
+
+def test_restart_resumes_from_the_checkpoint_the_backend_saw(db_url: str) -> None:
+    backend = ReportingBackend(nodes(2), default_duration=100.0)
+    pool = Pool(db_url, backend=backend)
+    job = pool.submit("a")
+    pool.cycle()
+    backend.checkpoint = (40, "/ck/step-40.pt")
+    pool.cycle(advance=1)
+    backend.checkpoint = (30, "/ck/older.pt")  # an older manifest (a stale read) is not stored
+    pool.cycle(advance=1)
+    with pool.db.read() as s:
+        rows = s.exec(select(CheckpointRow).where(CheckpointRow.job_id == job)).all()
+    assert [(r.step, r.path) for r in rows] == [(40, "/ck/step-40.pt")]
+    backend.set_health("h100-00", Health.UNHEALTHY, pool.clock())
+    pool.cycle(advance=1)  # lost: infrastructure, requeued and placed on the other node
+    assert pool.job(job).restarts == 0, "an infrastructure failure is not charged"
+    pool.cycle()
+    launched = [g for g in backend._gangs.values() if g.attempt == 1]
+    assert launched and launched[0].nodes == ["h100-01"]
+    assert pool.state(job) in (JobState.STARTING, JobState.RUNNING)
