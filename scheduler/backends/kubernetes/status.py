@@ -1,0 +1,104 @@
+"""A gang's phase from its pods: pure, so every rule is a table test.
+
+The split between FAILED and LOST is the one the loop charges restarts by: a
+container that exits non-zero is the job's failure; a pod the cluster took away
+(eviction, node loss, a kubelet admission refusal, deletion by someone else) is the
+infrastructure's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from scheduler.backends.base import Phase
+
+Obj = dict[str, Any]
+
+# Pod status.reason values the kubelet or controllers set when they, not the job, end a pod.
+INFRA_REASONS = frozenset(
+    {"Evicted", "NodeLost", "NodeShutdown", "Shutdown", "Terminated", "Preempting", "NodeAffinity",
+     "UnexpectedAdmissionError", "OutOfcpu", "OutOfmemory", "OutOfpods", "DeadlineExceeded"}
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PodVerdict:
+    state: str  # pending | running | succeeded | failed | lost | gone
+    node: str | None = None
+    exit_code: int | None = None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    phase: Phase
+    exit_code: int | None = None
+    message: str = ""
+    node: str | None = None
+
+
+def pod_verdict(pod: Obj | None, *, gone: bool, node_ok: bool, ours_deleting: bool) -> PodVerdict:
+    """One replica. ``gone``: seen and then deleted; ``node_ok``: its node exists and is
+    Ready; ``ours_deleting``: trainpool asked for this pod's deletion."""
+    if pod is None:
+        if gone:
+            msg = "pod deleted" if ours_deleting else "pod deleted outside trainpool"
+            return PodVerdict("gone" if ours_deleting else "lost", message=msg)
+        return PodVerdict("pending")
+    spec, status, meta = pod.get("spec") or {}, pod.get("status") or {}, pod.get("metadata") or {}
+    node = spec.get("nodeName")
+    phase, reason = status.get("phase", "Pending"), status.get("reason") or ""
+    if phase == "Succeeded":
+        return PodVerdict("succeeded", node=node, exit_code=0)
+    disrupted = any(
+        c.get("type") == "DisruptionTarget" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    if phase == "Failed":
+        if reason in INFRA_REASONS or reason.startswith("OutOf") or disrupted:
+            return PodVerdict(
+                "lost", node=node, message=f"pod {reason or 'disrupted'}: {status.get('message', '')}"
+            )
+        code, why = _exit_of(status)
+        return PodVerdict(
+            "failed", node=node, exit_code=code, message=f"exit code {code}" + (f" ({why})" if why else "")
+        )
+    if meta.get("deletionTimestamp") and not ours_deleting:
+        return PodVerdict("lost", node=node, message="pod being deleted outside trainpool")
+    if phase == "Unknown" or (node and not node_ok):
+        return PodVerdict("lost", node=node, message=f"node {node} lost or not ready")
+    if phase == "Running":
+        return PodVerdict("running", node=node)
+    return PodVerdict("pending", node=node)
+
+
+def _exit_of(status: Obj) -> tuple[int, str]:
+    for cs in status.get("containerStatuses") or []:
+        term = (cs.get("state") or {}).get("terminated") or (cs.get("lastState") or {}).get("terminated")
+        if term and term.get("exitCode", 0) != 0:
+            return int(term["exitCode"]), str(term.get("reason") or "")
+    return 1, "no exit code reported"
+
+
+def gang_verdict(pods: list[PodVerdict], *, stop_requested: bool) -> Verdict:
+    """The gang from its replicas, in rank order."""
+    states = [p.state for p in pods]
+    done = {"succeeded", "failed", "lost", "gone"}
+    if stop_requested:
+        if all(s == "succeeded" for s in states):
+            return Verdict(Phase.SUCCEEDED, exit_code=0)
+        if all(s in done for s in states):
+            return Verdict(Phase.STOPPED, message="stopped on request")
+        return Verdict(Phase.STOPPING)
+    for p in pods:
+        if p.state in ("lost", "gone"):
+            return Verdict(Phase.LOST, message=p.message, node=p.node)
+    for p in pods:
+        if p.state == "failed":
+            return Verdict(Phase.FAILED, exit_code=p.exit_code, message=p.message)  # not the node's fault
+    if all(s == "succeeded" for s in states):
+        return Verdict(Phase.SUCCEEDED, exit_code=0)
+    if all(s in ("running", "succeeded") for s in states):
+        return Verdict(Phase.RUNNING)
+    return Verdict(Phase.STARTING)
