@@ -201,3 +201,4 @@ class LeaseRow(SQLModel, table=True):
     holder: str = Field(max_length=128)
     epoch: int = 0
     expires_at: float = 0.0
+import scheduler.store.agents  # noqa: E402, F401  (agent tables on the same metadata; issue 6)
