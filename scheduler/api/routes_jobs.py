@@ -169,19 +169,21 @@ def job_logs(
     who: Who,
     attempt: Annotated[int | None, Query(ge=0, le=100_000)] = None,
     tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
+    replica: Annotated[int | None, Query(ge=0, le=100_000)] = None,
 ) -> dict[str, Any]:
-    """The backend's log lines for one attempt (default: the current one)."""
+    """The backend's log lines for one attempt (default: the current one), of one replica
+    (by rank) or of all, each line prefixed with its rank."""
     with ctx.db.read() as s:
         job = _visible_job(s, who, job_id)
     which = job.attempt if attempt is None else attempt
     lines = None
     if ctx.loop is not None:
-        lines = ctx.loop.backend.logs(gang_key(job.id, which), tail, ctx.clock())
+        lines = ctx.loop.backend.logs(gang_key(job.id, which), tail, ctx.clock(), replica)
     if lines is None:
         raise ApiError(
             404, f"no logs for attempt {which} of job '{job_id}' (the backend keeps none)", "attempt"
         )
-    return {"job_id": job.id, "attempt": which, "lines": lines}
+    return {"job_id": job.id, "attempt": which, "state": job.state, "lines": lines}
 
 
 @router.post("/jobs/{job_id}/checkpoints", status_code=201)

@@ -206,14 +206,52 @@ def jobs_events(job_id: str, output: OutOpt = Output.table, url: UrlOpt = None, 
 def jobs_logs(
     job_id: str,
     attempt: Annotated[int | None, typer.Option("--attempt", min=0)] = None,
+    replica: Annotated[
+        int | None, typer.Option("--replica", min=0, help="One replica's lines, by rank.")
+    ] = None,
     tail: Annotated[int, typer.Option("--tail", min=1, max=10_000)] = 200,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the job ends.")
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     context: ContextOpt = None,
 ) -> None:
     """The job's log lines, as far as the backend keeps them."""
-    body = _client(url, token, context).get(f"/v1/jobs/{job_id}/logs", attempt=attempt, tail=tail)
-    typer.echo("\n".join(body["lines"]))
+    client = _client(url, token, context)
+    params = {"attempt": attempt, "tail": tail, "replica": replica}
+    body = client.get(f"/v1/jobs/{job_id}/logs", **params)
+    shown: list[str] = body["lines"]
+    if shown:
+        typer.echo("\n".join(shown))
+    while follow and body.get("state") not in _TERMINAL:
+        time.sleep(1.0)
+        try:
+            latest = client.get(f"/v1/jobs/{job_id}/logs", **{**params, "tail": 10_000})
+        except ClientError:  # a restarted job's next attempt has no logs until it launches
+            state = client.get(f"/v1/jobs/{job_id}")["state"]
+            body = {**body, "state": state}
+            continue
+        if latest["attempt"] != body["attempt"]:
+            typer.echo(f"--- attempt {latest['attempt']} ---")
+            shown = []
+        fresh = new_lines(shown, latest["lines"])
+        if fresh:
+            typer.echo("\n".join(fresh))
+            shown = (shown + fresh)[-10_000:]
+        body = latest
+
+
+_TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"}
+
+
+def new_lines(shown: list[str], latest: list[str]) -> list[str]:
+    """The lines of ``latest`` after the longest overlap of its start with the end of
+    ``shown``: the API serves a tail, so consecutive tails overlap."""
+    for k in range(min(len(shown), len(latest)), 0, -1):
+        if latest[:k] == shown[-k:]:
+            return latest[k:]
+    return latest
 
 
 @friendly

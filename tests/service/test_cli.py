@@ -14,6 +14,7 @@ import yaml
 from typer.testing import CliRunner
 
 from scheduler.cli.main import app
+from scheduler.cli.service_cmds import new_lines
 
 from .api_harness import Api, make_api
 from .conftest import free_port
@@ -89,6 +90,25 @@ def test_submit_wait_follows_the_job_to_its_end(live: Live, job_file: Path) -> N
     job_id = json.loads(out[out.index("{") :])["id"]
     code, out = live.run("jobs", "logs", job_id)
     assert code == 0 and "launched on" in out and "succeeded" in out
+
+
+def test_logs_follow_prints_each_line_once_until_the_job_ends(live: Live, job_file: Path) -> None:
+    code, out = live.run("submit", str(job_file), "-o", "json")
+    job_id = json.loads(out)["id"]
+    while live.run("jobs", "logs", job_id)[0] != 0:  # no logs until it launches
+        time.sleep(0.05)
+    code, out = live.run("jobs", "logs", job_id, "--follow", "--replica", "0")
+    assert code == 0, out
+    lines = out.strip().splitlines()
+    assert lines[0].split(" ", 1)[1].startswith("launched on") and "succeeded" in lines[-1]
+    assert len(lines) == len(set(lines)), "a line printed twice"
+
+
+def test_new_lines_after_an_overlapping_tail() -> None:
+    assert new_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]
+    assert new_lines(["a", "b"], ["a", "b"]) == []
+    assert new_lines([], ["x"]) == ["x"]
+    assert new_lines(["a"], ["z"]) == ["z"], "no overlap: the tail moved past everything shown"
 
 
 def test_server_errors_are_one_line_and_exit_1(live: Live, job_file: Path) -> None:
