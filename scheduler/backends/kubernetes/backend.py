@@ -160,11 +160,13 @@ class KubernetesBackend:
             ):
                 self._create_pod(pod, launch.key)
                 created.append(pod["metadata"]["name"])
-        except client.ApiException as exc:
-            self._delete_quietly(created, svc["metadata"]["name"])
-            raise BackendError(f"kubernetes refused the gang: {exc.status} {exc.reason}") from None
-        except Exception as exc:  # network errors: same clean-up, same report
-            self._delete_quietly(created, svc["metadata"]["name"])
+        except Exception as exc:
+            # Nothing half-made stays behind: the loop retries the job as a new attempt.
+            self._delete_quietly(created, svc["metadata"]["name"], owned_by=launch.key)
+            if isinstance(exc, BackendError):
+                raise
+            if isinstance(exc, client.ApiException):
+                raise BackendError(f"kubernetes refused the gang: {exc.status} {exc.reason}") from None
             raise BackendError(f"kubernetes API unreachable: {exc}") from None
         with self._lock:
             self._forgotten.pop(launch.key, None)
@@ -328,7 +330,9 @@ class KubernetesBackend:
             raise BackendError(f"pod {name} exists and does not belong to gang {key}")
         self.pods.upsert(body)  # seen now: a later absence means deleted, not "not yet watched"
 
-    def _delete_quietly(self, pods: list[str], service: str) -> None:
+    def _delete_quietly(self, pods: list[str], service: str, owned_by: str | None = None) -> None:
+        if owned_by is not None and not self._service_is(service, owned_by):
+            service = ""  # someone else's Service of the same name: leave it
         for name in pods:
             try:
                 self.api.delete_namespaced_pod(
@@ -337,6 +341,8 @@ class KubernetesBackend:
             except Exception as exc:
                 if not (isinstance(exc, client.ApiException) and exc.status == 404):
                     log.warning("could not delete pod %s: %s", name, exc)
+        if not service:
+            return
         try:
             self.api.delete_namespaced_service(
                 service, self.namespace, propagation_policy="Background", _request_timeout=15
@@ -344,6 +350,13 @@ class KubernetesBackend:
         except Exception as exc:
             if not (isinstance(exc, client.ApiException) and exc.status == 404):
                 log.warning("could not delete service %s: %s", service, exc)
+
+    def _service_is(self, name: str, key: str) -> bool:
+        try:
+            body = _raw(self.api.read_namespaced_service(name, self.namespace, _preload_content=False))
+        except Exception:
+            return False
+        return bool(((body.get("metadata") or {}).get("annotations") or {}).get(k8s.KEY_ANNOTATION) == key)
 
 
 def api_client(address: str | None) -> client.ApiClient:

@@ -10,6 +10,7 @@ deleted while we were not looking.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -17,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
+from kubernetes.watch.watch import iter_resp_lines
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +109,7 @@ class Reflector:
         self.relists = 0  # full lists after the first (410 Gone, errors): tests and logs
         self.errors = 0
         self._stop = threading.Event()
+        self._resp: Any = None
         self._thread = threading.Thread(target=self._run, name=f"k8s-{name}", daemon=True)
 
     def start(self) -> None:
@@ -114,6 +117,10 @@ class Reflector:
 
     def stop(self) -> None:
         self._stop.set()
+        resp = self._resp
+        if resp is not None and hasattr(resp, "shutdown"):
+            with contextlib.suppress(Exception):
+                resp.shutdown()  # unblocks the thread's read (urllib3 >= 2.3)
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
@@ -141,23 +148,7 @@ class Reflector:
                     if not first:
                         self.relists += 1
                     first = False
-                w = watch.Watch()
-                for event in w.stream(
-                    self.list_fn, **self.kwargs, resource_version=rv, timeout_seconds=self.watch_seconds,
-                    allow_watch_bookmarks=True, _request_timeout=(10, self.watch_seconds + 15),
-                ):  # fmt: skip
-                    raw = event["raw_object"]
-                    kind = event["type"]
-                    rv = str((raw.get("metadata") or {}).get("resourceVersion") or rv)
-                    if kind in ("ADDED", "MODIFIED"):
-                        self.mirror.upsert(raw)
-                    elif kind == "DELETED":
-                        self.mirror.delete(raw["metadata"]["name"])
-                    if kind != "BOOKMARK":
-                        self._changed()
-                    if self._stop.is_set():
-                        w.stop()
-                        break
+                rv = self._watch(rv)
                 backoff = 0.2
             except client.ApiException as exc:
                 if exc.status == 410:
@@ -171,6 +162,40 @@ class Reflector:
             except Exception as exc:  # connection resets, read timeouts: re-watch from rv
                 self._failed(exc, backoff)
                 backoff = min(backoff * 2, 10.0)
+
+    def _watch(self, rv: str) -> str:
+        """One watch request from ``rv`` until the server ends it; the last version seen.
+
+        Raw JSON lines rather than the client's Watch helper: events stay plain dicts
+        (no model validation that a new or partial field could break), and an ERROR
+        event is turned into the ApiException it stands for (410 Gone among them)."""
+        resp = self.list_fn(
+            **self.kwargs, watch=True, resource_version=rv, timeout_seconds=self.watch_seconds,
+            allow_watch_bookmarks=True, _preload_content=False,
+            _request_timeout=(10, self.watch_seconds + 15),
+        )  # fmt: skip
+        self._resp = resp
+        try:
+            for line in iter_resp_lines(resp):
+                if not line:
+                    continue
+                event = json.loads(line)
+                kind, raw = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    raise client.ApiException(status=int(raw.get("code") or 500), reason=raw.get("message"))
+                rv = str((raw.get("metadata") or {}).get("resourceVersion") or rv)
+                if kind in ("ADDED", "MODIFIED"):
+                    self.mirror.upsert(raw)
+                elif kind == "DELETED":
+                    self.mirror.delete(raw["metadata"]["name"])
+                if kind != "BOOKMARK":
+                    self._changed()
+                if self._stop.is_set():
+                    break
+        finally:
+            resp.close()
+            resp.release_conn()
+        return rv
 
     def _failed(self, exc: Exception, backoff: float) -> None:
         self.errors += 1

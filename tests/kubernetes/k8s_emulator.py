@@ -170,6 +170,10 @@ class EmulatorThread:
 
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(10)
 
+    def requests(self) -> list[Any]:
+        """Every request the emulator served so far."""
+        return list(self.call(lambda: list(self.emulator)))
+
     def stop(self) -> None:
         if self._stop is not None:
             self.loop.call_soon_threadsafe(self._stop.set)

@@ -1,0 +1,95 @@
+"""The control loop, a SQLite store and the kubernetes backend built as the server
+builds it (--backend kubernetes --address <kubeconfig>): a job runs, fails, is
+evicted, restarts, succeeds, and leaves nothing behind in the cluster."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import NS, CoreApi
+from service.harness import Clock, Pool, orgs
+
+from scheduler.backends.kubernetes import KubernetesBackend
+from scheduler.backends.registry import BackendSettings, build_backend
+from scheduler.config import PoolConfig
+from scheduler.lifecycle import JobState
+
+pytestmark = pytest.mark.integration
+
+
+def _pool_config() -> PoolConfig:
+    return PoolConfig.model_validate(
+        {"flavors": [{"name": "h100"}], "orgs": [{"name": "a", "quotas": {"h100": {"nominal": 16}}}]}
+    )
+
+
+@pytest.fixture
+def pool(api: CoreApi, kubeconfig: Path, tmp_path: Path):
+    for n in ("gpu-a", "gpu-b", "gpu-c"):
+        api.add_node(n, labels={"trainpool.io/rack": "r1"})
+    settings = BackendSettings(
+        config=_pool_config(), address=str(kubeconfig),
+        options={"namespace": NS, "watch_seconds": "2"},
+    )  # fmt: skip
+    backend = build_backend("kubernetes", settings)
+    assert isinstance(backend, KubernetesBackend)
+    p = Pool(f"sqlite:///{tmp_path / 'pool.db'}", org_list=orgs(a=24), backend=backend, clock=Clock())  # type: ignore[arg-type]
+    yield p
+    backend.close()
+
+
+def _until(pool: Pool, check, what: str, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pool.cycle(advance=1.0)
+        result = check()
+        if result:
+            return result
+        time.sleep(0.05)
+    raise AssertionError(f"{what} not reached in {timeout}s")
+
+
+def _pods(api: CoreApi, job: str, attempt: int) -> list[dict]:
+    return [p for p in api.pods() if p["metadata"]["labels"]["trainpool.io/attempt"] == str(attempt)
+            and p["metadata"]["annotations"]["trainpool.io/key"] == f"{job}/{attempt}"]  # fmt: skip
+
+
+def test_a_job_fails_is_evicted_restarts_and_succeeds_through_the_loop(pool: Pool, api: CoreApi) -> None:
+    job = pool.submit("a", replicas=2, accelerators=8, restart={"backoff_seconds": 0, "max_restarts": 3})
+    pool.cycle()
+    pods = _pods(api, job, 0)
+    assert len(pods) == 2 and len({p["spec"]["nodeName"] for p in pods}) == 2
+    env = {e["name"]: e["value"] for e in pods[0]["spec"]["containers"][0]["env"]}
+    assert env["TRAINPOOL_CHECKPOINT_DIR"].endswith(job) and env["TRAINPOOL_ATTEMPT"] == "0"
+    assert pool.state(job) is JobState.STARTING
+    for p in pods:
+        api.run_pod(p["metadata"]["name"])
+    _until(pool, lambda: pool.state(job) is JobState.RUNNING, "RUNNING")
+
+    # Rank 1 exits 3: the job's own failure, charged to its restart budget.
+    api.exit_pod(pods[1]["metadata"]["name"], 3)
+    _until(pool, lambda: _pods(api, job, 1), "attempt 1 launched")
+    row = pool.job(job)
+    assert (row.attempt, row.restarts) == (1, 1)
+    assert _pods(api, job, 0) == []  # the failed attempt's pods are cleaned up
+
+    # An eviction: the infrastructure's failure, free, and its node is avoided next time.
+    second = _pods(api, job, 1)
+    for p in second:
+        api.run_pod(p["metadata"]["name"])
+    _until(pool, lambda: pool.state(job) is JobState.RUNNING, "attempt 1 RUNNING")
+    evicted_node = second[0]["spec"]["nodeName"]
+    api.evict_pod(second[0]["metadata"]["name"])
+    third = _until(pool, lambda: _pods(api, job, 2), "attempt 2 launched")
+    row = pool.job(job)
+    assert (row.attempt, row.restarts) == (2, 1)
+    assert evicted_node not in {p["spec"]["nodeName"] for p in third}
+
+    for p in third:
+        api.run_pod(p["metadata"]["name"])
+        api.exit_pod(p["metadata"]["name"], 0)
+    _until(pool, lambda: pool.state(job) is JobState.SUCCEEDED, "SUCCEEDED")
+    assert api.pods() == [] and api.services() == []
+    assert "restart" in pool.events(job)

@@ -1,0 +1,100 @@
+"""The backend's pure rules: pod outcomes to gang phases, names, quantities, options."""
+
+from __future__ import annotations
+
+import pytest
+
+from scheduler.backends.base import Phase
+from scheduler.backends.kubernetes.objects import dns_label, pod_name, quantity, service_name
+from scheduler.backends.kubernetes.options import OptionError, parse_options
+from scheduler.backends.kubernetes.status import gang_verdict, pod_verdict
+
+
+def _pod(
+    phase: str, *, reason: str = "", code: int | None = None, deleting: bool = False, node: str = "n1"
+) -> dict:
+    status: dict = {"phase": phase, "reason": reason}
+    if code is not None:
+        status["containerStatuses"] = [{"state": {"terminated": {"exitCode": code, "reason": "Error"}}}]
+    meta = {"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {}
+    return {"metadata": meta, "spec": {"nodeName": node}, "status": status}
+
+
+@pytest.mark.parametrize(
+    ("pod", "gone", "node_ok", "ours", "state"),
+    [
+        (_pod("Pending"), False, True, False, "pending"),
+        (_pod("Running"), False, True, False, "running"),
+        (_pod("Running"), False, False, False, "lost"),  # its node is NotReady or gone
+        (_pod("Unknown"), False, True, False, "lost"),
+        (_pod("Succeeded"), False, True, False, "succeeded"),
+        (_pod("Failed", code=2), False, True, False, "failed"),
+        (_pod("Failed", reason="Evicted"), False, True, False, "lost"),
+        (_pod("Failed", reason="OutOfnvidia.com/gpu"), False, True, False, "lost"),  # kubelet admission
+        (_pod("Running", deleting=True), False, True, False, "lost"),  # someone else deletes it
+        (_pod("Running", deleting=True), False, True, True, "running"),  # we do: it is stopping
+        (None, True, True, False, "lost"),
+        (None, True, True, True, "gone"),
+        (None, False, True, False, "pending"),  # created, not yet seen by the watch
+    ],
+)
+def test_a_pod_outcome_is_the_jobs_or_the_infrastructures(pod, gone, node_ok, ours, state) -> None:
+    assert pod_verdict(pod, gone=gone, node_ok=node_ok, ours_deleting=ours).state == state
+
+
+def test_a_gang_is_lost_before_failed_before_succeeded_and_stop_wins() -> None:
+    run, ok = (
+        pod_verdict(_pod("Running"), gone=False, node_ok=True, ours_deleting=False),
+        pod_verdict(_pod("Succeeded"), gone=False, node_ok=True, ours_deleting=False),
+    )
+    fail = pod_verdict(_pod("Failed", code=7), gone=False, node_ok=True, ours_deleting=False)
+    lost = pod_verdict(
+        _pod("Failed", reason="Evicted", node="n9"), gone=False, node_ok=True, ours_deleting=False
+    )
+    assert gang_verdict([run, fail, lost], stop_requested=False).phase is Phase.LOST
+    assert gang_verdict([run, lost], stop_requested=False).node == "n9"
+    v = gang_verdict([run, fail], stop_requested=False)
+    assert (v.phase, v.exit_code, v.node) == (Phase.FAILED, 7, None)
+    assert gang_verdict([ok, ok], stop_requested=False).phase is Phase.SUCCEEDED
+    assert gang_verdict([ok, run], stop_requested=False).phase is Phase.RUNNING
+    gone = pod_verdict(None, gone=True, node_ok=True, ours_deleting=True)
+    assert gang_verdict([run, gone], stop_requested=True).phase is Phase.STOPPING
+    assert (
+        gang_verdict([fail, gone], stop_requested=True).phase is Phase.STOPPED
+    )  # SIGTERM exits are not failures
+    assert gang_verdict([ok, ok], stop_requested=True).phase is Phase.SUCCEEDED
+
+
+def test_names_are_dns_labels_and_stay_distinct_when_shortened() -> None:
+    long = "j-" + "x" * 80
+    assert len(service_name(long, 3)) <= 63 and service_name(long, 3) != service_name(long, 4)
+    assert len(pod_name(long, 0, 4095)) <= 63 and pod_name(long, 0, 4095).endswith("-4095")
+    assert dns_label("9.Job_A") == "tp-9-job-a"
+    assert (quantity("500m"), quantity("64Gi"), quantity("8"), quantity("1e3"), quantity("junk")) == (
+        0.5, 64 * 2**30, 8.0, 1000.0, 0.0,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"namepsace": "x"}, "namepsace: not an option"),
+        ({"master_port": "http"}, "master_port: 'http' is not a whole number"),
+        ({"master_port": "70000"}, "master_port: 70000 is outside"),
+        ({"resources": "nvidia.com/gpu"}, "resources: 'nvidia.com/gpu' is not NAME=FLAVOR"),
+        ({"namespace": "Bad_NS"}, "namespace: 'Bad_NS' is not a valid Kubernetes name"),
+    ],
+)
+def test_wrong_options_name_the_option(raw: dict[str, str], message: str) -> None:
+    with pytest.raises(OptionError, match=message):
+        parse_options(raw)
+
+
+def test_options_parse() -> None:
+    opts = parse_options(
+        {"resources": "nvidia.com/gpu=h100,cambricon.com/mlu=mlu370", "checkpoint_pvc": "ckpt"}
+    )
+    assert (
+        opts.resources == {"nvidia.com/gpu": "h100", "cambricon.com/mlu": "mlu370"}
+        and opts.checkpoint_pvc == "ckpt"
+    )
