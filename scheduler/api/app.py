@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 
-from scheduler.api import errors, routes_jobs, routes_pool
+from scheduler.api import errors, routes_agents, routes_jobs, routes_pool
 from scheduler.api.context import ServerContext
 from scheduler.store.db import current_revision, head_revision
 
@@ -44,6 +44,7 @@ def create_app(ctx: ServerContext, *, run_loop: bool = True) -> FastAPI:
     errors.install(app)
     app.include_router(routes_jobs.router)
     app.include_router(routes_pool.router)
+    app.include_router(routes_agents.router)
     _install_latency(app, ctx)
 
     @app.get("/healthz", tags=["ops"])

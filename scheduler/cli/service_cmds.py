@@ -295,7 +295,13 @@ def nodes_list(
 @friendly
 def nodes_describe(name: str, output: OutOpt = Output.yaml, url: UrlOpt = None, token: TokenOpt = None,
                    context: ContextOpt = None) -> None:  # fmt: skip
-    emit(_client(url, token, context).get(f"/v1/nodes/{name}"), output, NODE_COLUMNS)
+    client = _client(url, token, context)
+    node = client.get(f"/v1/nodes/{name}")
+    try:  # the health model's verdict and its evidence, where the node runs an agent
+        node["agent_health"] = client.get(f"/v1/agents/{name}/health")
+    except ClientError:
+        node["agent_health"] = None
+    emit(node, output, NODE_COLUMNS)
 
 
 @nodes_app.command("cordon")
@@ -427,8 +433,9 @@ tokens_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_
 @tokens_app.command("create")
 @friendly
 def tokens_create(
-    role: Annotated[str, typer.Option("--role", help="member, org-admin or pool-admin")],
+    role: Annotated[str, typer.Option("--role", help="member, org-admin, pool-admin or agent")],
     org: Annotated[str | None, typer.Option("--org")] = None,
+    node: Annotated[str | None, typer.Option("--node", help="The node an agent token acts for.")] = None,
     name: Annotated[str, typer.Option("--name", help="Who or what holds it.")] = "",
     output: OutOpt = Output.table,
     url: UrlOpt = None,
@@ -436,7 +443,11 @@ def tokens_create(
     context: ContextOpt = None,
 ) -> None:
     """Make a token; its secret is printed once."""
-    made = _client(url, token, context).post("/v1/tokens", {"role": role, "org": org, "name": name})
+    if role == "agent" or node:  # node-bound agent tokens live beside the others (issue 6)
+        made = _client(url, token, context).post("/v1/agents/tokens", {"node": node or "", "name": name})
+        made |= {"role": "agent", "org": None}
+    else:
+        made = _client(url, token, context).post("/v1/tokens", {"role": role, "org": org, "name": name})
     if output is Output.table:
         typer.echo(f"token {made['id']} ({made['role']}{' of ' + made['org'] if made['org'] else ''})")
         typer.echo(f"secret (shown once): {made['secret']}")

@@ -43,8 +43,10 @@ class Thresholds(BaseModel):
     unhealthy_after_seconds: float = Field(8.0, ge=0)
     quiet_seconds: float = Field(60.0, ge=0)
     # Heartbeats: silent this long makes the node suspect (degraded, never unhealthy:
-    # a dead agent does not prove dead accelerators).
-    suspect_after_seconds: float = Field(10.0, gt=0)
+    # a dead agent does not prove dead accelerators). Shorter than the way to unhealthy
+    # by loss (unhealthy_after plus the time the window needs to show the loss), so a
+    # killed agent, whose probe port dies with it, is found silent before it is found lossy.
+    suspect_after_seconds: float = Field(6.0, gt=0)
     # Peer lists: every rack mate plus this many nodes elsewhere, re-drawn every rotate_seconds.
     other_rack_peers: int = Field(8, ge=0)
     rotate_seconds: float = Field(300.0, gt=0)

@@ -1,0 +1,7 @@
+"""``python -m agents ...`` runs ``trainpool agent ...``."""
+
+import typer
+
+from agents.cli import agent
+
+typer.run(agent)
