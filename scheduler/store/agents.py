@@ -88,7 +88,7 @@ class HealthEventRow(SQLModel, table=True):
 # --- tokens ----------------------------------------------------------------------------
 
 
-def _hash(secret: str) -> str:
+def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
@@ -97,7 +97,7 @@ def create_token(
 ) -> tuple[AgentTokenRow, str]:
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = AgentTokenRow(
-        id="a-" + secrets.token_hex(6), node=node, secret_hash=_hash(secret), name=name, created_at=now,
+        id="a-" + secrets.token_hex(6), node=node, secret_hash=hash_secret(secret), name=name, created_at=now,
         created_by=actor,
     )  # fmt: skip
     session.add(row)
@@ -105,7 +105,7 @@ def create_token(
 
 
 def verify_token(session: Session, secret: str) -> AgentTokenRow | None:
-    digest = _hash(secret)
+    digest = hash_secret(secret)
     row = session.exec(select(AgentTokenRow).where(AgentTokenRow.secret_hash == digest)).first()
     if row is None or not hmac.compare_digest(row.secret_hash, digest) or row.revoked_at is not None:
         return None
