@@ -86,6 +86,12 @@ class Metrics:
         self.quarantined = Gauge(
             "trainpool_nodes_quarantined", "Nodes cordoned by quarantine and not yet uncordoned.", registry=r
         )
+        self.capacity = Gauge(
+            "trainpool_capacity_accelerators",
+            "Accelerators on the pool's nodes.",
+            ["flavor", "health"],
+            registry=r,
+        )
         self.leader = Gauge("trainpool_leader", "1 while this server runs the control loop.", registry=r)
         self.api_latency = Histogram(
             "trainpool_api_request_seconds", "API request latency by route template and status class.",
@@ -115,9 +121,11 @@ class Metrics:
             alloc[(run.spec.org, run.flavor)] += run.accelerators
         self._quota(snap, alloc)
         self.node_health.clear()
+        self.capacity.clear()
         for node in snap.nodes:
             health = "cordoned" if node.cordoned else node.health.value
             self.node_health.labels(node.flavor, health).inc()
+            self.capacity.labels(node.flavor, health).inc(node.accelerators)
 
     def _quota(self, snap: Snapshot, alloc: Counter[tuple[str, str]]) -> None:
         self.quota.clear()
