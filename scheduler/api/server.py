@@ -42,6 +42,8 @@ class ServerOptions:
     backend_options: dict[str, str] = field(default_factory=dict)
     checkpoint_root: str | None = None
     sim_state: str | None = None
+    # The first pool-admin token's secret (else TRAINPOOL_ADMIN_TOKEN[_FILE], else a new one).
+    admin_token: str | None = None
     sim_duration: float = 60.0
     interval: float = 1.0
     lease_ttl: float = 10.0
@@ -73,14 +75,14 @@ def _state_dir(db: Database) -> Path:
     return default_sqlite_path().parent
 
 
-def _seed(db: Database, config: PoolConfig) -> str | None:
+def _seed(db: Database, config: PoolConfig, admin_token: str | None) -> str | None:
     """Orgs from the pool file and the first admin token; a second server starting at
     the same moment may insert the same rows first, so a clash is retried once."""
     for attempt in range(2):
         try:
             with db.write() as s:
                 orgstore.seed_from_config(s, config.orgs, time.time())
-                return tokenstore.bootstrap_admin(s, time.time(), admin_secret_from_env())
+                return tokenstore.bootstrap_admin(s, time.time(), admin_token or admin_secret_from_env())
         except IntegrityError:
             if attempt:
                 raise
@@ -98,7 +100,7 @@ def build(opts: ServerOptions, say: Callable[[str], None] = print) -> tuple[Fast
         say("no --pool given: using the built-in demo pool (4 h100 nodes of 8, org 'default')")
     state_dir = _state_dir(db)
     checkpoint_root = Path(opts.checkpoint_root) if opts.checkpoint_root else state_dir / "checkpoints"
-    made = _seed(db, config)
+    made = _seed(db, config, opts.admin_token)
     if made:
         say(f"first pool-admin token (shown once, store it now): {made}")
     backend = build_backend(

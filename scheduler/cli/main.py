@@ -6,6 +6,7 @@ import typer
 
 from agents.cli import agent
 from scheduler.bench.cli import bench_app
+from scheduler.cli.embedded_cmds import demo, up
 from scheduler.cli.plan import plan, validate
 from scheduler.cli.service_cmds import register
 from scheduler.sim.cli import sim_app
@@ -18,6 +19,8 @@ app = typer.Typer(
 )
 app.add_typer(bench_app, name="bench")
 app.add_typer(sim_app, name="sim")
+app.command("up")(up)
+app.command("demo")(demo)
 app.command("plan")(plan)
 app.command("validate")(validate)
 app.command("agent")(agent)

@@ -1,0 +1,149 @@
+"""One process that is a whole pool: a local Ray cluster of simulated accelerator nodes,
+the server on SQLite, the control loop and the HTTP API.
+
+Everything lives in one data folder (``pool.db``, ``admin-token``, ``checkpoints/``,
+``ray-logs/``), so a second ``trainpool up`` on the same folder finds its jobs, orgs and
+token again; Ray's own state does not survive (running gangs are lost with the cluster,
+and the loop restarts them as infrastructure failures, without charging them).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from scheduler.store.tokens import new_secret
+
+if TYPE_CHECKING:
+    from scheduler.api.context import ServerContext
+    from scheduler.backends.ray.cluster import LocalRayCluster
+    from scheduler.config import PoolConfig
+
+Say = Callable[[str], None]
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("scheduler.embedded") / "embedded-pool.yaml"))
+
+
+def default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "trainpool" / "embedded"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class EmbeddedOptions:
+    config: Path | None = None
+    data_dir: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8642  # 0: any free port
+    interval: float = 0.5  # seconds between control-loop cycles
+
+
+class EmbeddedPool:
+    """``start()`` in the main thread (Ray ties its processes to the starting thread);
+    ``stop()`` leaves nothing running. Usable as a context manager."""
+
+    def __init__(self, opts: EmbeddedOptions, say: Say = print) -> None:
+        self.opts = opts
+        self.say = say
+        self.data_dir = (opts.data_dir or default_data_dir()).resolve()
+        self.config_path = (opts.config or default_config_path()).resolve()
+        self.cluster: LocalRayCluster | None = None
+        self.ctx: ServerContext | None = None
+        self._server: Any = None  # uvicorn.Server
+        self._thread: threading.Thread | None = None
+        self.url = ""
+        self.token = ""
+
+    @property
+    def config(self) -> PoolConfig:
+        from scheduler.config import load_pool_config
+
+        return load_pool_config(self.config_path)
+
+    def start(self) -> EmbeddedPool:
+        import uvicorn
+
+        from scheduler.api.server import ServerOptions, build
+        from scheduler.backends.ray.cluster import LocalRayCluster
+
+        config = self.config  # a bad file fails here, before anything starts
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.token = self._admin_token()
+        port = self.opts.port or free_port()
+        try:
+            self.cluster = LocalRayCluster.from_config(config).start(progress=self.say)
+            app, self.ctx = build(
+                ServerOptions(
+                    db=str(self.data_dir / "pool.db"),
+                    pool=str(self.config_path),
+                    backend="ray",
+                    backend_address=self.cluster.address,
+                    checkpoint_root=str(self.data_dir / "checkpoints"),
+                    admin_token=self.token,
+                    interval=self.opts.interval,
+                ),
+                say=self.say,
+            )
+            server = uvicorn.Server(
+                uvicorn.Config(app, host=self.opts.host, port=port, log_level="warning", access_log=False)
+            )
+            self._server = server
+            self._thread = threading.Thread(target=server.run, name="trainpool-http", daemon=True)
+            self._thread.start()
+            deadline = time.monotonic() + 30
+            while not server.started:
+                if not self._thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"--port: the server could not listen on {self.opts.host}:{port}")
+                time.sleep(0.05)
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"http://{self.opts.host}:{port}"
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+        if self.ctx is not None and self.ctx.loop is not None:
+            self.ctx.loop.backend.close()
+            self.ctx.db.engine.dispose()
+            self.ctx = None
+        if self.cluster is not None:
+            self.cluster.stop()
+            self.cluster = None
+
+    def __enter__(self) -> EmbeddedPool:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _admin_token(self) -> str:
+        """The pool-admin secret, made once per data folder and kept there (mode 0600)."""
+        path = self.data_dir / "admin-token"
+        if path.exists():
+            return path.read_text().strip()
+        secret = new_secret()
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secret + "\n")
+        return secret
