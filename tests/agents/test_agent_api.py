@@ -142,7 +142,7 @@ def test_a_job_on_a_node_that_turns_unhealthy_is_moved_without_charging_its_rest
     events = api.call("member@a", "GET", f"/v1/jobs/{job['id']}/events").json()
     assert any(e["event"] == "preempt" and e["reason"] == "health" for e in events)
     assert row.restarts == 0  # infrastructure's fault: the restart budget is untouched
-    assert row.state is JobState.RUNNING and row.attempt == 1  # running again, after one move
+    assert row.state == JobState.RUNNING and row.attempt == 1  # running again, after one move
     with ctx.db.read() as s:
         now_on = jobstore.allocation(s, row.id, row.attempt)
     assert now_on is not None and sick not in now_on.assignments  # elsewhere
