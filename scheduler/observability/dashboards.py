@@ -1,0 +1,294 @@
+"""The Grafana dashboards, built with grafana-foundation-sdk from typed panel specs.
+
+Every query is a ``Query`` in a ``PanelSpec``; the real-Prometheus test runs each one
+(``$__rate_interval`` replaced) against a server it scrapes. ``may_be_empty`` marks
+queries over events a short test may not produce (a node degrading, a job moved).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["timeseries", "stat", "heatmap", "bargauge"]
+
+DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+RATE = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class Query:
+    expr: str
+    legend: str = ""
+    may_be_empty: bool = False
+
+
+@dataclass(frozen=True)
+class PanelSpec:
+    title: str
+    kind: Kind
+    queries: tuple[Query, ...]
+    unit: str = "short"
+    description: str = ""
+    width: int = 12
+    height: int = 8
+    stacked: bool = False
+
+
+@dataclass(frozen=True)
+class DashboardSpec:
+    uid: str
+    title: str
+    description: str
+    rows: tuple[tuple[str, tuple[PanelSpec, ...]], ...]
+    tags: tuple[str, ...] = field(default=("trainpool",))
+
+    @property
+    def panels(self) -> list[PanelSpec]:
+        return [p for _, panels in self.rows for p in panels]
+
+
+def q(expr: str, legend: str = "", *, may_be_empty: bool = False) -> Query:
+    return Query(expr, legend, may_be_empty)
+
+
+def quantile(p: float, histogram: str, by: str = "") -> str:
+    """The p-quantile of a histogram's rate over the dashboard's rate interval."""
+    labels = f"le, {by}" if by else "le"
+    return f"histogram_quantile({p}, sum by ({labels}) (rate({histogram}_bucket[{RATE}])))"
+
+
+POOL = DashboardSpec(
+    "trainpool-pool",
+    "trainpool / Pool overview",
+    "Capacity, allocation by org and flavor, the queue and why it waits, the control loop.",
+    (
+        ("Capacity and allocation", (
+            PanelSpec("Capacity by flavor and health", "timeseries", (
+                q("sum by (flavor, health) (trainpool_capacity_accelerators)", "{{flavor}} {{health}}"),
+            ), stacked=True),
+            PanelSpec("Allocated accelerators by org and flavor", "timeseries", (
+                q("sum by (org, flavor) (trainpool_running_accelerators)", "{{org}} {{flavor}}"),
+            ), stacked=True),
+            PanelSpec("Utilization", "stat", (
+                q("sum(trainpool_running_accelerators) / sum(trainpool_capacity_accelerators)"),
+            ), unit="percentunit", width=6),
+            PanelSpec("Nodes by health", "bargauge", (
+                q("sum by (health) (trainpool_nodes)", "{{health}}"),
+            ), width=6),
+            PanelSpec("Running jobs by org", "timeseries", (
+                q("sum by (org) (trainpool_running_jobs)", "{{org}}"),
+            )),
+        )),
+        ("Queue", (
+            PanelSpec("Pending jobs by reason", "timeseries", (
+                q("sum by (reason) (trainpool_pending_jobs_by_reason)", "{{reason}}"),
+            ), stacked=True),
+            PanelSpec("Pending accelerators by org and flavor", "timeseries", (
+                q("sum by (org, flavor) (trainpool_pending_accelerators)", "{{org}} {{flavor}}"),
+            ), stacked=True),
+            PanelSpec("Submissions per minute by org", "timeseries", (
+                q(f"sum by (org) (rate(trainpool_job_submissions_total[{RATE}])) * 60", "{{org}}"),
+            )),
+        )),
+        ("Control loop", (
+            PanelSpec("Cycle latency", "timeseries", (
+                q(quantile(0.5, "trainpool_scheduling_cycle_seconds"), "p50"),
+                q(quantile(0.99, "trainpool_scheduling_cycle_seconds"), "p99"),
+            ), unit="s"),
+            PanelSpec("Cycles per second", "timeseries", (
+                q(f"sum(rate(trainpool_scheduling_cycle_seconds_count[{RATE}]))", "cycles/s"),
+            )),
+            PanelSpec("Leader", "stat", (q("max(trainpool_leader)"),), width=6),
+            PanelSpec("API p99 latency by route", "timeseries", (
+                q(quantile(0.99, "trainpool_api_request_seconds", "route"), "{{route}}"),
+            ), unit="s", width=18),
+        )),
+    ),
+)  # fmt: skip
+
+ORGS = DashboardSpec(
+    "trainpool-orgs",
+    "trainpool / Organizations",
+    "Usage against nominal quota and borrowing, fair share, and how long each org's jobs wait.",
+    (
+        ("Quota", (
+            PanelSpec("Usage against nominal", "timeseries", (
+                q("sum by (org) (trainpool_running_accelerators)", "{{org}} used"),
+                q('sum by (org) (trainpool_quota_accelerators{kind="nominal"})', "{{org}} nominal"),
+            )),
+            PanelSpec("Borrowed and lent", "timeseries", (
+                q('sum by (org) (trainpool_quota_accelerators{kind="borrowed"})', "{{org}} borrowed"),
+                q('sum by (org) (trainpool_quota_accelerators{kind="lent"})', "{{org}} lent"),
+            )),
+            PanelSpec("Fair share (lower goes first)", "timeseries", (
+                q("trainpool_fair_share", "{{org}}"),
+            )),
+            PanelSpec("Pending jobs by org", "timeseries", (
+                q("sum by (org) (trainpool_pending_jobs)", "{{org}}"),
+            ), stacked=True),
+        )),
+        ("Waiting", (
+            PanelSpec("Wait time to start (p50, p90) by org", "timeseries", (
+                q(quantile(0.5, "trainpool_job_wait_seconds", "org"), "{{org}} p50", may_be_empty=True),
+                q(quantile(0.9, "trainpool_job_wait_seconds", "org"), "{{org}} p90", may_be_empty=True),
+            ), unit="s", description="Empty while no job started in the window."),
+            PanelSpec("Jobs started (total) by org", "timeseries", (
+                q("sum by (org) (trainpool_job_wait_seconds_count)", "{{org}}"),
+            )),
+        )),
+    ),
+)  # fmt: skip
+
+NETWORK = DashboardSpec(
+    "trainpool-network",
+    "trainpool / Network and node health",
+    "Pingmesh loss and RTT per rack, node states from the health model, localized faults, agents.",
+    (
+        ("Racks", (
+            PanelSpec("Probe loss by rack", "timeseries", (
+                q("max by (rack) (trainpool_rack_probe_loss_ratio)", "{{rack}}"),
+            ), unit="percentunit"),
+            PanelSpec("Median probe RTT by rack", "timeseries", (
+                q("max by (rack) (trainpool_rack_probe_rtt_seconds)", "{{rack}}"),
+            ), unit="s"),
+            PanelSpec("Probe RTT distribution (all agents)", "heatmap", (
+                q(f"sum by (le) (rate(trainpool_agent_probe_rtt_seconds_bucket[{RATE}]))", "{{le}}"),
+            ), unit="s"),
+            PanelSpec("Probe loss seen by agents, by peer rack", "timeseries", (
+                q("max by (peer_rack) (trainpool_agent_probe_loss_ratio)", "{{peer_rack}}"),
+            ), unit="percentunit"),
+        )),
+        ("Nodes", (
+            PanelSpec("Nodes by health state", "timeseries", (
+                q("sum by (state) (trainpool_node_health_state)", "{{state}}"),
+            ), stacked=True),
+            PanelSpec("Quarantined nodes", "stat", (q("trainpool_nodes_quarantined"),), width=6),
+            PanelSpec("Localized faults by kind (per hour)", "timeseries", (
+                q(f"sum by (kind) (rate(trainpool_localized_faults_total[{RATE}])) * 3600", "{{kind}}"),
+            ), width=6),
+            PanelSpec("Seconds since each agent's last report", "timeseries", (
+                q("trainpool_agent_last_heartbeat_seconds", "{{node}}"),
+            ), unit="s"),
+            PanelSpec("Jobs moved off nodes, by reason", "timeseries", (
+                q(f"sum by (reason) (increase(trainpool_jobs_moved_total[{RATE}]))", "{{reason}}",
+                  may_be_empty=True),
+            ), description="Empty until a job has been moved off an unhealthy node."),
+        )),
+        ("Node hardware", (
+            PanelSpec("NIC errors per second", "timeseries", (
+                q(f"sum by (instance, interface, kind) (rate(trainpool_agent_nic_errors_total[{RATE}]))",
+                  "{{instance}} {{interface}} {{kind}}", may_be_empty=True),
+            ), description="Series appear once an interface reports an error counter."),
+            PanelSpec("GPU XID errors", "timeseries", (
+                q(f"sum by (instance) (increase(trainpool_agent_gpu_xid_errors_total[{RATE}]))",
+                  "{{instance}}"),
+            )),
+            PanelSpec("GPU temperature", "timeseries", (
+                q("max by (instance, gpu) (trainpool_agent_gpu_temperature_celsius)",
+                  "{{instance}} gpu {{gpu}}", may_be_empty=True),
+            ), unit="celsius", description="Empty on nodes without NVML (agent --no-gpu)."),
+        )),
+    ),
+)  # fmt: skip
+
+RELIABILITY = DashboardSpec(
+    "trainpool-reliability",
+    "trainpool / Job reliability",
+    "Restarts and preemptions by reason, quarantines: what the pool costs running jobs.",
+    (
+        ("Restarts and preemptions", (
+            PanelSpec("Restarts per hour by failure class", "timeseries", (
+                q(f"sum by (reason) (rate(trainpool_restarts_total[{RATE}])) * 3600", "{{reason}}"),
+            )),
+            PanelSpec("Preemptions per hour by reason", "timeseries", (
+                q(f"sum by (reason) (rate(trainpool_preemptions_total[{RATE}])) * 3600", "{{reason}}"),
+            )),
+            PanelSpec("Restarts (total) by failure class", "bargauge", (
+                q("sum by (reason) (trainpool_restarts_total)", "{{reason}}"),
+            )),
+            PanelSpec("Preemptions (total) by org", "bargauge", (
+                q("sum by (org) (trainpool_preemptions_total)", "{{org}}"),
+            )),
+        )),
+        ("Nodes", (
+            PanelSpec("Node quarantines (total)", "stat", (
+                q("sum(trainpool_node_quarantines_total)"),
+            ), width=6),
+            PanelSpec("Infrastructure restarts in the last hour", "stat", (
+                q('sum(increase(trainpool_restarts_total{reason="infrastructure"}[1h]))'),
+            ), width=6),
+        )),
+    ),
+)  # fmt: skip
+
+DASHBOARDS = (POOL, ORGS, NETWORK, RELIABILITY)
+
+
+def build(spec: DashboardSpec) -> dict[str, Any]:
+    """The dashboard's JSON model (what Grafana imports), via grafana-foundation-sdk."""
+    from grafana_foundation_sdk.builders import bargauge, heatmap, prometheus, stat, timeseries
+    from grafana_foundation_sdk.builders import common as common_b
+    from grafana_foundation_sdk.builders import dashboard as dash
+    from grafana_foundation_sdk.cog.encoder import JSONEncoder
+    from grafana_foundation_sdk.models import common
+    from grafana_foundation_sdk.models import dashboard as dm
+
+    panel_kinds: dict[str, Any] = {
+        "timeseries": timeseries.Panel,
+        "stat": stat.Panel,
+        "heatmap": heatmap.Panel,
+        "bargauge": bargauge.Panel,
+    }
+    board = (
+        dash.Dashboard(spec.title)
+        .uid(spec.uid)
+        .description(spec.description)
+        .tags(list(spec.tags))
+        .refresh("30s")
+        .time("now-6h", "now")
+        .timezone("browser")
+        .with_variable(dash.DatasourceVariable("datasource").label("Data source").type("prometheus"))
+    )
+    ds = dm.DataSourceRef(type_val=DATASOURCE["type"], uid=DATASOURCE["uid"])
+    for row, panels in spec.rows:
+        board = board.with_row(dash.Row(row))
+        for p in panels:
+            panel = (
+                panel_kinds[p.kind]()
+                .title(p.title)
+                .datasource(ds)
+                .unit(p.unit)
+                .span(p.width)
+                .height(p.height)
+            )
+            if p.description:
+                panel = panel.description(p.description)
+            if p.kind == "timeseries" and p.stacked:
+                panel = panel.stacking(common_b.StackingConfig().mode(common.StackingMode.NORMAL))
+            if p.kind == "heatmap":
+                panel = panel.calculate(False)
+            for i, query in enumerate(p.queries):
+                target = prometheus.Dataquery().expr(query.expr).ref_id(chr(ord("A") + i)).datasource(ds)
+                if query.legend:
+                    target = target.legend_format(query.legend)
+                if p.kind == "heatmap":
+                    target = target.format(prometheus_format_heatmap())
+                panel = panel.with_target(target)
+            board = board.with_panel(panel)
+    data: dict[str, Any] = json.loads(json.dumps(board.build(), cls=JSONEncoder))
+    return data
+
+
+def prometheus_format_heatmap() -> Any:
+    from grafana_foundation_sdk.models import prometheus as pm
+
+    return pm.PromQueryFormat.HEATMAP
+
+
+def render_all() -> dict[str, str]:
+    """File name -> JSON text, deterministic (sorted keys) so staleness is a byte compare."""
+    return {
+        f"{spec.uid}.json": json.dumps(build(spec), indent=2, sort_keys=True) + "\n" for spec in DASHBOARDS
+    }
