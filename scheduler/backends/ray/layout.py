@@ -1,0 +1,116 @@
+"""How a placed gang maps onto replicas: ranks, local ranks, device indices, the
+environment each replica gets, and the names of its Ray objects. Pure: no Ray import.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+# Every Ray object of the pool lives in this namespace unless the server says otherwise.
+NAMESPACE = "trainpool"
+# Internal-KV keys of gang records (the backend's state that outlives a server).
+KV_PREFIX = "gang:"
+
+
+@dataclass(frozen=True)
+class Replica:
+    rank: int
+    node: str  # pool node name
+    local_rank: int  # index among the gang's replicas on the same node
+    local_world_size: int
+    node_rank: int  # index of the node among the gang's nodes, in rank order
+    devices: tuple[int, ...]  # accelerator indices on its node
+
+
+def replicas(
+    assignments: tuple[tuple[str, int], ...] | list[tuple[str, int]],
+    accelerators: int,
+    busy: Mapping[str, set[int]] | None = None,
+    capacity: Mapping[str, int] | None = None,
+) -> list[Replica]:
+    """Replicas in rank order. Device indices on a node: the lowest ones that no other
+    live gang of this backend holds there (``busy``), ``accelerators`` per replica in
+    local-rank order; where the node has too few left (``capacity``), plain local-rank
+    order (replica l gets l*a .. l*a+a-1), which is what a node running only this gang
+    gets anyway."""
+    per_node: dict[str, int] = {}
+    node_order: list[str] = []
+    for node, count in assignments:
+        if node not in per_node:
+            node_order.append(node)
+            per_node[node] = 0
+        per_node[node] += count
+    free: dict[str, list[int]] = {}
+    for node, count in per_node.items():
+        need = count * accelerators
+        taken = (busy or {}).get(node, set())
+        total = (capacity or {}).get(node, need + len(taken))
+        candidates = [i for i in range(total) if i not in taken]
+        free[node] = candidates if len(candidates) >= need else list(range(need))
+    out: list[Replica] = []
+    seen: dict[str, int] = {}
+    for node, count in assignments:
+        for _ in range(count):
+            local = seen.get(node, 0)
+            seen[node] = local + 1
+            devices = tuple(free[node][local * accelerators : (local + 1) * accelerators])
+            out.append(
+                Replica(
+                    rank=len(out),
+                    node=node,
+                    local_rank=local,
+                    local_world_size=per_node[node],
+                    node_rank=node_order.index(node),
+                    devices=devices,
+                )
+            )
+    return out
+
+
+def replica_env(
+    replica: Replica,
+    world_size: int,
+    spec_env: Mapping[str, str],
+    pool_env: Mapping[str, str],
+    visibility_env: str,
+) -> dict[str, str]:
+    """What the replica's process gets on top of its node's environment; MASTER_ADDR and
+    MASTER_PORT are added on the node once rank 0 has picked them. The pool's variables
+    win over the job's own."""
+    env = {"PYTHONUNBUFFERED": "1", **spec_env, **pool_env}
+    env.update(
+        RANK=str(replica.rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(replica.local_rank),
+        LOCAL_WORLD_SIZE=str(replica.local_world_size),
+        NODE_RANK=str(replica.node_rank),
+        TRAINPOOL_NODE=replica.node,
+        TRAINPOOL_RANK=str(replica.rank),
+    )
+    env[visibility_env] = ",".join(str(d) for d in replica.devices)
+    return env
+
+
+def placement_group_name(key: str) -> str:
+    return f"tp:{key}"
+
+
+def actor_name(key: str, rank: int) -> str:
+    return f"tp:{key}:rank-{rank}"
+
+
+def kv_key(key: str) -> bytes:
+    return f"{KV_PREFIX}{key}".encode()
+
+
+def signal_message(code: int) -> str:
+    """Exit codes as the shell reports them: 128+N for a process killed by signal N."""
+    import signal
+
+    if code > 128:
+        try:
+            return f"exit code {code} (killed by {signal.Signals(code - 128).name})"
+        except ValueError:
+            pass
+    return f"exit code {code}"
