@@ -20,7 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -246,6 +246,23 @@ def list_agents(ctx: Ctx, _: Who) -> list[dict[str, Any]]:
             }
             for a in agentstore.list_agents(s)
         ]
+
+
+@router.get("/events")
+def health_events(
+    ctx: Ctx,
+    _: Who,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+) -> list[dict[str, Any]]:
+    """Health events (node, rack, link state changes) with ids above ``after``, oldest first."""
+    with ctx.db.read() as s:
+        rows = agentstore.events_after(s, after, limit)
+    return [
+        {"id": e.id, "at": e.at, "kind": e.kind, "subject": e.subject, "state": e.state, "message": e.message,
+         "evidence": json.loads(e.evidence)}
+        for e in rows
+    ]  # fmt: skip
 
 
 @router.get("/{node}/health")

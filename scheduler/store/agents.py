@@ -223,6 +223,16 @@ def events(session: Session, subject: str | None = None, limit: int = 100) -> li
     return list(session.exec(stmt).all())
 
 
+def events_after(session: Session, after: int, limit: int = 200) -> list[HealthEventRow]:
+    stmt = (
+        select(HealthEventRow)
+        .where(col(HealthEventRow.id) > after)
+        .order_by(col(HealthEventRow.id))
+        .limit(limit)
+    )
+    return list(session.exec(stmt).all())
+
+
 def events_about_node(session: Session, node: str, rack: str | None, limit: int = 20) -> list[HealthEventRow]:
     """The node's own events, its rack's, and those of links it is an end of."""
     subjects = [node] + ([rack] if rack else [])
