@@ -108,6 +108,9 @@ class ControlLoop:
         self.last_cycle_at = now
         if self.metrics is not None:
             self._observe(view.snapshot, out, time.perf_counter() - started)
+            self.metrics.pending_by_reason.clear()  # declared in metrics.py, never set before
+            for status in decisions.pending.values():
+                self.metrics.pending_by_reason.labels(status.reason.value).inc()
         return out
 
     def _observe(self, snap: Snapshot, out: Outcome, seconds: float) -> None:
