@@ -217,7 +217,8 @@ RELIABILITY = DashboardSpec(
                 q("sum(trainpool_node_quarantines_total)"),
             ), width=6),
             PanelSpec("Infrastructure restarts in the last hour", "stat", (
-                q('sum(increase(trainpool_restarts_total{reason="infrastructure"}[1h]))'),
+                # "or vector(0)": a stat shows 0, not "No data", before the first such restart.
+                q('sum(increase(trainpool_restarts_total{reason="infrastructure"}[1h])) or vector(0)'),
             ), width=6),
         )),
     ),

@@ -1,0 +1,216 @@
+"""A real Prometheus scrapes a real `trainpool server` (sim backend) and two real
+`trainpool agent`s under a small workload; every dashboard query must run and (unless
+marked may_be_empty) return data, and every alert rule must evaluate without error."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from scheduler.observability.dashboards import DASHBOARDS, RATE
+from scheduler.observability.rules import all_alerts
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN = "tp_prometheus-test-admin-token-0123456789"
+POOL = """
+name: observed
+flavors: [{name: h100}]
+node_groups:
+  - {flavor: h100, count: 4, accelerators: 8, racks_per_spine: 2, name_prefix: h100}
+orgs:
+  - {name: a, quotas: {h100: {nominal: 16}}}
+  - {name: b, quotas: {h100: {nominal: 16}}}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Stack:
+    server: str
+    prometheus: str
+
+    def query(self, expr: str) -> dict[str, Any]:
+        resp = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
+        body: dict[str, Any] = resp.json()
+        return body
+
+
+class Procs:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir, self.procs = workdir, []  # type: ignore[var-annotated]
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "wb")  # noqa: SIM115
+        p = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+        self.procs.append((p, log))
+        return p
+
+    def stop_all(self) -> None:
+        for p, _ in reversed(self.procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p, log in self.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            log.close()
+
+
+def _wait(check: Any, what: str, timeout: float = 60.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+        except httpx.TransportError:
+            result = None
+        if result:
+            return result
+        time.sleep(0.2)
+    raise AssertionError(f"{what} not reached in {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    prometheus = shutil.which("prometheus")
+    if prometheus is None:
+        pytest.skip("prometheus not installed (apt-get install prometheus; .ci/run does)")
+    work = tmp_path_factory.mktemp("observed")
+    procs = Procs(work)
+    try:
+        yield _start(work, procs, prometheus)
+    finally:
+        procs.stop_all()
+
+
+def _start(work: Path, procs: Procs, prometheus: str) -> Stack:
+    (work / "pool.yaml").write_text(POOL)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    cli = [sys.executable, "-m", "scheduler.cli.main"]
+    procs.start("server", [
+        *cli, "server", "--db", f"sqlite:///{work / 'pool.db'}", "--pool", str(work / "pool.yaml"),
+        "--port", str(port), "--interval", "0.2", "--sim-duration", "3",
+        "--sim-state", str(work / "sim.json"),
+    ], env={"TRAINPOOL_ADMIN_TOKEN": ADMIN, "XDG_DATA_HOME": str(work)})  # fmt: skip
+    _wait(lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, "server ready")
+    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
+
+    agent_metrics = []
+    for i, node in enumerate(("h100-00", "h100-01")):
+        resp = admin.post("/v1/agents/tokens", json={"node": node, "name": "agent"})
+        assert resp.status_code == 201, resp.text
+        (work / f"{node}.token").write_text(resp.json()["secret"])
+        metrics_port = free_port()
+        agent_metrics.append(f"127.0.0.1:{metrics_port}")
+        procs.start(f"agent-{node}", [
+            *cli, "agent", "--server", url, "--node", node, "--token-file", str(work / f"{node}.token"),
+            "--address", "127.0.0.1", "--bind", "127.0.0.1", "--probe-port", str(free_port()),
+            "--metrics-port", str(metrics_port), "--no-gpu", "--rack", f"rack-{i}",
+            "--probe-interval", "0.5", "--report-interval", "1",
+        ])  # fmt: skip
+
+    # A small workload: org b borrows the whole pool, then org a reclaims its nominal
+    # (preemptions); one job fails once (a restart charged to the job).
+    def submit(org: str, env: dict[str, str], replicas: int = 1) -> None:
+        spec = {"name": "w", "org": org, "gang": {"flavor": "h100", "accelerators": 8, "replicas": replicas},
+                "env": env, "restart": {"backoff_seconds": 0}}  # fmt: skip
+        resp = admin.post("/v1/jobs", json={"spec": spec})
+        assert resp.status_code == 201, resp.text
+
+    for _ in range(4):
+        submit("b", {"SIM_DURATION": "600"})
+    _wait(lambda: admin.get("/metrics").text.count("trainpool_running_jobs{") > 0, "b running")
+    submit("a", {"SIM_DURATION": "600"})
+    submit("a", {"SIM_DURATION": "1", "SIM_FAIL_ATTEMPTS": "1"})
+    submit("a", {"SIM_DURATION": "600"})
+    submit("b", {"SIM_DURATION": "600"}, replicas=4)  # more than b may have: stays pending
+
+    prom_port = free_port()
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ROOT / "deploy" / "prometheus" / "trainpool-rules.yaml")],
+        "scrape_configs": [
+            {"job_name": "trainpool", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
+            {"job_name": "trainpool-agent", "static_configs": [{"targets": agent_metrics}]},
+        ],
+    }
+    (work / "prometheus.yml").write_text(yaml.safe_dump(config))
+    procs.start("prometheus", [
+        prometheus, f"--config.file={work / 'prometheus.yml'}", f"--storage.tsdb.path={work / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{prom_port}",
+    ])  # fmt: skip
+    stack = Stack(url, f"http://127.0.0.1:{prom_port}")
+    _wait(lambda: httpx.get(f"{stack.prometheus}/-/ready", timeout=1).status_code == 200, "prometheus ready")
+    _wait(
+        lambda: len([r for r in stack.query("up == 1")["data"]["result"]]) == 3,
+        "server and both agents scraped",
+    )
+    return stack
+
+
+def _panel_queries() -> list[tuple[str, str, Any]]:
+    return [
+        (spec.title, panel.title, query)
+        for spec in DASHBOARDS
+        for panel in spec.panels
+        for query in panel.queries
+    ]
+
+
+def test_every_dashboard_query_runs_and_returns_data(stack: Stack) -> None:
+    pending = {(d, p, q.expr.replace(RATE, "30s")): q for d, p, q in _panel_queries()}
+    errors: list[str] = []
+    deadline = time.monotonic() + 60
+    while pending and time.monotonic() < deadline:
+        for key, query in list(pending.items()):
+            body = stack.query(key[2])
+            if body.get("status") != "success":
+                errors.append(f"{key[0]} / {key[1]}: {body.get('error')}")
+                del pending[key]
+            elif body["data"]["result"] or query.may_be_empty:
+                del pending[key]
+        time.sleep(1)
+    assert errors == []
+    assert sorted(f"{d} / {p}: {e}" for d, p, e in pending) == [], "queries that returned no data"
+    assert len(_panel_queries()) >= 30
+
+
+def test_every_alert_expression_evaluates_without_error(stack: Stack) -> None:
+    for alert in all_alerts():
+        body = stack.query(alert.expr)
+        assert body.get("status") == "success", f"{alert.name}: {body.get('error')}"
+
+    def loaded() -> list[dict[str, Any]]:
+        groups = httpx.get(f"{stack.prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+        rules = [r for g in groups for r in g["rules"]]
+        return (
+            rules if len(rules) == len(all_alerts()) and all(r.get("health") == "ok" for r in rules) else []
+        )
+
+    rules = _wait(loaded, "every rule evaluated by Prometheus", timeout=30)
+    assert {r["name"] for r in rules} == {a.name for a in all_alerts()}
+    # A real pool with a leader and cycles: the scheduler alerts must be quiet.
+    firing = {r["name"] for r in rules if r["state"] == "firing"}
+    assert not firing & {"TrainpoolServerDown", "TrainpoolNoLeader", "TrainpoolLoopStalled"}
