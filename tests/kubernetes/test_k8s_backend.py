@@ -102,7 +102,8 @@ def test_launch_makes_one_pod_per_replica_on_its_node_owned_by_a_headless_servic
         assert (owner["kind"], owner["name"], owner["uid"]) == ("Service", "tp-j-abc-0", svc.metadata.uid)
         env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"]}
         assert env["RANK"] == str(rank) and env["WORLD_SIZE"] == "3"
-        assert env["LOCAL_RANK"] == str([0, 1, 0][rank])
+        assert env["LOCAL_RANK"] == str([0, 1, 0][rank]) and env["NODE_RANK"] == str([0, 0, 1][rank])
+        assert env["LOCAL_WORLD_SIZE"] == str([2, 2, 1][rank]) and "CUDA_VISIBLE_DEVICES" not in env
         assert env["MASTER_ADDR"] == "tp-j-abc-0-0.tp-j-abc-0.pool.svc.cluster.local"
         assert env["MASTER_PORT"] == "29500" and env["TRAINPOOL_JOB_ID"] == "j-abc"
         assert pod["spec"]["subdomain"] == "tp-j-abc-0" and pod["spec"]["hostname"] == f"tp-j-abc-0-{rank}"

@@ -234,7 +234,7 @@ def pod_manifests(
     tolerations = [{"key": r, "operator": "Exists"} for r in opts.resources]
     pods: list[Obj] = []
     rank = 0
-    for node, replicas in launch.assignments:
+    for node_rank, (node, replicas) in enumerate(launch.assignments):
         resource = resource_of.get(node)
         for local in range(replicas):
             env = {
@@ -244,6 +244,7 @@ def pod_manifests(
                 "WORLD_SIZE": str(world),
                 "LOCAL_RANK": str(local),
                 "LOCAL_WORLD_SIZE": str(replicas),
+                "NODE_RANK": str(node_rank),
                 "MASTER_ADDR": addr,
                 "MASTER_PORT": str(opts.master_port),
             }
