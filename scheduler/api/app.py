@@ -39,6 +39,7 @@ def create_app(ctx: ServerContext, *, run_loop: bool = True) -> FastAPI:
         version="0.1.0",
         description="Scheduler of a shared accelerator pool.",
         lifespan=lifespan,
+        responses=errors.ERROR_RESPONSES,
     )
     app.state.ctx = ctx
     errors.install(app)
@@ -70,7 +71,14 @@ def create_app(ctx: ServerContext, *, run_loop: bool = True) -> FastAPI:
             body["problems"] = problems
         return JSONResponse(body, status_code=200 if not problems else 503)
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=Response,
+        responses={
+            200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}
+        },
+    )
     def metrics() -> Response:
         return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 

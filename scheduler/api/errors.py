@@ -12,12 +12,42 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.errors import ConfigError, format_path, validation_problems
 
 log = logging.getLogger(__name__)
+
+
+class Problem(BaseModel):
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """Every error response: one line for people, one entry per field for programs."""
+
+    detail: str
+    errors: list[Problem]
+
+
+# Documented on every operation, so clients (and schema-driven tests) see the real shape
+# instead of FastAPI's default validation-error model.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (400, "Bad request"),
+        (401, "Missing or unknown token"),
+        (403, "Not allowed for this token"),
+        (404, "Not found"),
+        (409, "Conflict with the current state"),
+        (413, "Request too large"),
+        (422, "A field is invalid; the message names it"),
+        (429, "Too many requests"),
+        (503, "Not ready (database unavailable)"),
+    )
+}
 
 
 class ApiError(Exception):
