@@ -142,6 +142,13 @@ def test_every_feature_on_renders_postgres_replicas_monitoring_and_dashboards(al
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "checkpoint_pvc=tp-trainpool-checkpoints" in args and "namespace=training" in args
     assert _kind(all_on, "Role")[0]["metadata"]["namespace"] == "training"
+    pvc = _kind(all_on, "PersistentVolumeClaim")[0]
+    assert pvc["metadata"]["namespace"] == "training" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    # A claim in another namespace cannot be mounted by the server; the job pods mount it.
+    assert all(v["name"] != "checkpoints" for v in deploy["spec"]["template"]["spec"]["volumes"])
+    same_ns = render("--set", "checkpoints.existingClaim=ckpt")
+    volumes = _kind(same_ns, "StatefulSet")[0]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "checkpoints", "persistentVolumeClaim": {"claimName": "ckpt"}} in volumes
     assert {d["kind"] for d in all_on if d["apiVersion"] in CRDS} == {
         "ServiceMonitor",
         "PodMonitor",

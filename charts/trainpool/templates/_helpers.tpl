@@ -49,3 +49,10 @@ capabilities:
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
+
+{{/* The server mounts the checkpoint claim only where it can: in its own namespace. */}}
+{{- define "trainpool.serverCheckpointClaim" -}}
+{{- if eq (include "trainpool.jobsNamespace" .) .Release.Namespace -}}
+{{ include "trainpool.checkpointClaim" . }}
+{{- end -}}
+{{- end -}}
