@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import kmock
 import pytest
-from conftest import NS, CoreApi, eventually
 from k8s_emulator import EmulatorThread
+from k8s_support import NS, CoreApi, eventually
 
 from scheduler.backends.base import BackendError, Launch, Phase
 from scheduler.backends.kubernetes import KubernetesBackend

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import NS, CoreApi
+from k8s_support import NS, CoreApi
 from service.harness import Clock, Pool, orgs
 
 from scheduler.backends.kubernetes import KubernetesBackend
