@@ -183,3 +183,16 @@ def test_wrong_values_are_refused_with_a_message_naming_them(args: list[str], me
     result = helm("template", "tp", str(CHART), *args, check=False)
     assert result.returncode != 0
     assert message in result.stderr, result.stderr
+
+
+def test_notes_tell_how_to_get_the_token_and_submit_a_job_that_validates() -> None:
+    from scheduler.domain import JobSpec
+
+    out = helm("install", "tp", str(CHART), "--dry-run=client", "--namespace", "pool").stdout
+    notes = out[out.index("NOTES:") :]
+    assert (
+        "kubectl -n pool get secret tp-trainpool-admin-token -o jsonpath='{.data.token}' | base64 -d" in notes
+    )
+    spec_text = notes.split("<<'YAML'\n", 1)[1].split("   YAML", 1)[0]
+    spec = JobSpec.model_validate(yaml.safe_load("\n".join(line[3:] for line in spec_text.splitlines())))
+    assert (spec.org, spec.gang.flavors) == ("research", ("nvidia-gpu",))  # the default pool's org and flavor

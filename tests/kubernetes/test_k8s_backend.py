@@ -232,3 +232,19 @@ def test_launch_on_an_unknown_node_or_a_refused_create_is_a_backend_error_and_le
     with pytest.raises(BackendError, match="does not belong"):
         b.launch(_launch(nodes=(("gpu-a", 2),)), 0.0)
     assert [p["metadata"]["name"] for p in api.pods()] == ["tp-j-abc-0-1"] and api.services() == []
+
+
+def test_logs_come_from_each_replicas_pod(api: CoreApi, make_backend, cluster: EmulatorThread) -> None:
+    api.add_node("gpu-a")
+    b = make_backend()
+    launch = _launch(nodes=(("gpu-a", 2),))
+    b.launch(launch, 0.0)
+    for rank in (0, 1):
+        path = f"get /api/v1/namespaces/{NS}/pods/tp-j-abc-0-{rank}/log"
+        cluster.call(
+            lambda p=path, r=rank: cluster.emulator[p] << f"step 1 rank {r}\nstep 2 rank {r}\n".encode()
+        )
+    assert b.logs(launch.key, 10, 0.0) == ["[0] step 1 rank 0", "[0] step 2 rank 0", "[1] step 1 rank 1",
+                                           "[1] step 2 rank 1"]  # fmt: skip
+    assert b.logs(launch.key, 1, 0.0, replica=1) == ["step 2 rank 1"]
+    assert b.logs("j-unknown/0", 10, 0.0) is None

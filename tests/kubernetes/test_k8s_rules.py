@@ -98,3 +98,19 @@ def test_options_parse() -> None:
         opts.resources == {"nvidia.com/gpu": "h100", "cambricon.com/mlu": "mlu370"}
         and opts.checkpoint_pvc == "ckpt"
     )
+
+
+def test_the_server_builds_the_backend_or_says_what_is_wrong(tmp_path) -> None:
+    from scheduler.backends.base import BackendError
+    from scheduler.backends.registry import BackendSettings, build_backend
+    from scheduler.config import PoolConfig
+
+    config = PoolConfig.model_validate({"flavors": [{"name": "h100"}], "orgs": [{"name": "a"}]})
+    with pytest.raises(BackendError, match="kubeconfig '/nowhere' does not exist"):
+        build_backend("kubernetes", BackendSettings(config=config, address="/nowhere"))
+    with pytest.raises(BackendError, match="not running in a pod"):
+        build_backend("kubernetes", BackendSettings(config=config, address="in-cluster"))
+    with pytest.raises(BackendError, match="master_port: 'x' is not a whole number"):
+        build_backend(
+            "kubernetes", BackendSettings(config=config, address="/nowhere", options={"master_port": "x"})
+        )

@@ -220,9 +220,10 @@ class KubernetesBackend:
             if replica is not None and rank != replica:
                 continue
             try:
-                text = self.api.read_namespaced_pod_log(
-                    name, self.namespace, tail_lines=tail, _request_timeout=10
+                resp = self.api.read_namespaced_pod_log(
+                    name, self.namespace, tail_lines=tail, _preload_content=False, _request_timeout=10
                 )
+                text = getattr(resp, "data", b"").decode("utf-8", "replace")  # raw: any content type
             except Exception as exc:
                 lines.append(f"[{rank}] (no logs: {exc})" if replica is None else f"(no logs: {exc})")
                 continue
