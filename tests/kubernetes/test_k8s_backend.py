@@ -9,6 +9,7 @@ from k8s_support import NS, CoreApi, eventually
 
 from scheduler.backends.base import BackendError, Launch, Phase
 from scheduler.backends.kubernetes import KubernetesBackend
+from scheduler.backends.kubernetes.options import KubeOptions
 from scheduler.domain import Health, JobSpec
 
 pytestmark = pytest.mark.integration
@@ -248,3 +249,17 @@ def test_logs_come_from_each_replicas_pod(api: CoreApi, make_backend, cluster: E
                                            "[1] step 2 rank 1"]  # fmt: skip
     assert b.logs(launch.key, 1, 0.0, replica=1) == ["step 2 rank 1"]
     assert b.logs("j-unknown/0", 10, 0.0) is None
+
+
+def test_an_api_that_refuses_the_lists_fails_the_cycle_with_the_reason(
+    api: CoreApi, cluster: EmulatorThread
+) -> None:
+    cluster.call(
+        lambda: cluster.emulator["get /api/v1/nodes"] << kmock.KubernetesError(403, "Forbidden", "rbac")
+    )
+    b = KubernetesBackend(api, KubeOptions(watch_seconds=2, sync_seconds=1.0), namespace=NS)
+    try:
+        with pytest.raises(BackendError, match="nodes: 403 Forbidden"):
+            b.inventory(0.0)
+    finally:
+        b.close()

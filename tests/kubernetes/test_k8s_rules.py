@@ -20,6 +20,14 @@ def _pod(
     return {"metadata": meta, "spec": {"nodeName": node}, "status": status}
 
 
+def _waiting(reason: str) -> dict:
+    pod = _pod("Pending")
+    pod["status"]["containerStatuses"] = [
+        {"state": {"waiting": {"reason": reason, "message": "no such image"}}}
+    ]
+    return pod
+
+
 @pytest.mark.parametrize(
     ("pod", "gone", "node_ok", "ours", "state"),
     [
@@ -36,6 +44,8 @@ def _pod(
         (None, True, True, False, "lost"),
         (None, True, True, True, "gone"),
         (None, False, True, False, "pending"),  # created, not yet seen by the watch
+        (_waiting("ImagePullBackOff"), False, True, False, "failed"),  # the job's image is wrong
+        (_waiting("ErrImagePull"), False, True, False, "pending"),  # may be a registry hiccup
     ],
 )
 def test_a_pod_outcome_is_the_jobs_or_the_infrastructures(pod, gone, node_ok, ours, state) -> None:

@@ -264,7 +264,10 @@ class KubernetesBackend:
     # --- internals -----------------------------------------------------------------
     def _wait_synced(self) -> None:
         if not self.wait_synced(self.opts.sync_seconds):
-            raise BackendError("kubernetes: nodes and pods not listed yet (is the API server reachable?)")
+            errors = "; ".join(
+                f"{r.name}: {r.last_error}" for r in (self.node_reflector, self.pod_reflector) if r.last_error
+            )
+            raise BackendError(f"kubernetes: nodes and pods not listed yet ({errors or 'no answer yet'})")
 
     def _adopt(self, pods: dict[str, Any], now: float) -> None:
         """Gangs whose pods exist but that this process did not launch: a previous

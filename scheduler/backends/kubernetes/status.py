@@ -22,6 +22,14 @@ INFRA_REASONS = frozenset(
 )  # fmt: skip
 
 
+# Container waiting reasons that do not resolve by waiting: the job's own configuration
+# (its image, its secrets) is wrong. ErrImagePull alone may be a registry hiccup; the
+# kubelet turns a persistent one into ImagePullBackOff.
+STUCK_REASONS = frozenset(
+    {"ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError", "CreateContainerError"}
+)
+
+
 @dataclass(frozen=True)
 class PodVerdict:
     state: str  # pending | running | succeeded | failed | lost | gone
@@ -70,6 +78,11 @@ def pod_verdict(pod: Obj | None, *, gone: bool, node_ok: bool, ours_deleting: bo
         return PodVerdict("lost", node=node, message=f"node {node} lost or not ready")
     if phase == "Running":
         return PodVerdict("running", node=node)
+    for cs in status.get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_REASONS:
+            why = f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+            return PodVerdict("failed", node=node, message=f"cannot start ({why})")
     return PodVerdict("pending", node=node)
 
 

@@ -108,6 +108,7 @@ class Reflector:
         self.on_change = on_change
         self.relists = 0  # full lists after the first (410 Gone, errors): tests and logs
         self.errors = 0
+        self.last_error = ""  # for the operator, when the first list never arrives
         self._stop = threading.Event()
         self._resp: Any = None
         self._thread = threading.Thread(target=self._run, name=f"k8s-{name}", daemon=True)
@@ -199,6 +200,10 @@ class Reflector:
 
     def _failed(self, exc: Exception, backoff: float) -> None:
         self.errors += 1
+        if isinstance(exc, client.ApiException):
+            self.last_error = f"{exc.status} {exc.reason}"
+        else:
+            self.last_error = f"{type(exc).__name__}: {exc}"
         if not self._stop.is_set():
             log.warning("%s watch failed (%s); retrying in %.1fs", self.name, exc, backoff)
             self._stop.wait(backoff)
