@@ -111,6 +111,14 @@ def test_secure_defaults(defaults) -> None:
         and agent["securityContext"]["readOnlyRootFilesystem"]
     )
     assert {t["key"] for t in agent_pod["tolerations"]} == {"nvidia.com/gpu", "huawei.com/Ascend910"}
+    # Secrets are mounted readable by the pods' fsGroup (the containers are not root).
+    for p in (pod, agent_pod):
+        secrets = [v["secret"] for v in p["volumes"] if "secret" in v]
+        assert (
+            secrets
+            and all(s["defaultMode"] == 0o440 for s in secrets)
+            and p["securityContext"]["fsGroup"] == 10001
+        )
     node_env = next(e for e in agent["env"] if e["name"] == "NODE_NAME")
     assert node_env["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert agent["args"][agent["args"].index("--node") + 1] == "$(NODE_NAME)"
