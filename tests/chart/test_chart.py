@@ -20,6 +20,8 @@ ALL_ON = Path(__file__).with_name("values-all.yaml")
 VERSIONS = [f"1.{minor}.0" for minor in range(30, 38)]
 CRDS = {"monitoring.coreos.com/v1"}
 
+pytestmark = pytest.mark.integration  # a real helm binary
+
 
 def _helm() -> str:
     found = shutil.which("helm", path=f"{ROOT / '.venv' / 'bin'}:{shutil.os.environ.get('PATH', '')}")
@@ -57,6 +59,7 @@ def test_lint_strict_with_defaults_and_with_every_feature_on() -> None:
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("values", ["defaults", "all_on"])
 def test_every_manifest_is_valid_for_every_supported_kubernetes_version(values: str, request) -> None:
     docs = request.getfixturevalue(values)

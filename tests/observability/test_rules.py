@@ -24,12 +24,14 @@ def _promtool() -> str:
     return found
 
 
+@pytest.mark.integration
 def test_promtool_checks_the_rules() -> None:
     result = subprocess.run([_promtool(), "check", "rules", str(RULES)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"SUCCESS: {len(all_alerts())} rules found" in result.stdout
 
 
+@pytest.mark.integration
 def test_promtool_unit_tests_pass() -> None:
     result = subprocess.run(
         [_promtool(), "test", "rules", UNIT_TESTS.name], capture_output=True, text=True, cwd=UNIT_TESTS.parent
