@@ -21,18 +21,25 @@ from scheduler.store.tokens import Principal, Role
 
 async def authenticate(request: Request) -> Principal:
     """Async so that a cache hit costs no thread hand-off; a miss reads in a thread."""
+    ctx = request.app.state.ctx
+    client = request.client.host if request.client is not None else "unknown"
+    if ctx.auth_failures.blocked(client, time.monotonic()):
+        raise ApiError(
+            429, "too many requests with bad tokens from this address; wait a minute", "authorization"
+        )
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != "bearer" or not secret.strip():
+        ctx.auth_failures.add(client, time.monotonic())
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", "authorization")
-    ctx = request.app.state.ctx
     hit = ctx.auth_cache.get(tokenstore.hash_secret(secret.strip()))
     if hit is not None and hit[1] > time.monotonic():
         who = hit[0]
     else:
         who = await run_in_threadpool(_verify, ctx, secret.strip())
     if who is None:
-        raise ApiError(401, "invalid or revoked token", "authorization")
+        ctx.auth_failures.add(client, time.monotonic())
+        raise ApiError(401, "invalid, expired or revoked token", "authorization")
     request.state.principal = who
     return who
 
@@ -43,11 +50,15 @@ def _verify(ctx: ServerContext, secret: str) -> Principal | None:
     hit = ctx.auth_cache.get(key)
     if hit is not None and hit[1] > now:
         return hit[0]
+    wall = ctx.clock()
     with ctx.db.read() as s:
-        who = tokenstore.verify(s, secret)
+        found = tokenstore.verify(s, secret, wall)
+    who, expires_at = found if found is not None else (None, None)
     if len(ctx.auth_cache) > 10_000:  # bounded: a flood of bad tokens cannot grow it forever
         ctx.auth_cache.clear()
-    ctx.auth_cache[key] = (who, now + AUTH_TTL)
+    # Remembered for AUTH_TTL, but never past the token's own expiry.
+    ttl = AUTH_TTL if expires_at is None else max(0.0, min(AUTH_TTL, expires_at - wall))
+    ctx.auth_cache[key] = (who, now + ttl)
     return who
 
 

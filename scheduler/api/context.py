@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -18,6 +19,27 @@ from scheduler.store.view import PoolView
 AUTH_TTL = 5.0
 
 
+class FailureWindow:
+    """Failed authentications per client address in a sliding window: past ``limit``
+    within ``window`` seconds the address is refused (429) until old failures age out.
+    Bounded in memory: a flood from many addresses forgets the oldest ones."""
+
+    def __init__(self, limit: int = 20, window: float = 60.0, max_clients: int = 10_000) -> None:
+        self.limit, self.window, self.max_clients = limit, window, max_clients
+        self._seen: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def add(self, client: str, now: float) -> None:
+        times = self._seen.pop(client, None) or deque(maxlen=self.limit)
+        times.append(now)
+        self._seen[client] = times
+        while len(self._seen) > self.max_clients:
+            self._seen.popitem(last=False)
+
+    def blocked(self, client: str, now: float) -> bool:
+        times = self._seen.get(client)
+        return times is not None and len(times) >= self.limit and now - times[0] < self.window
+
+
 @dataclass
 class ServerContext:
     db: Database
@@ -28,6 +50,7 @@ class ServerContext:
     # sha256(secret) -> (principal or None, expiry on the monotonic clock). Saves a
     # database read per request; a revocation reaches other servers within AUTH_TTL.
     auth_cache: dict[str, tuple[Principal | None, float]] = field(default_factory=dict)
+    auth_failures: FailureWindow = field(default_factory=FailureWindow)
     submits: SubmitBatcher = field(init=False)
     # (org, team) pairs seen to exist; orgs and teams are never deleted, so a hit
     # spares the submit path a database read.

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.errors import ConfigError, format_path, validation_problems
@@ -52,11 +53,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None, *, denied: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        # An attempt to act outside the caller's org or role: audited (403s always are;
+        # a 404 that hides another org's job sets this).
+        self.denied = denied or status == 403
 
 
 def not_found(what: str, name: str) -> ApiError:
@@ -94,9 +98,30 @@ def _request_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
     return problems or [("body", "is invalid")]
 
 
+def _audit_denial(request: Request, token_id: str, message: str) -> None:
+    from scheduler.store.orgs import audit  # the store imports nothing from the API
+
+    ctx = request.app.state.ctx
+    try:
+        with ctx.db.write() as s:
+            audit(
+                s,
+                ctx.clock(),
+                token_id,
+                "access.denied",
+                f"{request.method} {request.url.path}",
+                reason=message,
+            )
+    except Exception:  # the refusal stands even if it cannot be recorded
+        log.warning("could not audit a refused request by %s on %s", token_id, request.url.path)
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        who = getattr(request.state, "principal", None)
+        if exc.denied and who is not None:
+            await run_in_threadpool(_audit_denial, request, who.token_id, exc.message)
         return JSONResponse(_body([(exc.field or "", exc.message)]), status_code=exc.status)
 
     @app.exception_handler(RequestValidationError)

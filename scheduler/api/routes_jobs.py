@@ -29,8 +29,10 @@ Who = Annotated[Principal, Depends(authenticate)]
 
 def _visible_job(s: Session, who: Principal, job_id: str) -> JobRow:
     job = s.get(JobRow, job_id)
-    if job is None or not can_see_org(who, job.org):
+    if job is None:
         raise not_found("job", job_id)
+    if not can_see_org(who, job.org):  # the same answer as for no job, so ids do not leak; audited
+        raise ApiError(404, f"job '{job_id}' not found", denied=True)
     return job
 
 

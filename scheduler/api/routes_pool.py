@@ -215,7 +215,10 @@ def create_token(req: TokenRequest, ctx: Ctx, who: Who) -> NewToken:
     with ctx.db.write() as s:
         if req.org is not None:
             _existing_org(s, req.org)
-        row, secret = tokenstore.create(s, req.role, req.org, req.name, ctx.clock(), who.token_id)
+        now = ctx.clock()
+        row, secret = tokenstore.create(
+            s, req.role, req.org, req.name, now, who.token_id, expires_at=now + req.ttl_seconds
+        )
         return NewToken(**Token.of(row).model_dump(), secret=secret)
 
 

@@ -38,10 +38,15 @@ class OrgRequest(_In):
     weight: float = Field(1.0, gt=0, le=1e6)
 
 
+DEFAULT_TOKEN_TTL = 90 * 86_400.0
+
+
 class TokenRequest(_In):
     role: Role
     org: Name | None = None
     name: str = Field("", max_length=128)
+    # Seconds until the token is refused; default 90 days, at most 10 years.
+    ttl_seconds: float = Field(DEFAULT_TOKEN_TTL, gt=0, le=10 * 365 * 86_400)
 
 
 class CheckpointRequest(_In):
@@ -130,6 +135,7 @@ class Token(BaseModel):
     created_at: float
     created_by: str | None
     revoked_at: float | None
+    expires_at: float | None = None
 
     @classmethod
     def of(cls, row: TokenRow) -> Token:

@@ -51,6 +51,8 @@ class TokenRow(SQLModel, table=True):
     created_at: float = 0.0
     created_by: str | None = Field(default=None, max_length=32)
     revoked_at: float | None = None
+    # Refused from this moment on; None: never expires (the bootstrap admin token).
+    expires_at: float | None = None
 
 
 class NodeRow(SQLModel, table=True):
@@ -201,4 +203,6 @@ class LeaseRow(SQLModel, table=True):
     holder: str = Field(max_length=128)
     epoch: int = 0
     expires_at: float = 0.0
+
+
 import scheduler.store.agents  # noqa: E402, F401  (agent tables on the same metadata; issue 6)

@@ -49,6 +49,7 @@ def create(
     now: float,
     actor: str | None,
     secret: str | None = None,
+    expires_at: float | None = None,
 ) -> tuple[TokenRow, str]:
     """A new token and its secret; the secret is never stored or shown again."""
     secret = secret or new_secret()
@@ -60,21 +61,34 @@ def create(
         name=name,
         created_at=now,
         created_by=actor,
+        expires_at=expires_at,
     )
     session.add(row)
-    audit(session, now, actor, "token.create", row.id, role=role.value, org=org, name=name)
+    audit(
+        session,
+        now,
+        actor,
+        "token.create",
+        row.id,
+        role=role.value,
+        org=org,
+        name=name,
+        expires_at=expires_at,
+    )
     return row, secret
 
 
-def verify(session: Session, secret: str) -> Principal | None:
-    """The principal behind ``secret``, or None if unknown or revoked."""
+def verify(session: Session, secret: str, now: float) -> tuple[Principal, float | None] | None:
+    """The principal behind ``secret`` and its expiry, or None if unknown, revoked or expired."""
     digest = hash_secret(secret)
     row = session.exec(select(TokenRow).where(TokenRow.secret_hash == digest)).first()
     # The lookup is by hash (an index); the compare is constant-time anyway so the
     # answer's timing does not depend on how much of the hash matched.
     if row is None or not hmac.compare_digest(row.secret_hash, digest) or row.revoked_at is not None:
         return None
-    return Principal(token_id=row.id, role=Role(row.role), org=row.org)
+    if row.expires_at is not None and row.expires_at <= now:
+        return None
+    return Principal(token_id=row.id, role=Role(row.role), org=row.org), row.expires_at
 
 
 def revoke(session: Session, row: TokenRow, now: float, actor: str | None) -> None:

@@ -100,13 +100,13 @@ def test_tokens_are_stored_hashed_and_can_be_revoked(db_url: str) -> None:
         row, secret = tokenstore.create(s, Role.MEMBER, "a", "alice", 1.0, None)
     assert secret not in row.secret_hash and len(row.secret_hash) == 64
     with db.read() as s:
-        who = tokenstore.verify(s, secret)
-        assert who is not None and (who.role, who.org) == (Role.MEMBER, "a")
-        assert tokenstore.verify(s, secret + "x") is None
+        found = tokenstore.verify(s, secret, 0.0)
+        assert found is not None and (found[0].role, found[0].org) == (Role.MEMBER, "a")
+        assert tokenstore.verify(s, secret + "x", 0.0) is None
     with db.write() as s:
         tokenstore.revoke(s, tokenstore.list_tokens(s, "a")[0], 2.0, None)
     with db.read() as s:
-        assert tokenstore.verify(s, secret) is None
+        assert tokenstore.verify(s, secret, 0.0) is None
 
 
 def test_the_first_admin_token_is_made_once(db_url: str) -> None:
@@ -117,8 +117,17 @@ def test_the_first_admin_token_is_made_once(db_url: str) -> None:
         second = tokenstore.bootstrap_admin(s, 2.0, None)
     assert first is not None and second is None
     with db.read() as s:
-        who = tokenstore.verify(s, first)
-        assert who is not None and who.is_pool_admin
+        found = tokenstore.verify(s, first, 0.0)
+        assert found is not None and found[0].is_pool_admin
+
+
+def test_an_expired_token_is_refused(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as s:
+        _, secret = tokenstore.create(s, Role.MEMBER, "a", "short-lived", 1.0, None, expires_at=100.0)
+    with db.read() as s:
+        assert tokenstore.verify(s, secret, 99.9) is not None
+        assert tokenstore.verify(s, secret, 100.0) is None
 
 
 def test_the_lease_has_one_holder_until_it_expires(db_url: str) -> None:

@@ -1,0 +1,103 @@
+"""Tokens and cross-org access: hashed at rest, expiring, revocable at once, never
+logged; bad-token floods are slowed down; attempts outside one's org are refused and
+audited."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import pytest
+from service.api_harness import Api, make_api
+
+from scheduler.store import orgs as orgstore
+from scheduler.store.tables import TokenRow
+from scheduler.store.tokens import hash_secret
+
+
+@pytest.fixture
+def api(tmp_path: Path) -> Api:
+    return make_api(f"sqlite:///{tmp_path / 'pool.db'}")
+
+
+def _whoami(api: Api, secret: str) -> int:
+    return int(api.client.get("/v1/whoami", headers={"Authorization": f"Bearer {secret}"}).status_code)
+
+
+def test_a_token_expires_at_its_ttl(api: Api) -> None:
+    made = api.call("org-admin@a", "POST", "/v1/tokens", {"role": "member", "org": "a", "ttl_seconds": 60})
+    assert made.status_code == 201, made.text
+    body = made.json()
+    assert body["expires_at"] == pytest.approx(api.clock() + 60)
+    assert _whoami(api, body["secret"]) == 200
+    api.clock.t += 61
+    api.ctx.auth_cache.clear()  # a server that has not seen this token in the last 5 s
+    assert _whoami(api, body["secret"]) == 401
+
+
+def test_the_auth_cache_never_outlives_the_token(api: Api) -> None:
+    made = api.call("org-admin@a", "POST", "/v1/tokens", {"role": "member", "org": "a", "ttl_seconds": 1})
+    secret = made.json()["secret"]
+    assert _whoami(api, secret) == 200  # cached now, for at most the token's last second
+    _, cached_until = api.ctx.auth_cache[hash_secret(secret)]
+    assert cached_until - time.monotonic() <= 1.0
+
+
+def test_default_lifetime_is_90_days_and_bad_lifetimes_name_the_field(api: Api) -> None:
+    made = api.call("org-admin@a", "POST", "/v1/tokens", {"role": "member", "org": "a"}).json()
+    assert made["expires_at"] == pytest.approx(api.clock() + 90 * 86_400)
+    for bad in (0, -5, 1e12, "soon"):
+        resp = api.call(
+            "org-admin@a", "POST", "/v1/tokens", {"role": "member", "org": "a", "ttl_seconds": bad}
+        )
+        assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "ttl_seconds"
+
+
+def test_secrets_are_stored_hashed_and_never_logged(api: Api, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    made = api.call("org-admin@a", "POST", "/v1/tokens", {"role": "member", "org": "a"}).json()
+    secret = made["secret"]
+    _whoami(api, secret)
+    _whoami(api, secret + "x")
+    api.call("member@a", "GET", "/v1/jobs/j-nope")
+    with api.ctx.db.read() as s:
+        stored = s.get(TokenRow, made["id"])
+        assert stored is not None and secret not in stored.model_dump_json()
+        assert all(secret not in r.detail for r in orgstore.audit_log(s))
+    assert secret not in caplog.text
+    listed = api.call("pool-admin", "GET", "/v1/tokens").text
+    assert secret not in listed and "secret_hash" not in listed
+
+
+def test_a_flood_of_bad_tokens_is_slowed_down(api: Api) -> None:
+    codes = [_whoami(api, f"tp_guess-{i}") for i in range(25)]
+    assert codes[:20] == [401] * 20
+    assert codes[20:] == [429] * 5, "past 20 failures a minute the address is refused"
+    assert _whoami(api, api.tokens["member@a"]) == 429, "even a good token waits out the window"
+
+
+def test_cross_org_attempts_are_refused_and_audited(api: Api) -> None:
+    job = api.submit("member@b", org="b")
+    looked = api.call("member@a", "GET", f"/v1/jobs/{job['id']}")
+    assert looked.status_code == 404, "another org's job looks like no job"
+    cancelled = api.call("member@a", "POST", f"/v1/jobs/{job['id']}/cancel")
+    assert cancelled.status_code == 404
+    submitted = api.call(
+        "member@a", "POST", "/v1/jobs", {"spec": {"name": "x", "org": "b", "gang": {"flavor": "h100"}}}
+    )
+    assert submitted.status_code == 403
+    quota = api.call("org-admin@a", "PUT", "/v1/orgs/b/quotas/h100", {"nominal": 99})
+    assert quota.status_code == 403
+    with api.ctx.db.read() as s:
+        denied = [r for r in orgstore.audit_log(s) if r.action == "access.denied"]
+    targets = sorted(r.target for r in denied)
+    assert targets == sorted(
+        [
+            f"GET /v1/jobs/{job['id']}",
+            f"POST /v1/jobs/{job['id']}/cancel",
+            "POST /v1/jobs",
+            "PUT /v1/orgs/b/quotas/h100",
+        ]
+    )
+    assert api.call("pool-admin", "GET", f"/v1/jobs/{job['id']}").json()["state"] == "PENDING", "untouched"
