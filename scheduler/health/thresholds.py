@@ -29,7 +29,7 @@ class Thresholds(BaseModel):
     # RTT over the pair's own baseline (the lowest report median seen in baseline_seconds).
     rtt_degraded_seconds: float = Field(0.010, gt=0)
     rtt_unhealthy_seconds: float = Field(0.100, gt=0)
-    baseline_seconds: float = Field(600.0, gt=0)
+    baseline_seconds: float = Field(3600.0, gt=0)
     # "Most pairs": the share of a node's (or a rack's crossing) pairs that must be bad.
     majority: float = Field(0.5, gt=0, le=1)
     min_bad_pairs: int = Field(2, ge=1)

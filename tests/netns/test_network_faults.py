@@ -101,6 +101,7 @@ def figure(name: str, seconds: float) -> None:
     print(f"\n{name}: {seconds:.1f}s")
 
 
+@pytest.mark.timeout(QUIET + 240)
 def test_a_quiet_network_gives_no_verdict_at_all(lab: Lab) -> None:
     start = healthy(lab)
     time.sleep(QUIET)  # TRAINPOOL_NETNS_QUIET_SECONDS=300 for the five-minute run
