@@ -427,6 +427,21 @@ def teams_set(
 
 # --- tokens and usage ----------------------------------------------------------------
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """``3600``, ``90s``, ``15m``, ``12h``, ``30d`` -> seconds."""
+    value, unit = (text[:-1], text[-1]) if text and text[-1] in _UNITS else (text, "s")
+    try:
+        seconds = float(value) * _UNITS[unit]
+    except ValueError:
+        raise ClientError(f"{flag}: '{text}' is not a duration (like 3600, 12h or 30d)") from None
+    if not seconds > 0:
+        raise ClientError(f"{flag}: must be positive, got '{text}'")
+    return seconds
+
+
 tokens_app = typer.Typer(help="Create, list and revoke API tokens.", no_args_is_help=True)
 
 
@@ -437,6 +452,7 @@ def tokens_create(
     org: Annotated[str | None, typer.Option("--org")] = None,
     node: Annotated[str | None, typer.Option("--node", help="The node an agent token acts for.")] = None,
     name: Annotated[str, typer.Option("--name", help="Who or what holds it.")] = "",
+    ttl: Annotated[str | None, typer.Option("--ttl", help="Lifetime: 3600, 12h, 30d (default 90d).")] = None,
     output: OutOpt = Output.table,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -447,7 +463,10 @@ def tokens_create(
         made = _client(url, token, context).post("/v1/agents/tokens", {"node": node or "", "name": name})
         made |= {"role": "agent", "org": None}
     else:
-        made = _client(url, token, context).post("/v1/tokens", {"role": role, "org": org, "name": name})
+        body: dict[str, Any] = {"role": role, "org": org, "name": name}
+        if ttl is not None:
+            body["ttl_seconds"] = parse_duration(ttl, "--ttl")
+        made = _client(url, token, context).post("/v1/tokens", body)
     if output is Output.table:
         typer.echo(f"token {made['id']} ({made['role']}{' of ' + made['org'] if made['org'] else ''})")
         typer.echo(f"secret (shown once): {made['secret']}")
@@ -460,7 +479,7 @@ def tokens_create(
 def tokens_list(output: OutOpt = Output.table, url: UrlOpt = None, token: TokenOpt = None,
                 context: ContextOpt = None) -> None:  # fmt: skip
     rows = _client(url, token, context).get("/v1/tokens")
-    emit(rows, output, ("id", "role", "org", "name", "created_at", "revoked_at"))
+    emit(rows, output, ("id", "role", "org", "name", "created_at", "expires_at", "revoked_at"))
 
 
 @tokens_app.command("revoke")

@@ -104,6 +104,18 @@ def test_logs_follow_prints_each_line_once_until_the_job_ends(live: Live, job_fi
     assert len(lines) == len(set(lines)), "a line printed twice"
 
 
+def test_tokens_made_with_a_lifetime_show_their_expiry(live: Live) -> None:
+    code, out = live.run("tokens", "create", "--role", "member", "--org", "a", "--ttl", "2h", "-o", "json",
+                         token="org-admin@a")  # fmt: skip
+    assert code == 0, out
+    made = json.loads(out)
+    assert made["expires_at"] - made["created_at"] == 7200
+    code, out = live.run(
+        "tokens", "create", "--role", "member", "--org", "a", "--ttl", "soon", token="org-admin@a"
+    )
+    assert code == 1 and "--ttl: 'soon' is not a duration" in out
+
+
 def test_new_lines_after_an_overlapping_tail() -> None:
     assert new_lines(["a", "b", "c"], ["b", "c", "d", "e"]) == ["d", "e"]
     assert new_lines(["a", "b"], ["a", "b"]) == []
