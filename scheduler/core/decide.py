@@ -15,9 +15,10 @@ import math
 from collections.abc import Iterable, Iterator
 
 from quota.accounting import QuotaBook, Verdict
+from scheduler.core import carried
 from scheduler.core.backfill import Hold, plan_reservation
 from scheduler.core.ordering import nominated_first
-from scheduler.core.pool import ANYWHERE, Fit, PoolState, Shape
+from scheduler.core.pool import ANYWHERE, Fit, Shape
 from scheduler.core.victims import find_victims, victim_order
 from scheduler.decisions import (
     Decisions,
@@ -66,7 +67,10 @@ class Cycle:
     def __init__(self, snapshot: Snapshot, now: float) -> None:
         self.snap, self.now, self.policy = snapshot, now, snapshot.policy
         self.out = Decisions()
-        self.pool = PoolState(snapshot.nodes)
+        # The running jobs charged onto the nodes and the quota: carried between cycles
+        # and brought up to date with what started and ended (see carried.py).
+        charged = carried.charged(snapshot)
+        self.pool = charged.pool
         self.flavors = {f.name for f in snapshot.flavors}
         self.orgs = {o.name: o for o in snapshot.orgs}
         capacity = {f: self.pool.capacity.get(f, 0) for f in sorted(self.flavors)}
@@ -74,30 +78,16 @@ class Cycle:
         self.running_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
         # Placed in this cycle: they release capacity at their runtime limit, like the rest.
         self.placed_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
-        self.stopping: set[str] = set()  # running jobs asked to stop (before or in this cycle)
-        self.stopping_for: dict[str, list[str]] = {}
+        self.stopping = charged.stopping  # running jobs asked to stop (before or in this cycle)
+        self.stopping_for = charged.stopping_for
         # What orgs hold through running jobs that are not stopping: whether an org still
         # borrows, for reclaim, is judged on this (not on this cycle's own placements).
-        self.live: dict[tuple[str, str], int] = {}
-        # The hot loop of building a cycle (tens of thousands of running jobs): plain
-        # locals, and quota charged once per (org, flavor) rather than once per job. Order
-        # does not matter here: every list built from it is sorted where order counts.
-        held: dict[tuple[str, str], int] = {}
-        charge, orgs, live = self.pool.charge_running, self.orgs, self.live
+        self.live = charged.live
+        by_flavor, orgs = self.running_by_flavor, self.orgs
         for r in snapshot.running:
-            charge(r)
-            key = (r.spec.org, r.flavor)
-            acc = r.spec.gang.accelerators * sum(n for _, n in r.assignments)
-            if r.flavor in capacity and key[0] in orgs:
-                held[key] = held.get(key, 0) + acc
-                self.running_by_flavor[r.flavor].append(r)
-            if r.terminating:
-                self.stopping.add(r.id)
-                if r.preempted_for:
-                    self.stopping_for.setdefault(r.preempted_for, []).append(r.id)
-            elif r.flavor in capacity:
-                live[key] = live.get(key, 0) + acc
-        for (org, flavor), acc in sorted(held.items()):
+            if r.flavor in by_flavor and r.spec.org in orgs:
+                by_flavor[r.flavor].append(r)
+        for (org, flavor), acc in sorted(charged.held.items()):
             self.book.add(org, flavor, acc)
         self.pool.build_buckets()
         self._candidates: dict[str, dict[str, list[tuple[tuple[object, ...], RunningJob]]]] = {}

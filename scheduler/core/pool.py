@@ -80,6 +80,15 @@ class PoolState:
         self._has_room: dict[str, set[int]] = {}
         self._profiles: dict[str, dict[tuple[tuple[str, str, str], int, float, float], int]] = {}
 
+    def with_free(self, free_acc: list[int], free_cpu: list[float], free_mem: list[float]) -> PoolState:
+        """A new working copy over the same nodes with this free capacity (lists owned by
+        the copy): the per-node facts, which only the nodes decide, are shared, not rebuilt."""
+        pool = object.__new__(PoolState)
+        pool.__dict__.update(self.__dict__)
+        pool.free_acc, pool.free_cpu, pool.free_mem = free_acc, free_cpu, free_mem
+        pool._buckets, pool._free_total, pool._has_room = {}, {}, {}
+        return pool  # _profiles is shared: it depends on the nodes alone
+
     # -- charging capacity -------------------------------------------------------------
 
     def charge_running(self, job: RunningJob) -> None:

@@ -1,0 +1,184 @@
+"""The running set charged onto the pool and the quota, carried from one cycle to the next.
+
+Charging every running job at the start of every cycle was most of a cycle's cost (a
+busy pool runs thousands of jobs, and between two cycles only a few start or end). So
+the charged state is kept between calls and brought up to date with the difference
+between the previous snapshot's running jobs and this one's; running jobs are immutable
+values, so an unchanged job is the same object and costs one dictionary look-up.
+
+It is a cache, not state: what a cycle gets is, value for value, what charging this
+snapshot's running jobs from scratch gives (the old code path, still used on the first
+cycle and whenever nodes, orgs, flavors or policy change). Free CPU and memory are floats:
+subtracting them in another order could round differently, so the incremental path is
+taken only while every quantity involved is a multiple of 1/1024 below 2^30, where float
+sums are exact in any order; otherwise the cycle charges from scratch, as before.
+
+Each thread has its own carried state, so ``decide`` stays a function of its arguments.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from scheduler.core.pool import PoolState
+from scheduler.snapshot import RunningJob, Snapshot
+
+Key = tuple[str, str]  # (org, flavor)
+
+
+def _exact(x: float) -> bool:
+    return abs(x) < 2**30 and float(x * 1024).is_integer()
+
+
+@dataclass(slots=True)
+class Charged:
+    """One cycle's own copy of what the running jobs hold."""
+
+    pool: PoolState  # free capacity charged; the indexes are not built yet
+    held: dict[Key, int]  # accelerators per (org, flavor), for the quota book
+    live: dict[Key, int]  # the same without jobs asked to stop
+    stopping: set[str]  # running jobs asked to stop
+    stopping_for: dict[str, list[str]]  # beneficiary -> its stopping victims
+
+
+class _Carry:
+    def __init__(self, snap: Snapshot) -> None:
+        self.nodes, self.orgs, self.flavors = snap.nodes, snap.orgs, snap.flavors
+        self.template = PoolState(snap.nodes)
+        self.capacity = {f.name for f in snap.flavors}  # as the cycle counts flavors
+        self.org_names = {o.name for o in snap.orgs}
+        self.exact = all(
+            _exact(c) and _exact(m)
+            for c, m in zip(self.template.total_cpu, self.template.total_mem, strict=True)
+        )
+        self.free_acc = list(self.template.free_acc)
+        self.free_cpu = list(self.template.free_cpu)
+        self.free_mem = list(self.template.free_mem)
+        self.jobs: dict[str, RunningJob] = {}
+        self.held: dict[Key, int] = {}
+        self.live: dict[Key, int] = {}
+        self.stopping: set[str] = set()
+        self.stopping_for: dict[str, dict[str, None]] = {}
+        # Per-cycle look-ups that depend only on nodes, orgs, flavors and policy.
+        self.memo: dict[tuple[object, ...], object] = {}
+
+    def fits(self, snap: Snapshot) -> bool:
+        return (
+            (snap.nodes is self.nodes or snap.nodes == self.nodes)
+            and (snap.orgs is self.orgs or snap.orgs == self.orgs)
+            and (snap.flavors is self.flavors or snap.flavors == self.flavors)
+        )
+
+    def update(self, running: tuple[RunningJob, ...]) -> bool:
+        """Bring the charge up to ``running``; False when it cannot be done exactly."""
+        old = self.jobs
+        new = {r.id: r for r in running}
+        if len(new) != len(running):
+            return False  # duplicate ids: charge from scratch, exactly as given
+        for job_id in old.keys() - new.keys():
+            self._charge(old[job_id], -1)
+        for r in running:
+            was = old.get(r.id)
+            if was is not r:
+                if was is not None:
+                    self._charge(was, -1)
+                if not self._charge(r, 1):
+                    return False
+        self.jobs = new
+        return True
+
+    def _charge(self, r: RunningJob, sign: int) -> bool:
+        g = r.spec.gang
+        a, c, m = g.accelerators, g.cpu, g.memory_gb
+        if sign > 0 and not (_exact(c) and _exact(m)):
+            return False
+        index, total = self.template.index, 0
+        for node, n in r.assignments:
+            i = index.get(node)
+            if i is not None:
+                self.free_acc[i] -= sign * n * a
+                self.free_cpu[i] -= sign * n * c
+                self.free_mem[i] -= sign * n * m
+            total += n
+        acc, key = sign * a * total, (r.spec.org, r.flavor)
+        if r.flavor in self.capacity and key[0] in self.org_names:
+            _bump(self.held, key, acc)
+        if r.terminating:
+            if sign > 0:
+                self.stopping.add(r.id)
+            else:
+                self.stopping.discard(r.id)
+            if r.preempted_for:
+                victims = self.stopping_for.setdefault(r.preempted_for, {})
+                if sign > 0:
+                    victims[r.id] = None
+                else:
+                    victims.pop(r.id, None)
+                    if not victims:
+                        del self.stopping_for[r.preempted_for]
+        elif r.flavor in self.capacity:
+            _bump(self.live, key, acc)
+        return True
+
+    def view(self) -> Charged:
+        pool = self.template.with_free(list(self.free_acc), list(self.free_cpu), list(self.free_mem))
+        return Charged(
+            pool,
+            dict(self.held),
+            dict(self.live),
+            set(self.stopping),
+            {b: list(v) for b, v in self.stopping_for.items()},
+        )
+
+
+def _bump(counts: dict[Key, int], key: Key, q: int) -> None:
+    # A key whose count falls to zero is dropped: from scratch, it would not be there.
+    left = counts.get(key, 0) + q
+    if left:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
+
+
+def charge_from_scratch(snap: Snapshot) -> Charged:
+    """Every running job charged in snapshot order: the reference the carry must match."""
+    pool = PoolState(snap.nodes)
+    capacity, orgs = {f.name for f in snap.flavors}, {o.name for o in snap.orgs}
+    held: dict[Key, int] = {}
+    live: dict[Key, int] = {}
+    stopping: set[str] = set()
+    stopping_for: dict[str, list[str]] = {}
+    for r in snap.running:
+        pool.charge_running(r)
+        key = (r.spec.org, r.flavor)
+        acc = r.spec.gang.accelerators * sum(n for _, n in r.assignments)
+        if r.flavor in capacity and key[0] in orgs:
+            held[key] = held.get(key, 0) + acc
+        if r.terminating:
+            stopping.add(r.id)
+            if r.preempted_for:
+                stopping_for.setdefault(r.preempted_for, []).append(r.id)
+        elif r.flavor in capacity:
+            live[key] = live.get(key, 0) + acc
+    return Charged(pool, held, live, stopping, stopping_for)
+
+
+_local = threading.local()
+
+
+def carry_for(snap: Snapshot) -> _Carry | None:
+    """This thread's carried state brought up to ``snap``, or None where it cannot be."""
+    carry: _Carry | None = getattr(_local, "carry", None)
+    if carry is None or not carry.fits(snap):
+        carry = _Carry(snap)
+        _local.carry = carry
+    if not carry.exact or not carry.update(snap.running):
+        _local.carry = None  # not exact: this cycle and the next start from scratch
+        return None
+    return carry
+
+
+def charged(snap: Snapshot) -> Charged:
+    carry = carry_for(snap)
+    return charge_from_scratch(snap) if carry is None else carry.view()
