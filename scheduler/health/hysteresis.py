@@ -67,6 +67,12 @@ class Hysteresis:
                 return self._move(fall_to, now)
         return self.state
 
+    def restore(self, state: Level, since: float | None, now: float) -> None:
+        self.state, self.since = state, since
+        for level in (Level.DEGRADED, Level.UNHEALTHY):
+            if level <= state:
+                self._last_seen[level] = now
+
     def _move(self, to: Level, now: float) -> Level:
         self.state = to
         self.since = now

@@ -79,10 +79,11 @@ class HealthModel:
     def ingest(self, node: str, report: AgentReport, at: float) -> None:
         self.mesh.add(node, report, at)
 
-    def restore(self, node: str, state: Level, since: float | None) -> None:
-        """Start from a state stored earlier (a new leader takes over the verdicts)."""
+    def restore(self, node: str, state: Level, since: float | None, now: float) -> None:
+        """Start from a state stored earlier (a new leader takes over the verdicts): it
+        stands for a full quiet period from now, as if just signalled."""
         h = self._nodes.setdefault(node, self._hysteresis())
-        h.state, h.since = state, since
+        h.restore(state, since, now)
 
     def evaluate(self, now: float, members: Sequence[Member], last_seen: Mapping[str, float]) -> Assessment:
         th = self.th

@@ -64,7 +64,7 @@ class HealthService:
             agents = agentstore.list_agents(s)
             nodes = {n.name: n for n in nodestore.list_nodes(s)}
             if self.model is None:
-                self._start(agentstore.verdicts(s))
+                self._start(agentstore.verdicts(s), now)
         assert self.model is not None
         for a in agents:
             if a.report and self._seen.get(a.node) != (a.session, a.last_seq):
@@ -85,12 +85,12 @@ class HealthService:
         self.last = out
         return out
 
-    def _start(self, stored: list[agentstore.NodeVerdictRow]) -> None:
+    def _start(self, stored: list[agentstore.NodeVerdictRow], now: float) -> None:
         self.model = HealthModel(self.th)
         self._seen.clear()
         self._written.clear()
         for v in stored:
-            self.model.restore(v.node, Level.of(v.state), v.since)
+            self.model.restore(v.node, Level.of(v.state), v.since, now)
             self._written[v.node] = (v.state, tuple(json.loads(v.reasons)))
 
     def _write(self, out: Assessment, now: float, nodes: dict[str, Any]) -> None:

@@ -295,3 +295,15 @@ def test_thresholds_load_from_a_file_and_a_wrong_field_is_named(tmp_path) -> Non
     neg.write_text('{"loss_degraded": -1}')
     with pytest.raises(ThresholdsError, match="loss_degraded"):
         load_thresholds(str(neg))
+
+
+def test_a_restored_state_stands_for_a_quiet_period_after_a_leader_change() -> None:
+    model = HealthModel(TH_FAST)
+    model.restore("n1", Level.UNHEALTHY, since=50.0, now=100.0)
+    members = [Member(n, r) for n, r in RACKS.items()]
+    states = []
+    for t in range(100, 140):
+        seen = dict.fromkeys(RACKS, float(t))
+        states.append(model.evaluate(float(t), members, seen).verdicts["n1"].state)
+    assert states[0] == Level.UNHEALTHY and states[19] == Level.UNHEALTHY  # no evidence yet: it stands
+    assert states[-1] == Level.OK  # then the quiet period (20 s) passes
