@@ -40,11 +40,13 @@ class Charged:
     live: dict[Key, int]  # the same without jobs asked to stop
     stopping: set[str]  # running jobs asked to stop
     stopping_for: dict[str, list[str]]  # beneficiary -> its stopping victims
+    memo: dict[tuple[object, ...], object]  # see _Carry.memo
+    per_object: dict[int, tuple[object, object]]  # last cycle's, to read
 
 
 class _Carry:
     def __init__(self, snap: Snapshot) -> None:
-        self.nodes, self.orgs, self.flavors = snap.nodes, snap.orgs, snap.flavors
+        self.nodes, self.orgs, self.flavors, self.policy = snap.nodes, snap.orgs, snap.flavors, snap.policy
         self.template = PoolState(snap.nodes)
         self.capacity = {f.name for f in snap.flavors}  # as the cycle counts flavors
         self.org_names = {o.name for o in snap.orgs}
@@ -60,14 +62,18 @@ class _Carry:
         self.live: dict[Key, int] = {}
         self.stopping: set[str] = set()
         self.stopping_for: dict[str, dict[str, None]] = {}
-        # Per-cycle look-ups that depend only on nodes, orgs, flavors and policy.
+        # Answers that depend only on nodes, orgs, flavors and policy (whether a kind of
+        # job can ever run), and per-object facts of immutable jobs (keyed by id() and
+        # checked by identity; kept only for the objects of the last cycle).
         self.memo: dict[tuple[object, ...], object] = {}
+        self.per_object: dict[int, tuple[object, object]] = {}
 
     def fits(self, snap: Snapshot) -> bool:
         return (
             (snap.nodes is self.nodes or snap.nodes == self.nodes)
             and (snap.orgs is self.orgs or snap.orgs == self.orgs)
             and (snap.flavors is self.flavors or snap.flavors == self.flavors)
+            and (snap.policy is self.policy or snap.policy == self.policy)
         )
 
     def update(self, running: tuple[RunningJob, ...]) -> bool:
@@ -129,6 +135,8 @@ class _Carry:
             dict(self.live),
             set(self.stopping),
             {b: list(v) for b, v in self.stopping_for.items()},
+            self.memo,
+            self.per_object,
         )
 
 
@@ -161,7 +169,7 @@ def charge_from_scratch(snap: Snapshot) -> Charged:
                 stopping_for.setdefault(r.preempted_for, []).append(r.id)
         elif r.flavor in capacity:
             live[key] = live.get(key, 0) + acc
-    return Charged(pool, held, live, stopping, stopping_for)
+    return Charged(pool, held, live, stopping, stopping_for, {}, {})
 
 
 _local = threading.local()
@@ -182,3 +190,10 @@ def carry_for(snap: Snapshot) -> _Carry | None:
 def charged(snap: Snapshot) -> Charged:
     carry = carry_for(snap)
     return charge_from_scratch(snap) if carry is None else carry.view()
+
+
+def keep(per_object: dict[int, tuple[object, object]]) -> None:
+    """The cycle's per-object facts, for the next cycle on this thread to reuse."""
+    carry: _Carry | None = getattr(_local, "carry", None)
+    if carry is not None:
+        carry.per_object = per_object

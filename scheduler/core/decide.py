@@ -13,13 +13,14 @@ import heapq
 import itertools
 import math
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from quota.accounting import QuotaBook, Verdict
 from scheduler.core import carried
 from scheduler.core.backfill import Hold, plan_reservation
 from scheduler.core.ordering import nominated_first
 from scheduler.core.pool import ANYWHERE, Fit, Shape
-from scheduler.core.victims import find_victims, victim_order
+from scheduler.core.victims import find_victims, victim_class, victim_tail
 from scheduler.decisions import (
     Decisions,
     PendingReason,
@@ -63,6 +64,25 @@ def shape_of(job: PendingJob | RunningJob) -> Shape:
     return shape
 
 
+@dataclass(frozen=True, slots=True)
+class JobFacts:
+    """What the cycle derives from a pending job alone, kept while the object lives."""
+
+    shape: Shape
+    reject_key: tuple[object, ...]  # its kind, for "can it ever run"
+    kind: tuple[object, ...]  # its kind, for "does it fail like an earlier job"
+
+    @staticmethod
+    def of(job: PendingJob) -> JobFacts:
+        spec, shape, t = job.spec, shape_of(job), job.spec.topology
+        level = t.level if t is not None and t.mode == "required" else None
+        return JobFacts(
+            shape,
+            (spec.org, spec.gang.flavors, shape, level),
+            (spec.org, spec.gang.flavors, shape, t, job.priority),
+        )
+
+
 class Cycle:
     def __init__(self, snapshot: Snapshot, now: float) -> None:
         self.snap, self.now, self.policy = snapshot, now, snapshot.policy
@@ -99,7 +119,13 @@ class Cycle:
         self.blocked: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.strict_blocker: str | None = None
         self._memo: dict[tuple[object, ...], object] = {}
-        self._rejects: dict[tuple[object, ...], tuple[RejectReason, str] | None] = {}
+        # Whether a kind of job can ever run depends on nodes, orgs and policy only: the
+        # answers are carried between cycles with the charge (a fresh dict otherwise).
+        self._rejects: dict[tuple[object, ...], object] = charged.memo
+        # Facts of one (immutable) job object, by id(); the last cycle's are reused.
+        self._facts: dict[int, tuple[object, object]] = {}
+        self._last_facts = charged.per_object
+        self._outcome_keys: dict[int, tuple[int, tuple[object, ...] | None]] = {}
         self._outcomes: dict[tuple[object, ...], tuple[int, PendingStatus]] = {}
         # Bumped when a hold or an org block changes the reasons later jobs get.
         self.epoch = 0
@@ -112,6 +138,7 @@ class Cycle:
         eligible = [j for j in sorted(self.snap.pending, key=lambda j: j.id) if self.admissible(j)]
         for job in nominated_first(eligible, self):
             self.consider(job)
+        carried.keep(self._facts)
         return self.out
 
     def move_off_unhealthy(self) -> None:
@@ -132,13 +159,12 @@ class Cycle:
 
     def admissible(self, job: PendingJob) -> bool:
         """Reject what can never run; park what may not run yet. True: goes to the queue."""
-        g, t = job.spec.gang, job.spec.topology
-        key = (job.spec.org, g.flavors, shape_of(job), t.level if t and t.mode == "required" else None)
+        key = self.facts(job).reject_key
         if key not in self._rejects:
             self._rejects[key] = self.never_runs(job)
         rejected = self._rejects[key]
         if rejected is not None:
-            return self.reject(job, *rejected)
+            return self.reject(job, *rejected)  # type: ignore[misc]
         if job.eligible_at > self.now:
             self.pend(
                 job,
@@ -208,6 +234,16 @@ class Cycle:
         return True
 
     def outcome_key(self, job: PendingJob) -> tuple[object, ...] | None:
+        # Asked twice per job (by the order, then by consider); the answer changes only
+        # with the epoch, so it is kept per job until then.
+        hit = self._outcome_keys.get(id(job))
+        if hit is not None and hit[0] == self.epoch:
+            return hit[1]
+        key = self._outcome_key(job)
+        self._outcome_keys[id(job)] = (self.epoch, key)
+        return key
+
+    def _outcome_key(self, job: PendingJob) -> tuple[object, ...] | None:
         if job.avoid_nodes or job.preempted_by or job.id in self.stopping_for:
             return None  # job-specific constraints: decide it on its own
         spec = job.spec
@@ -217,10 +253,10 @@ class Cycle:
             (f in self.holds and self.ends_before(job, self.holds[f].start_at), self.blocked_in_org(job, f))
             for f in spec.gang.flavors
         )
-        return (spec.org, spec.gang.flavors, shape_of(job), spec.topology, job.priority, timing)
+        return (*self.facts(job).kind, timing)
 
     def allocate_or_wait(self, job: PendingJob) -> None:
-        g, org, shape = job.spec.gang, job.spec.org, shape_of(job)
+        g, org, shape = job.spec.gang, job.spec.org, self.facts(job).shape
         q = g.total_accelerators
         verdicts = [(f, self.book.check(org, f, q)) for f in g.flavors]
         capacity_fail: str | None = None
@@ -271,6 +307,15 @@ class Cycle:
                 )
 
     # -- allocate ----------------------------------------------------------------------
+
+    def facts(self, job: PendingJob) -> JobFacts:
+        hit = self._facts.get(id(job)) or self._last_facts.get(id(job))
+        if hit is not None and hit[0] is job:
+            got: JobFacts = hit[1]  # type: ignore[assignment]
+        else:
+            got = JobFacts.of(job)
+        self._facts[id(job)] = (job, got)
+        return got
 
     def fit_of(self, job: PendingJob) -> Fit:
         t = job.spec.topology
@@ -416,12 +461,19 @@ class Cycle:
     ) -> Iterator[tuple[tuple[object, ...], RunningJob]]:
         """Possible victims on ``f`` in victim order, lazily merged from per-org lists."""
         if f not in self._candidates:
-            order = victim_order(self.book, f)
+            # Victim order is (borrowing?, then the job's own facts): the first part is the
+            # same for all of an org's jobs, the rest is kept per job object across cycles.
+            facts, last = self._facts, self._last_facts
             by_org: dict[str, list[tuple[tuple[object, ...], RunningJob]]] = {}
             for r in self.running_by_flavor.get(f, []):
                 if r.spec.preemptible and not r.terminating:
-                    by_org.setdefault(r.spec.org, []).append((order(r), r))
-            for lst in by_org.values():
+                    hit = last.get(id(r))
+                    tail = hit[1] if hit is not None and hit[0] is r else victim_tail(r)
+                    facts[id(r)] = (r, tail)
+                    by_org.setdefault(r.spec.org, []).append((tail, r))  # type: ignore[arg-type]
+            for org, lst in by_org.items():
+                first = (victim_class(self.book, org, f),)
+                lst[:] = [(first + t, r) for t, r in lst]
                 lst.sort(key=lambda e: e[0])
             self._candidates[f] = by_org
         by_org = self._candidates[f]
