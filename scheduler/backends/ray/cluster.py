@@ -25,6 +25,7 @@ import contextlib
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -94,6 +95,7 @@ class LocalRayCluster:
         self._workers: dict[str, Any] = {}  # pool node name -> ray._private.node.Node
         self._dead: dict[str, str] = {}  # pool node name -> Ray node id of a killed node
         self._atexit = False
+        self._watchdog: subprocess.Popen[bytes] | None = None
 
     @classmethod
     def from_config(cls, config: PoolConfig, **kwargs: Any) -> LocalRayCluster:
@@ -112,6 +114,7 @@ class LocalRayCluster:
         if not self._atexit:
             atexit.register(self.stop)
             self._atexit = True
+        self._watchdog = _start_watchdog(Path(self._temp) / "pids")
         deadline = time.monotonic() + timeout
         try:
             say("starting the Ray head node")
@@ -121,6 +124,7 @@ class LocalRayCluster:
                 say(f"starting Ray node {node.name} ({i}/{len(self.nodes)}: {shape})")
                 self._workers[node.name] = self._start_node(node, head=False)
             self._wait_registered(list(self._workers.values()), deadline)
+            self._record_pids()
         except BaseException as exc:
             self.stop()
             if isinstance(exc, ClusterError):
@@ -144,6 +148,13 @@ class LocalRayCluster:
         _reap(tree)
         self._workers.clear()
         self._head = None
+        if self._watchdog is not None:
+            with contextlib.suppress(OSError):
+                assert self._watchdog.stdin is not None
+                self._watchdog.stdin.close()  # it wakes, finds nothing alive, exits
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._watchdog.wait(5)
+            self._watchdog = None
         if self._temp is not None:
             shutil.rmtree(self._temp, ignore_errors=True)
             self._temp = None
@@ -197,6 +208,7 @@ class LocalRayCluster:
         ray_node = self._start_node(node, head=False)
         self._workers[node.name] = ray_node
         self._wait_registered([ray_node], time.monotonic() + timeout)
+        self._record_pids()
         return str(ray_node.node_id)
 
     def restart_node(self, name: str, timeout: float = 60.0) -> str:
@@ -242,6 +254,15 @@ class LocalRayCluster:
             params.dashboard_agent_listen_port = None  # any free port: several nodes share the host
         return ray._private.node.Node(params, head=head, shutdown_at_exit=False, spawn_reaper=True)
 
+    def _record_pids(self) -> None:
+        """Tell the watchdog what to kill should this process die without stop()."""
+        if self._temp is None:
+            return
+        lines = [f"{pid} {_start_time(pid)}" for pid in self.pids()]
+        tmp = Path(self._temp) / "pids.tmp"
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, Path(self._temp) / "pids")
+
     def _wait_registered(self, nodes: list[Any], deadline: float) -> None:
         from ray._private.state import GlobalState
         from ray._raylet import GcsClientOptions  # type: ignore[attr-defined]
@@ -267,6 +288,50 @@ class LocalRayCluster:
 
 
 # --- processes -----------------------------------------------------------------------
+
+# Ray's node processes die with the process that started them (it ties them to it),
+# but the agents each raylet starts do not: once the GCS is gone they hang for good.
+# This process outlives us and kills what the pid file lists (checking each process's
+# start time, so a reused pid is left alone) when our end of its stdin closes.
+_WATCHDOG = """
+import os, signal, sys
+sys.stdin.buffer.read()
+def start_time(pid):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:].split()[19]
+try:
+    lines = open(sys.argv[1]).read().split("\\n")
+except OSError:
+    lines = []
+for line in lines:
+    if line.strip():
+        pid, started = line.split()
+        if start_time(int(pid)) == started:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+"""
+
+
+def _start_watchdog(pidfile: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-c", _WATCHDOG, str(pidfile)],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C to our process group must not reach it
+    )  # fmt: skip
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2 :].split()[19]
 
 
 def _node_pids(node: Any) -> list[int]:
