@@ -5,13 +5,15 @@ nothing is left behind."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ray_helpers import NODES, processes_mentioning, py, wait_for
+from ray_helpers import NAMESPACE, NODES, processes_mentioning, py, wait_for
 
 from scheduler.backends.base import Launch, Phase
 from scheduler.domain import Health, JobSpec, Node, TopologyPath
@@ -218,27 +220,53 @@ def test_a_gang_stopped_before_it_started_never_starts(make_backend: Callable[..
     backend.forget(launch.key)
 
 
-def test_a_second_backend_finds_running_and_finished_gangs(make_backend: Callable[..., object]) -> None:
-    first = make_backend()
-    running, done = job_id(), job_id()
-    long = gang(running, py("import time; time.sleep(120)", running), (("h100-00", 1), ("h100-02", 1)))
-    short = gang(done, py("print('bye')", done), (("h100-01", 1),))
-    first.launch(long, time.time())
-    first.launch(short, time.time())
-    wait_for(first, long.key, {Phase.RUNNING})
-    wait_for(first, short.key, {Phase.SUCCEEDED})
-    first.close()  # the server goes away; its gangs stay
+# A server that launches two gangs, sees one finish, and dies without closing anything.
+CRASHING_SERVER = """
+import os, sys, time
+sys.path.insert(0, sys.argv[5])
+from ray_helpers import py
+from test_backend import gang
+from scheduler.backends.base import Phase
+from scheduler.backends.ray import RayBackend
 
-    second = make_backend()
-    seen = {st.key: st for st in second.gangs(time.time())}
-    assert seen[short.key].phase is Phase.SUCCEEDED
-    wait_for(second, long.key, {Phase.RUNNING})
-    second.launch(long, time.time())  # a relaunch by the new server adopts, never duplicates
+address, namespace, state, running, done = sys.argv[1:5] + [sys.argv[6]]
+backend = RayBackend(address, namespace=namespace, state_dir=state, workdir=state)
+long = gang(running, py("import time; time.sleep(120)", running), (("h100-00", 1), ("h100-02", 1)))
+short = gang(done, py("print('bye')", done), (("h100-01", 1),))
+backend.launch(long, time.time())
+backend.launch(short, time.time())
+deadline = time.time() + 60
+while time.time() < deadline:
+    phases = {st.key: st.phase for st in backend.gangs(time.time())}
+    if phases.get(long.key) is Phase.RUNNING and phases.get(short.key) is Phase.SUCCEEDED:
+        print("ready", flush=True)
+        os._exit(0)
+    time.sleep(0.1)
+os._exit(1)
+"""
+
+
+def test_after_a_server_crash_a_new_backend_finds_running_and_finished_gangs(
+    ray_cluster: object, make_backend: Callable[..., object], tmp_path: Path
+) -> None:
+    running, done = job_id(), job_id()
+    here = str(Path(__file__).parent)
+    args = [ray_cluster.address, NAMESPACE, str(tmp_path / "state"), running, here, done]  # type: ignore[attr-defined]
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_SERVER, *args], capture_output=True, timeout=120)
+    assert crashed.returncode == 0, crashed.stderr.decode()[-2000:]
+
+    backend = make_backend()
+    seen = {st.key: st for st in backend.gangs(time.time())}
+    assert seen[f"{done}/0"].phase is Phase.SUCCEEDED
+    wait_for(backend, f"{running}/0", {Phase.RUNNING})
+    long = gang(running, py("import time; time.sleep(120)", running), (("h100-00", 1), ("h100-02", 1)))
+    backend.launch(long, time.time())  # a relaunch by the new server adopts, never duplicates
     assert len(processes_mentioning(running)) == 2
-    second.stop(long.key, 0.0, time.time())
-    wait_for(second, long.key, {Phase.STOPPED})
-    second.forget(long.key)
-    second.forget(short.key)
+    assert backend.logs(f"{done}/0", 5, time.time()) == ["[rank 0] bye"]
+    backend.stop(long.key, 0.0, time.time())
+    wait_for(backend, long.key, {Phase.STOPPED})
+    backend.forget(long.key)
+    backend.forget(f"{done}/0")
     assert processes_mentioning(running) == []
 
 
