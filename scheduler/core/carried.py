@@ -88,6 +88,8 @@ class _Carry:
             was = old.get(r.id)
             if was is not r:
                 if was is not None:
+                    if _same_charge(was, r):
+                        continue  # a new checkpoint or priority: holds the same as before
                     self._charge(was, -1)
                 if not self._charge(r, 1):
                     return False
@@ -138,6 +140,16 @@ class _Carry:
             self.memo,
             self.per_object,
         )
+
+
+def _same_charge(a: RunningJob, b: RunningJob) -> bool:
+    return (
+        a.assignments == b.assignments
+        and a.spec is b.spec
+        and a.flavor == b.flavor
+        and a.terminating == b.terminating
+        and a.preempted_for == b.preempted_for
+    )
 
 
 def _bump(counts: dict[Key, int], key: Key, q: int) -> None:

@@ -9,29 +9,24 @@ why it waits. All state it mutates is a working copy built here and dropped at t
 from __future__ import annotations
 
 import gc
-import heapq
-import itertools
-import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 
-from quota.accounting import QuotaBook, Verdict
+from quota.accounting import Verdict
 from scheduler.core import carried
-from scheduler.core.backfill import Hold, plan_reservation
+from scheduler.core.backfill import Hold
 from scheduler.core.ordering import nominated_first
 from scheduler.core.pool import ANYWHERE, Fit, Shape
-from scheduler.core.victims import find_victims, victim_class, victim_tail
+from scheduler.core.preempt import PreemptSteps
+from scheduler.core.state import shape_of
+from scheduler.core.waiting import WaitSteps
 from scheduler.decisions import (
     Decisions,
     PendingReason,
-    PendingStatus,
     Placement,
     PlaceReason,
     Preemption,
     PreemptReason,
     Rejection,
     RejectReason,
-    Reservation,
 )
 from scheduler.snapshot import PendingJob, RunningJob, Snapshot
 
@@ -52,83 +47,9 @@ def decide(snapshot: Snapshot, now: float) -> Decisions:
             gc.enable()
 
 
-_SHAPES: dict[tuple[int, int, float, float], Shape] = {}
-
-
-def shape_of(job: PendingJob | RunningJob) -> Shape:
-    g = job.spec.gang
-    key = (g.replicas, g.accelerators, g.cpu, g.memory_gb)
-    shape = _SHAPES.get(key)
-    if shape is None:  # a handful of distinct shapes: share them, hash them once
-        shape = _SHAPES.setdefault(key, Shape(*key))
-    return shape
-
-
-@dataclass(frozen=True, slots=True)
-class JobFacts:
-    """What the cycle derives from a pending job alone, kept while the object lives."""
-
-    shape: Shape
-    reject_key: tuple[object, ...]  # its kind, for "can it ever run"
-    kind: tuple[object, ...]  # its kind, for "does it fail like an earlier job"
-
-    @staticmethod
-    def of(job: PendingJob) -> JobFacts:
-        spec, shape, t = job.spec, shape_of(job), job.spec.topology
-        level = t.level if t is not None and t.mode == "required" else None
-        return JobFacts(
-            shape,
-            (spec.org, spec.gang.flavors, shape, level),
-            (spec.org, spec.gang.flavors, shape, t, job.priority),
-        )
-
-
-class Cycle:
-    def __init__(self, snapshot: Snapshot, now: float) -> None:
-        self.snap, self.now, self.policy = snapshot, now, snapshot.policy
-        self.out = Decisions()
-        # The running jobs charged onto the nodes and the quota: carried between cycles
-        # and brought up to date with what started and ended (see carried.py).
-        charged = carried.charged(snapshot)
-        self.pool = charged.pool
-        self.flavors = {f.name for f in snapshot.flavors}
-        self.orgs = {o.name: o for o in snapshot.orgs}
-        capacity = {f: self.pool.capacity.get(f, 0) for f in sorted(self.flavors)}
-        self.book = QuotaBook(snapshot.orgs, capacity, borrowing=self.policy.borrowing)
-        self.running_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
-        # Placed in this cycle: they release capacity at their runtime limit, like the rest.
-        self.placed_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
-        self.stopping = charged.stopping  # running jobs asked to stop (before or in this cycle)
-        self.stopping_for = charged.stopping_for
-        # What orgs hold through running jobs that are not stopping: whether an org still
-        # borrows, for reclaim, is judged on this (not on this cycle's own placements).
-        self.live = charged.live
-        by_flavor, orgs = self.running_by_flavor, self.orgs
-        for r in snapshot.running:
-            if r.flavor in by_flavor and r.spec.org in orgs:
-                by_flavor[r.flavor].append(r)
-        for (org, flavor), acc in sorted(charged.held.items()):
-            self.book.add(org, flavor, acc)
-        self.pool.build_buckets()
-        self._candidates: dict[str, dict[str, list[tuple[tuple[object, ...], RunningJob]]]] = {}
-        self.holds: dict[str, Hold] = {}
-        # Capacity held for jobs whose victims are stopping, per flavor: (job, held).
-        self.claims: dict[str, list[tuple[str, Extra]]] = {}
-        self.promised: dict[tuple[str, str], int] = {}
-        self.victims_of_claims: set[str] = set()
-        self.blocked: dict[tuple[str, str], tuple[str, float | None]] = {}
-        self.strict_blocker: str | None = None
-        self._memo: dict[tuple[object, ...], object] = {}
-        # Whether a kind of job can ever run depends on nodes, orgs and policy only: the
-        # answers are carried between cycles with the charge (a fresh dict otherwise).
-        self._rejects: dict[tuple[object, ...], object] = charged.memo
-        # Facts of one (immutable) job object, by id(); the last cycle's are reused.
-        self._facts: dict[int, tuple[object, object]] = {}
-        self._last_facts = charged.per_object
-        self._outcome_keys: dict[int, tuple[int, tuple[object, ...] | None]] = {}
-        self._outcomes: dict[tuple[object, ...], tuple[int, PendingStatus]] = {}
-        # Bumped when a hold or an org block changes the reasons later jobs get.
-        self.epoch = 0
+class Cycle(PreemptSteps, WaitSteps):
+    """One cycle's working state and its steps (reclaim and preemption in preempt.py,
+    reservations and waiting reasons in waiting.py)."""
 
     # -- the steps ---------------------------------------------------------------------
 
@@ -308,21 +229,6 @@ class Cycle:
 
     # -- allocate ----------------------------------------------------------------------
 
-    def facts(self, job: PendingJob) -> JobFacts:
-        hit = self._facts.get(id(job)) or self._last_facts.get(id(job))
-        if hit is not None and hit[0] is job:
-            got: JobFacts = hit[1]  # type: ignore[assignment]
-        else:
-            got = JobFacts.of(job)
-        self._facts[id(job)] = (job, got)
-        return got
-
-    def fit_of(self, job: PendingJob) -> Fit:
-        t = job.spec.topology
-        if t is None or t.mode != "required":
-            return Fit(avoid=job.avoid_nodes) if job.avoid_nodes else ANYWHERE
-        return Fit(t.level, True, job.avoid_nodes)
-
     def try_place(self, job: PendingJob, f: str, shape: Shape, verdict: Verdict) -> bool:
         fit = self.fit_of(job)
         key = ("place", f, shape, fit)
@@ -376,252 +282,10 @@ class Cycle:
         )
         return assignments
 
-    def ends_before(self, job: PendingJob, t: float) -> bool:
-        limit = job.spec.max_runtime_seconds
-        return limit is not None and self.now + limit <= t
-
-    # -- reclaim and preempt -----------------------------------------------------------
-
-    def try_preempt(self, job: PendingJob, shape: Shape, verdicts: list[tuple[str, Verdict]]) -> bool:
-        org, q = job.spec.org, shape.replicas * shape.acc
-        for f, verdict in verdicts:
-            reclaim = (
-                self.policy.reclaim
-                and verdict in (Verdict.NOMINAL, Verdict.LENDING)
-                and self.book.alloc(org, f) + q <= self.book.nominal(org, f)
-            )
-            priority = self.policy.priority_preemption
-            if not (reclaim or priority):
-                continue
-            key = ("victims", org, f, shape, job.priority, reclaim, job.spec.topology, job.avoid_nodes)
-            if key in self._memo:
-                continue
-            found = find_victims(
-                self.pool,
-                self.book,
-                job,
-                f,
-                shape,
-                self.candidates(job, f, reclaim, priority),
-                self.stopping,
-                fit=self.fit_of(job),
-                live=self.live,
-            )
-            if found is None:
-                self._memo[key] = _FAIL
-                continue
-            victims, placement, released = found
-            self.claim(job, f, shape, placement, released, [v.job for v in victims])
-            for v in victims:
-                self.stopping.add(v.job.id)
-                self.live[(v.job.spec.org, f)] -= v.job.accelerators
-                self.out.preemptions.append(
-                    Preemption(v.job.id, v.reason, job.id, f"makes room for {job.id} ({v.reason.value})")
-                )
-            self.pend(job, PendingReason.PREEMPTING, f"{len(victims)} job(s) asked to stop to make room")
-            return True
-        return False
-
-    def claim(
-        self,
-        job: PendingJob,
-        f: str,
-        shape: Shape,
-        placement: list[tuple[int, int]],
-        released: Extra,
-        victims: list[RunningJob],
-    ) -> None:
-        """Treat the beneficiary's claim as granted for the rest of the cycle: hold what is
-        free now on its future nodes, and book quota as it will be once the victims are
-        gone (it charged, they credited), so no later job spends what it was promised."""
-        self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
-        self.victims_of_claims.update(v.id for v in victims)
-        self.promise(job.spec.org, f, shape.replicas * shape.acc)
-        for v in victims:
-            self.promise(v.spec.org, f, -v.accelerators)
-
-    def reclaim_claim(self, job: PendingJob, shape: Shape) -> None:
-        """Renew, in this cycle, the claim of a job whose victims are still stopping."""
-        victims = sorted(
-            (r for r in self.snap.running if r.preempted_for == job.id and r.terminating), key=lambda r: r.id
-        )
-        f = victims[0].flavor if victims else None
-        if f is None or f not in job.spec.gang.flavors or f not in self.book.capacity:
-            return
-        released = self.pool.release_of([v for v in victims if v.flavor == f])
-        placement = self.pool.place(f, shape, self.fit_of(job), extra=released)
-        if placement is not None:
-            # Nodes only: the quota the victims hold is still theirs in this snapshot, and
-            # the order already puts this job first.
-            self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
-            self.victims_of_claims.update(v.id for v in victims)
-
-    def candidates(
-        self, job: PendingJob, f: str, reclaim: bool, priority: bool
-    ) -> Iterator[tuple[tuple[object, ...], RunningJob]]:
-        """Possible victims on ``f`` in victim order, lazily merged from per-org lists."""
-        if f not in self._candidates:
-            # Victim order is (borrowing?, then the job's own facts): the first part is the
-            # same for all of an org's jobs, the rest is kept per job object across cycles.
-            facts, last = self._facts, self._last_facts
-            by_org: dict[str, list[tuple[tuple[object, ...], RunningJob]]] = {}
-            for r in self.running_by_flavor.get(f, []):
-                if r.spec.preemptible and not r.terminating:
-                    hit = last.get(id(r))
-                    tail = hit[1] if hit is not None and hit[0] is r else victim_tail(r)
-                    facts[id(r)] = (r, tail)
-                    by_org.setdefault(r.spec.org, []).append((tail, r))  # type: ignore[arg-type]
-            for org, lst in by_org.items():
-                first = (victim_class(self.book, org, f),)
-                lst[:] = [(first + t, r) for t, r in lst]
-                lst.sort(key=lambda e: e[0])
-            self._candidates[f] = by_org
-        by_org = self._candidates[f]
-        org = job.spec.org
-        streams: list[Iterable[tuple[tuple[object, ...], RunningJob]]] = []
-        if priority and org in by_org:
-            # An org's own list is ordered by priority: the lower-priority ones lead it.
-            streams.append(itertools.takewhile(lambda e: e[1].priority < job.priority, by_org[org]))
-        if reclaim:
-            streams += [
-                lst
-                for o, lst in by_org.items()
-                if o != org and self.live.get((o, f), 0) > self.book.nominal(o, f)
-            ]
-        return heapq.merge(*streams, key=lambda e: e[0])
-
-    # -- wait: reserve, or say why -----------------------------------------------------
-
-    def wait_for_capacity(self, job: PendingJob, f: str, shape: Shape) -> None:
-        reason, blocker = self.capacity_reason(job, f, shape)
-        if (
-            reason in (PendingReason.CAPACITY, PendingReason.TOPOLOGY)
-            and blocker is None  # room claimed by a preemption beneficiary is not reservable
-            and self.policy.backfill
-            and f not in self.holds
-            and ("no-hold", f, shape, self.fit_of(job)) not in self._memo
-        ):
-            fit = self.fit_of(job)
-            hold = plan_reservation(
-                self.pool,
-                job.id,
-                f,
-                shape,
-                [
-                    r
-                    for r in self.running_by_flavor.get(f, []) + self.placed_by_flavor.get(f, [])
-                    if r.id not in self.victims_of_claims  # their room is promised already
-                ],
-                self.stopping,
-                self.now,
-                lambda extra: self.pool.place(f, shape, fit, extra=extra),
-            )
-            if hold is None:
-                self._memo[("no-hold", f, shape, fit)] = _FAIL  # it would not fit even then
-            else:
-                self.epoch += 1
-                self.holds[f] = hold
-                start = None if math.isinf(hold.start_at) else hold.start_at
-                self.out.reservations.append(
-                    Reservation(job.id, f, tuple(self.pool.names[i] for i in hold.nodes), hold.start_at)
-                )
-                self.pend(
-                    job,
-                    PendingReason.RESERVED,
-                    f"holds {len(hold.nodes)} {f} node(s) for its start",
-                    estimated_start=start,
-                )
-                return
-        g = job.spec.gang
-        messages = {
-            PendingReason.TOPOLOGY: f"no single {job.spec.topology.level if job.spec.topology else 'rack'} "
-            f"has room for {g.replicas} x {g.accelerators} {f}",
-            PendingReason.RESERVED_FOR: f"room on {f} is held for {blocker}",
-            PendingReason.HEALTH: f"room on {f} exists only on unhealthy, degraded or cordoned nodes",
-            PendingReason.CAPACITY: f"no set of {f} nodes has room for {g.replicas} x {g.accelerators}",
-        }
-        est = self.holds[f].start_at if reason is PendingReason.RESERVED_FOR and f in self.holds else None
-        self.pend(
-            job,
-            reason,
-            messages[reason],
-            blocked_by=blocker,
-            estimated_start=None if est is None or math.isinf(est) else est,
-        )
-
-    def capacity_reason(self, job: PendingJob, f: str, shape: Shape) -> tuple[PendingReason, str | None]:
-        fit = self.fit_of(job)
-        hold = self.holds.get(f)
-        claims = self.claims.get(f, [])
-        key = ("why", f, shape, fit, hold.job_id if hold else None, len(claims))
-        if key in self._memo:
-            return self._memo[key]  # type: ignore[return-value]
-        avoid = job.avoid_nodes
-        held = self.held_on(f) if claims else {}
-        result: tuple[PendingReason, str | None] = (PendingReason.CAPACITY, None)
-        if fit.required and self.pool.place(f, shape, Fit(avoid=avoid)) is not None:
-            result = (PendingReason.TOPOLOGY, None)
-        elif hold is not None and self.pool.place(f, shape, fit, extra=hold.held) is not None:
-            result = (PendingReason.RESERVED_FOR, hold.job_id)
-        elif claims and self.pool.place(f, shape, fit, extra=held) is not None:
-            # Room a preemption beneficiary claims until its victims are gone: no
-            # reservation of its own (that is the head gang's), so this is plain capacity.
-            result = (PendingReason.CAPACITY, claims[0][0])
-        elif self.pool.place(f, shape, fit, ignore_health=True) is not None:
-            result = (PendingReason.HEALTH, None)
-        self._memo[key] = result
-        return result
-
-    def promise(self, org: str, f: str, q: int) -> None:
-        """Book quota as it will be once victims are gone (not what orgs hold now)."""
-        self.book.add(org, f, q)
-        self.promised[(org, f)] = self.promised.get((org, f), 0) + q
-
     def borrowed(self, org: str, f: str) -> int:
         """Accelerators above nominal that the org really holds, promises aside."""
         held = self.book.alloc(org, f) - self.promised.get((org, f), 0)
         return max(0, held - self.book.nominal(org, f))
-
-    def held_on(self, f: str) -> Extra:
-        """Everything held on ``f``: the reservation and the preemption beneficiaries."""
-        hold = self.holds.get(f)
-        parts = ([hold.held] if hold else []) + [c for _, c in self.claims.get(f, [])]
-        if len(parts) <= 1:
-            return parts[0] if parts else {}
-        total: Extra = {}
-        for part in parts:
-            for i, (a, c, m) in part.items():
-                ta, tc, tm = total.get(i, (0, 0.0, 0.0))
-                total[i] = (ta + a, tc + c, tm + m)
-        return total
-
-    def blocked_in_org(self, job: PendingJob, f: str) -> str | None:
-        got = self.blocked.get((job.spec.org, f))
-        if got is None:
-            return None
-        blocker, start = got
-        return None if start is not None and self.ends_before(job, start) else blocker
-
-    def block_org(self, job: PendingJob, verdicts: list[tuple[str, Verdict]]) -> None:
-        """A job waiting on quota keeps its org's later borrowing jobs from overtaking it."""
-        for f, _ in verdicts:
-            if (job.spec.org, f) not in self.blocked:
-                self.epoch += 1
-                self.blocked[(job.spec.org, f)] = (job.id, self.quota_free_at(job, f))
-
-    def quota_free_at(self, job: PendingJob, f: str) -> float | None:
-        org, q = job.spec.org, job.spec.gang.total_accelerators
-        excess = self.book.alloc(org, f) + q - self.book.ceiling(org, f)
-        ends = sorted(
-            (r.expected_end if r.id not in self.stopping else self.now, r.accelerators)
-            for r in self.running_by_flavor.get(f, [])
-            if r.spec.org == org and r.expected_end is not None
-        )
-        for end, acc in ends:
-            excess -= acc
-            if excess <= 0:
-                return max(end, self.now)
-        return None
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -642,13 +306,3 @@ class Cycle:
     def reject(self, job: PendingJob, reason: RejectReason, message: str) -> bool:
         self.out.rejections.append(Rejection(job.id, reason, message))
         return False
-
-    def pend(
-        self,
-        job: PendingJob,
-        reason: PendingReason,
-        message: str = "",
-        estimated_start: float | None = None,
-        blocked_by: str | None = None,
-    ) -> None:
-        self.out.pending[job.id] = PendingStatus(reason, message, estimated_start, blocked_by)

@@ -132,6 +132,9 @@ class Simulation:
         self.preemptions: Counter[str] = Counter()
         self.timeline = Timeline(orgs=self.org_names)
         self._failures = FailureStream(failures, len(pool.nodes), config.seed)
+        # Running attempts by when their next checkpoint is due: a cycle touches only
+        # the jobs that checkpointed since the last one, not every running job.
+        self._ckpt_due: list[tuple[float, str, int]] = []
 
     # -- setup -------------------------------------------------------------------------
 
@@ -333,6 +336,7 @@ class Simulation:
         job.work_start = now + (self.model.restart_overhead_s if job.attempt else 0.0)
         job.ckpt_at = None
         job.next_ckpt = job.work_start + self.model.checkpoint_interval_s
+        heapq.heappush(self._ckpt_due, (job.next_ckpt, job.id, job.attempt))
         job.running = RunningJob(
             id=job.id,
             spec=job.spec,
@@ -403,11 +407,15 @@ class Simulation:
         return math.floor(done / interval) * interval
 
     def _refresh_checkpoints(self, now: float) -> None:
-        for job in self.running.values():
-            if now < job.next_ckpt:
-                continue  # no checkpoint since the last refresh
+        due, later = self._ckpt_due, []
+        while due and due[0][0] <= now:
+            _, job_id, attempt = heapq.heappop(due)
+            job = self.jobs[job_id]
+            if job.running is None or job.attempt != attempt:
+                continue  # that attempt has ended
             saved = self._checkpointed(job, now)
             job.next_ckpt = job.work_start + saved + self.model.checkpoint_interval_s
+            later.append((job.next_ckpt, job_id, attempt))
             at = job.work_start + saved if saved > 0 else None
             r = job.running
             if at != job.ckpt_at and r is not None:
@@ -425,6 +433,8 @@ class Simulation:
                     r.terminating,
                     r.preempted_for,
                 )
+        for entry in later:
+            heapq.heappush(due, entry)
 
     def _refresh_priorities(self, now: float) -> None:
         for job in self.pending.values():

@@ -1,0 +1,150 @@
+"""The reclaim and preemption steps of a cycle: choose victims for a job that does not
+fit, and treat its claim on their room as granted for the rest of the cycle.
+
+A mixin of ``Cycle`` (``decide.py``): it works on the cycle's working state.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Iterable, Iterator
+
+from quota.accounting import Verdict
+from scheduler.core.pool import Shape
+from scheduler.core.state import CycleState
+from scheduler.core.victims import find_victims, victim_class, victim_tail
+from scheduler.decisions import PendingReason, Preemption
+from scheduler.snapshot import PendingJob, RunningJob
+
+Extra = dict[int, tuple[int, float, float]]
+_FAIL = None
+
+
+def _first(e: tuple[tuple[object, ...], RunningJob]) -> tuple[object, ...]:
+    return e[0]
+
+
+def _keyed(
+    first: int, tails: list[tuple[tuple[object, ...], RunningJob]]
+) -> Iterator[tuple[tuple[object, ...], RunningJob]]:
+    """An org's candidates with their full victim order key, made only as they are read."""
+    for tail, r in tails:
+        yield (first, *tail), r
+
+
+class PreemptSteps(CycleState):
+    def try_preempt(self, job: PendingJob, shape: Shape, verdicts: list[tuple[str, Verdict]]) -> bool:
+        org, q = job.spec.org, shape.replicas * shape.acc
+        for f, verdict in verdicts:
+            reclaim = (
+                self.policy.reclaim
+                and verdict in (Verdict.NOMINAL, Verdict.LENDING)
+                and self.book.alloc(org, f) + q <= self.book.nominal(org, f)
+            )
+            priority = self.policy.priority_preemption
+            if not (reclaim or priority):
+                continue
+            key = ("victims", org, f, shape, job.priority, reclaim, job.spec.topology, job.avoid_nodes)
+            if key in self._memo:
+                continue
+            found = find_victims(
+                self.pool,
+                self.book,
+                job,
+                f,
+                shape,
+                self.candidates(job, f, reclaim, priority),
+                self.stopping,
+                fit=self.fit_of(job),
+                live=self.live,
+            )
+            if found is None:
+                self._memo[key] = _FAIL
+                continue
+            victims, placement, released = found
+            self.claim(job, f, shape, placement, released, [v.job for v in victims])
+            for v in victims:
+                self.stopping.add(v.job.id)
+                self.live[(v.job.spec.org, f)] -= v.job.accelerators
+                self.out.preemptions.append(
+                    Preemption(v.job.id, v.reason, job.id, f"makes room for {job.id} ({v.reason.value})")
+                )
+            self.pend(job, PendingReason.PREEMPTING, f"{len(victims)} job(s) asked to stop to make room")
+            return True
+        return False
+
+    def claim(
+        self,
+        job: PendingJob,
+        f: str,
+        shape: Shape,
+        placement: list[tuple[int, int]],
+        released: Extra,
+        victims: list[RunningJob],
+    ) -> None:
+        """Treat the beneficiary's claim as granted for the rest of the cycle: hold what is
+        free now on its future nodes, and book quota as it will be once the victims are
+        gone (it charged, they credited), so no later job spends what it was promised."""
+        self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
+        self.victims_of_claims.update(v.id for v in victims)
+        self.promise(job.spec.org, f, shape.replicas * shape.acc)
+        for v in victims:
+            self.promise(v.spec.org, f, -v.accelerators)
+
+    def reclaim_claim(self, job: PendingJob, shape: Shape) -> None:
+        """Renew, in this cycle, the claim of a job whose victims are still stopping."""
+        victims = sorted(
+            (r for r in self.snap.running if r.preempted_for == job.id and r.terminating), key=lambda r: r.id
+        )
+        f = victims[0].flavor if victims else None
+        if f is None or f not in job.spec.gang.flavors or f not in self.book.capacity:
+            return
+        released = self.pool.release_of([v for v in victims if v.flavor == f])
+        placement = self.pool.place(f, shape, self.fit_of(job), extra=released)
+        if placement is not None:
+            # Nodes only: the quota the victims hold is still theirs in this snapshot, and
+            # the order already puts this job first.
+            self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
+            self.victims_of_claims.update(v.id for v in victims)
+
+    def candidates(
+        self, job: PendingJob, f: str, reclaim: bool, priority: bool
+    ) -> Iterator[tuple[tuple[object, ...], RunningJob]]:
+        """Possible victims on ``f`` in victim order, lazily merged from per-org lists."""
+        if f not in self._candidates:
+            # Victim order is (borrowing?, then the job's own facts): the first part is the
+            # same for all of an org's jobs, the rest is kept per job object across cycles.
+            facts, last = self._facts, self._last_facts
+            by_org: dict[str, tuple[int, list[tuple[tuple[object, ...], RunningJob]]]] = {}
+            book = self.book
+            for r in self.running_by_flavor.get(f, []):
+                if r.spec.preemptible and not r.terminating:
+                    hit = last.get(id(r))
+                    tail = hit[1] if hit is not None and hit[0] is r else victim_tail(r)
+                    facts[id(r)] = (r, tail)
+                    org = r.spec.org
+                    if org not in by_org:
+                        by_org[org] = (victim_class(book, org, f), [])
+                    by_org[org][1].append((tail, r))  # type: ignore[arg-type]
+            for _, lst in by_org.values():
+                lst.sort(key=_first)  # tails end with the job id: no ties
+            self._candidates[f] = by_org
+        groups = self._candidates[f]
+        org = job.spec.org
+        streams: list[Iterable[tuple[tuple[object, ...], RunningJob]]] = []
+        if priority and org in groups:
+            # An org's own list is ordered by priority: the lower-priority ones lead it.
+            streams.append(itertools.takewhile(lambda e: e[1].priority < job.priority, _keyed(*groups[org])))
+        if reclaim:
+            streams += [
+                _keyed(*group)
+                for o, group in groups.items()
+                if o != org and self.live.get((o, f), 0) > self.book.nominal(o, f)
+            ]
+        return heapq.merge(*streams, key=_first)
+
+    def promise(self, org: str, f: str, q: int) -> None:
+        """Book quota as it will be once victims are gone (not what orgs hold now)."""
+        self.book.add(org, f, q)
+        self.promised[(org, f)] = self.promised.get((org, f), 0) + q

@@ -1,0 +1,126 @@
+"""The working state of one cycle: built from the snapshot (with the running set charged,
+carried between cycles by ``carried.py``) and dropped at the end. The steps that act on
+it are in ``decide.py`` (allocate), ``preempt.py`` (reclaim, preempt) and ``waiting.py``
+(reserve, or say why a job waits).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quota.accounting import QuotaBook
+from scheduler.core import carried
+from scheduler.core.backfill import Hold
+from scheduler.core.pool import ANYWHERE, Fit, Shape
+from scheduler.decisions import Decisions, PendingReason, PendingStatus
+from scheduler.snapshot import PendingJob, RunningJob, Snapshot
+
+Extra = dict[int, tuple[int, float, float]]
+
+
+_SHAPES: dict[tuple[int, int, float, float], Shape] = {}
+
+
+def shape_of(job: PendingJob | RunningJob) -> Shape:
+    g = job.spec.gang
+    key = (g.replicas, g.accelerators, g.cpu, g.memory_gb)
+    shape = _SHAPES.get(key)
+    if shape is None:  # a handful of distinct shapes: share them, hash them once
+        shape = _SHAPES.setdefault(key, Shape(*key))
+    return shape
+
+
+@dataclass(frozen=True, slots=True)
+class JobFacts:
+    """What the cycle derives from a pending job alone, kept while the object lives."""
+
+    shape: Shape
+    reject_key: tuple[object, ...]  # its kind, for "can it ever run"
+    kind: tuple[object, ...]  # its kind, for "does it fail like an earlier job"
+
+    @staticmethod
+    def of(job: PendingJob) -> JobFacts:
+        spec, shape, t = job.spec, shape_of(job), job.spec.topology
+        level = t.level if t is not None and t.mode == "required" else None
+        return JobFacts(
+            shape,
+            (spec.org, spec.gang.flavors, shape, level),
+            (spec.org, spec.gang.flavors, shape, t, job.priority),
+        )
+
+
+class CycleState:
+    def __init__(self, snapshot: Snapshot, now: float) -> None:
+        self.snap, self.now, self.policy = snapshot, now, snapshot.policy
+        self.out = Decisions()
+        # The running jobs charged onto the nodes and the quota: carried between cycles
+        # and brought up to date with what started and ended (see carried.py).
+        charged = carried.charged(snapshot)
+        self.pool = charged.pool
+        self.flavors = {f.name for f in snapshot.flavors}
+        self.orgs = {o.name: o for o in snapshot.orgs}
+        capacity = {f: self.pool.capacity.get(f, 0) for f in sorted(self.flavors)}
+        self.book = QuotaBook(snapshot.orgs, capacity, borrowing=self.policy.borrowing)
+        self.running_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
+        # Placed in this cycle: they release capacity at their runtime limit, like the rest.
+        self.placed_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
+        self.stopping = charged.stopping  # running jobs asked to stop (before or in this cycle)
+        self.stopping_for = charged.stopping_for
+        # What orgs hold through running jobs that are not stopping: whether an org still
+        # borrows, for reclaim, is judged on this (not on this cycle's own placements).
+        self.live = charged.live
+        by_flavor, orgs = self.running_by_flavor, self.orgs
+        for r in snapshot.running:
+            if r.flavor in by_flavor and r.spec.org in orgs:
+                by_flavor[r.flavor].append(r)
+        for (org, flavor), acc in sorted(charged.held.items()):
+            self.book.add(org, flavor, acc)
+        self.pool.build_buckets()
+        self._candidates: dict[str, dict[str, tuple[int, list[tuple[tuple[object, ...], RunningJob]]]]] = {}
+        self.holds: dict[str, Hold] = {}
+        # Capacity held for jobs whose victims are stopping, per flavor: (job, held).
+        self.claims: dict[str, list[tuple[str, Extra]]] = {}
+        self.promised: dict[tuple[str, str], int] = {}
+        self.victims_of_claims: set[str] = set()
+        self.blocked: dict[tuple[str, str], tuple[str, float | None]] = {}
+        self.strict_blocker: str | None = None
+        self._memo: dict[tuple[object, ...], object] = {}
+        # Whether a kind of job can ever run depends on nodes, orgs and policy only: the
+        # answers are carried between cycles with the charge (a fresh dict otherwise).
+        self._rejects: dict[tuple[object, ...], object] = charged.memo
+        # Facts of one (immutable) job object, by id(); the last cycle's are reused.
+        self._facts: dict[int, tuple[object, object]] = {}
+        self._last_facts = charged.per_object
+        self._outcome_keys: dict[int, tuple[int, tuple[object, ...] | None]] = {}
+        self._outcomes: dict[tuple[object, ...], tuple[int, PendingStatus]] = {}
+        # Bumped when a hold or an org block changes the reasons later jobs get.
+        self.epoch = 0
+
+    def facts(self, job: PendingJob) -> JobFacts:
+        hit = self._facts.get(id(job)) or self._last_facts.get(id(job))
+        if hit is not None and hit[0] is job:
+            got: JobFacts = hit[1]  # type: ignore[assignment]
+        else:
+            got = JobFacts.of(job)
+        self._facts[id(job)] = (job, got)
+        return got
+
+    def fit_of(self, job: PendingJob) -> Fit:
+        t = job.spec.topology
+        if t is None or t.mode != "required":
+            return Fit(avoid=job.avoid_nodes) if job.avoid_nodes else ANYWHERE
+        return Fit(t.level, True, job.avoid_nodes)
+
+    def ends_before(self, job: PendingJob, t: float) -> bool:
+        limit = job.spec.max_runtime_seconds
+        return limit is not None and self.now + limit <= t
+
+    def pend(
+        self,
+        job: PendingJob,
+        reason: PendingReason,
+        message: str = "",
+        estimated_start: float | None = None,
+        blocked_by: str | None = None,
+    ) -> None:
+        self.out.pending[job.id] = PendingStatus(reason, message, estimated_start, blocked_by)

@@ -1,0 +1,143 @@
+"""The waiting steps of a cycle: a job that neither fits nor may preempt reserves room
+(EASY backfill) or is told why it waits; a job waiting on quota blocks its org's later
+borrowing jobs from overtaking it.
+
+A mixin of ``Cycle`` (``decide.py``): it works on the cycle's working state.
+"""
+
+from __future__ import annotations
+
+import math
+
+from quota.accounting import Verdict
+from scheduler.core.backfill import plan_reservation
+from scheduler.core.pool import Fit, Shape
+from scheduler.core.state import CycleState
+from scheduler.decisions import PendingReason, Reservation
+from scheduler.snapshot import PendingJob
+
+Extra = dict[int, tuple[int, float, float]]
+_FAIL = None
+
+
+class WaitSteps(CycleState):
+    def wait_for_capacity(self, job: PendingJob, f: str, shape: Shape) -> None:
+        reason, blocker = self.capacity_reason(job, f, shape)
+        if (
+            reason in (PendingReason.CAPACITY, PendingReason.TOPOLOGY)
+            and blocker is None  # room claimed by a preemption beneficiary is not reservable
+            and self.policy.backfill
+            and f not in self.holds
+            and ("no-hold", f, shape, self.fit_of(job)) not in self._memo
+        ):
+            fit = self.fit_of(job)
+            hold = plan_reservation(
+                self.pool,
+                job.id,
+                f,
+                shape,
+                [
+                    r
+                    for r in self.running_by_flavor.get(f, []) + self.placed_by_flavor.get(f, [])
+                    if r.id not in self.victims_of_claims  # their room is promised already
+                ],
+                self.stopping,
+                self.now,
+                lambda extra: self.pool.place(f, shape, fit, extra=extra),
+            )
+            if hold is None:
+                self._memo[("no-hold", f, shape, fit)] = _FAIL  # it would not fit even then
+            else:
+                self.epoch += 1
+                self.holds[f] = hold
+                start = None if math.isinf(hold.start_at) else hold.start_at
+                self.out.reservations.append(
+                    Reservation(job.id, f, tuple(self.pool.names[i] for i in hold.nodes), hold.start_at)
+                )
+                self.pend(
+                    job,
+                    PendingReason.RESERVED,
+                    f"holds {len(hold.nodes)} {f} node(s) for its start",
+                    estimated_start=start,
+                )
+                return
+        g = job.spec.gang
+        messages = {
+            PendingReason.TOPOLOGY: f"no single {job.spec.topology.level if job.spec.topology else 'rack'} "
+            f"has room for {g.replicas} x {g.accelerators} {f}",
+            PendingReason.RESERVED_FOR: f"room on {f} is held for {blocker}",
+            PendingReason.HEALTH: f"room on {f} exists only on unhealthy, degraded or cordoned nodes",
+            PendingReason.CAPACITY: f"no set of {f} nodes has room for {g.replicas} x {g.accelerators}",
+        }
+        est = self.holds[f].start_at if reason is PendingReason.RESERVED_FOR and f in self.holds else None
+        self.pend(
+            job,
+            reason,
+            messages[reason],
+            blocked_by=blocker,
+            estimated_start=None if est is None or math.isinf(est) else est,
+        )
+
+    def capacity_reason(self, job: PendingJob, f: str, shape: Shape) -> tuple[PendingReason, str | None]:
+        fit = self.fit_of(job)
+        hold = self.holds.get(f)
+        claims = self.claims.get(f, [])
+        key = ("why", f, shape, fit, hold.job_id if hold else None, len(claims))
+        if key in self._memo:
+            return self._memo[key]  # type: ignore[return-value]
+        avoid = job.avoid_nodes
+        held = self.held_on(f) if claims else {}
+        result: tuple[PendingReason, str | None] = (PendingReason.CAPACITY, None)
+        if fit.required and self.pool.place(f, shape, Fit(avoid=avoid)) is not None:
+            result = (PendingReason.TOPOLOGY, None)
+        elif hold is not None and self.pool.place(f, shape, fit, extra=hold.held) is not None:
+            result = (PendingReason.RESERVED_FOR, hold.job_id)
+        elif claims and self.pool.place(f, shape, fit, extra=held) is not None:
+            # Room a preemption beneficiary claims until its victims are gone: no
+            # reservation of its own (that is the head gang's), so this is plain capacity.
+            result = (PendingReason.CAPACITY, claims[0][0])
+        elif self.pool.place(f, shape, fit, ignore_health=True) is not None:
+            result = (PendingReason.HEALTH, None)
+        self._memo[key] = result
+        return result
+
+    def held_on(self, f: str) -> Extra:
+        """Everything held on ``f``: the reservation and the preemption beneficiaries."""
+        hold = self.holds.get(f)
+        parts = ([hold.held] if hold else []) + [c for _, c in self.claims.get(f, [])]
+        if len(parts) <= 1:
+            return parts[0] if parts else {}
+        total: Extra = {}
+        for part in parts:
+            for i, (a, c, m) in part.items():
+                ta, tc, tm = total.get(i, (0, 0.0, 0.0))
+                total[i] = (ta + a, tc + c, tm + m)
+        return total
+
+    def blocked_in_org(self, job: PendingJob, f: str) -> str | None:
+        got = self.blocked.get((job.spec.org, f))
+        if got is None:
+            return None
+        blocker, start = got
+        return None if start is not None and self.ends_before(job, start) else blocker
+
+    def block_org(self, job: PendingJob, verdicts: list[tuple[str, Verdict]]) -> None:
+        """A job waiting on quota keeps its org's later borrowing jobs from overtaking it."""
+        for f, _ in verdicts:
+            if (job.spec.org, f) not in self.blocked:
+                self.epoch += 1
+                self.blocked[(job.spec.org, f)] = (job.id, self.quota_free_at(job, f))
+
+    def quota_free_at(self, job: PendingJob, f: str) -> float | None:
+        org, q = job.spec.org, job.spec.gang.total_accelerators
+        excess = self.book.alloc(org, f) + q - self.book.ceiling(org, f)
+        ends = sorted(
+            (r.expected_end if r.id not in self.stopping else self.now, r.accelerators)
+            for r in self.running_by_flavor.get(f, [])
+            if r.spec.org == org and r.expected_end is not None
+        )
+        for end, acc in ends:
+            excess -= acc
+            if excess <= 0:
+                return max(end, self.now)
+        return None
