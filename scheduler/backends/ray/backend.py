@@ -477,19 +477,41 @@ class RayBackend:
         return self.log_root / job / attempt
 
     def logs(self, key: str, tail: int, now: float, replica: int | None = None) -> list[str] | None:
-        """From the replicas' log files: one replica's last ``tail`` lines, or, for the
-        whole gang, each replica's last ``tail`` lines prefixed ``[rank N] ``, in rank order."""
+        """One replica's last ``tail`` lines, or, for the whole gang, each replica's last
+        ``tail`` lines prefixed ``[rank N] ``, in rank order. From the log files where this
+        server can read them (one machine, or a shared filesystem), else from the replicas'
+        actors while the gang runs; None where neither has them."""
+        g = self._gangs.get(key)
+        ranks = range(g.world) if g is not None else self._ranks_on_disk(key)
+        wanted = [replica] if replica is not None else list(ranks)
+        found: dict[int, list[str]] = {}
+        for rank in wanted:
+            lines = self._replica_log(key, g, rank, tail)
+            if lines is not None:
+                found[rank] = lines
+        if replica is not None:
+            return found.get(replica)
+        if not found:
+            return None
+        return [f"[rank {rank}] {line}" for rank in sorted(found) for line in found[rank]]
+
+    def _ranks_on_disk(self, key: str) -> list[int]:
         folder = self.log_dir(key)
         if not folder.is_dir():
+            return []
+        return sorted(int(p.stem.split("-")[1]) for p in folder.glob("rank-*.log"))
+
+    def _replica_log(self, key: str, g: _Gang | None, rank: int, tail: int) -> list[str] | None:
+        path = self.log_dir(key) / f"rank-{rank}.log"
+        if path.exists():
+            return _tail(path, tail)
+        actor = g.actors[rank] if g is not None and rank < len(g.actors) else None
+        if actor is None:
             return None
-        files = sorted(folder.glob("rank-*.log"), key=lambda p: int(p.stem.split("-")[1]))
-        if replica is not None:
-            path = folder / f"rank-{replica}.log"
-            return _tail(path, tail) if path.exists() else None
-        lines: list[str] = []
-        for path in files:
-            prefix = f"[{path.stem.replace('-', ' ')}] "
-            lines.extend(prefix + line for line in _tail(path, tail))
+        try:
+            lines: list[str] = ray.get(actor.tail.remote(tail), timeout=5.0)
+        except RayError:
+            return None
         return lines
 
     def close(self) -> None:
