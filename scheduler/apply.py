@@ -141,12 +141,20 @@ def _blamed_node(s: Session, st: GangStatus | None) -> str | None:
     if st is None or st.node is None:
         return None
     if st.phase is Phase.FAILED:
-        return st.node
+        return st.node if killed_by_signal(st.exit_code) else None
     if st.phase is Phase.LOST:
         row = s.get(NodeRow, st.node)
         if row is not None and row.present and row.health == Health.HEALTHY.value:
             return st.node
     return None
+
+
+def killed_by_signal(exit_code: int | None) -> bool:
+    """A replica that died of a signal (negative code from Python's subprocess, or the
+    shell's 128+N): a crash (SIGSEGV, SIGBUS from bad memory, the OOM killer's SIGKILL)
+    that may be the node's doing. A plain non-zero exit is the job's own verdict on
+    itself and never blames the node: a pool of buggy jobs must not cordon itself."""
+    return exit_code is not None and (exit_code < 0 or 128 < exit_code < 160)
 
 
 def _quarantine(s: Session, rule: QuarantineRule, nodes: set[str], now: float, out: Outcome) -> None:

@@ -20,7 +20,7 @@ from scheduler.store.view import assignments_of
 
 from .harness import Pool, nodes
 
-FAIL = {"SIM_EXIT_CODE": 1, "SIM_DURATION": 10}
+FAIL = {"SIM_EXIT_CODE": 139, "SIM_DURATION": 10}  # SIGSEGV: a crash, maybe the node's doing
 
 
 def placed_on(pool: Pool, job_id: str) -> list[str]:
@@ -61,6 +61,18 @@ def test_node_failing_two_jobs_is_cordoned_and_audited(db_url: str) -> None:
     third = pool.submit("a")
     pool.cycle()
     assert placed_on(pool, third) == ["h100-01"], "nothing new lands on a quarantined node"
+
+
+def test_plain_non_zero_exits_never_blame_a_node(db_url: str) -> None:
+    pool = Pool(db_url, node_list=nodes(1))
+    for org in ("a", "b", "a", "b"):
+        job = pool.submit(org, env={"SIM_EXIT_CODE": 1, "SIM_DURATION": 10}, restart={"max_restarts": 0})
+        pool.cycle()
+        pool.cycle(advance=11)
+        assert pool.state(job) is JobState.FAILED
+    with pool.db.read() as s:
+        assert not nodestore.get_node(s, "h100-00").cordoned
+        assert BLAMED not in [r.action for r in orgstore.audit_log(s)]
 
 
 def test_operator_uncordon_ends_the_quarantine(db_url: str) -> None:
