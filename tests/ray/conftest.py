@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from ray_helpers import NAMESPACE, NODES, is_alive, processes_mentioning
+from ray_helpers import ASCEND, NAMESPACE, NODES, is_alive, processes_mentioning
 
 from scheduler.backends.base import FINISHED
 
@@ -24,8 +24,8 @@ def ray_cluster() -> Iterator[object]:
     from scheduler.backends.ray.cluster import LocalRayCluster
 
     started = time.monotonic()
-    cluster = LocalRayCluster(NODES).start()
-    print(f"\nlocal Ray cluster of {len(NODES)} nodes started in {time.monotonic() - started:.1f}s")
+    cluster = LocalRayCluster([*NODES, ASCEND]).start()
+    print(f"\nlocal Ray cluster of {len(NODES) + 1} nodes started in {time.monotonic() - started:.1f}s")
     # One driver connection for the session; the backends share it and never close it.
     ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False, configure_logging=False)
     temp = cluster._temp

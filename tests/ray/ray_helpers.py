@@ -14,6 +14,8 @@ NODES = [
          topology=TopologyPath(spine="spine-0", rack=f"rack-{i // 2}"))
     for i in range(4)
 ]  # fmt: skip
+# Ascend nodes show that the flavor's own visibility variable reaches the replicas.
+ASCEND = Node(name="ascend-00", flavor="ascend-910b", accelerators=2, topology=TopologyPath(rack="rack-1"))
 
 
 def py(code: str, marker: str) -> tuple[str, ...]:

@@ -4,6 +4,7 @@ nothing is left behind."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -13,9 +14,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ray_helpers import NAMESPACE, NODES, processes_mentioning, py, wait_for
+from ray_helpers import ASCEND, NAMESPACE, NODES, processes_mentioning, py, wait_for
 
-from scheduler.backends.base import Launch, Phase
+from scheduler.backends.base import BackendError, Launch, Phase
+from scheduler.backends.registry import BackendSettings, build_backend
+from scheduler.config import PoolConfig
 from scheduler.domain import Health, JobSpec, Node, TopologyPath
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,9 +42,10 @@ def gang(
     accelerators: int = 1,
     env: dict[str, str] | None = None,
     grace: float = 30.0,
+    flavor: str = "h100",
 ) -> Launch:
     replicas = sum(n for _, n in assignments)
-    shape = {"replicas": replicas, "accelerators": accelerators, "flavor": "h100"}
+    shape = {"replicas": replicas, "accelerators": accelerators, "flavor": flavor}
     spec = JobSpec.model_validate(
         {"name": "t", "org": "a", "gang": shape, "command": command, "env": env or {},
          "grace_period_seconds": grace}
@@ -52,7 +56,7 @@ def gang(
         "TRAINPOOL_CHECKPOINT_DIR": f"checkpoints/{job}",
         "TRAINPOOL_RESUME_FROM": f"checkpoints/{job}/step-7",
     }
-    return Launch(job, 0, spec, "h100", assignments, pool_env)
+    return Launch(job, 0, spec, flavor, assignments, pool_env)
 
 
 def job_id() -> str:
@@ -66,7 +70,7 @@ def test_inventory_comes_from_the_node_labels(make_backend: Callable[..., object
         nodes = {n.name: n for n in backend.inventory(time.time())}
     per_poll = (time.perf_counter() - started) / 100
     print(f"\ninventory poll: {per_poll * 1000:.2f} ms ({len(nodes)} pool nodes)")
-    for want in NODES:
+    for want in [*NODES, ASCEND]:
         assert nodes[want.name] == want  # flavor, accelerators, cpu, memory, topology; healthy
     assert not any(n.startswith("ray-") for n in nodes)  # the head node is not a pool node
 
@@ -107,6 +111,36 @@ def test_a_gang_runs_on_the_chosen_nodes_with_its_environment(
     backend.forget(launch.key)
     assert backend.gangs(time.time()) == []
     assert backend.logs(launch.key, 10, time.time(), replica=1)  # kept after the gang is gone
+
+
+def test_the_server_builds_the_backend_from_its_pool_config(
+    ray_cluster: object, small_pool: PoolConfig, tmp_path: Path
+) -> None:
+    settings = BackendSettings(
+        config=small_pool, address=ray_cluster.address, state_dir=tmp_path,  # type: ignore[attr-defined]
+        options={"namespace": NAMESPACE, "workdir": str(tmp_path)},
+    )  # fmt: skip
+    backend = build_backend("ray", settings)
+    try:
+        job = job_id()
+        code = (
+            "import os; e = os.environ; print(e['ASCEND_RT_VISIBLE_DEVICES'], e.get('CUDA_VISIBLE_DEVICES'))"
+        )
+        launch = gang(job, py(code, job), ((ASCEND.name, 1),), accelerators=2, flavor=ASCEND.flavor)
+        backend.launch(launch, time.time())
+        status, _ = wait_for(backend, launch.key, {Phase.SUCCEEDED, Phase.FAILED, Phase.LOST})
+        assert status.phase is Phase.SUCCEEDED
+        assert backend.logs(launch.key, 5, time.time(), replica=0) == ["0,1 None"]
+        with pytest.raises(BackendError, match="flavor 'ascend-910b', not 'h100'"):
+            backend.launch(gang(job_id(), ("true",), ((ASCEND.name, 1),)), time.time())
+        with pytest.raises(BackendError, match="not in the Ray cluster"):
+            backend.launch(gang(job_id(), ("true",), (("h100-77", 1),)), time.time())
+        backend.forget(launch.key)
+    finally:
+        backend.close()
+    bad = dataclasses.replace(settings, options={"start_timeout": "soon"})
+    with pytest.raises(ValueError, match="start_timeout: 'soon' is not a number"):
+        build_backend("ray", bad)
 
 
 def test_a_non_zero_exit_fails_the_gang_and_stops_the_other_replicas(
