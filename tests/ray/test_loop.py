@@ -1,5 +1,6 @@
 """The real control loop on the ray backend: a submitted gang is placed, runs on Ray,
-reports a checkpoint and succeeds; the store follows it the whole way."""
+reports checkpoints and succeeds; a gang that loses a node comes back on other nodes
+from its last checkpoint. The store follows it the whole way."""
 
 from __future__ import annotations
 
@@ -12,67 +13,149 @@ from sqlmodel import select
 
 from quota.model import FlavorQuota, Org
 from scheduler.apply import ApplyOptions
-from scheduler.domain import Flavor, JobSpec
+from scheduler.domain import Flavor, JobSpec, Node
 from scheduler.lifecycle import JobState
 from scheduler.loop import ControlLoop, LoopSettings
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
 from scheduler.store.db import open_database
-from scheduler.store.tables import CheckpointRow
+from scheduler.store.tables import CheckpointRow, JobRow
 from scheduler.store.view import PoolView
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+# Counts steps, 0.2 s each; rank 0 checkpoints every 5 steps (a folder with the step in
+# it, then the manifest, atomically). A restarted attempt resumes from
+# TRAINPOOL_RESUME_FROM and stops 10 steps later; the first attempt runs until STEPS.
 TRAIN = """
 import json, os, time
-if os.environ["RANK"] == "0":
-    folder = os.environ["TRAINPOOL_CHECKPOINT_DIR"]
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, ".tmp"), "w") as f:
-        json.dump({"step": 5, "path": os.path.join(folder, "step-5"), "at": time.time()}, f)
-    os.replace(os.path.join(folder, ".tmp"), os.path.join(folder, "trainpool-checkpoint.json"))
-time.sleep(2)
+rank, attempt = int(os.environ["RANK"]), int(os.environ["TRAINPOOL_ATTEMPT"])
+folder = os.environ["TRAINPOOL_CHECKPOINT_DIR"]
+resume = os.environ.get("TRAINPOOL_RESUME_FROM")
+step = int(open(os.path.join(resume, "step")).read()) if resume else 0
+print(f"attempt {attempt} starts at step {step}", flush=True)
+last = step + 10 if attempt > 0 else int(os.environ["STEPS"])
+while step < last:
+    time.sleep(0.2)
+    step += 1
+    if rank == 0 and step % 5 == 0:
+        here = os.path.join(folder, f"step-{step}")
+        os.makedirs(here, exist_ok=True)
+        open(os.path.join(here, "step"), "w").write(str(step))
+        with open(os.path.join(folder, ".manifest.tmp"), "w") as f:
+            json.dump({"step": step, "path": here, "at": time.time()}, f)
+        os.replace(os.path.join(folder, ".manifest.tmp"), os.path.join(folder, "trainpool-checkpoint.json"))
+print(f"attempt {attempt} done at step {step}", flush=True)
 """
+
+
+class LoopOnRay:
+    """A store on SQLite and the real control loop, driving a RayBackend."""
+
+    def __init__(self, backend: object, tmp_path: Path, quotas: dict[str, int]) -> None:
+        self.db = open_database(f"sqlite:///{tmp_path / 'pool.db'}")
+        self.ckpt = tmp_path / "ckpt"
+        org = Org(name="a", quotas={f: FlavorQuota(nominal=n) for f, n in quotas.items()})
+        with self.db.write() as s:
+            orgstore.seed_from_config(s, (org,), time.time())
+        settings = LoopSettings(
+            holder="ray-test", lease_ttl=30.0, apply=ApplyOptions(checkpoint_root=str(self.ckpt))
+        )
+        view = PoolView(flavors=tuple(Flavor(name=f) for f in quotas))
+        self.loop = ControlLoop(self.db, backend, view, settings=settings)  # type: ignore[arg-type]
+
+    def submit(self, flavor: str, replicas: int, accelerators: int, env: dict[str, str]) -> str:
+        spec = JobSpec.model_validate(
+            {"name": "train", "org": "a", "command": ["python", "-c", TRAIN], "env": env,
+             "gang": {"replicas": replicas, "accelerators": accelerators, "flavor": flavor}}
+        )  # fmt: skip
+        with self.db.write() as s:
+            sub = jobstore.submit(
+                s, spec, priority=500, now=time.time(), submitted_by=None, client_request_id=None
+            )
+        return sub.job.id
+
+    def job(self, job_id: str) -> JobRow:
+        with self.db.read() as s:
+            return jobstore.get(s, job_id)
+
+    def run_until(self, job_id: str, done: Callable[[JobRow], bool], timeout: float = 90.0) -> list[str]:
+        """Cycle (as the server does, but every 0.2 s) until ``done(job)``; the states seen."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.loop.cycle()
+            job = self.job(job_id)
+            if not seen or seen[-1] != job.state:
+                seen.append(job.state)
+            if done(job):
+                return seen
+            time.sleep(0.2)
+        raise AssertionError(f"job {job_id} stuck; states seen: {seen}")
+
+    def checkpoints(self, job_id: str) -> list[tuple[int | None, str]]:
+        with self.db.read() as s:
+            rows = s.exec(select(CheckpointRow).where(CheckpointRow.job_id == job_id)).all()
+            return [(c.step, c.path) for c in rows]
+
+    def events(self, job_id: str) -> list[str]:
+        with self.db.read() as s:
+            return [e.event for e in jobstore.events(s, job_id)]
+
+
+def finished(job: JobRow) -> bool:
+    return job.state in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 def test_a_gang_submitted_to_the_store_runs_on_ray_and_succeeds(
     make_backend: Callable[..., object], tmp_path: Path
 ) -> None:
     backend = make_backend()
-    db = open_database(f"sqlite:///{tmp_path / 'pool.db'}")
-    with db.write() as s:
-        orgstore.seed_from_config(s, (Org(name="a", quotas={"h100": FlavorQuota(nominal=16)}),), time.time())
-    ckpt = tmp_path / "ckpt"
-    settings = LoopSettings(holder="ray-test", lease_ttl=30.0, apply=ApplyOptions(checkpoint_root=str(ckpt)))
-    loop = ControlLoop(db, backend, PoolView(flavors=(Flavor(name="h100"),)), settings=settings)  # type: ignore[arg-type]
-    spec = JobSpec.model_validate(
-        {"name": "train", "org": "a", "gang": {"replicas": 2, "accelerators": 4, "flavor": "h100"},
-         "command": ["python", "-c", TRAIN]}
-    )  # fmt: skip
-    with db.write() as s:
-        job = jobstore.submit(
-            s, spec, priority=500, now=time.time(), submitted_by=None, client_request_id=None
-        )
-    job_id = job.job.id
-
-    seen: list[JobState] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        loop.cycle()
-        with db.read() as s:
-            state = JobState(jobstore.get(s, job_id).state)
-        if not seen or seen[-1] is not state:
-            seen.append(state)
-        if state in (JobState.SUCCEEDED, JobState.FAILED):
-            break
-        time.sleep(0.2)
-    assert seen[-1] is JobState.SUCCEEDED, seen
+    pool = LoopOnRay(backend, tmp_path, {"h100": 16})
+    job = pool.submit("h100", replicas=2, accelerators=4, env={"STEPS": "12"})
+    seen = pool.run_until(job, finished)
+    assert seen[-1] == JobState.SUCCEEDED, seen
     assert JobState.RUNNING in seen
-    with db.read() as s:
-        events = [e.event for e in jobstore.events(s, job_id)]
-        checkpoints = s.exec(select(CheckpointRow).where(CheckpointRow.job_id == job_id)).all()
-    assert events == ["submitted", "admit", "launched", "started", "succeeded"]
-    assert [(c.step, c.path) for c in checkpoints] == [(5, str(tmp_path / "ckpt" / job_id / "step-5"))]
-    logs = backend.logs(f"{job_id}/0", 10, time.time())  # type: ignore[attr-defined]
-    assert logs is not None
+    assert pool.events(job) == ["submitted", "admit", "launched", "started", "succeeded"]
+    # Read on rank 0's node while it ran, and once more at its end: step 10 is the last.
+    assert pool.checkpoints(job)[-1] == (10, str(pool.ckpt / job / "step-10"))
+    logs = backend.logs(f"{job}/0", 10, time.time())  # type: ignore[attr-defined]
+    assert "[rank 1] attempt 0 done at step 12" in logs
     assert backend.gangs(time.time()) == []  # type: ignore[attr-defined]  # forgotten once stored
+
+
+def test_a_gang_that_loses_a_node_resumes_from_its_checkpoint_on_other_nodes(
+    ray_cluster: object, make_backend: Callable[..., object], tmp_path: Path
+) -> None:
+    cluster = ray_cluster
+    spare = [Node(name=f"a100-{i:02d}", flavor="a100", accelerators=2) for i in range(3)]
+    for node in spare:
+        cluster.add_node(node)  # type: ignore[attr-defined]
+    try:
+        backend = make_backend()
+        pool = LoopOnRay(backend, tmp_path, {"a100": 6})
+        job = pool.submit("a100", replicas=2, accelerators=2, env={"STEPS": "1000"})
+        pool.run_until(job, lambda j: j.state == JobState.RUNNING and pool.checkpoints(job) != [])
+        first_nodes = set(backend._gangs[f"{job}/0"].nodes)  # type: ignore[attr-defined]
+        victim = sorted(first_nodes)[1]
+
+        killed_at = cluster.kill_node(victim)  # type: ignore[attr-defined]
+        pool.run_until(job, lambda j: j.attempt == 1 and j.state == JobState.RUNNING, timeout=60)
+        back = time.time() - killed_at
+        print(f"\nnode killed -> restarted gang RUNNING on other nodes: {back:.2f}s")
+        assert back < 15.0
+        second_nodes = set(backend._gangs[f"{job}/1"].nodes)  # type: ignore[attr-defined]
+        assert victim not in second_nodes and len(second_nodes) == 2
+
+        seen = pool.run_until(job, finished)
+        assert seen[-1] == JobState.SUCCEEDED, seen
+        resumed = backend.logs(f"{job}/1", 50, time.time(), replica=0)  # type: ignore[attr-defined]
+        start = int(resumed[0].split("at step ")[1])
+        assert start >= 5 and start % 5 == 0  # the step counter continued, not restarted
+        assert resumed[-1] == f"attempt 1 done at step {start + 10}"
+        assert pool.job(job).restarts == 0  # a lost node is not the job's fault
+        assert "restart" in pool.events(job)
+    finally:
+        for node in spare:
+            if node.name in cluster.node_ids:  # type: ignore[attr-defined]
+                cluster.kill_node(node.name)  # type: ignore[attr-defined]
