@@ -40,7 +40,7 @@ class Charged:
     live: dict[Key, int]  # the same without jobs asked to stop
     stopping: set[str]  # running jobs asked to stop
     stopping_for: dict[str, list[str]]  # beneficiary -> its stopping victims
-    memo: dict[tuple[object, ...], object]  # see _Carry.memo
+    memo: dict[object, object]  # see _Carry.memo
     per_object: dict[int, tuple[object, object]]  # last cycle's, to read
 
 
@@ -65,7 +65,7 @@ class _Carry:
         # Answers that depend only on nodes, orgs, flavors and policy (whether a kind of
         # job can ever run), and per-object facts of immutable jobs (keyed by id() and
         # checked by identity; kept only for the objects of the last cycle).
-        self.memo: dict[tuple[object, ...], object] = {}
+        self.memo: dict[object, object] = {}
         self.per_object: dict[int, tuple[object, object]] = {}
 
     def fits(self, snap: Snapshot) -> bool:

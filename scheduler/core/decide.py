@@ -16,7 +16,7 @@ from scheduler.core.backfill import Hold
 from scheduler.core.ordering import nominated_first
 from scheduler.core.pool import ANYWHERE, Fit, Shape
 from scheduler.core.preempt import PreemptSteps
-from scheduler.core.state import shape_of
+from scheduler.core.state import JobFacts, shape_of
 from scheduler.core.waiting import WaitSteps
 from scheduler.decisions import (
     Decisions,
@@ -80,7 +80,7 @@ class Cycle(PreemptSteps, WaitSteps):
 
     def admissible(self, job: PendingJob) -> bool:
         """Reject what can never run; park what may not run yet. True: goes to the queue."""
-        key = self.facts(job).reject_key
+        key = self.facts(job).reject_kind
         if key not in self._rejects:
             self._rejects[key] = self.never_runs(job)
         rejected = self._rejects[key]
@@ -165,16 +165,20 @@ class Cycle(PreemptSteps, WaitSteps):
         return key
 
     def _outcome_key(self, job: PendingJob) -> tuple[object, ...] | None:
-        if job.avoid_nodes or job.preempted_by or job.id in self.stopping_for:
+        hit = self._facts.get(id(job))
+        facts: JobFacts = hit[1] if hit is not None and hit[0] is job else self.facts(job)  # type: ignore[assignment]
+        if not facts.plain or job.id in self.stopping_for:
             return None  # job-specific constraints: decide it on its own
-        spec = job.spec
         # The runtime limit matters only through "ends before the hold starts" and "ends
         # before the org's blocked job could start": key on those answers, not the value.
+        holds, blocked = self.holds, self.blocked
+        if not holds and not blocked:
+            return (facts.kind, None)  # nothing to end before: the same for every job
         timing = tuple(
-            (f in self.holds and self.ends_before(job, self.holds[f].start_at), self.blocked_in_org(job, f))
-            for f in spec.gang.flavors
+            (f in holds and self.ends_before(job, holds[f].start_at), self.blocked_in_org(job, f))
+            for f in job.spec.gang.flavors
         )
-        return (*self.facts(job).kind, timing)
+        return (facts.kind, timing)
 
     def allocate_or_wait(self, job: PendingJob) -> None:
         g, org, shape = job.spec.gang, job.spec.org, self.facts(job).shape

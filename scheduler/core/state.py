@@ -30,13 +30,26 @@ def shape_of(job: PendingJob | RunningJob) -> Shape:
     return shape
 
 
+# Kinds of job, numbered: dictionary keys built from them hash an int, not a tuple of
+# names and shapes (asked for every pending job in every cycle). A handful per pool.
+_KINDS: dict[tuple[object, ...], int] = {}
+
+
+def kind_id(kind: tuple[object, ...]) -> int:
+    got = _KINDS.get(kind)
+    if got is None:
+        got = _KINDS.setdefault(kind, len(_KINDS))
+    return got
+
+
 @dataclass(frozen=True, slots=True)
 class JobFacts:
     """What the cycle derives from a pending job alone, kept while the object lives."""
 
     shape: Shape
-    reject_key: tuple[object, ...]  # its kind, for "can it ever run"
-    kind: tuple[object, ...]  # its kind, for "does it fail like an earlier job"
+    reject_kind: int  # (org, flavors, shape, required level): "can it ever run"
+    kind: int  # (org, flavors, shape, topology, priority): "does it fail like an earlier job"
+    plain: bool  # no avoided nodes and no preemption history: may share outcomes
 
     @staticmethod
     def of(job: PendingJob) -> JobFacts:
@@ -44,8 +57,9 @@ class JobFacts:
         level = t.level if t is not None and t.mode == "required" else None
         return JobFacts(
             shape,
-            (spec.org, spec.gang.flavors, shape, level),
-            (spec.org, spec.gang.flavors, shape, t, job.priority),
+            kind_id(("never", spec.org, spec.gang.flavors, shape, level)),
+            kind_id(("outcome", spec.org, spec.gang.flavors, shape, t, job.priority)),
+            not (job.avoid_nodes or job.preempted_by),
         )
 
 
@@ -87,7 +101,7 @@ class CycleState:
         self._memo: dict[tuple[object, ...], object] = {}
         # Whether a kind of job can ever run depends on nodes, orgs and policy only: the
         # answers are carried between cycles with the charge (a fresh dict otherwise).
-        self._rejects: dict[tuple[object, ...], object] = charged.memo
+        self._rejects: dict[object, object] = charged.memo
         # Facts of one (immutable) job object, by id(); the last cycle's are reused.
         self._facts: dict[int, tuple[object, object]] = {}
         self._last_facts = charged.per_object
