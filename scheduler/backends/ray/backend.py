@@ -17,7 +17,6 @@ import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +27,11 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from scheduler.backends.base import BackendError, GangStatus, Launch, Phase
 from scheduler.backends.ray import labels as lb
+from scheduler.backends.ray.connection import connect, disconnect
+from scheduler.backends.ray.gang import Gang
 from scheduler.backends.ray.layout import (
     KV_PREFIX,
     NAMESPACE,
-    Replica,
     actor_name,
     kv_key,
     placement_group_name,
@@ -61,72 +61,6 @@ NODES_FRESH = 1.0
 _Replica = ray.remote(ReplicaProcess)
 
 
-@dataclass
-class _Gang:
-    key: str
-    job_id: str
-    attempt: int
-    flavor: str
-    replicas: list[Replica]
-    node_ids: list[str]
-    launched_at: float
-    checkpoint_dir: str | None
-    actors: list[Any] = field(default_factory=list)  # ActorHandle | None per rank
-    run_refs: dict[int, Any] = field(default_factory=dict)
-    wait_refs: dict[int, Any] = field(default_factory=dict)
-    running: set[int] = field(default_factory=set)
-    placed: dict[int, str] = field(default_factory=dict)  # Ray node id each actor runs on
-    exits: dict[int, Exit] = field(default_factory=dict)
-    deaths: dict[int, Death] = field(default_factory=dict)
-    stop_at: float | None = None
-    grace: float = 0.0
-    outcome: Verdict | None = None
-    checkpoint: tuple[int, str] | None = None
-    ckpt_ref: Any = None
-    ckpt_asked: float = 0.0
-    forgotten: bool = False
-    torn_down: bool = False
-
-    @property
-    def world(self) -> int:
-        return len(self.replicas)
-
-    @property
-    def nodes(self) -> list[str]:
-        return [r.node for r in self.replicas]
-
-    def done(self) -> set[int]:
-        return set(self.exits) | set(self.deaths)
-
-    def record(self) -> dict[str, Any]:
-        o = self.outcome
-        return {
-            "job_id": self.job_id, "attempt": self.attempt, "flavor": self.flavor,
-            "replicas": [[r.rank, r.node, r.local_rank, r.local_world_size, r.node_rank, list(r.devices)]
-                         for r in self.replicas],
-            "node_ids": self.node_ids, "launched_at": self.launched_at, "checkpoint_dir": self.checkpoint_dir,
-            "stop_at": self.stop_at, "grace": self.grace, "forgotten": self.forgotten,
-            "checkpoint": list(self.checkpoint) if self.checkpoint else None,
-            "outcome": None if o is None else [o.phase.value, o.exit_code, o.node, o.message, o.at],
-            "torn_down": self.torn_down,
-        }  # fmt: skip
-
-    @classmethod
-    def from_record(cls, key: str, d: dict[str, Any]) -> _Gang:
-        o = d.get("outcome")
-        ck = d.get("checkpoint")
-        return cls(
-            key=key, job_id=d["job_id"], attempt=int(d["attempt"]), flavor=d["flavor"],
-            replicas=[Replica(r[0], r[1], r[2], r[3], r[4], tuple(r[5])) for r in d["replicas"]],
-            node_ids=list(d["node_ids"]), launched_at=float(d["launched_at"]),
-            checkpoint_dir=d.get("checkpoint_dir"), stop_at=d.get("stop_at"),
-            grace=float(d.get("grace", 0.0)),
-            forgotten=bool(d.get("forgotten")), torn_down=bool(d.get("torn_down")),
-            checkpoint=(int(ck[0]), str(ck[1])) if ck else None,
-            outcome=None if o is None else Verdict(Phase(o[0]), o[1], o[2], o[3], o[4]),
-        )  # fmt: skip
-
-
 class RayBackend:
     name = "ray"
 
@@ -149,8 +83,8 @@ class RayBackend:
         self.visibility = visibility or {}
         self.defaults = defaults or {}
         self.start_timeout = start_timeout
-        self._owns_connection = _connect(address, namespace)
-        self._gangs: dict[str, _Gang] = {}
+        self._owns_connection = connect(address, namespace)
+        self._gangs: dict[str, Gang] = {}
         self._nodes: dict[str, lb.RayNode] = {}
         self._alive_ids: set[str] = set()
         self._nodes_at = 0.0
@@ -201,7 +135,7 @@ class RayBackend:
             capacity={rn.node.name: rn.node.accelerators for rn in targets},
         )
         ckdir = launch.env.get("TRAINPOOL_CHECKPOINT_DIR")
-        g = _Gang(
+        g = Gang(
             key=launch.key, job_id=launch.job_id, attempt=launch.attempt, flavor=launch.flavor, replicas=reps,
             node_ids=[self._nodes[r.node].node_id for r in reps], launched_at=now,
             checkpoint_dir=str(Path(self.workdir, ckdir)) if ckdir else None,
@@ -219,7 +153,7 @@ class RayBackend:
             del self._gangs[g.key]
             raise BackendError(f"Ray could not launch the gang: {exc}") from None
 
-    def _create(self, g: _Gang, launch: Launch) -> None:
+    def _create(self, g: Gang, launch: Launch) -> None:
         accel = launch.spec.gang.accelerators
         bundle: dict[str, float] = {"CPU": BUNDLE_CPU}
         if accel > 0:
@@ -245,7 +179,7 @@ class RayBackend:
             g.actors.append(actor)
         self._watch(g)
 
-    def _watch(self, g: _Gang) -> None:
+    def _watch(self, g: Gang) -> None:
         """Ask every live actor for its start and its exit (idempotent calls)."""
         rank0 = g.actors[0] if g.actors else None
         for rank, actor in enumerate(g.actors):
@@ -284,7 +218,7 @@ class RayBackend:
             out.append(self._status(g))
         return out
 
-    def _observe(self, g: _Gang, now: float) -> None:
+    def _observe(self, g: Gang, now: float) -> None:
         if g.torn_down:
             return
         refs = {**{("run", r): ref for r, ref in g.run_refs.items()},
@@ -308,7 +242,7 @@ class RayBackend:
             self._teardown(g)
             self._save(g)
 
-    def _collect(self, g: _Gang, what: str, rank: int, ref: Any, now: float) -> None:
+    def _collect(self, g: Gang, what: str, rank: int, ref: Any, now: float) -> None:
         if what == "ckpt":
             g.ckpt_ref = None
             # Rank 0 gone: its loss is seen through its wait future.
@@ -341,7 +275,7 @@ class RayBackend:
             code, at = value
             g.exits.setdefault(rank, Exit(code, at if at is not None else now))
 
-    def _died(self, g: _Gang, rank: int, now: float, exc: BaseException) -> None:
+    def _died(self, g: Gang, rank: int, now: float, exc: BaseException) -> None:
         if rank in g.done():
             return
         node = g.replicas[rank].node
@@ -356,7 +290,7 @@ class RayBackend:
         g.run_refs.pop(rank, None)
         g.wait_refs.pop(rank, None)
 
-    def _notice_silent_deaths(self, g: _Gang, now: float) -> None:
+    def _notice_silent_deaths(self, g: Gang, now: float) -> None:
         """Deaths no future reports (yet): a pinned node gone before its replica started,
         a gang that never started, replicas that outlived their stop."""
         for r in g.replicas:
@@ -370,7 +304,7 @@ class RayBackend:
             elif g.outcome is None and r.rank not in g.running and now - g.launched_at > self.start_timeout:
                 g.deaths[r.rank] = Death(r.node, f"did not start within {self.start_timeout:g}s", now)
 
-    def _decide(self, g: _Gang, verdict: Verdict, now: float) -> None:
+    def _decide(self, g: Gang, verdict: Verdict, now: float) -> None:
         g.outcome = verdict
         survivors = [r for r in range(g.world) if r not in g.done()]
         if survivors and verdict.phase in (Phase.FAILED, Phase.LOST):
@@ -382,12 +316,12 @@ class RayBackend:
         self._final_checkpoint(g)
         self._save(g)
 
-    def _ask_checkpoint(self, g: _Gang, now: float) -> None:
+    def _ask_checkpoint(self, g: Gang, now: float) -> None:
         if g.checkpoint_dir and g.actors and g.actors[0] is not None and 0 not in g.deaths:
             g.ckpt_ref = g.actors[0].checkpoint.remote()
             g.ckpt_asked = now
 
-    def _final_checkpoint(self, g: _Gang) -> None:
+    def _final_checkpoint(self, g: Gang) -> None:
         """The last manifest before the outcome is reported: a job stopped with grace
         saves one on SIGTERM, and its restart must resume from that one."""
         if not g.checkpoint_dir:
@@ -406,11 +340,11 @@ class RayBackend:
         self._newer_checkpoint(g, seen)
 
     @staticmethod
-    def _newer_checkpoint(g: _Gang, seen: tuple[int, str] | None) -> None:
+    def _newer_checkpoint(g: Gang, seen: tuple[int, str] | None) -> None:
         if seen is not None and (g.checkpoint is None or seen[0] >= g.checkpoint[0]):
             g.checkpoint = (int(seen[0]), str(seen[1]))
 
-    def _status(self, g: _Gang) -> GangStatus:
+    def _status(self, g: Gang) -> GangStatus:
         v = g.outcome or judge(g.world, g.nodes, g.running, g.exits, g.deaths, g.stop_at)
         return GangStatus(
             key=g.key, job_id=g.job_id, attempt=g.attempt, phase=v.phase, exit_code=v.exit_code,
@@ -447,7 +381,7 @@ class RayBackend:
         kv._internal_kv_del(kv_key(key), namespace=self.namespace)
         del self._gangs[key]
 
-    def _teardown(self, g: _Gang) -> None:
+    def _teardown(self, g: Gang) -> None:
         """Kill the actors and remove the placement group: the capacity is free now."""
         for rank in range(len(g.actors)):
             self._kill_actor(g, rank)
@@ -461,7 +395,7 @@ class RayBackend:
         g.ckpt_ref = None
         g.torn_down = True
 
-    def _kill_actor(self, g: _Gang, rank: int) -> None:
+    def _kill_actor(self, g: Gang, rank: int) -> None:
         actor = g.actors[rank] if rank < len(g.actors) else None
         if actor is None:
             return
@@ -501,7 +435,7 @@ class RayBackend:
             return []
         return sorted(int(p.stem.split("-")[1]) for p in folder.glob("rank-*.log"))
 
-    def _replica_log(self, key: str, g: _Gang | None, rank: int, tail: int) -> list[str] | None:
+    def _replica_log(self, key: str, g: Gang | None, rank: int, tail: int) -> list[str] | None:
         path = self.log_dir(key) / f"rank-{rank}.log"
         if path.exists():
             return _tail(path, tail)
@@ -518,11 +452,11 @@ class RayBackend:
         """Disconnect; the gangs keep running and a new backend finds them again."""
         self._gangs.clear()
         if self._owns_connection:
-            _disconnect()
+            disconnect()
             self._owns_connection = False
 
     # --- the state that outlives the server ---------------------------------------------
-    def _save(self, g: _Gang) -> None:
+    def _save(self, g: Gang) -> None:
         kv._internal_kv_put(kv_key(g.key), json.dumps(g.record()), overwrite=True, namespace=self.namespace)
 
     def _adopt_all(self) -> None:
@@ -538,7 +472,7 @@ class RayBackend:
     def _adopt(self, key: str, record: dict[str, Any]) -> None:
         """A gang a previous server launched: its actors by name; a replica whose
         actor is gone is lost."""
-        g = _Gang.from_record(key, record)
+        g = Gang.from_record(key, record)
         now = time.time()
         if not g.torn_down:
             for r in g.replicas:
@@ -560,45 +494,3 @@ def _tail(path: Path, lines: int) -> list[str]:
             return [line.rstrip("\n") for line in deque(f, maxlen=lines)]
     except OSError:
         return []
-
-
-# --- the driver connection, shared by the backends of one process ----------------------
-
-_connections = 0
-
-
-def _connect(address: str | None, namespace: str) -> bool:
-    """ray.init once per process; later backends share it. True if this call opened it."""
-    global _connections
-    if ray.is_initialized():
-        current = ray.get_runtime_context().namespace
-        if current != namespace:
-            raise BackendError(
-                f"this process is connected to Ray in namespace '{current}', not '{namespace}'"
-            )
-        if _connections == 0:
-            return False  # someone else's connection; never ours to close
-        _connections += 1
-        return True
-    host = (address or "").rsplit(":", 1)[0]
-    if host in ("127.0.0.1", "localhost"):
-        from scheduler.backends.ray.cluster import use_loopback
-
-        use_loopback()  # a cluster on loopback (LocalRayCluster): connect there, not via the host's IP
-    try:
-        ray.init(
-            address=address or "auto", namespace=namespace, log_to_driver=False,
-            logging_level=logging.WARNING, configure_logging=False,
-        )  # fmt: skip
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise BackendError(f"cannot connect to the Ray cluster at '{address or 'auto'}': {exc}") from None
-    _connections = 1
-    return True
-
-
-def _disconnect() -> None:
-    global _connections
-    _connections -= 1
-    if _connections <= 0:
-        _connections = 0
-        ray.shutdown()
