@@ -62,6 +62,9 @@ _Replica = ray.remote(ReplicaProcess)
 
 
 class RayBackend:
+    """``now`` must be wall-clock time (the loop's default clock): it is compared with
+    the times the actors report and with the time of stops and launches."""
+
     name = "ray"
 
     def __init__(
@@ -172,7 +175,7 @@ class RayBackend:
             env = replica_env(r, g.world, launch.spec.env, launch.env, visibility)
             actor = _Replica.options(
                 name=actor_name(g.key, r.rank), namespace=self.namespace, lifetime="detached",
-                max_restarts=0, max_task_retries=0, max_concurrency=8, num_cpus=BUNDLE_CPU,
+                max_restarts=0, max_task_retries=0, max_concurrency=32, num_cpus=BUNDLE_CPU,
                 scheduling_strategy=PlacementGroupSchedulingStrategy(pg, placement_group_bundle_index=r.rank),
             ).remote(list(launch.spec.command), env, self.workdir, str(log_dir / f"rank-{r.rank}.log"),
                      g.checkpoint_dir if r.rank == 0 else None)  # fmt: skip

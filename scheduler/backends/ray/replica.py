@@ -3,7 +3,8 @@
 It starts the job's command as a child process in a process group of its own, sends
 the output to the replica's log file, and answers the backend's calls: when the
 process runs, how it exited, the newest checkpoint rank 0 reported. Its methods run
-in threads (the actor is created with ``max_concurrency``), so ``wait`` may block
+in threads (the actor is created with ``max_concurrency``; each server that adopts
+the gang holds one in ``wait``), so ``wait`` may block
 while ``terminate`` and ``checkpoint`` still answer.
 
 This module is imported inside Ray workers: trainpool must be importable on every
