@@ -18,13 +18,16 @@ Each thread has its own carried state, so ``decide`` stays a function of its arg
 
 from __future__ import annotations
 
+import bisect
 import threading
 from dataclasses import dataclass
 
 from scheduler.core.pool import PoolState
+from scheduler.core.victims import victim_tail
 from scheduler.snapshot import RunningJob, Snapshot
 
 Key = tuple[str, str]  # (org, flavor)
+Ranked = list[tuple[tuple[object, ...], RunningJob]]  # (victim order tail, job), sorted
 
 
 def _exact(x: float) -> bool:
@@ -42,6 +45,9 @@ class Charged:
     stopping_for: dict[str, list[str]]  # beneficiary -> its stopping victims
     memo: dict[object, object]  # see _Carry.memo
     per_object: dict[int, tuple[object, object]]  # last cycle's, to read
+    # Possible victims per flavor and org in victim order (see victims.victim_tail);
+    # None where the cycle must rank them itself. Shared with the carry: read only.
+    ranked: dict[str, dict[str, Ranked]] | None = None
 
 
 class _Carry:
@@ -67,6 +73,7 @@ class _Carry:
         # checked by identity; kept only for the objects of the last cycle).
         self.memo: dict[object, object] = {}
         self.per_object: dict[int, tuple[object, object]] = {}
+        self.ranked: dict[str, dict[str, Ranked]] = {f: {} for f in self.capacity}
 
     def fits(self, snap: Snapshot) -> bool:
         return (
@@ -84,17 +91,38 @@ class _Carry:
             return False  # duplicate ids: charge from scratch, exactly as given
         for job_id in old.keys() - new.keys():
             self._charge(old[job_id], -1)
+            self._rank(old[job_id], -1)
         for r in running:
             was = old.get(r.id)
             if was is not r:
                 if was is not None:
+                    self._rank(was, -1)
+                    self._rank(r, 1)
                     if _same_charge(was, r):
                         continue  # a new checkpoint or priority: holds the same as before
                     self._charge(was, -1)
+                else:
+                    self._rank(r, 1)
                 if not self._charge(r, 1):
                     return False
         self.jobs = new
         return True
+
+    def _rank(self, r: RunningJob, sign: int) -> None:
+        # The cycle's candidates: running on a counted flavor for a known org,
+        # preemptible, not already stopping.
+        if r.terminating or not r.spec.preemptible or r.flavor not in self.capacity:
+            return
+        if r.spec.org not in self.org_names:
+            return
+        lst = self.ranked[r.flavor].setdefault(r.spec.org, [])
+        entry = (victim_tail(r), r)
+        if sign > 0:
+            bisect.insort(lst, entry, key=_tail)
+        else:
+            i = bisect.bisect_left(lst, entry[0], key=_tail)
+            assert lst[i][1] is r, "ranked victims out of step with the running set"
+            del lst[i]
 
     def _charge(self, r: RunningJob, sign: int) -> bool:
         g = r.spec.gang
@@ -139,7 +167,12 @@ class _Carry:
             {b: list(v) for b, v in self.stopping_for.items()},
             self.memo,
             self.per_object,
+            self.ranked,
         )
+
+
+def _tail(e: tuple[tuple[object, ...], RunningJob]) -> tuple[object, ...]:
+    return e[0]
 
 
 def _same_charge(a: RunningJob, b: RunningJob) -> bool:

@@ -108,28 +108,28 @@ class PreemptSteps(CycleState):
             self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
             self.victims_of_claims.update(v.id for v in victims)
 
+    def rank(self, f: str) -> dict[str, list[tuple[tuple[object, ...], RunningJob]]]:
+        """Running jobs that may be victims on ``f``, per org, ranked by their own facts."""
+        by_org: dict[str, list[tuple[tuple[object, ...], RunningJob]]] = {}
+        for r in self.running_by_flavor.get(f, []):
+            if r.spec.preemptible and not r.terminating:
+                by_org.setdefault(r.spec.org, []).append((victim_tail(r), r))
+        for lst in by_org.values():
+            lst.sort(key=_first)  # tails end with the job id: no ties
+        return by_org
+
     def candidates(
         self, job: PendingJob, f: str, reclaim: bool, priority: bool
     ) -> Iterator[tuple[tuple[object, ...], RunningJob]]:
         """Possible victims on ``f`` in victim order, lazily merged from per-org lists."""
         if f not in self._candidates:
             # Victim order is (borrowing?, then the job's own facts): the first part is the
-            # same for all of an org's jobs, the rest is kept per job object across cycles.
-            facts, last = self._facts, self._last_facts
-            by_org: dict[str, tuple[int, list[tuple[tuple[object, ...], RunningJob]]]] = {}
-            book = self.book
-            for r in self.running_by_flavor.get(f, []):
-                if r.spec.preemptible and not r.terminating:
-                    hit = last.get(id(r))
-                    tail = hit[1] if hit is not None and hit[0] is r else victim_tail(r)
-                    facts[id(r)] = (r, tail)
-                    org = r.spec.org
-                    if org not in by_org:
-                        by_org[org] = (victim_class(book, org, f), [])
-                    by_org[org][1].append((tail, r))  # type: ignore[arg-type]
-            for _, lst in by_org.values():
-                lst.sort(key=_first)  # tails end with the job id: no ties
-            self._candidates[f] = by_org
+            # same for all of an org's jobs and is decided here, on this cycle's book; the
+            # org's jobs ranked by the rest come carried between cycles when they can.
+            ranked = self.ranked.get(f, {}) if self.ranked is not None else self.rank(f)
+            self._candidates[f] = {
+                org: (victim_class(self.book, org, f), lst) for org, lst in ranked.items() if lst
+            }
         groups = self._candidates[f]
         org = job.spec.org
         streams: list[Iterable[tuple[tuple[object, ...], RunningJob]]] = []

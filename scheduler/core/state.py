@@ -105,6 +105,7 @@ class CycleState:
         # Facts of one (immutable) job object, by id(); the last cycle's are reused.
         self._facts: dict[int, tuple[object, object]] = {}
         self._last_facts = charged.per_object
+        self.ranked = charged.ranked
         self._outcome_keys: dict[int, tuple[int, tuple[object, ...] | None]] = {}
         self._outcomes: dict[tuple[object, ...], tuple[int, PendingStatus]] = {}
         # Bumped when a hold or an org block changes the reasons later jobs get.
