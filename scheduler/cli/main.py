@@ -9,6 +9,7 @@ from scheduler.bench.cli import bench_app
 from scheduler.cli.embedded_cmds import demo, up
 from scheduler.cli.plan import plan, validate
 from scheduler.cli.service_cmds import register
+from scheduler.cli.soak_cmd import soak
 from scheduler.sim.cli import sim_app
 
 app = typer.Typer(
@@ -17,6 +18,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+bench_app.command("soak")(soak)
 app.add_typer(bench_app, name="bench")
 app.add_typer(sim_app, name="sim")
 app.command("up")(up)

@@ -33,6 +33,7 @@ class ServerProc:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    pool_yaml: str = POOL_YAML
 
     @property
     def url(self) -> str:
@@ -40,7 +41,7 @@ class ServerProc:
 
     def start(self, *extra: str) -> None:
         pool = self.workdir / "pool.yaml"
-        pool.write_text(POOL_YAML)
+        pool.write_text(self.pool_yaml)
         env = {**os.environ, "TRAINPOOL_ADMIN_TOKEN": ADMIN, "XDG_DATA_HOME": str(self.workdir)}
         cmd = [
             sys.executable, "-m", "scheduler.cli.main", "server", "--db", self.db, "--pool", str(pool),
