@@ -82,6 +82,11 @@ async def agent_caller(request: Request) -> Caller:
     secret = secret.strip()
     if scheme.lower() == "bearer" and secret.startswith(agentstore.TOKEN_PREFIX):
         ctx: ServerContext = request.app.state.ctx
+        client = request.client.host if request.client is not None else "unknown"
+        if ctx.auth_failures.blocked(client, time.monotonic()):
+            raise ApiError(
+                429, "too many requests with bad tokens from this address; wait a minute", "authorization"
+            )
         cache = _agent_cache(request.app)
         key = agentstore.hash_secret(secret)
         hit = cache.get(key)
@@ -93,6 +98,7 @@ async def agent_caller(request: Request) -> Caller:
                 cache.clear()
             cache[key] = (caller, time.monotonic() + AUTH_TTL)
         if caller is None:
+            ctx.auth_failures.add(client, time.monotonic())  # counted with bad API tokens
             raise ApiError(401, "invalid or revoked agent token", "authorization")
         return caller
     who = await authenticate(request)
