@@ -21,7 +21,8 @@ from scheduler.backends.registry import BackendSettings, build_backend
 from scheduler.config import PoolConfig
 from scheduler.domain import Health, JobSpec, Node, TopologyPath
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# One group: under `pytest -n N --dist loadgroup` these share one worker, hence one cluster.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 RUNNING_OR_DONE = {Phase.RUNNING, Phase.SUCCEEDED, Phase.FAILED, Phase.LOST}
 

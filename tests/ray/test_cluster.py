@@ -55,3 +55,7 @@ def test_the_hosting_process_ending_takes_the_whole_cluster_with_it(how: str, tm
     assert [pid for pid in started["pids"] if is_alive(pid)] == []
     assert processes_mentioning(marker) == []  # the jobs went with their nodes
     assert processes_mentioning(started["temp"]) == []
+    deadline = time.monotonic() + 10
+    while Path(started["temp"]).exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(started["temp"]).exists()

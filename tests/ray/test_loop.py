@@ -22,7 +22,8 @@ from scheduler.store.db import open_database
 from scheduler.store.tables import CheckpointRow, JobRow
 from scheduler.store.view import PoolView
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# One group: under `pytest -n N --dist loadgroup` these share one worker, hence one cluster.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 # Counts steps, 0.2 s each; rank 0 checkpoints every 5 steps (a folder with the step in
 # it, then the manifest, atomically). A restarted attempt resumes from

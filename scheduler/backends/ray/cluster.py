@@ -292,9 +292,10 @@ class LocalRayCluster:
 # Ray's node processes die with the process that started them (it ties them to it),
 # but the agents each raylet starts do not: once the GCS is gone they hang for good.
 # This process outlives us and kills what the pid file lists (checking each process's
-# start time, so a reused pid is left alone) when our end of its stdin closes.
+# start time, so a reused pid is left alone), then removes the cluster's folder, when
+# our end of its stdin closes.
 _WATCHDOG = """
-import os, signal, sys
+import os, shutil, signal, sys
 sys.stdin.buffer.read()
 def start_time(pid):
     try:
@@ -303,17 +304,16 @@ def start_time(pid):
         return None
     return stat[stat.rfind(")") + 2:].split()[19]
 try:
-    lines = open(sys.argv[1]).read().split("\\n")
+    lines = open(sys.argv[1]).read().split()
 except OSError:
     lines = []
-for line in lines:
-    if line.strip():
-        pid, started = line.split()
-        if start_time(int(pid)) == started:
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except OSError:
-                pass
+for pid, started in zip(lines[::2], lines[1::2]):
+    if start_time(int(pid)) == started:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+shutil.rmtree(os.path.dirname(sys.argv[1]), ignore_errors=True)
 """
 
 
