@@ -27,7 +27,7 @@ from scheduler.core.victims import victim_tail
 from scheduler.snapshot import RunningJob, Snapshot
 
 Key = tuple[str, str]  # (org, flavor)
-Ranked = list[tuple[tuple[object, ...], RunningJob]]  # (victim order tail, job), sorted
+Ranked = list[tuple[object, ...]]  # victim order tails (ending with the job id), sorted
 
 
 def _exact(x: float) -> bool:
@@ -45,9 +45,11 @@ class Charged:
     stopping_for: dict[str, list[str]]  # beneficiary -> its stopping victims
     memo: dict[object, object]  # see _Carry.memo
     per_object: dict[int, tuple[object, object]]  # last cycle's, to read
-    # Possible victims per flavor and org in victim order (see victims.victim_tail);
-    # None where the cycle must rank them itself. Shared with the carry: read only.
+    # Possible victims per flavor and org in victim order (see victims.victim_tail), and
+    # the running jobs by id to find them; None where the cycle must rank them itself.
+    # Shared with the carry: read only.
     ranked: dict[str, dict[str, Ranked]] | None = None
+    jobs: dict[str, RunningJob] | None = None
 
 
 class _Carry:
@@ -116,12 +118,12 @@ class _Carry:
         if r.spec.org not in self.org_names:
             return
         lst = self.ranked[r.flavor].setdefault(r.spec.org, [])
-        entry = (victim_tail(r), r)
+        tail = victim_tail(r)  # unique: it ends with the job id
         if sign > 0:
-            bisect.insort(lst, entry, key=_tail)
+            bisect.insort(lst, tail)
         else:
-            i = bisect.bisect_left(lst, entry[0], key=_tail)
-            assert lst[i][1] is r, "ranked victims out of step with the running set"
+            i = bisect.bisect_left(lst, tail)
+            assert lst[i] == tail, "ranked victims out of step with the running set"
             del lst[i]
 
     def _charge(self, r: RunningJob, sign: int) -> bool:
@@ -168,11 +170,8 @@ class _Carry:
             self.memo,
             self.per_object,
             self.ranked,
+            self.jobs,
         )
-
-
-def _tail(e: tuple[tuple[object, ...], RunningJob]) -> tuple[object, ...]:
-    return e[0]
 
 
 def _same_charge(a: RunningJob, b: RunningJob) -> bool:

@@ -26,11 +26,11 @@ def _first(e: tuple[tuple[object, ...], RunningJob]) -> tuple[object, ...]:
 
 
 def _keyed(
-    first: int, tails: list[tuple[tuple[object, ...], RunningJob]]
+    first: int, tails: list[tuple[object, ...]], jobs: dict[str, RunningJob]
 ) -> Iterator[tuple[tuple[object, ...], RunningJob]]:
     """An org's candidates with their full victim order key, made only as they are read."""
-    for tail, r in tails:
-        yield (first, *tail), r
+    for tail in tails:
+        yield (first, *tail), jobs[tail[-1]]  # type: ignore[index]
 
 
 class PreemptSteps(CycleState):
@@ -108,15 +108,17 @@ class PreemptSteps(CycleState):
             self.claims.setdefault(f, []).append((job.id, self.pool.hold(placement, shape, released)))
             self.victims_of_claims.update(v.id for v in victims)
 
-    def rank(self, f: str) -> dict[str, list[tuple[tuple[object, ...], RunningJob]]]:
+    def rank(self, f: str) -> tuple[dict[str, list[tuple[object, ...]]], dict[str, RunningJob]]:
         """Running jobs that may be victims on ``f``, per org, ranked by their own facts."""
-        by_org: dict[str, list[tuple[tuple[object, ...], RunningJob]]] = {}
+        by_org: dict[str, list[tuple[object, ...]]] = {}
+        jobs: dict[str, RunningJob] = {}
         for r in self.running_by_flavor.get(f, []):
             if r.spec.preemptible and not r.terminating:
-                by_org.setdefault(r.spec.org, []).append((victim_tail(r), r))
+                by_org.setdefault(r.spec.org, []).append(victim_tail(r))
+                jobs[r.id] = r
         for lst in by_org.values():
-            lst.sort(key=_first)  # tails end with the job id: no ties
-        return by_org
+            lst.sort()  # tails end with the job id: no ties
+        return by_org, jobs
 
     def candidates(
         self, job: PendingJob, f: str, reclaim: bool, priority: bool
@@ -126,9 +128,12 @@ class PreemptSteps(CycleState):
             # Victim order is (borrowing?, then the job's own facts): the first part is the
             # same for all of an org's jobs and is decided here, on this cycle's book; the
             # org's jobs ranked by the rest come carried between cycles when they can.
-            ranked = self.ranked.get(f, {}) if self.ranked is not None else self.rank(f)
+            if self.ranked is not None and self.running_jobs is not None:
+                ranked, jobs = self.ranked.get(f, {}), self.running_jobs
+            else:
+                ranked, jobs = self.rank(f)
             self._candidates[f] = {
-                org: (victim_class(self.book, org, f), lst) for org, lst in ranked.items() if lst
+                org: (victim_class(self.book, org, f), lst, jobs) for org, lst in ranked.items() if lst
             }
         groups = self._candidates[f]
         org = job.spec.org

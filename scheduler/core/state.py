@@ -90,7 +90,10 @@ class CycleState:
         for (org, flavor), acc in sorted(charged.held.items()):
             self.book.add(org, flavor, acc)
         self.pool.build_buckets()
-        self._candidates: dict[str, dict[str, tuple[int, list[tuple[tuple[object, ...], RunningJob]]]]] = {}
+        # Per flavor and org: (victim class, ranked tails, running jobs by id).
+        self._candidates: dict[
+            str, dict[str, tuple[int, list[tuple[object, ...]], dict[str, RunningJob]]]
+        ] = {}
         self.holds: dict[str, Hold] = {}
         # Capacity held for jobs whose victims are stopping, per flavor: (job, held).
         self.claims: dict[str, list[tuple[str, Extra]]] = {}
@@ -105,7 +108,7 @@ class CycleState:
         # Facts of one (immutable) job object, by id(); the last cycle's are reused.
         self._facts: dict[int, tuple[object, object]] = {}
         self._last_facts = charged.per_object
-        self.ranked = charged.ranked
+        self.ranked, self.running_jobs = charged.ranked, charged.jobs
         self._outcome_keys: dict[int, tuple[int, tuple[object, ...] | None]] = {}
         self._outcomes: dict[tuple[object, ...], tuple[int, PendingStatus]] = {}
         # Bumped when a hold or an org block changes the reasons later jobs get.
