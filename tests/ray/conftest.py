@@ -42,6 +42,7 @@ def ray_cluster() -> Iterator[object]:
     alive = [pid for pid in pids if is_alive(pid)]
     assert alive == [], f"cluster processes still alive: {alive}"
     assert processes_mentioning(str(temp)) == []
+    assert not Path(str(temp)).exists()
 
 
 @pytest.fixture
