@@ -13,6 +13,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.api import errors, routes_agents, routes_jobs, routes_pool
 from scheduler.api.context import ServerContext
@@ -112,14 +113,37 @@ class _Latency:
                 status[0] = int(message["status"])
             await send(message)
 
+        received = [0]
+
+        async def _receive() -> dict[str, Any]:
+            # A chunked body declares no length: count it as it arrives, and stop reading
+            # at the limit so that it never sits whole in memory.
+            message: dict[str, Any] = await receive()
+            if message["type"] == "http.request":
+                received[0] += len(message.get("body", b""))
+                if received[0] > MAX_BODY:
+                    raise _BodyTooLarge()
+            return message
+
         try:
-            await self.app(scope, receive, _send)
+            await self.app(scope, _receive, _send)
+        except _BodyTooLarge:
+            if status[0] == 500:  # nothing sent yet
+                status[0] = 413
+                await _too_large(send)
         finally:
             # The route template ("/v1/jobs/{job_id}"), never the raw path: no job ids in labels.
             route = getattr(scope.get("route"), "path", "unmatched")
             self.ctx.metrics.api_latency.labels(scope["method"], route, f"{status[0] // 100}xx").observe(
                 time.perf_counter() - started
             )
+
+
+class _BodyTooLarge(StarletteHTTPException):
+    """An HTTP error, so that FastAPI's body parsing passes it on as it is (413)."""
+
+    def __init__(self) -> None:
+        super().__init__(413, f"body: larger than {MAX_BODY} bytes")
 
 
 # A job spec is a few kilobytes; anything near this is a mistake or an attack.

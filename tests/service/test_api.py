@@ -80,6 +80,13 @@ def test_malformed_requests_are_4xx_not_500(api: Api) -> None:
     assert api.call("member@a", "GET", "/v1/jobs/nope").status_code == 404
     huge = api.client.post("/v1/jobs", content=b"x" * (2 * 1024 * 1024), headers=api.as_("member@a"))
     assert huge.status_code == 413 and huge.json()["detail"].startswith("body: ")
+
+    def chunks():  # no Content-Length: the body is sent chunked and counted as it comes
+        for _ in range(64):
+            yield b"x" * 65_536
+
+    chunked = api.client.post("/v1/jobs", content=chunks(), headers=api.as_("member@a"))
+    assert chunked.status_code == 413 and chunked.json()["detail"].startswith("body: ")
     assert api.call(None, "GET", "/v1/jobs").status_code == 401
     assert api.client.get("/v1/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
 
