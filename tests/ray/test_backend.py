@@ -30,7 +30,7 @@ PRINT_ENV = """
 import json, os, sys, time
 keys = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
         "CUDA_VISIBLE_DEVICES", "TRAINPOOL_JOB_ID", "TRAINPOOL_ATTEMPT", "TRAINPOOL_CHECKPOINT_DIR",
-        "TRAINPOOL_RESUME_FROM", "TRAINPOOL_NODE", "JOB_VAR"]
+        "TRAINPOOL_RESUME_FROM", "TRAINPOOL_NODE", "JOB_VAR", "RAY_JOB_ID", "RAY_RAYLET_PID"]
 print(json.dumps({k: os.environ.get(k) for k in keys}))
 time.sleep(float(os.environ.get("SLEEP", "0")))
 """
@@ -106,6 +106,7 @@ def test_a_gang_runs_on_the_chosen_nodes_with_its_environment(
         assert (e["TRAINPOOL_JOB_ID"], e["TRAINPOOL_ATTEMPT"], e["JOB_VAR"]) == (job, "0", "x")
         assert e["TRAINPOOL_CHECKPOINT_DIR"] == f"checkpoints/{job}"
         assert e["TRAINPOOL_RESUME_FROM"] == f"checkpoints/{job}/step-7"
+        assert e["RAY_JOB_ID"] is None and e["RAY_RAYLET_PID"] is None  # the job is not a Ray worker
     every = backend.logs(launch.key, 10, time.time())
     assert [line.split("] ")[0] for line in every] == ["[rank 0", "[rank 1", "[rank 2"]
     assert (tmp_path / "state" / "ray-logs" / job / "0" / "rank-2.log").exists()

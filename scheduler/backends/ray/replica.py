@@ -26,21 +26,32 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-# Variables of the Ray worker that hosts the actor which must not leak into the job:
-# a job that itself calls ray.init() (Ray Train inside a gang) would otherwise try to
-# attach as this worker.
-_WORKER_ONLY = ("RAY_JOB_ID", "RAY_RAYLET_PID", "RAY_NODE_ID", "RAY_WORKER_MODE", "RAY_ACTOR_ID")
+# What Ray 2.60 sets for its worker processes only (seen in a replica's environment);
+# the job is not a Ray worker and must not inherit them.
+_WORKER_ONLY = ("RAY_JOB_ID", "RAY_RAYLET_PID", "RAY_CLIENT_MODE", "RAY_LD_PRELOAD_ON_WORKERS")
 
 _PR_SET_PDEATHSIG = 1
 MANIFEST = "trainpool-checkpoint.json"
+
+
+def _find_prctl() -> Any:
+    try:
+        return ctypes.CDLL(None).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+# Looked up here, not in the forked child: the child of a threaded process must not
+# take locks (dlopen's) that another thread may have held at the fork.
+_PRCTL = _find_prctl()
 
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGKILL it when the thread that started it ends, i.e.
     when the actor's process dies (killed, or its node's raylet gone) without having
     stopped the job. Best effort: where prctl is missing, nothing happens."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def read_manifest(folder: str | Path) -> tuple[int, str] | None:
