@@ -19,7 +19,7 @@ class AgentMetrics:
         )  # fmt: skip
         self.loss = Gauge(
             "trainpool_agent_probe_loss_ratio",
-            "Share of probes lost to peers of a rack over the last report interval.",
+            "Share of probes lost to peers of a rack, over the results of the last probe round.",
             ["peer_rack"],
             registry=r,
         )
