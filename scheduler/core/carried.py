@@ -43,6 +43,9 @@ class Charged:
     live: dict[Key, int]  # the same without jobs asked to stop
     stopping: set[str]  # running jobs asked to stop
     stopping_for: dict[str, list[str]]  # beneficiary -> its stopping victims
+    # Per counted flavor, the running jobs of known orgs (in no particular order: every
+    # use sorts them, or only adds them up).
+    running_by_flavor: dict[str, list[RunningJob]]
     memo: dict[object, object]  # see _Carry.memo
     per_object: dict[int, tuple[object, object]]  # last cycle's, to read
     # Possible victims per flavor and org in victim order (see victims.victim_tail), and
@@ -76,6 +79,7 @@ class _Carry:
         self.memo: dict[object, object] = {}
         self.per_object: dict[int, tuple[object, object]] = {}
         self.ranked: dict[str, dict[str, Ranked]] = {f: {} for f in self.capacity}
+        self.by_flavor: dict[str, dict[str, RunningJob]] = {f: {} for f in self.capacity}
 
     def fits(self, snap: Snapshot) -> bool:
         return (
@@ -94,21 +98,33 @@ class _Carry:
         for job_id in old.keys() - new.keys():
             self._charge(old[job_id], -1)
             self._rank(old[job_id], -1)
+            self._file(old[job_id], -1)
         for r in running:
             was = old.get(r.id)
             if was is not r:
                 if was is not None:
                     self._rank(was, -1)
                     self._rank(r, 1)
+                    self._file(was, -1)
+                    self._file(r, 1)
                     if _same_charge(was, r):
                         continue  # a new checkpoint or priority: holds the same as before
                     self._charge(was, -1)
                 else:
                     self._rank(r, 1)
+                    self._file(r, 1)
                 if not self._charge(r, 1):
                     return False
         self.jobs = new
         return True
+
+    def _file(self, r: RunningJob, sign: int) -> None:
+        jobs = self.by_flavor.get(r.flavor)
+        if jobs is not None and r.spec.org in self.org_names:
+            if sign > 0:
+                jobs[r.id] = r
+            else:
+                jobs.pop(r.id, None)
 
     def _rank(self, r: RunningJob, sign: int) -> None:
         # The cycle's candidates: running on a counted flavor for a known org,
@@ -167,6 +183,7 @@ class _Carry:
             dict(self.live),
             set(self.stopping),
             {b: list(v) for b, v in self.stopping_for.items()},
+            {f: list(jobs.values()) for f, jobs in self.by_flavor.items()},
             self.memo,
             self.per_object,
             self.ranked,
@@ -201,19 +218,21 @@ def charge_from_scratch(snap: Snapshot) -> Charged:
     live: dict[Key, int] = {}
     stopping: set[str] = set()
     stopping_for: dict[str, list[str]] = {}
+    by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
     for r in snap.running:
         pool.charge_running(r)
         key = (r.spec.org, r.flavor)
         acc = r.spec.gang.accelerators * sum(n for _, n in r.assignments)
         if r.flavor in capacity and key[0] in orgs:
             held[key] = held.get(key, 0) + acc
+            by_flavor[r.flavor].append(r)
         if r.terminating:
             stopping.add(r.id)
             if r.preempted_for:
                 stopping_for.setdefault(r.preempted_for, []).append(r.id)
         elif r.flavor in capacity:
             live[key] = live.get(key, 0) + acc
-    return Charged(pool, held, live, stopping, stopping_for, {}, {})
+    return Charged(pool, held, live, stopping, stopping_for, by_flavor, {}, {})
 
 
 _local = threading.local()

@@ -75,7 +75,7 @@ class CycleState:
         self.orgs = {o.name: o for o in snapshot.orgs}
         capacity = {f: self.pool.capacity.get(f, 0) for f in sorted(self.flavors)}
         self.book = QuotaBook(snapshot.orgs, capacity, borrowing=self.policy.borrowing)
-        self.running_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
+        self.running_by_flavor = charged.running_by_flavor
         # Placed in this cycle: they release capacity at their runtime limit, like the rest.
         self.placed_by_flavor: dict[str, list[RunningJob]] = {f: [] for f in capacity}
         self.stopping = charged.stopping  # running jobs asked to stop (before or in this cycle)
@@ -83,10 +83,6 @@ class CycleState:
         # What orgs hold through running jobs that are not stopping: whether an org still
         # borrows, for reclaim, is judged on this (not on this cycle's own placements).
         self.live = charged.live
-        by_flavor, orgs = self.running_by_flavor, self.orgs
-        for r in snapshot.running:
-            if r.flavor in by_flavor and r.spec.org in orgs:
-                by_flavor[r.flavor].append(r)
         for (org, flavor), acc in sorted(charged.held.items()):
             self.book.add(org, flavor, acc)
         self.pool.build_buckets()
