@@ -250,6 +250,11 @@ def carry_for(snap: Snapshot) -> _Carry | None:
     return carry
 
 
+def forget() -> None:
+    """Drop this thread's carried state: the next cycle charges from scratch."""
+    _local.carry = None
+
+
 def charged(snap: Snapshot) -> Charged:
     carry = carry_for(snap)
     return charge_from_scratch(snap) if carry is None else carry.view()
