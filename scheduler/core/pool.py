@@ -227,12 +227,35 @@ class PoolState:
             i = self.best_fit_single(flavor, s, avoid)
             return None if i is None else [(i, 1)]
         per_node: dict[int, int] = {}
+        # The hot loop of a placement search: slots() inlined, and a node without the
+        # accelerators for one replica skipped before any division.
+        usable, names, free_acc, free_cpu, free_mem = (
+            self.usable,
+            self.names,
+            self.free_acc,
+            self.free_cpu,
+            self.free_mem,
+        )
+        sa, sc, sm, sr = s.acc, s.cpu, s.mem, s.replicas
         for i in self._scan(flavor, s, extra, ignore_health):
-            if not ignore_health and not self.usable[i]:
+            if not ignore_health and not usable[i]:
                 continue
-            if avoid and self.names[i] in avoid:
+            if avoid and names[i] in avoid:
                 continue
-            n = self.slots(i, s, extra)
+            acc, cpu, mem = free_acc[i], free_cpu[i], free_mem[i]
+            if extra and i in extra:
+                ea, ec, em = extra[i]
+                acc, cpu, mem = acc + ea, cpu + ec, mem + em
+            if sa:
+                if acc < sa:
+                    continue
+                n = min(sr, int(acc // sa))
+            else:
+                n = sr
+            if sc:
+                n = min(n, int(cpu // sc + 1e-9))
+            if sm:
+                n = min(n, int(mem // sm + 1e-9))
             if n > 0:
                 per_node[i] = n
         if sum(per_node.values()) < s.replicas:
