@@ -53,6 +53,10 @@ class Charged:
     # Shared with the carry: read only.
     ranked: dict[str, dict[str, Ranked]] | None = None
     jobs: dict[str, RunningJob] | None = None
+    # Backfill's release order, see _Carry.ends; None where the cycle sorts it itself.
+    by_flavor: dict[str, dict[str, RunningJob]] | None = None
+    ends: dict[str, list[tuple[float, str]]] | None = None
+    unlimited: dict[str, dict[str, None]] | None = None
 
 
 class _Carry:
@@ -80,6 +84,10 @@ class _Carry:
         self.per_object: dict[int, tuple[object, object]] = {}
         self.ranked: dict[str, dict[str, Ranked]] = {f: {} for f in self.capacity}
         self.by_flavor: dict[str, dict[str, RunningJob]] = {f: {} for f in self.capacity}
+        # Per flavor, (start + runtime limit, id) of its running jobs, sorted, and the ids
+        # of those without a limit: the order backfill needs, kept instead of re-sorted.
+        self.ends: dict[str, list[tuple[float, str]]] = {f: [] for f in self.capacity}
+        self.unlimited: dict[str, dict[str, None]] = {f: {} for f in self.capacity}
 
     def fits(self, snap: Snapshot) -> bool:
         return (
@@ -105,8 +113,7 @@ class _Carry:
                 if was is not None:
                     self._rank(was, -1)
                     self._rank(r, 1)
-                    self._file(was, -1)
-                    self._file(r, 1)
+                    self._refile(was, r)
                     if _same_charge(was, r):
                         continue  # a new checkpoint or priority: holds the same as before
                     self._charge(was, -1)
@@ -120,11 +127,38 @@ class _Carry:
 
     def _file(self, r: RunningJob, sign: int) -> None:
         jobs = self.by_flavor.get(r.flavor)
-        if jobs is not None and r.spec.org in self.org_names:
-            if sign > 0:
-                jobs[r.id] = r
+        if jobs is None or r.spec.org not in self.org_names:
+            return
+        limit = r.spec.max_runtime_seconds
+        ends, unlimited = self.ends[r.flavor], self.unlimited[r.flavor]
+        if sign > 0:
+            jobs[r.id] = r
+            if limit is None:
+                unlimited[r.id] = None
             else:
-                jobs.pop(r.id, None)
+                bisect.insort(ends, (r.started_at + limit, r.id))
+        else:
+            del jobs[r.id]
+            if limit is None:
+                del unlimited[r.id]
+            else:
+                entry = (r.started_at + limit, r.id)
+                i = bisect.bisect_left(ends, entry)
+                assert ends[i] == entry, "release order out of step with the running set"
+                del ends[i]
+
+    def _refile(self, was: RunningJob, r: RunningJob) -> None:
+        if not (
+            was.started_at == r.started_at
+            and was.spec is r.spec
+            and was.flavor == r.flavor
+            and r.flavor in self.by_flavor
+            and r.spec.org in self.org_names
+        ):
+            self._file(was, -1)
+            self._file(r, 1)
+        else:
+            self.by_flavor[r.flavor][r.id] = r  # same place in the release order
 
     def _rank(self, r: RunningJob, sign: int) -> None:
         # The cycle's candidates: running on a counted flavor for a known org,
@@ -188,6 +222,9 @@ class _Carry:
             self.per_object,
             self.ranked,
             self.jobs,
+            self.by_flavor,
+            self.ends,
+            self.unlimited,
         )
 
 

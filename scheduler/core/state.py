@@ -105,6 +105,7 @@ class CycleState:
         self._facts: dict[int, tuple[object, object]] = {}
         self._last_facts = charged.per_object
         self.ranked, self.running_jobs = charged.ranked, charged.jobs
+        self.carried = charged
         self._outcome_keys: dict[int, tuple[int, tuple[object, ...] | None]] = {}
         self._outcomes: dict[tuple[object, ...], tuple[int, PendingStatus]] = {}
         # Bumped when a hold or an org block changes the reasons later jobs get.

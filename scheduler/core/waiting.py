@@ -8,13 +8,14 @@ A mixin of ``Cycle`` (``decide.py``): it works on the cycle's working state.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from quota.accounting import Verdict
-from scheduler.core.backfill import plan_reservation
+from scheduler.core.backfill import Releases, carried_releases, plan_reservation, releases_of
 from scheduler.core.pool import Fit, Shape
 from scheduler.core.state import CycleState
 from scheduler.decisions import PendingReason, Reservation
-from scheduler.snapshot import PendingJob
+from scheduler.snapshot import PendingJob, RunningJob
 
 Extra = dict[int, tuple[int, float, float]]
 _FAIL = None
@@ -36,13 +37,7 @@ class WaitSteps(CycleState):
                 job.id,
                 f,
                 shape,
-                [
-                    r
-                    for r in self.running_by_flavor.get(f, []) + self.placed_by_flavor.get(f, [])
-                    if r.id not in self.victims_of_claims  # their room is promised already
-                ],
-                self.stopping,
-                self.now,
+                self.releases(f),
                 lambda extra: self.pool.place(f, shape, fit, extra=extra),
             )
             if hold is None:
@@ -77,6 +72,25 @@ class WaitSteps(CycleState):
             blocked_by=blocker,
             estimated_start=None if est is None or math.isinf(est) else est,
         )
+
+    def releases(self, f: str) -> tuple[Releases, Callable[[], list[tuple[float, RunningJob]]]]:
+        """Running jobs and this cycle's placements on ``f`` in the order they release
+        capacity, less the victims of claims (their room is promised already)."""
+        c, placed = self.carried, self.placed_by_flavor.get(f, [])
+        if c.by_flavor is not None and c.ends is not None and c.unlimited is not None and f in c.ends:
+            return carried_releases(
+                c.ends[f],
+                c.by_flavor[f],
+                c.unlimited[f],
+                placed,
+                self.victims_of_claims,
+                self.stopping,
+                self.now,
+            )
+        running = [
+            r for r in self.running_by_flavor.get(f, []) + placed if r.id not in self.victims_of_claims
+        ]
+        return releases_of(running, self.stopping, self.now)
 
     def capacity_reason(self, job: PendingJob, f: str, shape: Shape) -> tuple[PendingReason, str | None]:
         fit = self.fit_of(job)
