@@ -174,11 +174,25 @@ class Cycle(PreemptSteps, WaitSteps):
         holds, blocked = self.holds, self.blocked
         if not holds and not blocked:
             return (facts.kind, None)  # nothing to end before: the same for every job
-        timing = tuple(
-            (f in holds and self.ends_before(job, holds[f].start_at), self.blocked_in_org(job, f))
-            for f in job.spec.gang.flavors
-        )
-        return (facts.kind, timing)
+        flavors = job.spec.gang.flavors
+        if len(flavors) > 1:
+            timing = tuple(
+                (f in holds and self.ends_before(job, holds[f].start_at), self.blocked_in_org(job, f))
+                for f in flavors
+            )
+            return (facts.kind, timing)
+        # One flavor (nearly every job): the same answers, inlined on the hot path.
+        f, limit = flavors[0], job.spec.max_runtime_seconds
+        hold = holds.get(f)
+        ends = hold is not None and limit is not None and self.now + limit <= hold.start_at
+        got = blocked.get((job.spec.org, f)) if blocked else None
+        if got is None:
+            blocker = None
+        else:
+            blocker, start = got
+            if start is not None and limit is not None and self.now + limit <= start:
+                blocker = None
+        return (facts.kind, ((ends, blocker),))
 
     def allocate_or_wait(self, job: PendingJob) -> None:
         g, org, shape = job.spec.gang, job.spec.org, self.facts(job).shape
