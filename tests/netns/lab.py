@@ -13,14 +13,19 @@ iptables rules with it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,24 @@ def cleanup_all(prefix: str = MARK) -> None:
             sh("ip", "link", "del", m.group(1), check=False)
 
 
+@contextlib.contextmanager
+def exclusive() -> Iterator[None]:
+    """One lab at a time on a machine (pytest -n workers, other checkouts): labs share the
+    address range, the host route and the leftover clean-up."""
+    with open(Path(tempfile.gettempdir()) / "trainpool-netns.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
 @dataclass
 class Host:
     name: str  # node name in the pool
@@ -77,6 +100,11 @@ class Lab:
     server: subprocess.Popen[bytes] | None = None
     port: int = 18642
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    # The server runs in the root namespace, or beside a Ray head in the spine's.
+    server_host: str = UPLINK_ROOT
+    server_ns: str | None = None
+    server_args: list[str] = field(default_factory=list)
+    dirs: list[Path] = field(default_factory=list)  # removed at teardown
 
     # --- the network -------------------------------------------------------------------
 
@@ -188,9 +216,10 @@ class Lab:
                "XDG_DATA_HOME": str(self.workdir)}  # fmt: skip
         db = str(self.workdir / "pool.db")
         cmd = [PY, "-m", "scheduler.cli.main", "server", "--db", db, "--pool", str(pool),
-               "--host", UPLINK_ROOT, "--port", str(self.port), "--interval", "0.5", "--sim-duration", "3600",
-               "--sim-state", str(self.workdir / "sim.json")]  # fmt: skip
-        self.server = self._spawn(None, cmd, "server", env)
+               "--host", self.server_host, "--port", str(self.port), "--interval", "0.5",
+               "--sim-duration", "3600", "--sim-state", str(self.workdir / "sim.json"),
+               *self.server_args]  # fmt: skip
+        self.server = self._spawn(self.server_ns, cmd, "server", env)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.TransportError):
@@ -201,7 +230,7 @@ class Lab:
 
     @property
     def url(self) -> str:
-        return f"http://{UPLINK_ROOT}:{self.port}"
+        return f"http://{self.server_host}:{self.port}"
 
     def api(self, method: str, path: str, body: Any = None, token: str = ADMIN) -> Any:
         auth = {"Authorization": f"Bearer {token}"}
@@ -242,6 +271,8 @@ class Lab:
             self.stop_all()
         finally:
             cleanup_all(self.prefix)
+            for d in self.dirs:
+                shutil.rmtree(d, ignore_errors=True)
 
     # --- what the server says ------------------------------------------------------------------
 

@@ -9,12 +9,9 @@ injection to the verdict; the figures are printed and written to
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
-import socket
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from .lab import Lab, cleanup_all
+from .lab import Lab, cleanup_all, exclusive, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,10 +56,11 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     reason = _can_run()
     if reason:
         pytest.skip(reason)
-    # One lab at a time on a machine (pytest -n workers, other checkouts): they share the
-    # address range, the host route and the leftover clean-up.
-    lock = open(Path(tempfile.gettempdir()) / "trainpool-netns.lock", "w")  # noqa: SIM115
-    fcntl.flock(lock, fcntl.LOCK_EX)
+    with exclusive():
+        yield from _lab(tmp_path_factory)
+
+
+def _lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     cleanup_all()  # what a crashed earlier run left behind
     lab = Lab(tmp_path_factory.mktemp("netns"), health=HEALTH, port=free_port())
     try:
@@ -77,18 +75,10 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
     finally:
         lab.teardown()
-        fcntl.flock(lock, fcntl.LOCK_UN)
-        lock.close()
         out = os.environ.get("TRAINPOOL_NETNS_FIGURES")
         if out and FIGURES:
             Path(out).write_text(json.dumps(FIGURES, indent=2))
     assert not [line for line in os.popen("ip netns list").read().splitlines() if line.startswith(lab.prefix)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> float:
