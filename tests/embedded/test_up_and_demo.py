@@ -1,0 +1,89 @@
+"""The embedded pool for real: `trainpool up` serves the API over a local Ray cluster and
+Ctrl-C leaves nothing running; `trainpool demo` holds every check in under 3 minutes."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.integration,
+    pytest.mark.xdist_group("ray"),
+    pytest.mark.timeout(420),
+]
+ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if text in line and "ps -eo" not in line]
+
+
+def test_up_serves_the_pool_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scheduler.cli.main", "up", "--port", "0", "--data-dir", str(tmp_path)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
+    )  # fmt: skip
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 180
+        url = None
+        while url is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            assert line, f"trainpool up exited early: {''.join(lines)}"
+            lines.append(line)
+            if m := re.match(r"trainpool is up: (http://\S+)", line):
+                url = m.group(1)
+        assert url is not None, "".join(lines)
+        token = (tmp_path / "admin-token").read_text().strip()
+        assert oct((tmp_path / "admin-token").stat().st_mode & 0o777) == "0o600"
+        http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        nodes = http.get("/v1/nodes").json()
+        assert len(nodes) == 6 and {n["health"] for n in nodes} == {"healthy"}
+        spec = {
+            "name": "hello", "org": "research",
+            "gang": {"flavor": "sim-gpu", "replicas": 2, "accelerators": 2},
+            "command": [sys.executable, "-c", "import os; print('rank', os.environ['RANK'], 'of', 2)"],
+        }  # fmt: skip
+        job = http.post("/v1/jobs", json={"spec": spec}).json()
+        while (state := http.get(f"/v1/jobs/{job['id']}").json()["state"]) not in ("SUCCEEDED", "FAILED"):
+            assert time.monotonic() < deadline, state
+            time.sleep(0.5)
+        assert state == "SUCCEEDED"
+        logs = http.get(f"/v1/jobs/{job['id']}/logs").json()["lines"]
+        assert any("rank 0 of 2" in ln for ln in logs) and any("rank 1 of 2" in ln for ln in logs)
+    finally:
+        proc.send_signal(signal.SIGINT)  # Ctrl-C
+        out, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, out
+    assert "nothing left running" in out
+    time.sleep(2)
+    assert _processes_mentioning("tp-ray-") == [] or not any(
+        "raylet" in p for p in _processes_mentioning("tp-ray-")
+    )
+
+
+def test_demo_holds_every_check_in_under_three_minutes() -> None:
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "scheduler.cli.main", "demo"],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=400,
+    )
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert re.search(r"(\d+)/\1 checks held", done.stdout), done.stdout[-2000:]
+    assert took < 180, f"the demo took {took:.0f} s"
+    print(f"\ndemo: {took:.0f} s")
