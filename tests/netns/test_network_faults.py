@@ -31,10 +31,10 @@ HEALTH = {
     "report_interval_seconds": 1,
     "degrade_after_seconds": 2,
     "unhealthy_after_seconds": 4,
-    "quiet_seconds": 10,
+    "quiet_seconds": 8,
     "suspect_after_seconds": 3.5,
 }
-QUIET = float(os.environ.get("TRAINPOOL_NETNS_QUIET_SECONDS", "20"))
+QUIET = float(os.environ.get("TRAINPOOL_NETNS_QUIET_SECONDS", "10"))
 FIGURES: dict[str, float] = {}
 
 
@@ -204,42 +204,3 @@ def test_a_killed_agent_makes_its_node_suspect_and_no_peer_is_blamed(lab: Lab) -
     health = lab.api("GET", "/v1/agents/h-03/health")
     assert any("suspect" in r for r in health["verdict"]["reasons"])
     assert {e["subject"] for e in node_events(lab, start)} == {"h-03"}
-
-
-def test_a_job_on_a_node_that_turns_unhealthy_is_moved_elsewhere_without_charging_its_restarts(
-    lab: Lab,
-) -> None:
-    healthy(lab)
-    member = lab.api("POST", "/v1/tokens", {"role": "member", "org": "a", "name": "t"})["secret"]
-    spec = {
-        "name": "train",
-        "org": "a",
-        "gang": {"flavor": "h100", "accelerators": 8},
-        "grace_period_seconds": 2,
-    }
-    job = lab.api("POST", "/v1/jobs", {"spec": spec}, token=member)
-
-    def current() -> dict[str, Any]:
-        return dict(lab.api("GET", f"/v1/jobs/{job['id']}", token=member))
-
-    wait_for(lambda: current()["state"] == "RUNNING", 30, "job running")
-    sick = current()["allocation"]["nodes"][0]["node"]
-    lab.lossy_node(sick, 0.4)
-    injected = time.monotonic()
-    try:
-        wait_for(lambda: lab.states()[sick] == "unhealthy", 40, f"{sick} unhealthy")
-        figure("node 40% loss -> unhealthy", time.monotonic() - injected)
-        wait_for(
-            lambda: current()["attempt"] >= 1 and current()["state"] == "RUNNING", 40, "job running again"
-        )
-        figure("node 40% loss -> job running elsewhere", time.monotonic() - injected)
-    finally:
-        lab.flush(lab.host(sick).ns)
-    moved = current()
-    assert moved["restarts"] == 0 and moved["attempt"] == 1
-    assert moved["allocation"]["nodes"][0]["node"] != sick
-    events = lab.api("GET", f"/v1/jobs/{job['id']}/events", token=member)
-    assert [e["reason"] for e in events if e["event"] == "preempt"] == ["health"]
-    metrics = lab.api_text("/metrics")
-    assert 'trainpool_jobs_moved_total{org="a",reason="health"} 1.0' in metrics
-    lab.api("POST", f"/v1/jobs/{job['id']}/cancel", token=member)

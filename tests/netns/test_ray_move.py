@@ -122,4 +122,5 @@ def test_a_gang_on_a_node_that_turns_unhealthy_checkpoints_and_resumes_elsewhere
     assert moved["restarts"] == 0 and moved["allocation"]["nodes"][0]["node"] != sick
     events = lab.api("GET", f"/v1/jobs/{job['id']}/events", token=member)
     assert [e["reason"] for e in events if e["event"] == "preempt"] == ["health"]
+    assert 'trainpool_jobs_moved_total{org="a",reason="health"} 1.0' in lab.api_text("/metrics")
     lab.api("POST", f"/v1/jobs/{job['id']}/cancel", token=member)
