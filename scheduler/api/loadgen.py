@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from scheduler.soak import window_p99
+
 
 @dataclass
 class LoadResult:
@@ -25,6 +27,10 @@ class LoadResult:
     latencies: list[float] = field(repr=False, default_factory=list)
     first_errors: list[str] = field(default_factory=list)
     retries: int = 0
+    # The server's control-loop cycles while the load ran (from its /metrics histogram).
+    cycles: int = 0
+    cycle_mean_ms: float = 0.0
+    cycle_p99_ms: float = 0.0  # the upper bound of the histogram bucket holding the 99th percentile
 
     @property
     def rate(self) -> float:
@@ -47,6 +53,9 @@ class LoadResult:
             "p99_ms": round(self.percentile(99) * 1000, 1),
             "mean_ms": round(statistics.fmean(self.latencies) * 1000, 1) if self.latencies else 0.0,
             "first_errors": self.first_errors[:5],
+            "cycles": self.cycles,
+            "cycle_mean_ms": round(self.cycle_mean_ms, 1),
+            "cycle_p99_ms": round(self.cycle_p99_ms, 1),
         }
 
 
@@ -159,6 +168,15 @@ orgs: [{name: bench, quotas: {h100: {nominal: 128}}}]
 """
 
 
+def _cycle_histogram(url: str) -> tuple[dict[float, float], float, float]:
+    import urllib.request
+
+    from scheduler.soak import cycle_histogram
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
+        return cycle_histogram(resp.read().decode())
+
+
 def bench_new_server(
     db: str | None, *, jobs: int = 10_000, clients: int = 50, workdir: str | None = None
 ) -> LoadResult:
@@ -203,7 +221,14 @@ def bench_new_server(
                         f"the server did not become ready; see {work / 'server.log'}"
                     ) from None
             time.sleep(0.2)
-        return run_load(url, token, jobs=jobs, clients=clients, org="bench", flavor="h100")
+        before = _cycle_histogram(url)
+        result = run_load(url, token, jobs=jobs, clients=clients, org="bench", flavor="h100")
+        after = _cycle_histogram(url)
+        result.cycles = int(after[2] - before[2])
+        if result.cycles:
+            result.cycle_mean_ms = (after[1] - before[1]) / result.cycles * 1000
+            result.cycle_p99_ms = window_p99(before[0], after[0]) * 1000
+        return result
     finally:
         proc.terminate()
         try:
