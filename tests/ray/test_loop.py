@@ -35,6 +35,9 @@ folder = os.environ["TRAINPOOL_CHECKPOINT_DIR"]
 resume = os.environ.get("TRAINPOOL_RESUME_FROM")
 step = int(open(os.path.join(resume, "step")).read()) if resume else 0
 print(f"attempt {attempt} starts at step {step}", flush=True)
+if os.environ.get("FAIL_AT") and rank == int(os.environ.get("FAIL_RANK", "0")):
+    time.sleep(float(os.environ["FAIL_AT"]))
+    raise SystemExit(3)  # the job's own failure
 last = step + 10 if attempt > 0 else int(os.environ["STEPS"])
 while step < last:
     time.sleep(0.2)
@@ -65,10 +68,12 @@ class LoopOnRay:
         view = PoolView(flavors=tuple(Flavor(name=f) for f in quotas))
         self.loop = ControlLoop(self.db, backend, view, settings=settings)  # type: ignore[arg-type]
 
-    def submit(self, flavor: str, replicas: int, accelerators: int, env: dict[str, str]) -> str:
+    def submit(
+        self, flavor: str, replicas: int, accelerators: int, env: dict[str, str], **extra: object
+    ) -> str:
         spec = JobSpec.model_validate(
             {"name": "train", "org": "a", "command": ["python", "-c", TRAIN], "env": env,
-             "gang": {"replicas": replicas, "accelerators": accelerators, "flavor": flavor}}
+             "gang": {"replicas": replicas, "accelerators": accelerators, "flavor": flavor}, **extra}
         )  # fmt: skip
         with self.db.write() as s:
             sub = jobstore.submit(
@@ -160,3 +165,70 @@ def test_a_gang_that_loses_a_node_resumes_from_its_checkpoint_on_other_nodes(
         for node in spare:
             if node.name in cluster.node_ids:  # type: ignore[attr-defined]
                 cluster.kill_node(node.name)  # type: ignore[attr-defined]
+
+
+def test_own_failures_are_retried_with_backoff_then_failed_with_the_reason(
+    make_backend: Callable[..., object], tmp_path: Path
+) -> None:
+    backend = make_backend()
+    pool = LoopOnRay(backend, tmp_path, {"h100": 16})
+    restart = {"max_restarts": 2, "backoff_seconds": 1.0, "backoff_max_seconds": 60}
+    env = {"STEPS": "1000", "FAIL_AT": "0.5", "FAIL_RANK": "1"}
+    job = pool.submit("h100", replicas=2, accelerators=4, env=env, restart=restart)
+    eligible: list[float] = []
+    failed_at: list[float] = []
+
+    def note(j: JobRow) -> bool:
+        if j.restarts > len(eligible):
+            eligible.append(j.eligible_at)
+            failed_at.append(time.time())
+        return finished(j)
+
+    seen = pool.run_until(job, note, timeout=120)
+    row = pool.job(job)
+    assert seen[-1] == JobState.FAILED, seen
+    assert (row.restarts, row.attempt, row.exit_code, row.failure_class) == (2, 2, 3, "job")
+    gaps = [e - f for e, f in zip(eligible, failed_at, strict=True)]
+    assert gaps[0] == pytest.approx(1.0, abs=0.6) and gaps[1] == pytest.approx(2.0, abs=0.6), gaps
+    assert pool.events(job).count("restart") == 2 and pool.events(job)[-1] == "failed"
+
+
+def test_a_job_cancelled_mid_run_leaves_no_actor_process_or_placement_group(
+    make_backend: Callable[..., object], tmp_path: Path
+) -> None:
+    import ray
+
+    from scheduler.store import jobs as jobs_store
+
+    backend = make_backend()
+    pool = LoopOnRay(backend, tmp_path, {"h100": 16})
+    job = pool.submit("h100", replicas=2, accelerators=4, env={"STEPS": "100000"}, grace_period_seconds=5)
+    pool.run_until(job, lambda j: j.state == JobState.RUNNING)
+    assert processes_with_env(f"TRAINPOOL_JOB_ID={job}"), "the replicas run as processes"
+    with pool.db.write() as s:
+        jobs_store.cancel(s, jobs_store.get(s, job), time.time(), None)
+    deadline = time.monotonic() + 60
+    while backend.gangs(time.time()) and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        pool.loop.cycle()
+        time.sleep(0.2)
+    assert pool.job(job).state == JobState.CANCELLED
+    assert backend.gangs(time.time()) == []  # type: ignore[attr-defined]
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if job in a["name"]]
+    groups = ray.util.placement_group_table().values()
+    assert all(g["state"] == "REMOVED" for g in groups if job in (g["name"] or ""))
+    assert processes_with_env(f"TRAINPOOL_JOB_ID={job}") == []
+
+
+def processes_with_env(entry: str) -> list[int]:
+    """Processes whose environment holds ``entry`` (the replicas carry their job id)."""
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if entry.encode() in f.read().split(b"\0"):
+                    found.append(int(pid))
+        except OSError:
+            continue
+    return found
