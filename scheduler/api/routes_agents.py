@@ -48,6 +48,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         metrics=HealthMetrics.of(ctx.metrics.registry),
         clock=ctx.clock,
         is_leader=lambda: ctx.loop is not None and ctx.loop.is_leader,
+        publish=getattr(ctx.loop.backend, "set_network_health", None) if ctx.loop is not None else None,
     )
     app.state.health = service
     stop = threading.Event()

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlmodel import col, func, select
 
 from scheduler.decisions import PreemptReason
+from scheduler.domain import Health
 from scheduler.health.hysteresis import Level
 from scheduler.health.metrics import HealthMetrics
 from scheduler.health.model import Assessment, HealthModel
@@ -43,12 +44,16 @@ class HealthService:
         metrics: HealthMetrics | None = None,
         clock: Callable[[], float] = time.time,
         is_leader: Callable[[], bool] = lambda: True,
+        publish: Callable[[str, Health, str], None] | None = None,
     ) -> None:
         self.db = db
         self.th = thresholds or Thresholds()
         self.metrics = metrics
         self.clock = clock
         self.is_leader = is_leader
+        # Where a backend can show verdicts to other tools (the Kubernetes backend sets
+        # the Node condition TrainpoolNetworkHealthy); called after the verdict is stored.
+        self.publish = publish
         self.model: HealthModel | None = None
         self._seen: dict[str, tuple[str, int]] = {}
         self._written: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -110,8 +115,13 @@ class HealthService:
                     nodestore.report_health(s, row, v.state.health, reason[:1000], now)
             for t in out.transitions:
                 agentstore.add_event(s, t.at, t.kind, t.subject, t.new.health.value, t.message, t.evidence)
-        for node, _v, key in changed:
+        for node, v, key in changed:
             self._written[node] = key
+            if self.publish is not None:
+                try:
+                    self.publish(node, v.state.health, "; ".join(v.reasons) or "all probes fine")
+                except Exception as exc:  # the verdict is stored; showing it elsewhere is best effort
+                    log.warning("could not publish the health of %s to the backend: %s", node, exc)
         for t in out.transitions:
             log.info("health: %s %s: %s", t.kind, t.subject, t.message)
 

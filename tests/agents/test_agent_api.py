@@ -109,7 +109,11 @@ def test_peer_lists_come_from_the_registered_agents(api: Api) -> None:
 
 def test_a_job_on_a_node_that_turns_unhealthy_is_moved_without_charging_its_restarts(api: Api) -> None:
     ctx = api.ctx
-    service = HealthService(ctx.db, TH, metrics=HealthMetrics.of(ctx.metrics.registry), clock=api.clock)
+    published: list[tuple[str, str]] = []  # what a backend would show (a Kubernetes Node condition)
+    service = HealthService(
+        ctx.db, TH, metrics=HealthMetrics.of(ctx.metrics.registry), clock=api.clock,
+        publish=lambda node, health, _why: published.append((node, health.value)),
+    )  # fmt: skip
     sessions = {
         n: register(api, n, rack)["session"] for n, rack in zip(NODES, ["r1", "r1", "r2", "r2"], strict=True)
     }
@@ -158,3 +162,4 @@ def test_a_job_on_a_node_that_turns_unhealthy_is_moved_without_charging_its_rest
     assert 'trainpool_localized_faults_total{kind="node"} 1.0' in metrics
     others = [n for n in NODES if n != sick]
     assert all(api.call("member@a", "GET", f"/v1/nodes/{n}").json()["health"] == "healthy" for n in others)
+    assert [h for n, h in published if n == sick][-2:] == ["degraded", "unhealthy"]
