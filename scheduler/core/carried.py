@@ -27,6 +27,7 @@ from scheduler.core.victims import victim_tail
 from scheduler.snapshot import RunningJob, Snapshot
 
 Key = tuple[str, str]  # (org, flavor)
+BULK_AT = 64  # more new running jobs than this in one cycle: re-sort, do not insert
 Ranked = list[tuple[object, ...]]  # victim order tails (ending with the job id), sorted
 
 
@@ -88,6 +89,7 @@ class _Carry:
         # of those without a limit: the order backfill needs, kept instead of re-sorted.
         self.ends: dict[str, list[tuple[float, str]]] = {f: [] for f in self.capacity}
         self.unlimited: dict[str, dict[str, None]] = {f: {} for f in self.capacity}
+        self._bulk = False
 
     def fits(self, snap: Snapshot) -> bool:
         return (
@@ -103,27 +105,50 @@ class _Carry:
         new = {r.id: r for r in running}
         if len(new) != len(running):
             return False  # duplicate ids: charge from scratch, exactly as given
+        # Many new jobs at once (the first cycle): the orders are rebuilt and sorted
+        # once at the end rather than kept by inserting each job.
+        bulk = self._bulk = len(new) - len(old.keys() & new.keys()) > BULK_AT
         for job_id in old.keys() - new.keys():
             self._charge(old[job_id], -1)
-            self._rank(old[job_id], -1)
-            self._file(old[job_id], -1)
+            if not bulk:
+                self._rank(old[job_id], -1)
+                self._file(old[job_id], -1)
         for r in running:
             was = old.get(r.id)
             if was is not r:
                 if was is not None:
-                    self._rank(was, -1)
-                    self._rank(r, 1)
-                    self._refile(was, r)
+                    if not bulk:
+                        self._rank(was, -1)
+                        self._rank(r, 1)
+                        self._refile(was, r)
                     if _same_charge(was, r):
                         continue  # a new checkpoint or priority: holds the same as before
                     self._charge(was, -1)
-                else:
+                elif not bulk:
                     self._rank(r, 1)
                     self._file(r, 1)
                 if not self._charge(r, 1):
                     return False
+        if bulk:
+            self._reorder(running)
         self.jobs = new
         return True
+
+    def _reorder(self, running: tuple[RunningJob, ...]) -> None:
+        """The orders rebuilt from all of ``running``: appended, then sorted once."""
+        self.ranked = {f: {} for f in self.capacity}
+        self.by_flavor = {f: {} for f in self.capacity}
+        self.ends = {f: [] for f in self.capacity}
+        self.unlimited = {f: {} for f in self.capacity}
+        for r in running:
+            self._rank(r, 1)
+            self._file(r, 1)
+        for lst in self.ends.values():
+            lst.sort()
+        for by_org in self.ranked.values():
+            for tails in by_org.values():
+                tails.sort()
+        self._bulk = False
 
     def _file(self, r: RunningJob, sign: int) -> None:
         jobs = self.by_flavor.get(r.flavor)
@@ -135,6 +160,8 @@ class _Carry:
             jobs[r.id] = r
             if limit is None:
                 unlimited[r.id] = None
+            elif self._bulk:
+                ends.append((r.started_at + limit, r.id))
             else:
                 bisect.insort(ends, (r.started_at + limit, r.id))
         else:
@@ -169,7 +196,9 @@ class _Carry:
             return
         lst = self.ranked[r.flavor].setdefault(r.spec.org, [])
         tail = victim_tail(r)  # unique: it ends with the job id
-        if sign > 0:
+        if sign > 0 and self._bulk:
+            lst.append(tail)
+        elif sign > 0:
             bisect.insort(lst, tail)
         else:
             i = bisect.bisect_left(lst, tail)
