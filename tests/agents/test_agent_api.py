@@ -163,3 +163,32 @@ def test_a_job_on_a_node_that_turns_unhealthy_is_moved_without_charging_its_rest
     others = [n for n in NODES if n != sick]
     assert all(api.call("member@a", "GET", f"/v1/nodes/{n}").json()["health"] == "healthy" for n in others)
     assert [h for n, h in published if n == sick][-2:] == ["degraded", "unhealthy"]
+
+
+def test_an_agent_whose_clock_jumps_makes_its_node_suspect_not_its_peers(api: Api) -> None:
+    """Its reports carry the jumped time, are refused as skewed, and it falls silent: the
+    heartbeat rule makes its own node suspect (degraded, not unhealthy). Its peers keep
+    reporting good probes to each other and to it, and none of them is blamed."""
+    service = HealthService(api.ctx.db, TH, clock=api.clock)
+    sessions = {
+        n: register(api, n, rack)["session"] for n, rack in zip(NODES, ["r1", "r1", "r2", "r2"], strict=True)
+    }
+    jumped = "h100-02"
+    refused = 0
+    for second in range(1, 31):
+        api.clock.t += 1
+        for node in NODES:
+            probes = [{"peer": p, "sent": 10, "lost": 0, "rtt_median": 0.0003} for p in NODES if p != node]
+            if node == jumped and second > 10:  # its clock jumps an hour ahead
+                body = {"session": sessions[node], "seq": second, "sent_at": api.clock() + 3600,
+                        "interval": 1, "probes": probes}  # fmt: skip
+                resp = api.call(f"agent@{node}", "POST", f"/v1/agents/{node}/reports", body)
+                refused += resp.status_code == 422
+                continue
+            assert report(api, node, sessions[node], second, probes).status_code == 200
+        service.tick()
+    assert refused == 20, "every report from the jumped clock was refused"
+    health = {n: api.call("member@a", "GET", f"/v1/nodes/{n}").json()["health"] for n in NODES}
+    assert health == {"h100-00": "healthy", "h100-01": "healthy", jumped: "degraded", "h100-03": "healthy"}
+    verdict = api.call("member@a", "GET", f"/v1/agents/{jumped}/health").json()["verdict"]
+    assert "suspect" in " ".join(verdict["reasons"]) or "silent" in " ".join(verdict["reasons"]), verdict
