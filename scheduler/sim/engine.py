@@ -247,8 +247,8 @@ class Simulation:
             flavors=self.pool.flavors,
             nodes=self.pool.nodes,
             orgs=self.pool.orgs,
-            running=tuple(j.running for j in self.running.values() if j.running is not None),
-            pending=tuple(j.pending for j in self.pending.values() if j.pending is not None),
+            running=tuple([j.running for j in self.running.values() if j.running is not None]),
+            pending=tuple([j.pending for j in self.pending.values() if j.pending is not None]),
             usage={o: {flavor: u} for o, u in zip(self.org_names, self._usage, strict=True)},
             policy=self.policy.core,
         )
