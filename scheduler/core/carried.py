@@ -27,7 +27,7 @@ from scheduler.core.victims import victim_tail
 from scheduler.snapshot import RunningJob, Snapshot
 
 Key = tuple[str, str]  # (org, flavor)
-BULK_AT = 64  # more new running jobs than this in one cycle: re-sort, do not insert
+BULK_AT = 64  # more new running jobs than this and a quarter of all: re-sort, do not insert
 Ranked = list[tuple[object, ...]]  # victim order tails (ending with the job id), sorted
 
 
@@ -106,8 +106,10 @@ class _Carry:
         if len(new) != len(running):
             return False  # duplicate ids: charge from scratch, exactly as given
         # Many new jobs at once (the first cycle): the orders are rebuilt and sorted
-        # once at the end rather than kept by inserting each job.
-        bulk = self._bulk = len(new) - len(old.keys() & new.keys()) > BULK_AT
+        # once at the end rather than kept by inserting each job (an insertion moves a
+        # list's tail: cheap for a few, not for a whole pool).
+        added = len(new) - len(old.keys() & new.keys())
+        bulk = self._bulk = added > max(BULK_AT, len(new) // 4)
         for job_id in old.keys() - new.keys():
             self._charge(old[job_id], -1)
             if not bulk:
