@@ -154,6 +154,29 @@ class Cycle(PreemptSteps, WaitSteps):
         self.out.pending[job.id] = hit[1]
         return True
 
+    def settle(self, queue: list[PendingJob], pos: int) -> int:
+        """``known_failure`` for ``queue[pos]``, ``queue[pos + 1]``, ... until one is not
+        settled; returns its position. The order's hot loop: nothing here changes the
+        epoch, so it is read once."""
+        if self.strict_blocker is not None:
+            return pos
+        outcomes, keys, epoch, pending = self._outcomes, self._outcome_keys, self.epoch, self.out.pending
+        n = len(queue)
+        while pos < n:
+            job = queue[pos]
+            hit = keys.get(id(job))
+            if hit is not None and hit[0] == epoch:
+                key = hit[1]
+            else:
+                key = self._outcome_key(job)
+                keys[id(job)] = (epoch, key)
+            got = None if key is None else outcomes.get(key)
+            if got is None or got[0] != epoch:
+                return pos
+            pending[job.id] = got[1]
+            pos += 1
+        return pos
+
     def outcome_key(self, job: PendingJob) -> tuple[object, ...] | None:
         # Asked twice per job (by the order, then by consider); the answer changes only
         # with the epoch, so it is kept per job until then.

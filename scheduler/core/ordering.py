@@ -87,7 +87,6 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         # A job that fails like an earlier job of its kind changes nothing, so where it
         # stands in the order does not matter: settle the org's run of them right here
         # instead of one heap round each (on a saturated pool that is nearly every job).
-        while pos[org] < len(queue) and cycle.known_failure(queue[pos[org]]):
-            pos[org] += 1
+        pos[org] = cycle.settle(queue, pos[org])
         if pos[org] < len(queue):
             heapq.heappush(heap, (tier(queue[pos[org]]), share(org), org))
