@@ -21,6 +21,7 @@ from scheduler.core.waiting import WaitSteps
 from scheduler.decisions import (
     Decisions,
     PendingReason,
+    PendingStatus,
     Placement,
     PlaceReason,
     Preemption,
@@ -116,12 +117,16 @@ class Cycle(PreemptSteps, WaitSteps):
 
     def consider(self, job: PendingJob) -> None:
         if self.strict_blocker is not None:
-            self.pend(
-                job,
-                PendingReason.BLOCKED,
-                "strict order: waits behind an earlier job",
-                blocked_by=self.strict_blocker,
-            )
+            # Every job behind the blocker gets the same (immutable) status: made once.
+            status = self._strict_status
+            if status is None or status.blocked_by != self.strict_blocker:
+                status = self._strict_status = PendingStatus(
+                    PendingReason.BLOCKED,
+                    "strict order: waits behind an earlier job",
+                    None,
+                    self.strict_blocker,
+                )
+            self.out.pending[job.id] = status
             return
         # On a saturated pool most jobs fail exactly like the last job of the same kind.
         # Inside a cycle, free capacity, lendable quota and victims only shrink, so a job
