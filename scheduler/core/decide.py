@@ -9,6 +9,7 @@ why it waits. All state it mutates is a working copy built here and dropped at t
 from __future__ import annotations
 
 import gc
+from operator import attrgetter
 
 from quota.accounting import Verdict
 from scheduler.core import carried
@@ -32,6 +33,7 @@ from scheduler.decisions import (
 from scheduler.snapshot import PendingJob, RunningJob, Snapshot
 
 Extra = dict[int, tuple[int, float, float]]
+_by_id = attrgetter("id")
 _FAIL = None
 
 
@@ -57,7 +59,7 @@ class Cycle(PreemptSteps, WaitSteps):
     def run(self) -> Decisions:
         if self.policy.move_off_unhealthy:
             self.move_off_unhealthy()
-        eligible = [j for j in sorted(self.snap.pending, key=lambda j: j.id) if self.admissible(j)]
+        eligible = [j for j in sorted(self.snap.pending, key=_by_id) if self.admissible(j)]
         for job in nominated_first(eligible, self):
             self.consider(job)
         carried.keep(self._facts)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from quota.fairshare import dominant_share
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from scheduler.core.decide import Cycle
 
 
+_submitted_then_id = attrgetter("submitted_at", "id")
+
+
 def within_org_key(j: PendingJob) -> tuple[int, float, str]:
     return (-j.priority, j.submitted_at, j.id)
 
@@ -26,7 +30,7 @@ def within_org_key(j: PendingJob) -> tuple[int, float, str]:
 def queue_order(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
     ordering = cycle.policy.ordering
     if ordering is Ordering.FIFO:
-        yield from sorted(jobs, key=lambda j: (j.submitted_at, j.id))
+        yield from sorted(jobs, key=_submitted_then_id)
         return
     if ordering is Ordering.PRIORITY:
         yield from sorted(jobs, key=within_org_key)
@@ -39,11 +43,13 @@ def nominated_first(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob
     node): the room a reclaim freed goes to the job it was freed for, not to whichever
     borrower the fair order reaches first, which would only make it reclaim again."""
 
-    def nominated(j: PendingJob) -> bool:
-        return j.nominated or j.id in cycle.stopping_for
-
-    yield from sorted((j for j in jobs if nominated(j)), key=within_org_key)
-    yield from queue_order([j for j in jobs if not nominated(j)], cycle)
+    first: list[PendingJob] = []
+    rest: list[PendingJob] = []
+    stopping_for = cycle.stopping_for
+    for j in jobs:  # one pass, order kept within each part
+        (first if j.nominated or j.id in stopping_for else rest).append(j)
+    yield from sorted(first, key=within_org_key)
+    yield from queue_order(rest, cycle)
 
 
 def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:

@@ -97,6 +97,7 @@ class CycleState:
         self.victims_of_claims: set[str] = set()
         self.blocked: dict[tuple[str, str], tuple[str, float | None]] = {}
         self.strict_blocker: str | None = None
+        self._running_by_org: dict[str, dict[str, list[RunningJob]]] = {}
         self._strict_status: PendingStatus | None = None
         self._memo: dict[tuple[object, ...], object] = {}
         # Whether a kind of job can ever run depends on nodes, orgs and policy only: the

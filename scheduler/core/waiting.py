@@ -147,11 +147,21 @@ class WaitSteps(CycleState):
         excess = self.book.alloc(org, f) + q - self.book.ceiling(org, f)
         ends = sorted(
             (r.expected_end if r.id not in self.stopping else self.now, r.accelerators)
-            for r in self.running_by_flavor.get(f, [])
-            if r.spec.org == org and r.expected_end is not None
+            for r in self.running_of(org, f)
+            if r.expected_end is not None
         )
         for end, acc in ends:
             excess -= acc
             if excess <= 0:
                 return max(end, self.now)
         return None
+
+    def running_of(self, org: str, f: str) -> list[RunningJob]:
+        """The org's running jobs on ``f``: grouped once per cycle and flavor, on first use
+        (an org blocks on quota in most cycles of a busy pool)."""
+        groups = self._running_by_org.get(f)
+        if groups is None:
+            groups = self._running_by_org[f] = {}
+            for r in self.running_by_flavor.get(f, []):
+                groups.setdefault(r.spec.org, []).append(r)
+        return groups.get(org, [])
