@@ -17,18 +17,17 @@ from pathlib import Path
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
+from scheduler import failures
 from scheduler.backends.base import FINISHED, Backend, BackendError, GangStatus, Launch, Phase, gang_key
 from scheduler.decisions import Decisions
-from scheduler.domain import Health
 from scheduler.lifecycle import IllegalTransition, JobEvent, JobState
-from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
+from scheduler.quarantine import QuarantineRule
 from scheduler.store import jobs as jobstore
 from scheduler.store import lease
-from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store import usage as usagestore
 from scheduler.store.db import Database
-from scheduler.store.tables import AllocationRow, AuditRow, CheckpointRow, JobRow, NodeRow
+from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
 from scheduler.store.view import View, assignments_of
 
 log = logging.getLogger(__name__)
@@ -64,6 +63,11 @@ class Outcome:
     finished: list[tuple[str, str]] = field(default_factory=list)  # (job, final state)
     rejected: list[str] = field(default_factory=list)
     quarantined: list[str] = field(default_factory=list)  # nodes cordoned for repeated blame
+    # Work lost when a gang ended early: (org, reason, accelerator-seconds since its last
+    # checkpoint, or since its start without one).
+    lost: list[tuple[str, str, float]] = field(default_factory=list)
+    # (reason, seconds) from a failure or preemption to the job running again.
+    recovered: list[tuple[str, float]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # decisions dropped: the job changed meanwhile
 
 
@@ -73,9 +77,6 @@ class ApplyOptions:
     # across its attempts so that a restart finds what the previous attempt wrote.
     checkpoint_root: str = "checkpoints"
     quarantine: QuarantineRule = field(default_factory=QuarantineRule)
-
-
-BLAMED = "node.blamed"  # audit action: a failure of this job attributed to this node
 
 
 @dataclass
@@ -104,7 +105,7 @@ def reconcile(
         allocs = jobstore.live_allocations(s)
         ids = [a.job_id for a in allocs]
         jobs = _locked_jobs(s, ids)
-        _store_checkpoints(s, allocs, statuses, now)
+        failures.store_checkpoints(s, allocs, statuses, now)
         blames: set[str] = set()
         for a in allocs:
             st = statuses.pop(gang_key(a.job_id, a.attempt), None)
@@ -115,9 +116,11 @@ def reconcile(
             job = jobs[a.job_id]
             try:
                 if a.state == "active":
-                    blamed = _blamed_node(s, st)
+                    blamed = failures.blamed_node(s, st)
                     if blamed is not None:
-                        orgstore.audit(s, now, "scheduler", BLAMED, blamed, job=job.id, attempt=a.attempt)
+                        orgstore.audit(
+                            s, now, "scheduler", failures.BLAMED, blamed, job=job.id, attempt=a.attempt
+                        )
                         blames.add(blamed)
                     _active(s, job, a, st, now, acts, out)
                 else:
@@ -131,76 +134,8 @@ def reconcile(
                 log.warning("stopping orphan gang %s", st.key)
                 acts.stops.append((st.key, 0.0))
         if blames:
-            _quarantine(s, opts.quarantine, blames, now, out)
+            out.quarantined += failures.quarantine(s, opts.quarantine, blames, now)
     _act(db, backend, fence, acts, now, out, opts.checkpoint_root)
-
-
-def _blamed_node(s: Session, st: GangStatus | None) -> str | None:
-    """The node a failed gang blames, if the failure says something about the node (see
-    scheduler.quarantine: a node that died is not blamed for its jobs)."""
-    if st is None or st.node is None:
-        return None
-    if st.phase is Phase.FAILED:
-        return st.node if killed_by_signal(st.exit_code) else None
-    if st.phase is Phase.LOST:
-        row = s.get(NodeRow, st.node)
-        if row is not None and row.present and row.health == Health.HEALTHY.value:
-            return st.node
-    return None
-
-
-def killed_by_signal(exit_code: int | None) -> bool:
-    """A replica that died of a signal (negative code from Python's subprocess, or the
-    shell's 128+N): a crash (SIGSEGV, SIGBUS from bad memory, the OOM killer's SIGKILL)
-    that may be the node's doing. A plain non-zero exit is the job's own verdict on
-    itself and never blames the node: a pool of buggy jobs must not cordon itself."""
-    return exit_code is not None and (exit_code < 0 or 128 < exit_code < 160)
-
-
-def _quarantine(s: Session, rule: QuarantineRule, nodes: set[str], now: float, out: Outcome) -> None:
-    """Cordon the nodes among ``nodes`` that the rule now finds guilty."""
-    stmt = select(AuditRow).where(
-        AuditRow.action == BLAMED,
-        col(AuditRow.target).in_(sorted(nodes)),
-        AuditRow.at >= now - rule.window_seconds,
-    )
-    blames = [Blame(r.target, str(json.loads(r.detail).get("job", "")), r.at) for r in s.exec(stmt).all()]
-    for name in to_quarantine(rule, blames, now):
-        row = s.get(NodeRow, name, with_for_update=True)
-        if row is None or row.cordoned:
-            continue
-        nodestore.set_cordon(s, row, True, now)
-        jobs = sorted({b.job_id for b in blames if b.node == name})
-        orgstore.audit(s, now, "scheduler", "node.quarantined", name, jobs=jobs, window=rule.window_seconds)
-        log.warning(
-            "quarantined node %s: failures of jobs %s within %.0fs",
-            name,
-            ", ".join(jobs),
-            rule.window_seconds,
-        )
-        out.quarantined.append(name)
-
-
-def _store_checkpoints(
-    s: Session, allocs: list[AllocationRow], statuses: dict[str, GangStatus], now: float
-) -> None:
-    """Checkpoints the backend saw the gangs report, where newer than the stored one:
-    stored before the gang's exit is handled, so a restart in this very cycle resumes
-    from it."""
-    seen = {
-        a.job_id: (a.attempt, st.checkpoint)
-        for a in allocs
-        if (st := statuses.get(gang_key(a.job_id, a.attempt))) is not None and st.checkpoint is not None
-    }
-    if not seen:
-        return
-    latest: dict[str, int] = {}
-    stmt = select(CheckpointRow).where(col(CheckpointRow.job_id).in_(list(seen)))
-    for row in s.exec(stmt).all():
-        latest[row.job_id] = max(latest.get(row.job_id, -1), row.step if row.step is not None else -1)
-    for job_id, (attempt, (step, path)) in seen.items():
-        if step > latest.get(job_id, -1):
-            s.add(CheckpointRow(job_id=job_id, attempt=attempt, path=path, step=step, at=now))
 
 
 def _locked_jobs(s: Session, ids: list[str]) -> dict[str, JobRow]:
@@ -265,6 +200,8 @@ def _stopping(
         jobstore.move(s, job, JobEvent.SUCCEEDED, now, reason="exit", exit_code=0, finished_at=st.at or now)
         out.finished.append((job.id, JobState.SUCCEEDED.value))
     elif job.state in (JobState.PREEMPTED, JobState.RESTARTING):
+        if job.state == JobState.PREEMPTED:  # gone now: a checkpoint saved in the grace period counts
+            out.lost.append((job.org, "preempted", failures.lost_work(s, a, a.released_at or now)))
         _requeue(s, job, now)
 
 
@@ -273,6 +210,8 @@ def _started(s: Session, job: JobRow, now: float, out: Outcome) -> None:
     jobstore.move(s, job, JobEvent.STARTED, now, started_at=now if first else job.started_at)
     if job.attempt == 0:
         out.started.append((job.id, max(0.0, now - job.submitted_at)))
+    elif (recovered := failures.recovery(s, job, now)) is not None:
+        out.recovered.append(recovered)
 
 
 def _timed_out(job: JobRow, now: float) -> bool:
@@ -302,6 +241,7 @@ def _restart(
     spec = jobstore.spec_of(job)
     cls = "infrastructure" if infra else "job"
     _release(s, a, now)
+    out.lost.append((job.org, cls, failures.lost_work(s, a, now)))
     if not infra and job.restarts >= spec.restart.max_restarts:
         jobstore.move(
             s, job, JobEvent.FAILED, now, reason=cls, message=message or "failed",

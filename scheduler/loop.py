@@ -117,6 +117,7 @@ class ControlLoop:
         assert self.metrics is not None
         org_of = {j.id: j.spec.org for j in snap.pending} | {j.id: j.spec.org for j in snap.running}
         self.metrics.observe_snapshot(snap)
+        self.metrics.observe_interruptions(out.lost, out.recovered)
         self.metrics.quarantines.inc(len(out.quarantined))
         # Cordons change rarely: look after a quarantine, and every 30 cycles for uncordons.
         if out.quarantined or self.cycles % 30 == 1:

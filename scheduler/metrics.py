@@ -80,6 +80,15 @@ class Metrics:
         self.submissions = PromCounter(
             "trainpool_job_submissions", "Jobs accepted by the API.", ["org"], registry=r
         )
+        self.lost_work = PromCounter(
+            "trainpool_lost_accelerator_seconds",
+            "Accelerator-seconds of work lost when gangs ended early (since their last checkpoint).",
+            ["org", "reason"], registry=r,
+        )  # fmt: skip
+        self.recovery_seconds = Histogram(
+            "trainpool_recovery_seconds", "From a failure or preemption to the job running again.",
+            ["reason"], buckets=_WAIT_BUCKETS, registry=r,
+        )  # fmt: skip
         self.quarantines = PromCounter(
             "trainpool_node_quarantines", "Nodes cordoned for failures of different jobs.", registry=r
         )
@@ -167,6 +176,14 @@ class Metrics:
             self.preemptions.labels(org, reason).inc()
         for _job, reason in restarted:
             self.restarts.labels(reason).inc()
+
+    def observe_interruptions(
+        self, lost: Iterable[tuple[str, str, float]], recovered: Iterable[tuple[str, float]]
+    ) -> None:
+        for org, reason, seconds in lost:
+            self.lost_work.labels(org, reason).inc(seconds)
+        for reason, seconds in recovered:
+            self.recovery_seconds.labels(reason).observe(seconds)
 
 
 def _borrowed_by_others(snap: Snapshot, alloc: Counter[tuple[str, str]], org: str, flavor: str) -> int:

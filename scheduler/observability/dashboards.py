@@ -196,7 +196,7 @@ NETWORK = DashboardSpec(
 RELIABILITY = DashboardSpec(
     "trainpool-reliability",
     "trainpool / Job reliability",
-    "Restarts and preemptions by reason, quarantines: what the pool costs running jobs.",
+    "Restarts and preemptions by reason, lost work, time to recover, quarantines.",
     (
         ("Restarts and preemptions", (
             PanelSpec("Restarts per hour by failure class", "timeseries", (
@@ -211,6 +211,18 @@ RELIABILITY = DashboardSpec(
             PanelSpec("Preemptions (total) by org", "bargauge", (
                 q("sum by (org) (trainpool_preemptions_total)", "{{org}}"),
             )),
+        )),
+        ("Cost to running jobs", (
+            PanelSpec("Lost accelerator-hours per hour, by reason", "timeseries", (
+                q(f"sum by (reason) (rate(trainpool_lost_accelerator_seconds_total[{RATE}]))", "{{reason}}"),
+            ), description="Work since each interrupted gang's last checkpoint (all of it without one)."),
+            PanelSpec("Lost accelerator-hours (total) by org", "bargauge", (
+                q("sum by (org) (trainpool_lost_accelerator_seconds_total) / 3600", "{{org}}"),
+            )),
+            PanelSpec("Time to recover (p50, p90)", "timeseries", (
+                q(quantile(0.5, "trainpool_recovery_seconds", "reason"), "{{reason}} p50", may_be_empty=True),
+                q(quantile(0.9, "trainpool_recovery_seconds", "reason"), "{{reason}} p90", may_be_empty=True),
+            ), unit="s", description="From a failure or preemption to running again; empty while none."),
         )),
         ("Nodes", (
             PanelSpec("Node quarantines (total)", "stat", (

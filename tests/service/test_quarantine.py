@@ -6,7 +6,7 @@ from dataclasses import replace
 
 from sqlmodel import select
 
-from scheduler.apply import BLAMED
+from scheduler.failures import BLAMED
 from scheduler.backends.base import GangStatus
 from scheduler.backends.sim import SimBackend
 from scheduler.domain import Health
@@ -132,3 +132,31 @@ def test_restart_resumes_from_the_checkpoint_the_backend_saw(db_url: str) -> Non
     launched = [g for g in backend._gangs.values() if g.attempt == 1]
     assert launched and launched[0].nodes == ["h100-01"]
     assert pool.state(job) in (JobState.STARTING, JobState.RUNNING)
+
+
+def test_lost_work_counts_from_the_last_checkpoint_and_recovery_is_timed(db_url: str) -> None:
+    """A gang of 8 accelerators that checkpointed 4 s before it failed loses 32
+    accelerator-seconds; it runs again after its 5 s backoff plus a cycle."""
+    backend = ReportingBackend(nodes(2), default_duration=100.0, start_delay=0.0)
+    pool = Pool(db_url, backend=backend)
+    job = pool.submit("a", env={"SIM_DURATION": 10, "SIM_FAIL_ATTEMPTS": 1}, restart={"backoff_seconds": 5})
+    pool.cycle()
+    pool.cycle(advance=1)  # running since t0 + 1
+    backend.checkpoint = (3, "/ck/3")
+    pool.cycle(advance=5)  # the checkpoint is stored at t0 + 6
+    lost: list[tuple[str, str, float]] = []
+    recovered: list[tuple[str, float]] = []
+    real = pool.loop.cycle
+
+    def watched() -> None:
+        out = real()
+        if out is not None:
+            lost.extend(out.lost)
+            recovered.extend(out.recovered)
+
+    pool.loop.cycle = watched  # type: ignore[method-assign]
+    pool.cycle(advance=4)  # the sim gang exits 1 at t0 + 10 (launched at t0); seen at t0 + 10
+    assert lost == [("a", "job", 8 * 4.0)]
+    pool.cycle(advance=6)  # backoff over: placed again
+    pool.cycle(advance=1)  # running
+    assert [r for r, _ in recovered] == ["job"] and recovered[0][1] == 7.0

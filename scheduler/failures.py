@@ -1,0 +1,124 @@
+"""What a failed or interrupted gang costs, and whom it blames: the applier's bookkeeping
+for quarantine, lost work, time to recover and the checkpoints backends saw.
+
+Called inside the applier's transactions; the quarantine rule itself is pure
+(``scheduler.quarantine``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from sqlmodel import Session, col, func, select
+
+from scheduler.backends.base import GangStatus, Phase, gang_key
+from scheduler.domain import Health
+from scheduler.lifecycle import JobEvent
+from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
+from scheduler.store import nodes as nodestore
+from scheduler.store import orgs as orgstore
+from scheduler.store.tables import AllocationRow, AuditRow, CheckpointRow, JobEventRow, JobRow, NodeRow
+
+log = logging.getLogger(__name__)
+
+BLAMED = "node.blamed"  # audit action: a failure of this job attributed to this node
+
+
+def blamed_node(s: Session, st: GangStatus | None) -> str | None:
+    """The node a failed gang blames, if the failure says something about the node (see
+    scheduler.quarantine: a node that died is not blamed for its jobs)."""
+    if st is None or st.node is None:
+        return None
+    if st.phase is Phase.FAILED:
+        return st.node if killed_by_signal(st.exit_code) else None
+    if st.phase is Phase.LOST:
+        row = s.get(NodeRow, st.node)
+        if row is not None and row.present and row.health == Health.HEALTHY.value:
+            return st.node
+    return None
+
+
+def killed_by_signal(exit_code: int | None) -> bool:
+    """A replica that died of a signal (negative code from Python's subprocess, or the
+    shell's 128+N): a crash (SIGSEGV, SIGBUS from bad memory, the OOM killer's SIGKILL)
+    that may be the node's doing. A plain non-zero exit is the job's own verdict on
+    itself and never blames the node: a pool of buggy jobs must not cordon itself."""
+    return exit_code is not None and (exit_code < 0 or 128 < exit_code < 160)
+
+
+def quarantine(s: Session, rule: QuarantineRule, nodes: set[str], now: float) -> list[str]:
+    """Cordon the nodes among ``nodes`` that the rule now finds guilty; those cordoned now."""
+    stmt = select(AuditRow).where(
+        AuditRow.action == BLAMED,
+        col(AuditRow.target).in_(sorted(nodes)),
+        AuditRow.at >= now - rule.window_seconds,
+    )
+    done: list[str] = []
+    blames = [Blame(r.target, str(json.loads(r.detail).get("job", "")), r.at) for r in s.exec(stmt).all()]
+    for name in to_quarantine(rule, blames, now):
+        row = s.get(NodeRow, name, with_for_update=True)
+        if row is None or row.cordoned:
+            continue
+        nodestore.set_cordon(s, row, True, now)
+        jobs = sorted({b.job_id for b in blames if b.node == name})
+        orgstore.audit(s, now, "scheduler", "node.quarantined", name, jobs=jobs, window=rule.window_seconds)
+        log.warning(
+            "quarantined node %s: failures of jobs %s within %.0fs",
+            name,
+            ", ".join(jobs),
+            rule.window_seconds,
+        )
+        done.append(name)
+    return done
+
+
+def store_checkpoints(
+    s: Session, allocs: list[AllocationRow], statuses: dict[str, GangStatus], now: float
+) -> None:
+    """Checkpoints the backend saw the gangs report, where newer than the stored one:
+    stored before the gang's exit is handled, so a restart in this very cycle resumes
+    from it."""
+    seen = {
+        a.job_id: (a.attempt, st.checkpoint)
+        for a in allocs
+        if (st := statuses.get(gang_key(a.job_id, a.attempt))) is not None and st.checkpoint is not None
+    }
+    if not seen:
+        return
+    latest: dict[str, int] = {}
+    stmt = select(CheckpointRow).where(col(CheckpointRow.job_id).in_(list(seen)))
+    for row in s.exec(stmt).all():
+        latest[row.job_id] = max(latest.get(row.job_id, -1), row.step if row.step is not None else -1)
+    for job_id, (attempt, (step, path)) in seen.items():
+        if step > latest.get(job_id, -1):
+            s.add(CheckpointRow(job_id=job_id, attempt=attempt, path=path, step=step, at=now))
+
+
+def lost_work(s: Session, a: AllocationRow, ended: float) -> float:
+    """Accelerator-seconds of this attempt after its newest checkpoint (all of it without one)."""
+    stmt = select(func.max(CheckpointRow.at)).where(
+        CheckpointRow.job_id == a.job_id, CheckpointRow.at >= a.created_at
+    )
+    since = s.exec(stmt).one() or a.created_at
+    return a.accelerators * max(0.0, ended - since)
+
+
+def recovery(s: Session, job: JobRow, now: float) -> tuple[str, float] | None:
+    """(reason, seconds) from the interruption that ended the job's previous attempt to now."""
+    stmt = (
+        select(JobEventRow)
+        .where(
+            JobEventRow.job_id == job.id,
+            JobEventRow.attempt == job.attempt - 1,
+            col(JobEventRow.event).in_([JobEvent.RESTART.value, JobEvent.PREEMPT.value]),
+        )
+        .order_by(col(JobEventRow.id).desc())
+    )
+    interrupted = s.exec(stmt).first()
+    if interrupted is not None:
+        reason = (
+            "preempted" if interrupted.event == JobEvent.PREEMPT.value else (interrupted.reason or "restart")
+        )
+        return reason, max(0.0, now - interrupted.at)
+    return None
