@@ -15,10 +15,6 @@ per hour, and cycle latency over the last windows is compared with the first one
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -32,6 +28,7 @@ import httpx
 import yaml
 
 from scheduler.lifecycle import JobEvent, JobState, can
+from scheduler.server_process import ServerProcess
 from scheduler.sim.pool import job_spec, pool_from_quotas
 from scheduler.sim.quotas import load_quotas
 from scheduler.sim.trace import TraceJob, load_trace
@@ -163,26 +160,24 @@ class Soak:
         jobs = day_of(load_trace(opts.trace, "philly-vc"), opts.day)[: opts.max_jobs]
         pool = pool_from_quotas(quotas, {j.org for j in jobs}, node_size=opts.node_size)
         speed = DAY / opts.seconds
-        proc, url = self._start_server(pool)
-        client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30.0)
-        ids: dict[str, str] = {}
-        submitter = threading.Thread(target=self._submit, args=(client, jobs, pool, speed, ids), daemon=True)
-        started = time.monotonic()
-        submitter.start()
-        try:
-            self._watch(proc.pid, client, started, ids)
+        with self._server(pool) as server:
+            client = httpx.Client(
+                base_url=server.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
+            )
+            ids: dict[str, str] = {}
+            submitter = threading.Thread(
+                target=self._submit, args=(client, jobs, pool, speed, ids), daemon=True
+            )
+            started = time.monotonic()
+            submitter.start()
+            assert server.proc is not None
+            self._watch(server.proc.pid, client, started, ids)
             submitter.join(timeout=60)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         self._account(ids)
         self._summarise()
         return self.report
 
-    def _start_server(self, pool: Any) -> tuple[subprocess.Popen[bytes], str]:
+    def _server(self, pool: Any) -> ServerProcess:
         config = {
             "name": "soak",
             "flavors": [f.model_dump(mode="json") for f in pool.flavors],
@@ -191,32 +186,9 @@ class Soak:
         }
         pool_file = self.workdir / "pool.yaml"
         pool_file.write_text(yaml.safe_dump(config))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        env = {**os.environ, "TRAINPOOL_ADMIN_TOKEN": ADMIN}
-        cmd = [
-            sys.executable, "-m", "scheduler.cli.main", "server", "--db", self.opts.db,
-            "--pool", str(pool_file), "--port", str(port), "--interval", "1",
-            "--sim-state", str(self.workdir / "sim.json"),
-        ]  # fmt: skip
-        log = open(self.workdir / "server.log", "wb")  # noqa: SIM115
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"the server exited with {proc.returncode}; see {self.workdir / 'server.log'}"
-                )
-            try:
-                if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                    return proc, url
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        proc.kill()
-        raise RuntimeError(f"the server was not ready in 120 s; see {self.workdir / 'server.log'}")
+        args = ["--db", self.opts.db, "--pool", str(pool_file), "--interval", "1",
+                "--sim-state", str(self.workdir / "sim.json")]  # fmt: skip
+        return ServerProcess(args, self.workdir, {"TRAINPOOL_ADMIN_TOKEN": ADMIN})
 
     def _submit(
         self, client: httpx.Client, jobs: list[TraceJob], pool: Any, speed: float, ids: dict[str, str]

@@ -185,42 +185,19 @@ def bench_new_server(
     ``db``: a PostgreSQL URL (its tables are used as they are: give an empty database),
     or None for a new SQLite file in ``workdir``. For `trainpool bench api`.
     """
-    import os
     import secrets
-    import socket
-    import subprocess
-    import sys
     import tempfile
-    import urllib.request
     from pathlib import Path
+
+    from scheduler.server_process import ServerProcess
 
     work = Path(workdir or tempfile.mkdtemp(prefix="trainpool-bench-api-"))
     (work / "pool.yaml").write_text(BENCH_POOL)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
     token = "tp_" + secrets.token_urlsafe(24)
-    env = {**os.environ, "TRAINPOOL_ADMIN_TOKEN": token, "XDG_DATA_HOME": str(work)}
-    cmd = [sys.executable, "-m", "scheduler.cli.main", "server", "--db", db or str(work / "bench.db"),
-           "--pool", str(work / "pool.yaml"), "--port", str(port), "--sim-duration", "1"]  # fmt: skip
-    with open(work / "server.log", "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the server exited with {proc.returncode}; see {work / 'server.log'}")
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=1) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(
-                        f"the server did not become ready; see {work / 'server.log'}"
-                    ) from None
-            time.sleep(0.2)
+    args = ["--db", db or str(work / "bench.db"), "--pool", str(work / "pool.yaml"), "--sim-duration", "1"]
+    env = {"TRAINPOOL_ADMIN_TOKEN": token, "XDG_DATA_HOME": str(work)}
+    with ServerProcess(args, work, env) as server:
+        url = server.url
         before = _cycle_histogram(url)
         result = run_load(url, token, jobs=jobs, clients=clients, org="bench", flavor="h100")
         after = _cycle_histogram(url)
@@ -229,9 +206,3 @@ def bench_new_server(
             result.cycle_mean_ms = (after[1] - before[1]) / result.cycles * 1000
             result.cycle_p99_ms = window_p99(before[0], after[0]) * 1000
         return result
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
