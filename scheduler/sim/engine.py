@@ -437,10 +437,8 @@ class Simulation:
             heapq.heappush(due, entry)
 
     def _refresh_priorities(self, now: float) -> None:
-        for job in self.pending.values():
-            prio = self.policy.priority(job, now)
-            if job.pending is not None and job.pending.priority != prio:
-                job.pending = replace(job.pending, priority=prio)
+        # A pending job's priority was set when it was queued, from what it had attained
+        # by then; nothing it attains changes while it waits, so only running jobs move.
         for job in self.running.values():
             prio = self.policy.priority(job, now)
             if job.running is not None and job.running.priority != prio:

@@ -12,6 +12,7 @@ heuristics (the core's topology-aware placement is used instead).
 from __future__ import annotations
 
 import bisect
+import heapq
 from typing import TYPE_CHECKING
 
 from scheduler.decisions import Decisions, PendingReason
@@ -61,15 +62,32 @@ class Tiresias:
         ]
         if not waiting:
             return []
-        waiting.sort(key=lambda j: (self.queue(j, now), j.rec.submit, j.id))
-        free = _free_by_node(sim)
-        victims_left = sorted(
-            (j for j in sim.running.values() if j.running is not None and not j.running.terminating),
-            key=lambda j: (-self.queue(j, now), -self.attained(j, now), j.id),
+        # The first few in queue order (nsmallest is sorted(...)[:n], without sorting all).
+        first = heapq.nsmallest(
+            MAX_PREEMPTORS_PER_CYCLE, waiting, key=lambda j: (self.queue(j, now), j.rec.submit, j.id)
         )
+        free = _free_by_node(sim)
+        slots: dict[int, int] = {}  # replicas that fit in ``free``, per replica size
+        victims_left: list[SimJob] | None = None  # ranked only when a job needs victims
         out: list[tuple[str, str]] = []
-        for job in waiting[:MAX_PREEMPTORS_PER_CYCLE]:
+        for job in first:
+            gang = job.spec.gang
+            per = gang.accelerators
+            if per == 0:
+                continue
+            if per not in slots:
+                slots[per] = _slots(free, per)
+            if slots[per] >= gang.replicas:
+                continue  # room exists: it waits for another reason (quota, reservation)
+            if victims_left is None:
+                attained = {j.id: self.attained(j, now) for j in sim.running.values()}
+                victims_left = sorted(
+                    (j for j in sim.running.values() if j.running is not None and not j.running.terminating),
+                    key=lambda j: (-bisect.bisect_right(THRESHOLDS, attained[j.id]), -attained[j.id], j.id),
+                )
             chosen = self._victims(job, victims_left, free, now)
+            if chosen:
+                slots.clear()  # ``free`` changed
             for victim in chosen:
                 victims_left.remove(victim)
                 out.append((victim.id, job.id))
