@@ -58,6 +58,7 @@ class Charged:
     by_flavor: dict[str, dict[str, RunningJob]] | None = None
     ends: dict[str, list[tuple[float, str]]] | None = None
     unlimited: dict[str, dict[str, None]] | None = None
+    holdings: dict[Key, dict[str, tuple[float | None, int]]] | None = None
 
 
 class _Carry:
@@ -89,6 +90,9 @@ class _Carry:
         # of those without a limit: the order backfill needs, kept instead of re-sorted.
         self.ends: dict[str, list[tuple[float, str]]] = {f: [] for f in self.capacity}
         self.unlimited: dict[str, dict[str, None]] = {f: {} for f in self.capacity}
+        # Per (org, flavor): each running job's (expected end, accelerators), for when
+        # the org's quota frees up.
+        self.holdings: dict[Key, dict[str, tuple[float | None, int]]] = {}
         self._bulk = False
 
     def fits(self, snap: Snapshot) -> bool:
@@ -142,6 +146,7 @@ class _Carry:
         self.by_flavor = {f: {} for f in self.capacity}
         self.ends = {f: [] for f in self.capacity}
         self.unlimited = {f: {} for f in self.capacity}
+        self.holdings = {}
         for r in running:
             self._rank(r, 1)
             self._file(r, 1)
@@ -158,6 +163,11 @@ class _Carry:
             return
         limit = r.spec.max_runtime_seconds
         ends, unlimited = self.ends[r.flavor], self.unlimited[r.flavor]
+        holdings = self.holdings.setdefault((r.spec.org, r.flavor), {})
+        if sign > 0:
+            holdings[r.id] = (r.expected_end, r.accelerators)
+        else:
+            del holdings[r.id]
         if sign > 0:
             jobs[r.id] = r
             if limit is None:
@@ -180,6 +190,7 @@ class _Carry:
         if not (
             was.started_at == r.started_at
             and was.spec is r.spec
+            and was.assignments == r.assignments
             and was.flavor == r.flavor
             and r.flavor in self.by_flavor
             and r.spec.org in self.org_names
@@ -256,6 +267,7 @@ class _Carry:
             self.by_flavor,
             self.ends,
             self.unlimited,
+            self.holdings,
         )
 
 

@@ -145,11 +145,19 @@ class WaitSteps(CycleState):
     def quota_free_at(self, job: PendingJob, f: str) -> float | None:
         org, q = job.spec.org, job.spec.gang.total_accelerators
         excess = self.book.alloc(org, f) + q - self.book.ceiling(org, f)
-        ends = sorted(
-            (r.expected_end if r.id not in self.stopping else self.now, r.accelerators)
-            for r in self.running_of(org, f)
-            if r.expected_end is not None
-        )
+        holdings = self.carried.holdings
+        if holdings is not None:  # (expected end, accelerators) per running job, carried
+            stopping, now = self.stopping, self.now
+            got = holdings.get((org, f), {})
+            ends = sorted(
+                (end if i not in stopping else now, acc) for i, (end, acc) in got.items() if end is not None
+            )
+        else:
+            ends = sorted(
+                (r.expected_end if r.id not in self.stopping else self.now, r.accelerators)
+                for r in self.running_of(org, f)
+                if r.expected_end is not None
+            )
         for end, acc in ends:
             excess -= acc
             if excess <= 0:

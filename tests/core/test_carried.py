@@ -53,6 +53,12 @@ def assert_same_charge(snap: Snapshot, now: float = gen.NOW) -> None:
     got, want = carried.charged(snap), carried.charge_from_scratch(snap)
     if got.ends is not None:
         assert_same_releases(got, snap, now)
+    if got.holdings is not None:
+        want_holdings: dict[tuple[str, str], dict[str, tuple[float | None, int]]] = {}
+        for f, jobs in want.running_by_flavor.items():
+            for r in jobs:
+                want_holdings.setdefault((r.spec.org, f), {})[r.id] = (r.expected_end, r.accelerators)
+        assert {k: v for k, v in got.holdings.items() if v} == want_holdings
     assert (got.pool.free_acc, got.pool.free_cpu, got.pool.free_mem) == (
         want.pool.free_acc,
         want.pool.free_cpu,
