@@ -6,6 +6,7 @@ server arrive as one line (``ClientError``) and exit with code 1.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +31,19 @@ def _client(url: str | None, token: str | None, context: str | None) -> Client:
 
 
 # --- server --------------------------------------------------------------------------
+
+
+def _gc_thresholds() -> tuple[int, int, int]:
+    """TRAINPOOL_GC_THRESHOLD="g0,g1,g2" (for experiments), else the tuned default."""
+    text = os.environ.get("TRAINPOOL_GC_THRESHOLD", "100000,50,1000")
+    try:
+        g0, g1, g2 = (int(x) for x in text.split(","))
+    except ValueError:
+        err.print(
+            f"[red]error:[/red] TRAINPOOL_GC_THRESHOLD: '{text}' is not three integers", highlight=False
+        )
+        raise typer.Exit(2) from None
+    return g0, g1, g2
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, str]:
@@ -102,7 +116,7 @@ def server(
     # default thresholds the collector walks them all every few hundred requests, and
     # those pauses were most of the API's p99 under load (measured: 345 -> 200 ms).
     gc.freeze()
-    gc.set_threshold(100_000, 50, 1000)
+    gc.set_threshold(*_gc_thresholds())
     typer.echo(f"trainpool server on http://{host}:{port} (API under /v1, docs at /docs)", err=True)
     # A long keep-alive: clients reuse connections, and a client that sends on a
     # connection the server is just closing sees a spurious error.
