@@ -49,6 +49,7 @@ def up(
     except (RuntimeError, OSError, ValueError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"trainpool is up: {pool.url}  (data in {pool.data_dir})")
+    typer.echo(f"admin token: {pool.token}  (kept in {pool.data_dir / 'admin-token'}, mode 0600)")
     typer.echo("use it from another shell:")
     typer.echo(f"  export TRAINPOOL_URL={pool.url}")
     typer.echo(f"  export TRAINPOOL_TOKEN=$(cat {pool.data_dir / 'admin-token'})")
