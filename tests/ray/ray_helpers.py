@@ -6,6 +6,7 @@ import os
 import time
 
 from scheduler.backends.base import GangStatus, Phase
+from scheduler.backends.ray.cluster import process_alive
 from scheduler.domain import Node, TopologyPath
 
 NAMESPACE = "trainpool-test"
@@ -56,10 +57,4 @@ def processes_mentioning(text: str) -> list[int]:
     return found
 
 
-def is_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X")
+is_alive = process_alive

@@ -295,44 +295,34 @@ class KubernetesBackend:
             log.info("adopted gang %s (%d of %d pods present)", key, len(ranks), world)
 
     def _create_service(self, svc: dict[str, Any], key: str) -> str:
-        name = svc["metadata"]["name"]
-        try:
-            made = self.api.create_namespaced_service(
-                self.namespace, _body(svc), _preload_content=False, _request_timeout=15
-            )
-        except client.ApiException as exc:
-            if exc.status != 409:
-                raise
-            made = self.api.read_namespaced_service(
-                name, self.namespace, _preload_content=False, _request_timeout=15
-            )
-
-        body = _raw(made)
-        if ((body.get("metadata") or {}).get("annotations") or {}).get(k8s.KEY_ANNOTATION) != key:
-            raise BackendError(f"service {name} exists and does not belong to gang {key}")
+        body = self._create_or_adopt("service", svc, key, self.api.create_namespaced_service,
+                                     self.api.read_namespaced_service)  # fmt: skip
         uid = (body.get("metadata") or {}).get("uid")
         if not uid:
-            raise BackendError(f"service {name} has no uid")
+            raise BackendError(f"service {svc['metadata']['name']} has no uid")
         return str(uid)
 
     def _create_pod(self, pod: dict[str, Any], key: str) -> None:
-        name = pod["metadata"]["name"]
+        body = self._create_or_adopt("pod", pod, key, self.api.create_namespaced_pod,
+                                     self.api.read_namespaced_pod)  # fmt: skip
+        self.pods.upsert(body)  # seen now: a later absence means deleted, not "not yet watched"
+
+    def _create_or_adopt(
+        self, kind: str, obj: dict[str, Any], key: str, create: Any, read: Any
+    ) -> dict[str, Any]:
+        """Create ``obj``; on 409 take the existing one if it is this gang's (a retried
+        launch: idempotent by key), else refuse: it is someone else's."""
+        name = obj["metadata"]["name"]
         try:
-            made = self.api.create_namespaced_pod(
-                self.namespace, _body(pod), _preload_content=False, _request_timeout=15
-            )
+            made = create(self.namespace, _body(obj), _preload_content=False, _request_timeout=15)
         except client.ApiException as exc:
             if exc.status != 409:
                 raise
-            # Already there: a retried launch (idempotent by key), unless someone else's.
-            made = self.api.read_namespaced_pod(
-                name, self.namespace, _preload_content=False, _request_timeout=15
-            )
-
+            made = read(name, self.namespace, _preload_content=False, _request_timeout=15)
         body = _raw(made)
         if ((body.get("metadata") or {}).get("annotations") or {}).get(k8s.KEY_ANNOTATION) != key:
-            raise BackendError(f"pod {name} exists and does not belong to gang {key}")
-        self.pods.upsert(body)  # seen now: a later absence means deleted, not "not yet watched"
+            raise BackendError(f"{kind} {name} exists and does not belong to gang {key}")
+        return body
 
     def _delete_quietly(self, pods: list[str], service: str, owned_by: str | None = None) -> None:
         if owned_by is not None and not self._service_is(service, owned_by):

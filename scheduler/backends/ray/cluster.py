@@ -387,12 +387,13 @@ def _reap(pids: Iterable[int], timeout: float = 5.0) -> None:
         while time.monotonic() < deadline:
             with contextlib.suppress(ChildProcessError, OSError):
                 os.waitpid(pid, os.WNOHANG)
-            if not _alive(pid):
+            if not process_alive(pid):
                 break
             time.sleep(0.02)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Running, not a zombie (a killed child not yet reaped is gone for our purposes)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
