@@ -95,6 +95,8 @@ for step in range(100000):
     time.sleep(0.01)
     if sdk.should_stop():
         print(f"stopped at {step}", flush=True)
+        dist.barrier()  # leave together, as examples/train/ddp_train.py does
+        dist.destroy_process_group()
         sys.exit(0)
 """
 

@@ -109,14 +109,22 @@ def main() -> int:
         if sdk.should_stop():  # every rank agrees, then all save and leave in the same step
             save(step)
             _progress(ckdir, rank, attempt, start, step, "stopped")
+            _leave(world)
             return 0
         if (step + 1) % args.checkpoint_every == 0:
             save(step)
     save(step)
     _progress(ckdir, rank, attempt, start, step, "done")
-    if world > 1:
-        dist.destroy_process_group()
+    _leave(world)
     return 0
+
+
+def _leave(world: int) -> None:
+    """Leave the group together: a rank that exits while its peers' gloo threads still
+    talk to it makes them abort ("terminate called without an active exception")."""
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _progress(folder: Path, rank: int, attempt: str, first: int, last: int, how: str) -> None:

@@ -6,10 +6,10 @@ from dataclasses import replace
 
 from sqlmodel import select
 
-from scheduler.failures import BLAMED
 from scheduler.backends.base import GangStatus
 from scheduler.backends.sim import SimBackend
 from scheduler.domain import Health
+from scheduler.failures import BLAMED
 from scheduler.lifecycle import JobState
 from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
 from scheduler.store import jobs as jobstore
@@ -139,7 +139,7 @@ def test_lost_work_counts_from_the_last_checkpoint_and_recovery_is_timed(db_url:
     accelerator-seconds; it runs again after its 5 s backoff plus a cycle."""
     backend = ReportingBackend(nodes(2), default_duration=100.0, start_delay=0.0)
     pool = Pool(db_url, backend=backend)
-    job = pool.submit("a", env={"SIM_DURATION": 10, "SIM_FAIL_ATTEMPTS": 1}, restart={"backoff_seconds": 5})
+    pool.submit("a", env={"SIM_DURATION": 10, "SIM_FAIL_ATTEMPTS": 1}, restart={"backoff_seconds": 5})
     pool.cycle()
     pool.cycle(advance=1)  # running since t0 + 1
     backend.checkpoint = (3, "/ck/3")
