@@ -11,9 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from service.conftest import LocalPostgres
 from service.server_proc import ADMIN, ServerProc
-
-from .conftest import OwnPostgres
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -61,7 +60,7 @@ def all_jobs(http: httpx.Client) -> list[dict[str, object]]:
             return out
 
 
-def test_database_outage_loses_and_duplicates_nothing(own_pg: OwnPostgres, tmp_path: Path) -> None:
+def test_database_outage_loses_and_duplicates_nothing(own_pg: LocalPostgres, tmp_path: Path) -> None:
     server = ServerProc(own_pg.url, tmp_path)
     server.start()
     client = Submitter(server.url)

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -38,37 +39,60 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
 
 
+@dataclass
+class LocalPostgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 that a test may stop and start again."""
+
+    data: Path
+    sockets: Path
+    port: int
+    pg_ctl: str
+    options: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        opts = f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 -c fsync=off {self.options}"
+        cmd = [self.pg_ctl, "-D", str(self.data), "-o", opts, "-l", str(self.sockets / "log"), "-w", "start"]
+        subprocess.run(_as_postgres(cmd), check=True, capture_output=True)
+
+    def stop(self, mode: str = "fast") -> None:
+        cmd = [self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "stop"]
+        subprocess.run(_as_postgres(cmd), capture_output=True)
+
+    def remove(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.sockets, ignore_errors=True)
+
+
+def local_postgres(prefix: str, options: str = "") -> LocalPostgres:
+    """initdb and start a new cluster; skips the test where PostgreSQL is not installed."""
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not initdb or not pg_ctl:
+        pytest.skip("PostgreSQL not installed (bash .ci/run installs it) and TRAINPOOL_TEST_PG_URL unset")
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    if os.geteuid() == 0:
+        shutil.chown(tmp, "postgres", "postgres")
+    pg = LocalPostgres(tmp / "data", tmp, free_port(), pg_ctl, options)
+    cmd = [initdb, "-D", str(pg.data), "-A", "trust", "-U", "postgres", "--no-sync"]
+    subprocess.run(_as_postgres(cmd), check=True, capture_output=True)
+    pg.start()
+    return pg
+
+
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
     url = os.environ.get("TRAINPOOL_TEST_PG_URL")
     if url:
         yield url
         return
-    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-    if not initdb or not pg_ctl:
-        pytest.skip("PostgreSQL not installed (run .ci/install-postgres.sh) and TRAINPOOL_TEST_PG_URL unset")
-    tmp = Path(tempfile.mkdtemp(prefix="trainpool-pg-"))
-    if os.geteuid() == 0:
-        shutil.chown(tmp, "postgres", "postgres")
-    data, port = tmp / "data", free_port()
-    subprocess.run(
-        _as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync"]),
-        check=True,
-        capture_output=True,
-    )
-    opts = f"-p {port} -k {tmp} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run(
-        _as_postgres([pg_ctl, "-D", str(data), "-o", opts, "-l", str(tmp / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-    )
+    pg = local_postgres("trainpool-pg-", "-c max_connections=200")
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield pg.url
     finally:
-        subprocess.run(
-            _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]), capture_output=True
-        )
-        shutil.rmtree(tmp, ignore_errors=True)
+        pg.remove()
 
 
 @pytest.fixture
