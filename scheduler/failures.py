@@ -86,10 +86,14 @@ def store_checkpoints(
     }
     if not seen:
         return
-    latest: dict[str, int] = {}
-    stmt = select(CheckpointRow).where(col(CheckpointRow.job_id).in_(list(seen)))
-    for row in s.exec(stmt).all():
-        latest[row.job_id] = max(latest.get(row.job_id, -1), row.step if row.step is not None else -1)
+    # Runs every cycle for every gang that reported one: the newest step per job, not
+    # every stored row (a long job accumulates hundreds).
+    stmt = (
+        select(CheckpointRow.job_id, func.max(func.coalesce(CheckpointRow.step, -1)))
+        .where(col(CheckpointRow.job_id).in_(list(seen)))
+        .group_by(col(CheckpointRow.job_id))
+    )
+    latest: dict[str, int] = {job_id: int(step) for job_id, step in s.exec(stmt).all()}
     for job_id, (attempt, (step, path)) in seen.items():
         if step > latest.get(job_id, -1):
             s.add(CheckpointRow(job_id=job_id, attempt=attempt, path=path, step=step, at=now))
