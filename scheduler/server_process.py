@@ -1,6 +1,7 @@
 """`trainpool server` as a child process on a free local port, for the benchmarks that
 measure a real server from the outside (`bench api`, `bench soak`). A context manager:
 ready (``/readyz`` answers 200) on entry, stopped on exit, its output kept in a log file.
+Also the reading of its cycle-latency histogram from ``/metrics``.
 """
 
 from __future__ import annotations
@@ -53,3 +54,28 @@ class ServerProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def cycle_histogram(text: str) -> tuple[dict[float, float], float, float]:
+    """Cumulative bucket counts, sum and count of trainpool_scheduling_cycle_seconds."""
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("trainpool_scheduling_cycle_seconds_bucket"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("trainpool_scheduling_cycle_seconds_sum"):
+            total = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("trainpool_scheduling_cycle_seconds_count"):
+            count = float(line.rsplit(" ", 1)[1])
+    return buckets, total, count
+
+
+def window_p99(before: dict[float, float], after: dict[float, float]) -> float:
+    """The smallest bucket bound under which 99% of this window's cycles fall."""
+    deltas = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
+    n = deltas[-1][1] if deltas else 0.0
+    for le, cumulative in deltas:
+        if n and cumulative >= 0.99 * n:
+            return le
+    return float("nan")

@@ -28,7 +28,7 @@ import httpx
 import yaml
 
 from scheduler.lifecycle import JobEvent, JobState, can
-from scheduler.server_process import ServerProcess
+from scheduler.server_process import ServerProcess, cycle_histogram, window_p99
 from scheduler.sim.pool import job_spec, pool_from_quotas
 from scheduler.sim.quotas import load_quotas
 from scheduler.sim.trace import TraceJob, load_trace
@@ -102,31 +102,6 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024.0
     return 0.0
-
-
-def cycle_histogram(text: str) -> tuple[dict[float, float], float, float]:
-    """Cumulative bucket counts, sum and count of trainpool_scheduling_cycle_seconds."""
-    buckets: dict[float, float] = {}
-    total = count = 0.0
-    for line in text.splitlines():
-        if line.startswith("trainpool_scheduling_cycle_seconds_bucket"):
-            le = line.split('le="', 1)[1].split('"', 1)[0]
-            buckets[float("inf") if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("trainpool_scheduling_cycle_seconds_sum"):
-            total = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("trainpool_scheduling_cycle_seconds_count"):
-            count = float(line.rsplit(" ", 1)[1])
-    return buckets, total, count
-
-
-def window_p99(before: dict[float, float], after: dict[float, float]) -> float:
-    """The smallest bucket bound under which 99% of this window's cycles fall."""
-    deltas = sorted((le, after.get(le, 0.0) - before.get(le, 0.0)) for le in after)
-    n = deltas[-1][1] if deltas else 0.0
-    for le, cumulative in deltas:
-        if n and cumulative >= 0.99 * n:
-            return le
-    return float("nan")
 
 
 def history_problems(jobs: list[dict[str, Any]], events: dict[str, list[dict[str, Any]]]) -> list[str]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from scheduler.soak import window_p99
+from scheduler.server_process import cycle_histogram, window_p99
 
 
 @dataclass
@@ -170,8 +170,6 @@ orgs: [{name: bench, quotas: {h100: {nominal: 128}}}]
 
 def _cycle_histogram(url: str) -> tuple[dict[float, float], float, float]:
     import urllib.request
-
-    from scheduler.soak import cycle_histogram
 
     with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
         return cycle_histogram(resp.read().decode())
