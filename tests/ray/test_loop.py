@@ -191,6 +191,15 @@ def test_own_failures_are_retried_with_backoff_then_failed_with_the_reason(
     gaps = [e - f for e, f in zip(eligible, failed_at, strict=True)]
     assert gaps[0] == pytest.approx(1.0, abs=0.6) and gaps[1] == pytest.approx(2.0, abs=0.6), gaps
     assert pool.events(job).count("restart") == 2 and pool.events(job)[-1] == "failed"
+    # The loop keeps cycling, as the server does; the failed gang's survivors go with it.
+    import ray
+
+    deadline = time.monotonic() + 60
+    while backend.gangs(time.time()) and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        pool.loop.cycle()
+        time.sleep(0.2)
+    assert backend.gangs(time.time()) == []  # type: ignore[attr-defined]
+    assert not [a for a in ray.util.list_named_actors(all_namespaces=True) if job in a["name"]]
 
 
 def test_a_job_cancelled_mid_run_leaves_no_actor_process_or_placement_group(
