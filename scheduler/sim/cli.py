@@ -45,6 +45,13 @@ def sim(
     out: Path | None = typer.Option(None, "--out", help="Write summary.json, summary.md and plots here."),
     as_json: bool = typer.Option(False, "--json", help="Print the JSON summary to stdout."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar on stderr."),
+    jobs: int | None = typer.Option(
+        None,
+        "--jobs",
+        "-j",
+        help="Policies replayed at once, in worker processes (default: one per policy, up to "
+        "the CPUs; 1: one after another in this process).",
+    ),
 ) -> None:
     from scheduler.sim.run import SimRequest, run
 
@@ -70,7 +77,7 @@ def sim(
     )
     try:
         with _progress_bar(progress and sys.stderr.isatty()) as factory:
-            outcome = run(request, progress=factory)
+            outcome = run(request, progress=factory, jobs=jobs)
     except (TraceError, FailureSpecError, ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

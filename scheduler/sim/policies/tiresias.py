@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import bisect
 import heapq
+import math
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from scheduler.decisions import Decisions, PendingReason
@@ -47,10 +49,12 @@ class Tiresias:
         return job.attained + running
 
     def queue(self, job: SimJob, now: float) -> int:
-        return bisect.bisect_right(THRESHOLDS, self.attained(job, now))
+        return _queue_of(self.attained(job, now))
 
     def priority(self, job: SimJob, now: float) -> int:
-        return NORMAL_PRIORITY - self.queue(job, now)
+        # Called for every running job every cycle: written out rather than via queue().
+        attained = job.attained + (job.acc * (now - job.start) if job.running is not None else 0.0)
+        return NORMAL_PRIORITY - (0 if attained < _FIRST else 1 if attained < _SECOND else 2)
 
     def after_decide(self, sim: Simulation, decisions: Decisions, now: float) -> list[tuple[str, str]]:
         waiting = [
@@ -67,8 +71,9 @@ class Tiresias:
             MAX_PREEMPTORS_PER_CYCLE, waiting, key=lambda j: (self.queue(j, now), j.rec.submit, j.id)
         )
         free = _free_by_node(sim)
+        rooms = Counter(free.values())  # nodes by free accelerators: replicas that fit, fast
         slots: dict[int, int] = {}  # replicas that fit in ``free``, per replica size
-        victims_left: list[SimJob] | None = None  # ranked only when a job needs victims
+        victims_left: list[_Candidate] | None = None  # ranked only when a job needs victims
         out: list[tuple[str, str]] = []
         for job in first:
             gang = job.spec.gang
@@ -76,46 +81,43 @@ class Tiresias:
             if per == 0:
                 continue
             if per not in slots:
-                slots[per] = _slots(free, per)
+                slots[per] = sum(count * (room // per) for room, count in rooms.items())
             if slots[per] >= gang.replicas:
                 continue  # room exists: it waits for another reason (quota, reservation)
             if victims_left is None:
-                attained = {j.id: self.attained(j, now) for j in sim.running.values()}
-                victims_left = sorted(
-                    (j for j in sim.running.values() if j.running is not None and not j.running.terminating),
-                    key=lambda j: (-bisect.bisect_right(THRESHOLDS, attained[j.id]), -attained[j.id], j.id),
-                )
-            chosen = self._victims(job, victims_left, free, now)
+                victims_left = _ranked_victims(sim, now)
+            chosen = self._victims(job, victims_left, free, slots[per], now)
             if chosen:
                 slots.clear()  # ``free`` changed
+                rooms = Counter(free.values())
             for victim in chosen:
                 victims_left.remove(victim)
-                out.append((victim.id, job.id))
+                out.append((victim[3].id, job.id))
         return out
 
     def _victims(
-        self, job: SimJob, candidates: list[SimJob], free: dict[str, int], now: float
-    ) -> list[SimJob]:
-        """Lower-queue victims, greedily, until ``job`` fits; none if it never does."""
+        self, job: SimJob, candidates: list[_Candidate], free: dict[str, int], slots: int, now: float
+    ) -> list[_Candidate]:
+        """Lower-queue victims, greedily, until ``job`` fits (``slots`` replicas fit
+        in ``free`` now, fewer than it needs); none if it never does."""
         gang = job.spec.gang
         per, need = gang.accelerators, gang.replicas
-        if per == 0 or _slots(free, per) >= need:
-            return []  # room exists: it waits for another reason (quota, reservation)
         my_queue = self.queue(job, now)
         avoid = job.pending.preempted_by if job.pending is not None else None
         trial = dict(free)
-        slots = _slots(trial, per)
-        chosen: list[SimJob] = []
-        for victim in candidates:  # lowest queue first, so the first eligible ones are the best
-            if self.queue(victim, now) <= my_queue:
+        chosen: list[_Candidate] = []
+        for candidate in candidates:  # lowest queue first, so the first eligible ones are the best
+            if -candidate[0] <= my_queue:
                 break
+            victim = candidate[3]
             if victim.id == avoid or victim.running is None:
                 continue
+            acc = victim.spec.gang.accelerators
             for node, n in victim.running.assignments:
                 before = trial[node]
-                trial[node] = before + n * victim.spec.gang.accelerators
-                slots += trial[node] // per - before // per
-            chosen.append(victim)
+                after = trial[node] = before + n * acc
+                slots += after // per - before // per
+            chosen.append(candidate)
             if slots >= need:
                 free.update(trial)
                 return chosen
@@ -125,27 +127,54 @@ class Tiresias:
         """When the next running job drops a queue, if anyone is waiting to benefit."""
         if not sim.pending:
             return None
-        best: float | None = None
-        for job in sim.running.values():
-            attained = self.attained(job, now)
-            i = bisect.bisect_right(THRESHOLDS, attained)
-            if i < len(THRESHOLDS) and job.acc:
-                t = now + (THRESHOLDS[i] - attained) / job.acc
-                best = t if best is None else min(best, t)
-        return best
+        best = math.inf
+        for job in sim.running.values():  # every cycle: written out rather than via attained()
+            acc = job.acc
+            if not acc:
+                continue
+            attained = job.attained + (acc * (now - job.start) if job.running is not None else 0.0)
+            if attained < _FIRST:
+                t = now + (_FIRST - attained) / acc
+            elif attained < _SECOND:
+                t = now + (_SECOND - attained) / acc
+            else:
+                continue  # in the last queue: it drops no further
+            if t < best:
+                best = t
+        return None if best == math.inf else best
+
+
+# (minus queue, minus attained service, id, job): sorted, the preferred victims first.
+_Candidate = tuple[int, float, str, "SimJob"]
+_FIRST, _SECOND = THRESHOLDS
+
+
+def _queue_of(attained: float) -> int:
+    return bisect.bisect_right(THRESHOLDS, attained)
+
+
+def _ranked_victims(sim: Simulation, now: float) -> list[_Candidate]:
+    """Running jobs that may be preempted: lowest queue (most service) first, then most
+    attained service, then id (unique, so the job itself is never compared)."""
+    ranked = []
+    for j in sim.running.values():
+        r = j.running
+        if r is None or r.terminating:
+            continue
+        attained = j.attained + j.acc * (now - j.start)
+        ranked.append((-_queue_of(attained), -attained, j.id, j))
+    ranked.sort()
+    return ranked
 
 
 def _free_by_node(sim: Simulation) -> dict[str, int]:
     free = {n.name: n.accelerators for n in sim.pool.nodes if n.flavor == sim.pool.flavor}
     for job in sim.running.values():
-        if job.running is None:
+        r = job.running
+        if r is None:
             continue
-        for node, n in job.running.assignments:
+        acc = job.spec.gang.accelerators
+        for node, n in r.assignments:
             if node in free:
-                free[node] -= n * job.spec.gang.accelerators
+                free[node] -= n * acc
     return free
-
-
-def _slots(free: dict[str, int], per_replica: int) -> int:
-    """Replicas of ``per_replica`` accelerators that fit in ``free``, node by node."""
-    return sum(room // per_replica for room in free.values())

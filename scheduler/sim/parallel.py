@@ -1,0 +1,136 @@
+"""Replay policies side by side in worker processes (``trainpool sim --jobs N``).
+
+Each replay is single-threaded Python, so policies run in separate processes. Workers
+are spawned (not forked: the parent may already run threads, e.g. the progress bar) and
+get the prepared trace and pool once, at start. They post progress to a queue that the
+parent drains into its progress bars while it waits.
+
+Stopping: workers ignore SIGINT, so Ctrl-C reaches only the parent, which terminates
+them; on Linux each worker also asks the kernel for SIGTERM when its parent dies, so a
+killed parent leaves none behind. A worker's exception is raised again in the parent
+(the same class and message where it survives pickling), so the command reports it as
+it does without workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing as mp
+import os
+import pickle
+import queue
+import signal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from scheduler.sim.record import SimResult
+
+if TYPE_CHECKING:
+    from scheduler.sim.run import ProgressFactory, _Replay
+
+Outcome = tuple[dict[str, Any], SimResult]
+Tick = Callable[[float, int, int], None]
+
+# Set in each worker by ``_start_worker``.
+_replay: _Replay | None = None
+_progress: Any = None  # the multiprocessing queue of (policy, t, finished, total), or None
+
+_POLL_S = 0.2  # how often the parent looks at results while no progress arrives
+_PR_SET_PDEATHSIG = 1
+
+
+def replay_in_workers(
+    replay: _Replay, names: list[str], workers: int, progress: ProgressFactory | None
+) -> dict[str, Outcome]:
+    """Replay ``names`` (dearest first) on ``workers`` processes; outcomes by name."""
+    ctx = mp.get_context("spawn")
+    updates = ctx.Queue() if progress is not None else None
+    ticks: dict[str, Tick] = {}
+    if progress is not None:
+        ticks = {name: progress(name, len(replay.trace)) for name in names}
+    pool = ctx.Pool(workers, initializer=_start_worker, initargs=(replay, updates, os.getpid()))
+    try:
+        pending = {name: pool.apply_async(_replay_one, (name,)) for name in names}
+        outcomes: dict[str, Outcome] = {}
+        while pending:
+            _drain(updates, ticks, wait=True)
+            for name, res in list(pending.items()):
+                if res.ready():
+                    outcomes[name] = res.get()  # raises the worker's exception
+                    del pending[name]
+        _drain(updates, ticks, wait=False)
+        pool.close()
+        pool.join()
+        return outcomes
+    finally:
+        pool.terminate()  # on an error or Ctrl-C: stop the others at once (no-op after join)
+        pool.join()
+        if updates is not None:
+            updates.close()
+            updates.cancel_join_thread()
+
+
+def _drain(updates: Any, ticks: dict[str, Tick], wait: bool) -> None:
+    """Apply the workers' progress posts; with ``wait``, block a moment for the first."""
+    if updates is None:
+        if wait:
+            time.sleep(_POLL_S)
+        return
+    timeout: float | None = _POLL_S if wait else None
+    while True:
+        try:
+            name, t, done, total = updates.get(timeout=timeout) if timeout else updates.get_nowait()
+        except queue.Empty:
+            return
+        ticks[name](t, done, total)
+        timeout = None  # take what is already there, then go back to the results
+
+
+def _start_worker(replay: _Replay, updates: Any, parent: int) -> None:
+    global _replay, _progress
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    _die_with_parent(parent)
+    _replay, _progress = replay, updates
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this worker when the process that started it dies."""
+    with contextlib.suppress(OSError, AttributeError):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _replay_one(name: str) -> Outcome:
+    assert _replay is not None, "worker not started"
+    tick = None
+    if _progress is not None:
+        updates = _progress
+
+        def tick(t: float, done: int, total: int) -> None:
+            updates.put((name, t, done, total))
+
+    try:
+        return _replay.run(name, tick=tick)
+    except Exception as exc:
+        raise _portable(exc) from None
+
+
+def _portable(exc: Exception) -> Exception:
+    """``exc`` if it survives pickling unchanged, else an exception of a built-in class
+    with its message (ValueError for the user errors the command reports)."""
+    try:
+        back = pickle.loads(pickle.dumps(exc))
+        if type(back) is type(exc) and str(back) == str(exc):
+            return exc
+    except Exception:  # anything that does not pickle, or not back, is replaced
+        pass
+    from scheduler.errors import ConfigError
+
+    if isinstance(exc, ValueError | ConfigError):
+        return ValueError(str(exc))
+    return RuntimeError(f"{type(exc).__name__}: {exc}")
