@@ -27,6 +27,7 @@ from scheduler.store import lease
 from scheduler.store import orgs as orgstore
 from scheduler.store import usage as usagestore
 from scheduler.store.db import Database
+from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
 from scheduler.store.view import View, assignments_of
 
@@ -144,7 +145,7 @@ def _locked_jobs(s: Session, ids: list[str]) -> dict[str, JobRow]:
     serialized anyway. Jobs are always locked before allocations, as the API does."""
     if not ids:
         return {}
-    stmt = select(JobRow).where(col(JobRow.id).in_(ids)).order_by(col(JobRow.id)).with_for_update()
+    stmt = select(JobRow).where(among(JobRow.id, ids)).order_by(col(JobRow.id)).with_for_update()
     return {j.id: j for j in s.exec(stmt).all()}
 
 
@@ -439,7 +440,7 @@ def _resume_points(db: Database, job_ids: list[str]) -> dict[str, str]:
     with db.read() as s:
         stmt = (
             select(CheckpointRow)
-            .where(col(CheckpointRow.job_id).in_(job_ids))
+            .where(among(CheckpointRow.job_id, job_ids))
             .order_by(col(CheckpointRow.at), col(CheckpointRow.step), col(CheckpointRow.id))
         )
         return {c.job_id: c.path for c in s.exec(stmt).all()}  # later rows overwrite earlier

@@ -18,6 +18,7 @@ from scheduler.lifecycle import JobEvent
 from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
+from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, AuditRow, CheckpointRow, JobEventRow, JobRow, NodeRow
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def quarantine(s: Session, rule: QuarantineRule, nodes: set[str], now: float) ->
     """Cordon the nodes among ``nodes`` that the rule now finds guilty; those cordoned now."""
     stmt = select(AuditRow).where(
         AuditRow.action == BLAMED,
-        col(AuditRow.target).in_(sorted(nodes)),
+        among(AuditRow.target, sorted(nodes)),
         AuditRow.at >= now - rule.window_seconds,
     )
     done: list[str] = []
@@ -90,7 +91,7 @@ def store_checkpoints(
     # every stored row (a long job accumulates hundreds).
     stmt = (
         select(CheckpointRow.job_id, func.max(func.coalesce(CheckpointRow.step, -1)))
-        .where(col(CheckpointRow.job_id).in_(list(seen)))
+        .where(among(CheckpointRow.job_id, seen))
         .group_by(col(CheckpointRow.job_id))
     )
     latest: dict[str, int] = {job_id: int(step) for job_id, step in s.exec(stmt).all()}

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from scheduler.domain import JobSpec
 from scheduler.lifecycle import JobState
 from scheduler.store import jobs as jobstore
 from scheduler.store.db import Database
+from scheduler.store.keys import among
 from scheduler.store.tables import JobRow
 
 MAX_BATCH = 256
@@ -180,7 +181,7 @@ def _insert_all(s: Session, items: list[_Item]) -> list[jobstore.Submitted | Bas
     rids = [it.client_request_id for it in items if it.client_request_id]
     known: dict[tuple[str, str], JobRow] = {}
     if rids:
-        for row in s.exec(select(JobRow).where(col(JobRow.client_request_id).in_(rids))).all():
+        for row in s.exec(select(JobRow).where(among(JobRow.client_request_id, rids))).all():
             known[(row.org, row.client_request_id or "")] = row
     jobs: list[dict[str, Any]] = []
     events: list[dict[str, Any]] = []

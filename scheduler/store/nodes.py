@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from sqlmodel import Session, col, select
 
 from scheduler.domain import Health, Node, TopologyPath
+from scheduler.store.keys import among
 from scheduler.store.tables import AuditRow, NodeRow
 
 
@@ -109,7 +110,7 @@ def quarantined(session: Session) -> list[str]:
         return []
     stmt = (
         select(AuditRow)
-        .where(col(AuditRow.action).in_(_CORDON_ACTIONS), col(AuditRow.target).in_(sorted(cordoned)))
+        .where(col(AuditRow.action).in_(_CORDON_ACTIONS), among(AuditRow.target, sorted(cordoned)))
         .order_by(col(AuditRow.id))
     )
     last = {r.target: r.action for r in session.exec(stmt).all()}  # later rows overwrite earlier

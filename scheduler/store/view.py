@@ -22,6 +22,7 @@ from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store import usage as usagestore
+from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
 
 
@@ -66,7 +67,7 @@ class PendingCache:
     version) of the queue and loads the rows whose version moved.
     """
 
-    _CHUNK = 500
+    _CHUNK = 512  # a power of two: see keys.padded
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[JobRow, PendingJob]] = {}
@@ -81,7 +82,7 @@ class PendingCache:
         stale = [i for i, v in keys if (e := self._entries.get(i)) is None or e[0].version != v]
         for start in range(0, len(stale), self._CHUNK):
             chunk = stale[start : start + self._CHUNK]
-            for row in session.exec(select(JobRow).where(col(JobRow.id).in_(chunk))).all():
+            for row in session.exec(select(JobRow).where(among(JobRow.id, chunk))).all():
                 self._entries[row.id] = (row, _pending(row))
         queued = {i for i, _ in keys}
         for gone in [i for i in self._entries if i not in queued]:
@@ -120,7 +121,7 @@ def build(session: Session, pool: PoolView, now: float, cache: PendingCache | No
 def _jobs(session: Session, ids: list[str]) -> dict[str, JobRow]:
     if not ids:
         return {}
-    return {j.id: j for j in session.exec(select(JobRow).where(col(JobRow.id).in_(ids))).all()}
+    return {j.id: j for j in session.exec(select(JobRow).where(among(JobRow.id, ids))).all()}
 
 
 def _last_checkpoints(session: Session, job_ids: list[str]) -> Mapping[str, float]:
@@ -128,7 +129,7 @@ def _last_checkpoints(session: Session, job_ids: list[str]) -> Mapping[str, floa
         return {}
     stmt = (
         select(CheckpointRow.job_id, func.max(CheckpointRow.at))
-        .where(col(CheckpointRow.job_id).in_(job_ids))
+        .where(among(CheckpointRow.job_id, job_ids))
         .group_by(col(CheckpointRow.job_id))
     )
     return {job_id: float(at) for job_id, at in session.exec(stmt).all()}

@@ -230,3 +230,27 @@ def test_the_pending_cache_follows_the_queue(db_url: str) -> None:
     assert [j.id for j in pending] == ids[1:]
     assert (pending[0].priority, pending[0].eligible_at) == (9, 42.0)  # re-read: its version moved
     assert rows[0].priority == 9
+
+
+def test_key_lists_of_any_length_share_a_few_statement_shapes(db_url: str) -> None:
+    """The loop reads jobs by id lists of every length; each length used to be its own
+    prepared statement in the drivers' caches, which grew with the jobs seen."""
+    from sqlalchemy import event
+    from sqlmodel import select
+
+    from scheduler.store.keys import among
+    from scheduler.store.tables import JobRow
+
+    db = open_database(db_url)
+    with db.write() as s:
+        ids = [
+            jobstore.submit(s, SPEC, priority=1, now=float(i), submitted_by=None, client_request_id=f"r{i}").job.id
+            for i in range(300)
+        ]
+    texts: set[str] = set()
+    event.listen(db.engine, "before_cursor_execute", lambda _c, _cur, stmt, *_: texts.add(stmt))
+    with db.read() as s:
+        for n in range(1, 301):
+            rows = s.exec(select(JobRow).where(among(JobRow.id, ids[:n]))).all()
+            assert sorted(r.id for r in rows) == sorted(ids[:n])  # padding adds no rows, loses none
+    assert len(texts) <= 12, f"{len(texts)} statement texts for 300 list lengths"  # 1, 2, 4 .. 512
