@@ -153,7 +153,7 @@ class _Replay:
 
 # Relative CPU cost of one replay, measured on the VC subset (see README, Performance):
 # the pool's workers take the dearest first, so the cheap ones fill in at the end.
-EXPECTED_COST = {"slurm": 3.0, "fifo": 3.0, "tiresias": 3.0, "trainpool": 1.0, "kueue": 1.0}
+EXPECTED_COST = {"slurm": 3.5, "fifo": 3.0, "tiresias": 2.0, "trainpool": 1.0, "kueue": 1.0}
 
 
 def _longest_first(names: list[str]) -> list[str]:
