@@ -1,7 +1,8 @@
 """The order in which the cycle considers pending jobs.
 
 Fair (the default): within an org, priority then age; across orgs, the org whose next job
-fits within its nominal quota goes before any org that would borrow, and among those the
+fits within its nominal quota goes first, then an org whose next job would borrow but a
+later one fits within its nominal, then orgs that would only borrow; within each tier the
 smallest weighted dominant share with decayed usage goes first. Shares are recomputed as
 the cycle places jobs, so orgs interleave instead of one draining its whole queue.
 """
@@ -9,6 +10,7 @@ the cycle places jobs, so orgs interleave instead of one draining its whole queu
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Iterator
 from operator import attrgetter
 from typing import TYPE_CHECKING
@@ -61,12 +63,28 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
     book, half_life = cycle.book, cycle.policy.half_life_seconds
     capacity = {f: c for f, c in book.capacity.items() if c > 0}
 
-    def tier(j: PendingJob) -> int:
-        org, q = j.spec.org, j.spec.gang.total_accelerators
-        fits_nominal = any(
-            f in book.capacity and book.alloc(org, f) + q <= book.nominal(org, f) for f in j.spec.gang.flavors
-        )
-        return 0 if fits_nominal else 1
+    # What is left of each org's queue, by (accepted flavors, accelerators): the kinds are
+    # few, so "does any of its jobs still fit within nominal" is a short loop.
+    kinds: dict[str, list[tuple[tuple[str, ...], int]]] = {}
+    left: dict[str, Counter[tuple[tuple[str, ...], int]]] = {}
+    for org, q in queues.items():
+        gangs = [j.spec.gang for j in q]
+        kinds[org] = ks = [(g.flavors, g.replicas * g.accelerators) for g in gangs]
+        left[org] = Counter(ks)
+
+    def fits(org: str, flavors: tuple[str, ...], q: int) -> bool:
+        return any(f in book.capacity and book.alloc(org, f) + q <= book.nominal(org, f) for f in flavors)
+
+    def tier(org: str, j: PendingJob) -> int:
+        """0: the org's next job fits within its nominal. 1: it would borrow, but a later
+        job of the org fits within nominal: the org has a claim on the room inside its
+        nominal, so it goes before orgs that only borrow (else their borrowers take that
+        room first, and the org's job must reclaim it from them, a preemption and two
+        cycles later). Its own order is kept: its next job still goes first. 2: borrowers."""
+        g = j.spec.gang
+        if fits(org, g.flavors, g.total_accelerators):
+            return 0
+        return 1 if any(n and fits(org, fl, q) for (fl, q), n in left[org].items()) else 2
 
     shares: dict[str, tuple[int, float]] = {}
 
@@ -82,17 +100,18 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         shares[org] = (version, value)
         return value
 
-    heap = [(tier(q[0]), share(org), org) for org, q in queues.items()]
+    heap = [(tier(org, q[0]), share(org), org) for org, q in queues.items()]
     heapq.heapify(heap)
     pos = dict.fromkeys(queues, 0)
     while heap:
         _, _, org = heapq.heappop(heap)
-        queue = queues[org]
-        yield queue[pos[org]]
-        pos[org] += 1
+        queue, counts, was = queues[org], left[org], pos[org]
+        yield queue[was]
         # A job that fails like an earlier job of its kind changes nothing, so where it
         # stands in the order does not matter: settle the org's run of them right here
         # instead of one heap round each (on a saturated pool that is nearly every job).
-        pos[org] = cycle.settle(queue, pos[org])
-        if pos[org] < len(queue):
-            heapq.heappush(heap, (tier(queue[pos[org]]), share(org), org))
+        pos[org] = now = cycle.settle(queue, was + 1)
+        for kind in kinds[org][was:now]:
+            counts[kind] -= 1
+        if now < len(queue):
+            heapq.heappush(heap, (tier(org, queue[now]), share(org), org))

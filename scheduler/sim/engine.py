@@ -448,9 +448,31 @@ class Simulation:
 
     def _record(self) -> None:
         violating = []
+        owed = []
         for i, nominal in enumerate(self.nominal):
             room = nominal - self.alloc[i]
             sizes = self._pending_sizes[i]
-            violating.append(room > 0 and bool(sizes) and min(sizes) <= room)
+            v = room > 0 and bool(sizes) and min(sizes) <= room
+            violating.append(v)
+            owed.append(fillable(room, sizes) if v else 0)
         demand = tuple(a + p for a, p in zip(self.alloc, self._pending_acc, strict=True))
-        self.timeline.record(self.now, tuple(self.alloc), demand, len(self.pending), tuple(violating))
+        self.timeline.record(
+            self.now, tuple(self.alloc), demand, len(self.pending), tuple(violating), tuple(owed)
+        )
+
+
+def fillable(room: int, sizes: Counter[int]) -> int:
+    """The most of ``room`` that pending jobs of these sizes (accelerators -> count) fill
+    together: a bounded subset sum, as a bit set of reachable totals (counts split in
+    powers of two, so a size is shifted log(count) times, not count times)."""
+    reach, mask = 1, (1 << (room + 1)) - 1
+    for size, count in sizes.items():
+        if size > room or size <= 0:
+            continue
+        count, step = min(count, room // size), 1
+        while count > 0:
+            take = min(step, count)
+            reach |= (reach << (size * take)) & mask
+            count -= take
+            step <<= 1
+    return reach.bit_length() - 1

@@ -14,8 +14,20 @@ Definitions (also printed in the report):
   and entitlement are their integrals over the arrival window as fractions of capacity.
 - Guarantee violation: time an org held less than its nominal while it had a pending
   job that fits in the difference. The allowance is what one reclaim takes in this loop
-  (up to one interval to the next cycle, the victims' grace, one interval to the cycle
-  after they exit); episodes longer than it are counted separately.
+  (see reclaim_allowance); episodes (maximal runs of violating time per org) longer than
+  it are counted separately. An episode can chain several reclaims: while one is served,
+  more of the org's jobs end or arrive and open new room, so it stays below nominal.
+- Guarantee wait (per org, first owed, first served): what the org is owed at each
+  instant is the most of its room below nominal that its pending jobs could fill together
+  (a subset sum of their sizes; 0 unless it violates). Every increase of it is stamped
+  with its time; every decrease (a placement, or the demand going away) settles the
+  oldest stamps first. The wait at t is the age of the oldest unsettled stamp; its
+  longest value, the number of maximal stretches in which it exceeds the allowance, and
+  the org-seconds beyond the allowance are reported. So room that opens while earlier
+  room is being reclaimed gets its own clock, but room nobody fills keeps aging. Owed
+  time is infeasible where the orgs' guarantees cannot all hold at once: the sum over
+  orgs of min(demand, nominal) is above capacity (quotas over-committed, or a pool that
+  shrank); waits beyond the allowance are split into feasible and infeasible.
 """
 
 from __future__ import annotations
@@ -195,6 +207,88 @@ def guarantee_violations(tl: TimelineArrays, allowance_s: float = 0.0) -> dict[s
         "episodes_over_allowance": len(over),
         "org_seconds_over_allowance": sum(over),
         "per_org_s": per_org,
+    }
+
+
+def reclaim_allowance(interval_s: float, grace_s: float) -> float:
+    """The longest wait one reclaim takes in a loop that runs a cycle at most every
+    ``interval_s`` after an event: up to one interval until the cycle that sees the room
+    (and reclaims it); the victims exit ``grace_s`` later; the cycle that places the job
+    comes one interval after the reclaiming one when the grace is shorter than that (no
+    cycle can run in between), else up to one interval after the exit."""
+    return interval_s + (interval_s if grace_s <= interval_s else grace_s + interval_s)
+
+
+def guarantee_waits(
+    tl: TimelineArrays, nominal: Mapping[str, int], capacity: int, allowance_s: float
+) -> dict[str, Any]:
+    """Guarantee waits, first owed first served (see the module doc)."""
+    nom = np.array([nominal.get(o, 0) for o in tl.orgs], dtype=np.int64)
+    if tl.owed is not None:
+        owed = tl.owed.astype(np.int64)
+    else:  # not recorded: all of the room its pending accelerators cover (an upper bound)
+        alloc = tl.alloc.astype(np.int64)
+        room = np.maximum(nom[None, :] - alloc, 0)
+        pend = np.maximum(tl.demand.astype(np.int64) - alloc, 0)
+        owed = np.where(tl.violating, np.minimum(room, pend), 0)
+    infeasible = np.minimum(tl.demand, nom[None, :]).sum(axis=1) > capacity
+    # Prefix counts: "was any segment in [i, j) infeasible" in O(1).
+    bad = np.concatenate(([0], np.cumsum(infeasible)))
+    ends = tl.start + tl.dt
+    end = float(ends[-1]) if len(ends) else 0.0
+    longest = 0.0
+    over = {"feasible": 0, "infeasible": 0}
+    beyond = {"feasible": 0.0, "infeasible": 0.0}
+    for k in range(len(tl.orgs)):
+        col = owed[:, k]
+        changes = np.flatnonzero(np.diff(col, prepend=0) != 0)
+        fifo: list[list[float]] = []  # [stamp, amount], oldest first
+        head = 0
+        held = 0
+        above = False
+        tainted = False  # the current stretch beyond the allowance met infeasible time
+        prev_i, prev_t = 0, 0.0
+        for i in [*changes.tolist(), len(col)]:
+            t = float(tl.start[i]) if i < len(col) else end
+            if head < len(fifo):  # the span [prev_t, t) with the oldest stamp unchanged
+                oldest = fifo[head][0]
+                w0, w1 = prev_t - oldest, t - oldest
+                longest = max(longest, w1)
+                if w1 > allowance_s:
+                    if not above:
+                        above, tainted = True, False
+                    tainted = tainted or bool(bad[i] - bad[prev_i] > 0)
+                    lo, hi = max(0.0, w0 - allowance_s), w1 - allowance_s
+                    beyond["infeasible" if tainted else "feasible"] += (hi * hi - lo * lo) / 2
+            if i == len(col):
+                break
+            new = int(col[i])
+            if new > held:
+                fifo.append([t, float(new - held)])
+            else:
+                gone = float(held - new)
+                while gone > 0 and head < len(fifo):
+                    take = min(gone, fifo[head][1])
+                    fifo[head][1] -= take
+                    gone -= take
+                    if fifo[head][1] <= 0:
+                        head += 1
+            held = new
+            still = head < len(fifo) and t - fifo[head][0] > allowance_s
+            if above and not still:
+                over["infeasible" if tainted else "feasible"] += 1
+                above = False
+            prev_i, prev_t = i, t
+        if above:
+            over["infeasible" if tainted else "feasible"] += 1
+    return {
+        "longest_wait_s": longest,
+        "allowance_s": allowance_s,
+        "waits_over_allowance": over["feasible"] + over["infeasible"],
+        "waits_over_allowance_feasible": over["feasible"],
+        "waits_over_allowance_infeasible": over["infeasible"],
+        "org_seconds_over_allowance_feasible": beyond["feasible"],
+        "org_seconds_over_allowance_infeasible": beyond["infeasible"],
     }
 
 

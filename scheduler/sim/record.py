@@ -51,6 +51,9 @@ class Timeline:
     demand: list[tuple[int, ...]] = field(default_factory=list)
     pending: list[int] = field(default_factory=list)
     violating: list[tuple[bool, ...]] = field(default_factory=list)
+    # Per org, the most of its room below nominal its pending jobs could fill (0 unless
+    # violating); None where the recorder did not give it.
+    owed: list[tuple[int, ...] | None] = field(default_factory=list)
     end: float = 0.0
 
     def record(
@@ -60,6 +63,7 @@ class Timeline:
         demand: tuple[int, ...],
         pending: int,
         violating: tuple[bool, ...],
+        owed: tuple[int, ...] | None = None,
     ) -> None:
         if self.times and self.times[-1] == t:
             self.alloc[-1], self.demand[-1], self.pending[-1], self.violating[-1] = (
@@ -68,15 +72,17 @@ class Timeline:
                 pending,
                 violating,
             )
+            self.owed[-1] = owed
             return
         same = self.alloc and self.alloc[-1] == alloc and self.demand[-1] == demand
-        if same and self.pending[-1] == pending and self.violating[-1] == violating:
+        if same and self.pending[-1] == pending and self.violating[-1] == violating and self.owed[-1] == owed:
             return  # nothing changed: keep one segment
         self.times.append(t)
         self.alloc.append(alloc)
         self.demand.append(demand)
         self.pending.append(pending)
         self.violating.append(violating)
+        self.owed.append(owed)
 
     def arrays(self) -> TimelineArrays:
         n = len(self.orgs)
@@ -90,6 +96,9 @@ class Timeline:
             demand=np.array(self.demand, dtype=float).reshape(-1, n),
             pending=np.array(self.pending, dtype=float),
             violating=np.array(self.violating, dtype=bool).reshape(-1, n),
+            owed=(
+                None if any(o is None for o in self.owed) else np.array(self.owed, dtype=float).reshape(-1, n)
+            ),
         )
 
 
@@ -102,6 +111,7 @@ class TimelineArrays:
     demand: np.ndarray
     pending: np.ndarray
     violating: np.ndarray
+    owed: np.ndarray | None = None  # segments x orgs, see Timeline.owed
 
 
 @dataclass

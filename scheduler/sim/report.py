@@ -45,6 +45,7 @@ def summarize(
         "makespan_s": metrics.makespan(jobs),
         "fairness": fair,
         "guarantee_violations": metrics.guarantee_violations(tl, allowance_s),
+        "guarantee_waits": metrics.guarantee_waits(tl, result.nominal, result.capacity, allowance_s),
         "preemptions": {"total": sum(result.preemptions.values()), "by_reason": result.preemptions},
         "failures": {
             "node_failures_hitting_jobs": result.node_failures,
@@ -89,17 +90,19 @@ def markdown(summaries: Sequence[dict[str, Any]], header: dict[str, Any]) -> str
     lines += [
         "",
         "| policy | max share dev (pp) | Jain | guarantee viol (org-h) | longest viol (s) | viol > allowance "
-        "| preemptions "
+        "| longest owed wait (s) | owed waits > allowance (feasible / infeasible) | preemptions "
         "| lost to failures (acc-h) | Young/Daly expected (acc-h) | lost to preemption (acc-h) | goodput "
         "| rejected | unfinished |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        f, g, fl = s["fairness"], s["guarantee_violations"], s["failures"]
+        f, g, fl, w = s["fairness"], s["guarantee_violations"], s["failures"], s["guarantee_waits"]
         rejected = sum(s["rejected"].values())
         lines.append(
             f"| {s['policy']} | {100 * f['max_deviation']:.2f} | {f['jain']:.3f} | {_h(g['org_seconds'])} "
-            f"| {g['longest_s']:,.0f} | {g['episodes_over_allowance']} | {s['preemptions']['total']} "
+            f"| {g['longest_s']:,.0f} | {g['episodes_over_allowance']} | {w['longest_wait_s']:,.0f} "
+            f"| {w['waits_over_allowance_feasible']} / {w['waits_over_allowance_infeasible']} "
+            f"| {s['preemptions']['total']} "
             f"| {fl['lost_failure_acc_h']:,.0f} "
             f"| {fl['young_daly_expected_failure_acc_h']:,.0f} | {fl['lost_preemption_acc_h']:,.0f} "
             f"| {_pct(fl['goodput'])} | {rejected} | {s['unfinished']} |"

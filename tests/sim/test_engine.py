@@ -3,13 +3,15 @@ completions, preemption with grace and checkpoints, node failures and restarts."
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 
 from scheduler.decisions import Decisions, Placement, PlaceReason, Preemption, PreemptReason
-from scheduler.sim.engine import SimConfig, Simulation
+from scheduler.sim import metrics
+from scheduler.sim.engine import SimConfig, Simulation, fillable
 from scheduler.sim.failures import FailureModel
 from scheduler.sim.policies import get_policy
 from scheduler.sim.pool import pool_from_quotas
@@ -140,3 +142,41 @@ def test_the_job_a_victim_stopped_for_is_nominated_once_the_victim_has_exited() 
     # t=2500: jb asks for ja's nodes (not nominated yet); ja exits at 2530; at the next
     # cycle (2560) jb is nominated, and is placed.
     assert seen == [(2500.0, False), (2560.0, True)]
+
+
+def test_fillable_is_the_most_of_the_room_pending_jobs_fill_together() -> None:
+    assert fillable(9, Counter({8: 3, 7: 1})) == 8
+    assert fillable(9, Counter({4: 1, 8: 1})) == 8  # the larger one, not the first that fits
+    assert fillable(12, Counter({5: 2, 7: 1})) == 12
+    assert fillable(100, Counter({3: 1000})) == 99
+    assert fillable(3, Counter({4: 2})) == 0
+
+
+def test_one_reclaim_takes_at_most_two_intervals_when_the_grace_is_shorter() -> None:
+    """b (nominal one node) borrows a's node too at t=0; a's job (within its nominal of one node)
+    arrives at 10, just after that cycle. The next cycle (60) reclaims b's job, which
+    exits at 90; the one after (120, the loop's rate limit) places a's job. Its wait of
+    110 s is recorded as owed (8 accelerators from 10 to 120) and stays within
+    reclaim_allowance(60, 30) = 120."""
+
+    def reclaim_for_a(snap: Snapshot) -> list[Preemption]:
+        a = next((p for p in snap.pending if p.spec.org == "a"), None)
+        return [
+            Preemption(r.id, PreemptReason.RECLAIM, a.id)
+            for r in snap.running
+            if a is not None and r.spec.org == "b" and not r.terminating
+        ]
+
+    pool = pool_from_quotas({"a": 1, "b": 1}, {"a", "b"}, node_size=8)
+    jobs = [TraceJob("b", "b", 0.0, 16, 5000.0), TraceJob("a", "a", 10.0, 8, 100.0)]
+    sim = Simulation(
+        pool, jobs, get_policy("trainpool"), NO_FAILURES, CONFIG, decide=first_fit(reclaim_for_a)
+    )
+    result = sim.run()
+    assert sim.jobs["ja"].rec.first_start == 120.0
+    tl = result.timeline.arrays()
+    assert tl.owed is not None and tl.owed[:, tl.orgs.index("a")].max() == 8
+    allowance = metrics.reclaim_allowance(CONFIG.interval_s, CONFIG.grace_s)
+    waits = metrics.guarantee_waits(tl, result.nominal, result.capacity, allowance)
+    assert waits["longest_wait_s"] == 110 and waits["waits_over_allowance"] == 0
+    assert metrics.guarantee_violations(tl, allowance)["longest_s"] == 110

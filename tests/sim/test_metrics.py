@@ -173,3 +173,73 @@ def test_llama3_preset_is_419_interruptions_in_54_days_on_16384_gpus() -> None:
     per_node = llama3_node_mtbf(8)
     assert 2048 * 54 * 86400 / per_node == pytest.approx(419)
     assert math.isclose(llama3_node_mtbf(4), 2 * per_node)
+
+
+def _chained_reclaims() -> Timeline:
+    """Org a (nominal 4): 2 owed from t=0; one more job of a ends at 60 (3 owed); at 100
+    two are placed (the units owed since 0 are settled, 1 owed since 60 is left); at 200
+    the last one is placed. b (nominal 4) holds its 4 throughout."""
+    tl = Timeline(orgs=("a", "b"))
+    tl.record(0, (2, 4), (4, 4), 2, (True, False))
+    tl.record(60, (1, 4), (4, 4), 3, (True, False))
+    tl.record(100, (3, 4), (4, 4), 1, (True, False))
+    tl.record(200, (4, 4), (4, 4), 0, (False, False))
+    tl.end = 210
+    return tl
+
+
+def test_reclaim_allowance_is_two_intervals_when_the_grace_is_shorter() -> None:
+    assert metrics.reclaim_allowance(60, 30) == 120
+    assert metrics.reclaim_allowance(60, 60) == 120
+    assert metrics.reclaim_allowance(60, 90) == 60 + 90 + 60  # cycles may run during the grace
+
+
+def test_guarantee_wait_gives_room_that_opens_later_its_own_clock() -> None:
+    tl = _chained_reclaims().arrays()
+    episodes = metrics.guarantee_violations(tl, allowance_s=120)
+    assert episodes["longest_s"] == 200 and episodes["episodes_over_allowance"] == 1  # one chain
+    w = metrics.guarantee_waits(tl, {"a": 4, "b": 4}, capacity=8, allowance_s=120)
+    # Oldest owed: stamp 0 until 100 (wait 100), then stamp 60 until 200 (wait 140).
+    assert w["longest_wait_s"] == 140
+    assert w["waits_over_allowance"] == w["waits_over_allowance_feasible"] == 1
+    assert w["waits_over_allowance_infeasible"] == 0
+    assert w["org_seconds_over_allowance_feasible"] == pytest.approx(20 * 20 / 2)  # 120..140
+    assert (
+        metrics.guarantee_waits(tl, {"a": 4, "b": 4}, capacity=8, allowance_s=140)["waits_over_allowance"]
+        == 0
+    )
+
+
+def test_guarantee_wait_keeps_aging_while_nobody_fills_the_room() -> None:
+    tl = Timeline(orgs=("a",))
+    tl.record(0, (3,), (4,), 1, (True,))  # 1 owed from 0
+    tl.record(50, (2,), (5,), 3, (True,))  # more room and demand: 3 owed, the first still from 0
+    tl.record(300, (5,), (5,), 0, (False,))
+    tl.end = 310
+    w = metrics.guarantee_waits(tl.arrays(), {"a": 5}, capacity=8, allowance_s=120)
+    assert w["longest_wait_s"] == 300 and w["waits_over_allowance"] == 1
+
+
+def test_guarantee_wait_over_committed_quotas_count_as_infeasible() -> None:
+    """With capacity 7, a and b together are guaranteed 8 while both want 4: the wait
+    beyond the allowance is counted apart, as infeasible."""
+    tl = _chained_reclaims().arrays()
+    w = metrics.guarantee_waits(tl, {"a": 4, "b": 4}, capacity=7, allowance_s=120)
+    assert w["waits_over_allowance_infeasible"] == 1 and w["waits_over_allowance_feasible"] == 0
+    assert w["org_seconds_over_allowance_infeasible"] == pytest.approx(200)
+
+
+def test_guarantee_wait_counts_only_room_the_pending_jobs_can_fill() -> None:
+    """a (nominal 16) has room 9 and 8-accelerator jobs: 8 are owed, not 9. The one left
+    over is owed only from 100, when a 1-accelerator job arrives; it starts at 220. As
+    recorded by the simulator (``owed``), the wait is 120 s; without it, the upper bound
+    ages the ninth accelerator from 0."""
+    tl = Timeline(orgs=("a",))
+    tl.record(0, (7,), (23,), 2, (True,), owed=(8,))
+    tl.record(60, (15,), (23,), 1, (False,), owed=(0,))
+    tl.record(100, (15,), (24,), 2, (True,), owed=(1,))
+    tl.record(220, (16,), (24,), 1, (False,), owed=(0,))
+    tl.end = 230
+    w = metrics.guarantee_waits(tl.arrays(), {"a": 16}, capacity=32, allowance_s=100)
+    assert w["longest_wait_s"] == 120 and w["waits_over_allowance"] == 1
+    assert w["org_seconds_over_allowance_feasible"] == pytest.approx(20 * 20 / 2)

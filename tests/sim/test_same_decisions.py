@@ -1,11 +1,18 @@
 """Speed work must not change a single decision: replays pinned against the code before it.
 
-The fixtures in ``fixtures/`` were written by the code at commit 29dd8e3 (before the
-simulator and the core were made incremental), with this module run as a script on a copy
-of that commit's ``scheduler/`` and ``quota/``::
+The fixtures in ``fixtures/`` were first written by the code at commit 29dd8e3 (before
+the simulator and the core were made incremental), with this module run as a script on a
+copy of that commit's ``scheduler/`` and ``quota/``::
 
     git archive 29dd8e3 scheduler quota | tar -x -C /tmp/base
     PYTHONPATH=/tmp/base:. .venv/bin/python -m tests.sim.test_same_decisions tests/sim/fixtures
+
+They were rewritten once on purpose, by the tree itself, when the fair order changed
+(issue 5: an org whose next job would borrow but a later one fits within its nominal goes
+before orgs that only borrow; see ``core/ordering.py``) and the summaries gained
+``guarantee_waits``: on the synthetic workload `kueue`'s and `trainpool`'s decisions
+changed; on the VC slice no decision changed. A rewrite is for a decision change meant
+and explained, never to make a speed change pass.
 
 For each policy they hold the JSON summary (``wall_s`` left out: it is a timing) and a
 SHA-256 over every cycle's time and decisions (placements with their nodes, preemptions
