@@ -21,7 +21,7 @@ import pickle
 import queue
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 from scheduler.sim.record import SimResult
@@ -46,20 +46,21 @@ def replay_in_workers(
     """Replay ``names`` (dearest first) on ``workers`` processes; outcomes by name."""
     ctx = mp.get_context("spawn")
     updates = ctx.Queue() if progress is not None else None
-    ticks: dict[str, Tick] = {}
-    if progress is not None:
-        ticks = {name: progress(name, len(replay.trace)) for name in names}
+    ticks: dict[str, Tick] = {}  # a policy's bar appears when a worker starts its replay
     pool = ctx.Pool(workers, initializer=_start_worker, initargs=(replay, updates, os.getpid()))
     try:
         pending = {name: pool.apply_async(_replay_one, (name,)) for name in names}
         outcomes: dict[str, Outcome] = {}
         while pending:
-            _drain(updates, ticks, wait=True)
+            _drain(updates, ticks, outcomes.keys(), progress, wait=True)
             for name, res in list(pending.items()):
                 if res.ready():
                     outcomes[name] = res.get()  # raises the worker's exception
                     del pending[name]
-        _drain(updates, ticks, wait=False)
+                    if progress is not None:  # the bar's last state, from the result itself
+                        if name not in ticks:
+                            ticks[name] = progress(name, len(replay.trace))
+                        _last_tick(outcomes[name][1], ticks[name])
         pool.close()
         pool.join()
         return outcomes
@@ -71,7 +72,13 @@ def replay_in_workers(
             updates.cancel_join_thread()
 
 
-def _drain(updates: Any, ticks: dict[str, Tick], wait: bool) -> None:
+def _drain(
+    updates: Any,
+    ticks: dict[str, Tick],
+    finished: Collection[str],
+    progress: ProgressFactory | None,
+    wait: bool,
+) -> None:
     """Apply the workers' progress posts; with ``wait``, block a moment for the first."""
     if updates is None:
         if wait:
@@ -83,8 +90,17 @@ def _drain(updates: Any, ticks: dict[str, Tick], wait: bool) -> None:
             name, t, done, total = updates.get(timeout=timeout) if timeout else updates.get_nowait()
         except queue.Empty:
             return
-        ticks[name](t, done, total)
         timeout = None  # take what is already there, then go back to the results
+        if name in finished or progress is None:
+            continue  # posts can arrive after the result: its bar already shows the end
+        if name not in ticks:
+            ticks[name] = progress(name, total)
+        ticks[name](t, done, total)
+
+
+def _last_tick(result: SimResult, tick: Tick) -> None:
+    total = len(result.jobs)
+    tick(result.timeline.end, total - result.unfinished, total)
 
 
 def _start_worker(replay: _Replay, updates: Any, parent: int) -> None:
@@ -113,6 +129,8 @@ def _replay_one(name: str) -> Outcome:
 
         def tick(t: float, done: int, total: int) -> None:
             updates.put((name, t, done, total))
+
+        tick(0.0, 0, len(_replay.trace))  # started: the parent shows its bar now
 
     try:
         return _replay.run(name, tick=tick)

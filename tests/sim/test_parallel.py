@@ -56,6 +56,7 @@ def test_progress_from_every_worker_reaches_the_parent(tmp_path: Path) -> None:
     ticks: dict[str, list[tuple[float, int, int]]] = {}
 
     def factory(name: str, total: int):  # type: ignore[no-untyped-def]
+        assert name not in ticks, f"two bars for {name}"
         ticks[name] = []
         return lambda t, done, of: ticks[name].append((t, done, of))
 
@@ -63,9 +64,10 @@ def test_progress_from_every_worker_reaches_the_parent(tmp_path: Path) -> None:
     out = run(req, progress=factory, jobs=2)
     assert set(ticks) == {"fifo", "kueue", "trainpool"}
     for name, seen in ticks.items():
-        assert len(seen) >= 2, name  # posts during the replay, and the last one
+        assert seen[0] == (0.0, 0, 1000), name  # the bar appears when a worker starts it
+        assert any(0 < d < 1000 for _, d, _ in seen), name  # posts during the replay
         assert [d for _, d, _ in seen] == sorted(d for _, d, _ in seen)
-        assert seen[-1][1:] == (1000, 1000)
+        assert seen[-1][1:] == (1000, 1000)  # and it ends full
     assert [s["policy"] for s in out.summaries] == ["fifo", "kueue", "trainpool"]
 
 
