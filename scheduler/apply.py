@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 from scheduler import failures
 from scheduler.backends.base import FINISHED, Backend, BackendError, GangStatus, Launch, Phase, gang_key
 from scheduler.decisions import Decisions
+from scheduler.domain import JobSpec
 from scheduler.lifecycle import IllegalTransition, JobEvent, JobState
 from scheduler.quarantine import QuarantineRule
 from scheduler.store import jobs as jobstore
@@ -97,8 +98,10 @@ def reconcile(
     now: float,
     out: Outcome,
     opts: ApplyOptions = ApplyOptions(),
+    specs: jobstore.SpecCache | None = None,
 ) -> None:
     """Level-triggered: compares every live allocation with the backend's gangs."""
+    specs = specs or jobstore.SpecCache()
     statuses = {s.key: s for s in backend.gangs(now)}
     acts = _Actions()
     with db.write() as s:
@@ -123,7 +126,7 @@ def reconcile(
                             s, now, "scheduler", failures.BLAMED, blamed, job=job.id, attempt=a.attempt
                         )
                         blames.add(blamed)
-                    _active(s, job, a, st, now, acts, out)
+                    _active(s, job, a, st, now, acts, out, specs)
                 else:
                     _stopping(s, job, a, st, now, acts, out)
             except IllegalTransition:
@@ -150,7 +153,14 @@ def _locked_jobs(s: Session, ids: list[str]) -> dict[str, JobRow]:
 
 
 def _active(
-    s: Session, job: JobRow, a: AllocationRow, st: GangStatus | None, now: float, acts: _Actions, out: Outcome
+    s: Session,
+    job: JobRow,
+    a: AllocationRow,
+    st: GangStatus | None,
+    now: float,
+    acts: _Actions,
+    out: Outcome,
+    specs: jobstore.SpecCache,
 ) -> None:
     key = gang_key(a.job_id, a.attempt)
     if st is None:
@@ -176,7 +186,7 @@ def _active(
     elif st.phase in (Phase.LOST, Phase.STOPPED):
         _restart(s, job, a, now, out, infra=True, node=st.node, message=st.message or st.phase.value)
         acts.forgets.append(key)
-    elif job.state == JobState.RUNNING and _timed_out(job, now):
+    elif job.state == JobState.RUNNING and _timed_out(specs.get(job), job, now):
         jobstore.move(
             s, job, JobEvent.FAILED, now, reason="timeout", message="ran past max_runtime_seconds",
             failure_class="timeout", finished_at=now,
@@ -215,8 +225,8 @@ def _started(s: Session, job: JobRow, now: float, out: Outcome) -> None:
         out.recovered.append(recovered)
 
 
-def _timed_out(job: JobRow, now: float) -> bool:
-    limit = jobstore.spec_of(job).max_runtime_seconds
+def _timed_out(spec: JobSpec, job: JobRow, now: float) -> bool:
+    limit = spec.max_runtime_seconds
     return limit is not None and job.started_at is not None and now > job.started_at + limit
 
 

@@ -95,7 +95,7 @@ class ControlLoop:
             with self.db.write() as s:
                 fence.check(s, now)
                 nodestore.sync_inventory(s, self.backend.inventory(now), now)
-            reconcile(self.db, self.backend, fence, now, out, self.settings.apply)
+            reconcile(self.db, self.backend, fence, now, out, self.settings.apply, self._pending.specs)
             with self.db.read() as s:
                 view = build(s, self.pool, now, self._pending)
             decisions = self.decide(view.snapshot, now)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from scheduler.domain import DEFAULT_PRIORITY_CLASSES, Flavor, PriorityClass
+from scheduler.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, PriorityClass
 from scheduler.lifecycle import JobState
 from scheduler.snapshot import PendingJob, Policy, RunningJob, Snapshot
 from scheduler.store import jobs as jobstore
@@ -60,7 +60,8 @@ def flavors_of(session: Session, pool: PoolView) -> tuple[Flavor, ...]:
 
 
 class PendingCache:
-    """Pending jobs as of their last version, kept between cycles.
+    """What the loop keeps between cycles: pending jobs as of their last version, and
+    the running jobs' parsed specs.
 
     A queue of thousands changes by a few jobs a cycle; re-reading and re-building
     every one of them would cost more than deciding. Each cycle reads only (id,
@@ -71,6 +72,7 @@ class PendingCache:
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[JobRow, PendingJob]] = {}
+        self.specs = jobstore.SpecCache()
 
     def load(self, session: Session) -> tuple[list[JobRow], list[PendingJob]]:
         stmt = (
@@ -98,12 +100,14 @@ def build(session: Session, pool: PoolView, now: float, cache: PendingCache | No
     allocs = jobstore.live_allocations(session)
     alloc_by_job = {a.job_id: a for a in allocs}
     running_rows = _jobs(session, list(alloc_by_job))
-    pending_rows, pending_jobs = (cache or PendingCache()).load(session)
+    cache = cache or PendingCache()
+    pending_rows, pending_jobs = cache.load(session)
     checkpoints = _last_checkpoints(session, list(alloc_by_job))
+    cache.specs.keep(running_rows)
     running = [
-        _running(running_rows[a.job_id], a, checkpoints.get(a.job_id))
+        _running(job, cache.specs.get(job), a, checkpoints.get(a.job_id))
         for a in allocs
-        if a.job_id in running_rows
+        if (job := running_rows.get(a.job_id)) is not None
     ]
     snapshot = Snapshot(
         flavors=flavors_of(session, pool),
@@ -139,10 +143,10 @@ def assignments_of(alloc: AllocationRow) -> tuple[tuple[str, int], ...]:
     return tuple((str(n), int(k)) for n, k in json.loads(alloc.assignments))
 
 
-def _running(job: JobRow, alloc: AllocationRow, checkpoint: float | None) -> RunningJob:
+def _running(job: JobRow, spec: JobSpec, alloc: AllocationRow, checkpoint: float | None) -> RunningJob:
     return RunningJob(
         id=job.id,
-        spec=jobstore.spec_of(job),
+        spec=spec,
         priority=job.priority,
         submitted_at=job.submitted_at,
         started_at=job.started_at if job.started_at is not None else alloc.created_at,

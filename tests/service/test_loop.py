@@ -257,3 +257,18 @@ def test_cancels_racing_the_loop_never_fail_a_cycle(db_url: str) -> None:
     assert all(isinstance(e, IllegalTransition) for e in errors)  # cancelling a finished job
     with pool.db.read() as s:
         assert jobstore.live_allocations(s) == []
+
+
+def test_the_loop_keeps_parsed_specs_of_live_jobs_only(url: str) -> None:
+    """A long-running server sees every job once: what it keeps between cycles must
+    shrink again when jobs end (a cache of every spec ever parsed grew in the soak)."""
+    pool = Pool(url, node_list=nodes(2), org_list=orgs(a=16))
+    jobs = [pool.submit(name=f"train-{i}", env={"SIM_DURATION": 10}) for i in range(6)]
+    pool.cycle()
+    pool.cycle(1)
+    assert sum(pool.state(j) is JobState.RUNNING for j in jobs) == 2
+    assert len(pool.loop._pending.specs) == 2  # the running ones; pending ones live in the queue cache
+    for _ in range(6):
+        pool.cycle(11)
+    assert all(pool.state(j) is JobState.SUCCEEDED for j in jobs)
+    assert len(pool.loop._pending.specs) == 0
