@@ -243,10 +243,11 @@ def test_key_lists_of_any_length_share_a_few_statement_shapes(db_url: str) -> No
 
     db = open_database(db_url)
     with db.write() as s:
-        ids = [
-            jobstore.submit(s, SPEC, priority=1, now=float(i), submitted_by=None, client_request_id=f"r{i}").job.id
+        subs = [
+            jobstore.submit(s, SPEC, priority=1, now=float(i), submitted_by=None, client_request_id=f"r{i}")
             for i in range(300)
         ]
+    ids = [sub.job.id for sub in subs]
     texts: set[str] = set()
     event.listen(db.engine, "before_cursor_execute", lambda _c, _cur, stmt, *_: texts.add(stmt))
     with db.read() as s:
