@@ -11,10 +11,10 @@ heuristics (the core's topology-aware placement is used instead).
 
 from __future__ import annotations
 
-import bisect
 import heapq
 import math
 from collections import Counter
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from scheduler.decisions import Decisions, PendingReason
@@ -44,6 +44,9 @@ class Tiresias:
         "FIFO within a queue, org-blind, preempts lower queues for a blocked job"
     )
 
+    def __init__(self) -> None:
+        self.free_nodes: FreeNodes | None = None  # carried between cycles of one replay
+
     def attained(self, job: SimJob, now: float) -> float:
         running = job.acc * (now - job.start) if job.running is not None else 0.0
         return job.attained + running
@@ -57,20 +60,29 @@ class Tiresias:
         return NORMAL_PRIORITY - (0 if attained < _FIRST else 1 if attained < _SECOND else 2)
 
     def after_decide(self, sim: Simulation, decisions: Decisions, now: float) -> list[tuple[str, str]]:
+        if self.free_nodes is None or self.free_nodes.sim is not sim:
+            self.free_nodes = FreeNodes(sim)
+        carried = self.free_nodes.update(p.job_id for p in decisions.placements)
+        pending = decisions.pending
+        # (queue, submission, id, job) of the jobs still waiting, not for victims: the id
+        # is unique, so the job itself is never compared.
         waiting = [
-            j
-            for j in sim.pending.values()
+            (
+                _queue_of(j.attained + (j.acc * (now - j.start) if j.running is not None else 0.0)),
+                j.rec.submit,
+                jid,
+                j,
+            )
+            for jid, j in sim.pending.items()
             if j.pending is not None
-            and (st := decisions.pending.get(j.id)) is not None
+            and (st := pending.get(jid)) is not None
             and st.reason != PendingReason.PREEMPTING
         ]
         if not waiting:
             return []
         # The first few in queue order (nsmallest is sorted(...)[:n], without sorting all).
-        first = heapq.nsmallest(
-            MAX_PREEMPTORS_PER_CYCLE, waiting, key=lambda j: (self.queue(j, now), j.rec.submit, j.id)
-        )
-        free = _free_by_node(sim)
+        first = [w[3] for w in heapq.nsmallest(MAX_PREEMPTORS_PER_CYCLE, waiting)]
+        free = dict(carried)  # this cycle's victims free room in the copy only
         rooms = Counter(free.values())  # nodes by free accelerators: replicas that fit, fast
         slots: dict[int, int] = {}  # replicas that fit in ``free``, per replica size
         victims_left: list[_Candidate] | None = None  # ranked only when a job needs victims
@@ -150,7 +162,8 @@ _FIRST, _SECOND = THRESHOLDS
 
 
 def _queue_of(attained: float) -> int:
-    return bisect.bisect_right(THRESHOLDS, attained)
+    """``bisect_right(THRESHOLDS, attained)``, written out (it runs for every job, every cycle)."""
+    return 0 if attained < _FIRST else 1 if attained < _SECOND else 2
 
 
 def _ranked_victims(sim: Simulation, now: float) -> list[_Candidate]:
@@ -167,14 +180,35 @@ def _ranked_victims(sim: Simulation, now: float) -> list[_Candidate]:
     return ranked
 
 
-def _free_by_node(sim: Simulation) -> dict[str, int]:
-    free = {n.name: n.accelerators for n in sim.pool.nodes if n.flavor == sim.pool.flavor}
-    for job in sim.running.values():
-        r = job.running
-        if r is None:
-            continue
-        acc = job.spec.gang.accelerators
-        for node, n in r.assignments:
-            if node in free:
-                free[node] -= n * acc
-    return free
+class FreeNodes:
+    """Free accelerators per node of the pool's flavor in one replay, carried from one
+    cycle to the next instead of recounted from every running job.
+
+    Between two cycles, jobs leave the running set (finished, failed, preempted and
+    exited) and the cycle's placements join it; a job that left and was placed again
+    keeps its id, so the placements are taken as changed even when their id stayed."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.free = {n.name: n.accelerators for n in sim.pool.nodes if n.flavor == sim.pool.flavor}
+        self._held: dict[str, tuple[tuple[tuple[str, int], ...], int]] = {}  # assignments, per replica
+
+    def update(self, placed: Iterable[str]) -> dict[str, int]:
+        running, held, free = self.sim.running, self._held, self.free
+        placed = set(placed)
+        for job_id in (held.keys() - running.keys()) | (placed & held.keys()):
+            assignments, acc = held.pop(job_id)
+            for node, n in assignments:
+                if node in free:
+                    free[node] += n * acc
+        for job_id in running.keys() - held.keys():
+            job = running[job_id]
+            r = job.running
+            if r is None:
+                continue
+            acc = job.spec.gang.accelerators
+            held[job_id] = (r.assignments, acc)
+            for node, n in r.assignments:
+                if node in free:
+                    free[node] -= n * acc
+        return free
