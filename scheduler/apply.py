@@ -389,9 +389,14 @@ def _note_pending(db: Database, view: View, decisions: Decisions, fence: Fence, 
     for start in range(0, len(changes), _NOTE_CHUNK):
         with db.write() as s:
             fence.check(s, now)
-            for seen, reason, message, estimate in changes[start : start + _NOTE_CHUNK]:
-                # Guarded by the version decide() saw: a job that moved on is left alone.
-                jobstore.touch(s, seen, reason=reason, message=message, estimated_start=estimate)
+            # Guarded by the version decide() saw: a job that moved on is left alone.
+            jobstore.touch_many(
+                s,
+                [
+                    (seen, {"reason": reason, "message": message, "estimated_start": estimate})
+                    for seen, reason, message, estimate in changes[start : start + _NOTE_CHUNK]
+                ],
+            )
 
 
 # --- store -> backend ----------------------------------------------------------------

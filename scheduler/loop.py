@@ -14,13 +14,14 @@ import secrets
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from scheduler.apply import ApplyOptions, Fence, NotLeader, Outcome, apply_decisions, reconcile
 from scheduler.backends.base import Backend
 from scheduler.decisions import Decisions
-from scheduler.metrics import Metrics
+from scheduler.metrics import Metrics, set_all
 from scheduler.snapshot import Snapshot
 from scheduler.store import lease
 from scheduler.store import nodes as nodestore
@@ -108,9 +109,8 @@ class ControlLoop:
         self.last_cycle_at = now
         if self.metrics is not None:
             self._observe(view.snapshot, out, time.perf_counter() - started)
-            self.metrics.pending_by_reason.clear()  # declared in metrics.py, never set before
-            for status in decisions.pending.values():
-                self.metrics.pending_by_reason.labels(status.reason.value).inc()
+            reasons = Counter((status.reason.value,) for status in decisions.pending.values())
+            set_all(self.metrics.pending_by_reason, reasons)
         return out
 
     def _observe(self, snap: Snapshot, out: Outcome, seconds: float) -> None:

@@ -7,7 +7,8 @@ templates), never job ids. Each server gets its own registry so tests can start 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 from prometheus_client import Counter as PromCounter
@@ -111,30 +112,36 @@ class Metrics:
         return generate_latest(self.registry)
 
     def observe_snapshot(self, snap: Snapshot) -> None:
-        """Gauges from the snapshot the cycle decided on: one consistent moment."""
-        for gauge in (
-            self.pending_jobs,
-            self.running_jobs,
-            self.pending_accelerators,
-            self.running_accelerators,
-        ):
-            gauge.clear()
+        """Gauges from the snapshot the cycle decided on: one consistent moment. Counted
+        first and then set, one call per label set: a queue of 10,000 jobs made 30,000
+        label look-ups a cycle, and a scrape between clear() and the last inc() saw half."""
+        jobs: Counter[tuple[str, str]] = Counter()
+        waiting: Counter[tuple[str, str]] = Counter()
         for job in snap.pending:
-            flavor = job.spec.gang.flavors[0]
-            self.pending_jobs.labels(job.spec.org, flavor).inc()
-            self.pending_accelerators.labels(job.spec.org, flavor).inc(job.spec.gang.total_accelerators)
+            key = (job.spec.org, job.spec.gang.flavors[0])
+            jobs[key] += 1
+            waiting[key] += job.spec.gang.total_accelerators
+        running: Counter[tuple[str, str]] = Counter()
         alloc: Counter[tuple[str, str]] = Counter()
         for run in snap.running:
-            self.running_jobs.labels(run.spec.org, run.flavor).inc()
-            self.running_accelerators.labels(run.spec.org, run.flavor).inc(run.accelerators)
+            running[(run.spec.org, run.flavor)] += 1
             alloc[(run.spec.org, run.flavor)] += run.accelerators
-        self._quota(snap, alloc)
-        self.node_health.clear()
-        self.capacity.clear()
+        nodes: Counter[tuple[str, str]] = Counter()
+        capacity: Counter[tuple[str, str]] = Counter()
         for node in snap.nodes:
-            health = "cordoned" if node.cordoned else node.health.value
-            self.node_health.labels(node.flavor, health).inc()
-            self.capacity.labels(node.flavor, health).inc(node.accelerators)
+            key = (node.flavor, "cordoned" if node.cordoned else node.health.value)
+            nodes[key] += 1
+            capacity[key] += node.accelerators
+        for gauge, counts in (
+            (self.pending_jobs, jobs),
+            (self.pending_accelerators, waiting),
+            (self.running_jobs, running),
+            (self.running_accelerators, alloc),
+            (self.node_health, nodes),
+            (self.capacity, capacity),
+        ):
+            set_all(gauge, counts)
+        self._quota(snap, alloc)
 
     def _quota(self, snap: Snapshot, alloc: Counter[tuple[str, str]]) -> None:
         self.quota.clear()
@@ -188,3 +195,10 @@ class Metrics:
 
 def _borrowed_by_others(snap: Snapshot, alloc: Counter[tuple[str, str]], org: str, flavor: str) -> int:
     return sum(max(0, alloc[(o.name, flavor)] - o.quota(flavor).nominal) for o in snap.orgs if o.name != org)
+
+
+def set_all(gauge: Gauge, counts: Mapping[Any, float]) -> None:
+    """Replace a labelled gauge's children with ``counts`` (label values, as a tuple, to value)."""
+    gauge.clear()
+    for labels, value in counts.items():
+        gauge.labels(*labels).set(value)

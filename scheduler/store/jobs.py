@@ -20,6 +20,7 @@ from sqlmodel import Session, col, select
 
 from scheduler.domain import JobSpec
 from scheduler.lifecycle import JobEvent, JobState, transition
+from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, JobEventRow, JobRow
 
 
@@ -151,13 +152,41 @@ def touch(session: Session, job: JobRow, **changes: Any) -> bool:
     return _guarded_update(session, job, {**changes, "version": job.version + 1})
 
 
+def touch_many(session: Session, changes: Sequence[tuple[JobRow, dict[str, Any]]]) -> int:
+    """``touch`` for many jobs, one executemany per column set: the first cycle after a
+    burst of submissions notes a reason for each new job, and 10,000 single updates took
+    ~1.3 s. Rows that moved since they were read are left alone, as ``touch`` leaves
+    them. Only the loop writes these columns, so a row reading back our version and our
+    values took our update, and only those rows take the values in memory. Returns
+    how many did."""
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for job, values in changes:
+        keys = tuple(sorted({**values, "version": 0}))
+        params = {f"v_{k}": v for k, v in values.items()} | {"v_version": job.version + 1}
+        groups.setdefault(keys, []).append(params | {"w_id": job.id, "w_version": job.version})
+    for keys, params_list in groups.items():
+        session.connection().execute(_update_statement(keys), params_list)
+    wanted = {job.id: (job, {**values, "version": job.version + 1}) for job, values in changes}
+    t = JobRow.__table__  # type: ignore[attr-defined]
+    columns = sorted({k for _, values in wanted.values() for k in values})
+    applied = 0
+    for start in range(0, len(wanted), 512):
+        ids = list(wanted)[start : start + 512]
+        stmt = select(t.c.id, *(t.c[k] for k in columns)).where(among(t.c.id, ids))
+        for row in session.connection().execute(stmt):
+            job, values = wanted[row.id]
+            if all(getattr(row, k) == v for k, v in values.items()):
+                for key, value in values.items():
+                    set_committed_value(job, key, value)
+                applied += 1
+    return applied
+
+
 _UPDATES: dict[tuple[str, ...], Any] = {}
 
 
-def _guarded_update(session: Session, job: JobRow, values: dict[str, Any]) -> bool:
-    """UPDATE ... WHERE id = :id AND version = :seen, as a Core statement compiled once
-    per column set (the ORM's version re-evaluates every loaded row after each update)."""
-    keys = tuple(sorted(values))
+def _update_statement(keys: tuple[str, ...]) -> Any:
+    """UPDATE ... WHERE id = :w_id AND version = :w_version, compiled once per column set."""
     stmt = _UPDATES.get(keys)
     if stmt is None:
         t = JobRow.__table__  # type: ignore[attr-defined]
@@ -167,6 +196,13 @@ def _guarded_update(session: Session, job: JobRow, values: dict[str, Any]) -> bo
             .values({k: bindparam(f"v_{k}") for k in keys})
         )
         _UPDATES[keys] = stmt
+    return stmt
+
+
+def _guarded_update(session: Session, job: JobRow, values: dict[str, Any]) -> bool:
+    """A Core statement rather than the ORM's (whose version check re-evaluates every
+    loaded row after each update)."""
+    stmt = _update_statement(tuple(sorted(values)))
     params = {f"v_{k}": v for k, v in values.items()} | {"w_id": job.id, "w_version": job.version}
     if session.connection().execute(stmt, params).rowcount != 1:
         return False

@@ -255,3 +255,27 @@ def test_key_lists_of_any_length_share_a_few_statement_shapes(db_url: str) -> No
             rows = s.exec(select(JobRow).where(among(JobRow.id, ids[:n]))).all()
             assert sorted(r.id for r in rows) == sorted(ids[:n])  # padding adds no rows, loses none
     assert len(texts) <= 12, f"{len(texts)} statement texts for 300 list lengths"  # 1, 2, 4 .. 512
+
+
+def test_reasons_noted_in_bulk_skip_the_jobs_that_moved_since_they_were_read(db_url: str) -> None:
+    db = open_database(db_url)
+    with db.write() as s:
+        ids = [
+            jobstore.submit(s, SPEC, priority=1, now=1.0, submitted_by=None, client_request_id=f"n{i}").job.id
+            for i in range(3)
+        ]
+    with db.read() as s:
+        seen = [jobstore.get(s, i) for i in ids]  # what the loop decided on
+    with db.write() as s:  # meanwhile the API cancels the second job
+        jobstore.move(s, jobstore.get(s, ids[1]), JobEvent.CANCEL, 2.0, reason="cancelled")
+    note = {"reason": "waiting_for_capacity", "message": "no room", "estimated_start": 50.0}
+    with db.write() as s:
+        assert jobstore.touch_many(s, [(job, note) for job in seen]) == 2
+    assert [job.version for job in seen] == [1, 0, 1]  # the moved job's row is not pretended updated
+    with db.read() as s:
+        stored = [jobstore.get(s, i) for i in ids]
+    assert [(j.state, j.reason) for j in stored] == [
+        ("PENDING", "waiting_for_capacity"),
+        ("CANCELLED", None),  # not noted: it had left the queue
+        ("PENDING", "waiting_for_capacity"),
+    ]
