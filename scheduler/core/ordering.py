@@ -10,7 +10,6 @@ the cycle places jobs, so orgs interleave instead of one draining its whole queu
 from __future__ import annotations
 
 import heapq
-from collections import Counter
 from collections.abc import Iterator
 from operator import attrgetter
 from typing import TYPE_CHECKING
@@ -23,6 +22,7 @@ if TYPE_CHECKING:
 
 
 _submitted_then_id = attrgetter("submitted_at", "id")
+_priority = attrgetter("priority")
 
 
 def within_org_key(j: PendingJob) -> tuple[int, float, str]:
@@ -35,7 +35,9 @@ def queue_order(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         yield from sorted(jobs, key=_submitted_then_id)
         return
     if ordering is Ordering.PRIORITY:
-        yield from sorted(jobs, key=within_org_key)
+        ordered = sorted(jobs, key=_submitted_then_id)
+        ordered.sort(key=_priority, reverse=True)  # stable: within_org_key's order
+        yield from ordered
         return
     yield from _fair(jobs, cycle)
 
@@ -59,21 +61,48 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
     for j in jobs:
         queues.setdefault(j.spec.org, []).append(j)
     for q in queues.values():
-        q.sort(key=within_org_key)
+        # within_org_key's order in two C-keyed stable sorts (no Python key per job):
+        # submit time and id, then priority descending, which keeps that order on ties.
+        q.sort(key=_submitted_then_id)
+        q.sort(key=_priority, reverse=True)
     book, half_life = cycle.book, cycle.policy.half_life_seconds
     capacity = {f: c for f, c in book.capacity.items() if c > 0}
 
-    # What is left of each org's queue, by (accepted flavors, accelerators): the kinds are
-    # few, so "does any of its jobs still fit within nominal" is a short loop.
-    kinds: dict[str, list[tuple[tuple[str, ...], int]]] = {}
-    left: dict[str, Counter[tuple[tuple[str, ...], int]]] = {}
-    for org, q in queues.items():
-        gangs = [j.spec.gang for j in q]
-        kinds[org] = ks = [(g.flavors, g.replicas * g.accelerators) for g in gangs]
-        left[org] = Counter(ks)
-
     def fits(org: str, flavors: tuple[str, ...], q: int) -> bool:
         return any(f in book.capacity and book.alloc(org, f) + q <= book.nominal(org, f) for f in flavors)
+
+    pos = dict.fromkeys(queues, 0)
+    # Per org, the last answer to "does a later job fit within nominal": the book version
+    # and room it was found at, and the first job at or after the org's position then
+    # that fits (-1: none). It holds while the holdings stay the same and the queue has
+    # not moved past that job; while the room has only shrunk, the jobs before it still
+    # do not fit, so the search goes on from it instead of from the start.
+    found: dict[str, tuple[int, dict[str, int], int]] = {}
+
+    def later_fits(org: str) -> bool:
+        queue, start, version = queues[org], pos[org], book.version(org)
+        hit = found.get(org)
+        if hit is not None and hit[0] == version and (hit[2] < 0 or hit[2] >= start):
+            return hit[2] >= 0
+        room = {f: book.nominal(org, f) - book.alloc(org, f) for f in book.capacity}
+        begin = start
+        if hit is not None and all(r <= hit[1][f] for f, r in room.items()):
+            if hit[2] < 0:
+                found[org] = (version, room, -1)
+                return False
+            begin = max(start, hit[2])
+        at = -1
+        # Without an accelerator of room anywhere nothing is left to claim (a job without
+        # accelerators takes no quota: others' borrowers cannot take its room).
+        if max(room.values(), default=0) >= 1:
+            for i in range(begin, len(queue)):
+                g = queue[i].spec.gang
+                q = g.replicas * g.accelerators
+                if q and any(room.get(f, 0) >= q for f in g.flavors):
+                    at = i
+                    break
+        found[org] = (version, room, at)
+        return at >= 0
 
     def tier(org: str, j: PendingJob) -> int:
         """0: the org's next job fits within its nominal. 1: it would borrow, but a later
@@ -82,9 +111,9 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         room first, and the org's job must reclaim it from them, a preemption and two
         cycles later). Its own order is kept: its next job still goes first. 2: borrowers."""
         g = j.spec.gang
-        if fits(org, g.flavors, g.total_accelerators):
+        if fits(org, g.flavors, g.replicas * g.accelerators):
             return 0
-        return 1 if any(n and fits(org, fl, q) for (fl, q), n in left[org].items()) else 2
+        return 1 if later_fits(org) else 2
 
     shares: dict[str, tuple[int, float]] = {}
 
@@ -102,16 +131,13 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
 
     heap = [(tier(org, q[0]), share(org), org) for org, q in queues.items()]
     heapq.heapify(heap)
-    pos = dict.fromkeys(queues, 0)
     while heap:
         _, _, org = heapq.heappop(heap)
-        queue, counts, was = queues[org], left[org], pos[org]
+        queue, was = queues[org], pos[org]
         yield queue[was]
         # A job that fails like an earlier job of its kind changes nothing, so where it
         # stands in the order does not matter: settle the org's run of them right here
         # instead of one heap round each (on a saturated pool that is nearly every job).
         pos[org] = now = cycle.settle(queue, was + 1)
-        for kind in kinds[org][was:now]:
-            counts[kind] -= 1
         if now < len(queue):
             heapq.heappush(heap, (tier(org, queue[now]), share(org), org))
