@@ -6,10 +6,10 @@ get the prepared trace and pool once, at start. They post progress to a queue th
 parent drains into its progress bars while it waits.
 
 Stopping: workers ignore SIGINT, so Ctrl-C reaches only the parent, which terminates
-them; on Linux each worker also asks the kernel for SIGTERM when its parent dies, so a
-killed parent leaves none behind. A worker's exception is raised again in the parent
-(the same class and message where it survives pickling), so the command reports it as
-it does without workers.
+them (SIGTERM to the parent does the same); on Linux each worker also asks the kernel
+for SIGTERM when its parent dies, so a killed parent leaves none behind. A worker's
+exception is raised again in the parent (the same class and message where it survives
+pickling), so the command reports it as it does without workers.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import pickle
 import queue
 import signal
+import threading
 import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ def replay_in_workers(
     ctx = mp.get_context("spawn")
     updates = ctx.Queue() if progress is not None else None
     ticks: dict[str, Tick] = {}  # a policy's bar appears when a worker starts its replay
+    restore = _exit_on_sigterm()
     pool = ctx.Pool(workers, initializer=_start_worker, initargs=(replay, updates, os.getpid()))
     try:
         pending = {name: pool.apply_async(_replay_one, (name,)) for name in names}
@@ -70,6 +72,30 @@ def replay_in_workers(
         if updates is not None:
             updates.close()
             updates.cancel_join_thread()
+        restore()
+
+
+def _exit_on_sigterm() -> Callable[[], None]:
+    """SIGTERM (``kill``, ``timeout``) ends the command through the ``finally`` above, as
+    Ctrl-C does, so the workers are stopped and the queue released; by default it would end
+    the parent at once (the workers then die with it, and the resource tracker complains
+    of leaked semaphores). Only from the main thread, and only over the default action.
+    Returns what puts the previous handler back."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return lambda: None
+
+    def stop(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def _drain(

@@ -178,6 +178,17 @@ def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytestmark_linux
+def test_sigterm_to_the_command_stops_the_workers_cleanly(tmp_path: Path) -> None:
+    proc, kids = start_long_replay(tmp_path)
+    proc.terminate()  # kill, timeout: the parent only
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert b"Traceback" not in err and b"leaked" not in err, err.decode()
+    assert_gone(kids)
+
+
+@pytest.mark.slow
+@pytestmark_linux
 def test_a_killed_parent_takes_its_workers_with_it(tmp_path: Path) -> None:
     proc, kids = start_long_replay(tmp_path)
     proc.kill()
