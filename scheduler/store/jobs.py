@@ -169,10 +169,9 @@ def touch_many(session: Session, changes: Sequence[tuple[JobRow, dict[str, Any]]
     wanted = {job.id: (job, {**values, "version": job.version + 1}) for job, values in changes}
     t = JobRow.__table__  # type: ignore[attr-defined]
     columns = sorted({k for _, values in wanted.values() for k in values})
-    applied = 0
-    for start in range(0, len(wanted), 512):
-        ids = list(wanted)[start : start + 512]
-        stmt = select(t.c.id, *(t.c[k] for k in columns)).where(among(t.c.id, ids))
+    applied, ids = 0, list(wanted)
+    for start in range(0, len(ids), 512):
+        stmt = select(t.c.id, *(t.c[k] for k in columns)).where(among(t.c.id, ids[start : start + 512]))
         for row in session.connection().execute(stmt):
             job, values = wanted[row.id]
             if all(getattr(row, k) == v for k, v in values.items()):
