@@ -103,6 +103,10 @@ class Metrics:
             registry=r,
         )
         self.leader = Gauge("trainpool_leader", "1 while this server runs the control loop.", registry=r)
+        self.gc_pause = Histogram(
+            "trainpool_gc_pause_seconds", "The server's full garbage collections (one a minute).",
+            buckets=_LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
         self.api_latency = Histogram(
             "trainpool_api_request_seconds", "API request latency by route template and status class.",
             ["method", "route", "status"], buckets=_LATENCY_BUCKETS, registry=r,

@@ -64,7 +64,7 @@ def test_up_serves_the_pool_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         assert any("rank 0 of 2" in ln for ln in logs) and any("rank 1 of 2" in ln for ln in logs)
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
-        out, _ = proc.communicate(timeout=90)
+        out, _ = proc.communicate(timeout=150)  # a loaded CI machine: Ray stops slowly
     assert proc.returncode == 0, out
     assert "nothing left running" in out
     time.sleep(2)
