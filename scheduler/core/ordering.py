@@ -29,15 +29,22 @@ def within_org_key(j: PendingJob) -> tuple[int, float, str]:
     return (-j.priority, j.submitted_at, j.id)
 
 
+def by_priority_then_age(jobs: list[PendingJob]) -> list[PendingJob]:
+    """``jobs`` sorted in place by ``within_org_key``, in two C-keyed stable sorts (no
+    Python key per job): submit time and id, then priority descending, which keeps that
+    order on ties."""
+    jobs.sort(key=_submitted_then_id)
+    jobs.sort(key=_priority, reverse=True)
+    return jobs
+
+
 def queue_order(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
     ordering = cycle.policy.ordering
     if ordering is Ordering.FIFO:
         yield from sorted(jobs, key=_submitted_then_id)
         return
     if ordering is Ordering.PRIORITY:
-        ordered = sorted(jobs, key=_submitted_then_id)
-        ordered.sort(key=_priority, reverse=True)  # stable: within_org_key's order
-        yield from ordered
+        yield from by_priority_then_age(list(jobs))
         return
     yield from _fair(jobs, cycle)
 
@@ -61,10 +68,7 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
     for j in jobs:
         queues.setdefault(j.spec.org, []).append(j)
     for q in queues.values():
-        # within_org_key's order in two C-keyed stable sorts (no Python key per job):
-        # submit time and id, then priority descending, which keeps that order on ties.
-        q.sort(key=_submitted_then_id)
-        q.sort(key=_priority, reverse=True)
+        by_priority_then_age(q)
     book, half_life = cycle.book, cycle.policy.half_life_seconds
     capacity = {f: c for f, c in book.capacity.items() if c > 0}
 
@@ -111,7 +115,7 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         room first, and the org's job must reclaim it from them, a preemption and two
         cycles later). Its own order is kept: its next job still goes first. 2: borrowers."""
         g = j.spec.gang
-        if fits(org, g.flavors, g.replicas * g.accelerators):
+        if fits(org, g.flavors, g.total_accelerators):
             return 0
         return 1 if later_fits(org) else 2
 
