@@ -62,7 +62,7 @@ def replay_in_workers(
                     if progress is not None:  # the bar's last state, from the result itself
                         if name not in ticks:
                             ticks[name] = progress(name, len(replay.trace))
-                        _last_tick(outcomes[name][1], ticks[name])
+                        ticks[name](*outcomes[name][1].progress_at_end())
         pool.close()
         pool.join()
         return outcomes
@@ -122,11 +122,6 @@ def _drain(
         if name not in ticks:
             ticks[name] = progress(name, total)
         ticks[name](t, done, total)
-
-
-def _last_tick(result: SimResult, tick: Tick) -> None:
-    total = len(result.jobs)
-    tick(result.timeline.end, total - result.unfinished, total)
 
 
 def _start_worker(replay: _Replay, updates: Any, parent: int) -> None:

@@ -127,3 +127,7 @@ class SimResult:
     cycles: int
     wall_s: float = 0.0
     unfinished: int = 0
+
+    def progress_at_end(self) -> tuple[float, int, int]:
+        """(virtual time, jobs finished, jobs) as a progress bar's last tick shows them."""
+        return self.timeline.end, len(self.jobs) - self.unfinished, len(self.jobs)

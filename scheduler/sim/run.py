@@ -147,7 +147,7 @@ class _Replay:
         sim = Simulation(self.pool, self.trace, policy, self.model, self.config, decide=decide, progress=tick)
         result = sim.run()
         if tick is not None:
-            tick(result.timeline.end, len(result.jobs) - result.unfinished, len(result.jobs))
+            tick(*result.progress_at_end())
         return summarize(result, self.model, policy.description, self.allowance_s), result
 
 
