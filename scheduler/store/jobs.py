@@ -159,14 +159,12 @@ def touch_many(session: Session, changes: Sequence[tuple[JobRow, dict[str, Any]]
     them. Only the loop writes these columns, so a row reading back our version and our
     values took our update, and only those rows take the values in memory. Returns
     how many did."""
+    wanted = {job.id: (job, {**values, "version": job.version + 1}) for job, values in changes}
     groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for job, values in changes:
-        keys = tuple(sorted({**values, "version": 0}))
-        params = {f"v_{k}": v for k, v in values.items()} | {"v_version": job.version + 1}
-        groups.setdefault(keys, []).append(params | {"w_id": job.id, "w_version": job.version})
+    for job, values in wanted.values():
+        groups.setdefault(tuple(sorted(values)), []).append(_params(job, values))
     for keys, params_list in groups.items():
         session.connection().execute(_update_statement(keys), params_list)
-    wanted = {job.id: (job, {**values, "version": job.version + 1}) for job, values in changes}
     t = JobRow.__table__  # type: ignore[attr-defined]
     columns = sorted({k for _, values in wanted.values() for k in values})
     applied, ids = 0, list(wanted)
@@ -175,8 +173,7 @@ def touch_many(session: Session, changes: Sequence[tuple[JobRow, dict[str, Any]]
         for row in session.connection().execute(stmt):
             job, values = wanted[row.id]
             if all(getattr(row, k) == v for k, v in values.items()):
-                for key, value in values.items():
-                    set_committed_value(job, key, value)
+                _take(job, values)
                 applied += 1
     return applied
 
@@ -202,12 +199,21 @@ def _guarded_update(session: Session, job: JobRow, values: dict[str, Any]) -> bo
     """A Core statement rather than the ORM's (whose version check re-evaluates every
     loaded row after each update)."""
     stmt = _update_statement(tuple(sorted(values)))
-    params = {f"v_{k}": v for k, v in values.items()} | {"w_id": job.id, "w_version": job.version}
-    if session.connection().execute(stmt, params).rowcount != 1:
+    if session.connection().execute(stmt, _params(job, values)).rowcount != 1:
         return False
+    _take(job, values)
+    return True
+
+
+def _params(job: JobRow, values: dict[str, Any]) -> dict[str, Any]:
+    """``_update_statement``'s parameters: the new values, guarded by the version read."""
+    return {f"v_{k}": v for k, v in values.items()} | {"w_id": job.id, "w_version": job.version}
+
+
+def _take(job: JobRow, values: dict[str, Any]) -> None:
+    """The row in memory takes what was written, as committed (no reload)."""
     for key, value in values.items():
         set_committed_value(job, key, value)
-    return True
 
 
 @dataclass(frozen=True)
