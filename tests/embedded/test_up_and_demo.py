@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from interruptible import trainpool
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,15 +24,6 @@ pytestmark = [
 ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
-# The CLI, interruptible as from a terminal whatever signal state the test worker passes
-# on (in full-suite runs a pytest-xdist worker's children missed Ctrl-C).
-INTERRUPTIBLE = (
-    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-    "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM}); "
-    "from scheduler.cli.main import app; app()"
-)
-
-
 def _processes_mentioning(text: str) -> list[str]:
     out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     return [line for line in out.splitlines() if text in line and "ps -eo" not in line]
@@ -39,7 +31,7 @@ def _processes_mentioning(text: str) -> list[str]:
 
 def test_up_serves_the_pool_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-c", INTERRUPTIBLE, "up", "--port", "0", "--data-dir", str(tmp_path)],
+        trainpool("up", "--port", "0", "--data-dir", str(tmp_path)),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV,
     )  # fmt: skip
     lines: list[str] = []

@@ -8,11 +8,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from interruptible import trainpool
 from typer.testing import CliRunner
 
 from scheduler.cli.main import app
@@ -130,14 +130,7 @@ def start_long_replay(tmp_path: Path) -> tuple[subprocess.Popen[bytes], set[int]
     (as a terminal runs it); returns once its workers are replaying."""
     trace = write_vc_trace(tmp_path / "t.csv", random_rows(3000, ORGS, seed=4))
     quotas = write_quotas(tmp_path / "q.csv", {"aa": 3, "bb": 2, "cc": 1})
-    # Interruptible as from a terminal, whatever signal state the test worker passes on
-    # (a pytest-xdist worker's children missed Ctrl-C in full-suite runs).
-    code = (
-        "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM}); "
-        "from scheduler.cli.main import app; app()"
-    )
-    cmd = [sys.executable, "-c", code, "sim", "--trace", str(trace), "--quotas", str(quotas)]
+    cmd = trainpool("sim", "--trace", str(trace), "--quotas", str(quotas))
     proc = subprocess.Popen(
         [*cmd, "--policy", "fifo,trainpool", "--load", "1.5", "-j", "2"],
         stdout=subprocess.PIPE,
