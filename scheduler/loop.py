@@ -12,7 +12,6 @@ import logging
 import os
 import secrets
 import socket
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 
 from scheduler.apply import ApplyOptions, Fence, NotLeader, Outcome, apply_decisions, reconcile
 from scheduler.backends.base import Backend
+from scheduler.control.wake import Pace, Wake
 from scheduler.decisions import Decisions
 from scheduler.metrics import Metrics, set_all
 from scheduler.snapshot import Snapshot
@@ -39,7 +39,7 @@ def default_holder() -> str:
 
 @dataclass
 class LoopSettings:
-    interval: float = 1.0
+    pace: Pace = field(default_factory=Pace)
     lease_ttl: float = 10.0
     holder: str = field(default_factory=default_holder)
     apply: ApplyOptions = field(default_factory=ApplyOptions)
@@ -130,14 +130,16 @@ class ControlLoop:
             out.restarted,
         )
 
-    def run(self, stop: threading.Event) -> None:
-        """Cycle every ``interval`` until ``stop`` is set; a failing cycle is logged, not fatal."""
-        while not stop.is_set():
+    def run(self, wake: Wake) -> None:
+        """Cycle when woken and at least every ``pace.interval`` (``scheduler.control.wake``)
+        until ``wake`` is stopped; a failing cycle is logged, not fatal."""
+        while not wake.stopped:
             try:
                 self.cycle()
             except Exception:
                 log.exception("control-loop cycle failed; retrying next interval")
-            stop.wait(self.settings.interval)
+            if not wake.wait(time.monotonic(), self._expected_change()):
+                break
         if self.epoch is not None:
             # Hand over at once instead of making a follower wait out the lease.
             try:
@@ -146,3 +148,19 @@ class ControlLoop:
             except Exception:
                 log.exception("could not release the leader lease")
             self.epoch = None
+
+    def _expected_change(self) -> float | None:
+        """When the backend expects its next change (a gang's exit it can foresee), on
+        the monotonic clock, so the loop need not wait for the interval to see it. An
+        optional ``next_change_at(now) -> float | None`` of the backend, on the loop's
+        clock; no backend has one yet (exits are seen at the next poll)."""
+        hook = getattr(self.backend, "next_change_at", None)
+        if hook is None or not self.is_leader:
+            return None
+        try:
+            now = self.clock()
+            at = hook(now)
+        except Exception:
+            log.exception("the backend's next_change_at failed; polling at the interval")
+            return None
+        return None if at is None else time.monotonic() + (float(at) - now)

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 from prometheus_client import Counter as PromCounter
 
 from scheduler.snapshot import Snapshot
@@ -111,9 +111,6 @@ class Metrics:
             "trainpool_api_request_seconds", "API request latency by route template and status class.",
             ["method", "route", "status"], buckets=_LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
 
     def observe_snapshot(self, snap: Snapshot) -> None:
         """Gauges from the snapshot the cycle decided on: one consistent moment. Counted

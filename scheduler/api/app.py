@@ -1,9 +1,10 @@
-"""The FastAPI app: routers, error handlers, health, metrics, and the loop thread."""
+"""The FastAPI app: routers, error handlers, health, metrics. The control loop runs
+elsewhere (``scheduler.control.root``); the app asks it through ``ctx.loop``."""
 
 from __future__ import annotations
 
 import json
-import threading
+import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,22 +18,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.api import errors, routes_agents, routes_jobs, routes_pool
 from scheduler.api.context import ServerContext
+from scheduler.control.handle import LoopStatus, LoopUnavailable
+from scheduler.control.metrics_relay import render
 from scheduler.store.db import current_revision, head_revision
 
+log = logging.getLogger(__name__)
 
-def create_app(ctx: ServerContext, *, run_loop: bool = True) -> FastAPI:
-    stop = threading.Event()
 
+def create_app(ctx: ServerContext) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        thread = None
-        if run_loop and ctx.loop is not None:
-            thread = threading.Thread(target=ctx.loop.run, args=(stop,), name="control-loop", daemon=True)
-            thread.start()
         yield
-        stop.set()
-        if thread is not None:
-            thread.join(timeout=30)
         ctx.submits.close()
 
     app = FastAPI(
@@ -63,11 +59,16 @@ def create_app(ctx: ServerContext, *, run_loop: bool = True) -> FastAPI:
                 problems.append("database schema is not at the current migration")
         except Exception as exc:  # any failure means not ready; say which
             problems.append(f"database unreachable: {type(exc).__name__}")
-        leader = ctx.loop.is_leader if ctx.loop is not None else False
-        body: dict[str, Any] = {"status": "ok" if not problems else "unavailable", "leader": leader}
-        if leader and ctx.loop is not None and ctx.loop.last_cycle_at is not None:
+        loop = LoopStatus(leader=False, last_cycle_at=None)
+        if ctx.loop is not None:
+            try:
+                loop = ctx.loop.status()
+            except LoopUnavailable as exc:
+                problems.append(f"control loop: {exc}")
+        body: dict[str, Any] = {"status": "ok" if not problems else "unavailable", "leader": loop.leader}
+        if loop.leader and loop.last_cycle_at is not None:
             # For alerting: a leader whose cycles keep failing shows a growing age.
-            body["last_cycle_age_seconds"] = round(ctx.clock() - ctx.loop.last_cycle_at, 3)
+            body["last_cycle_age_seconds"] = round(ctx.clock() - loop.last_cycle_at, 3)
         if problems:
             body["problems"] = problems
         return JSONResponse(body, status_code=200 if not problems else 503)
@@ -81,7 +82,13 @@ def create_app(ctx: ServerContext, *, run_loop: bool = True) -> FastAPI:
         },
     )
     def metrics() -> Response:
-        return Response(ctx.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        families = []
+        if ctx.loop is not None:
+            try:
+                families = ctx.loop.metric_families()
+            except LoopUnavailable as exc:  # the API's own metrics are still worth a scrape
+                log.warning("/metrics without the control loop's: %s", exc)
+        return Response(render(ctx.metrics.registry, families), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from scheduler.loop import ControlLoop
+from scheduler.control.handle import LoopHandle
 from scheduler.metrics import Metrics
 from scheduler.store.batch import SubmitBatcher
 from scheduler.store.db import Database
@@ -46,7 +46,9 @@ class ServerContext:
     pool: PoolView = field(default_factory=PoolView)
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
-    loop: ControlLoop | None = None
+    # The control loop as the API sees it: wake it, ask it; it runs elsewhere
+    # (scheduler.control.root). None in tests that drive no loop.
+    loop: LoopHandle | None = None
     # sha256(secret) -> (principal or None, expiry on the monotonic clock). Saves a
     # database read per request; a revocation reaches other servers within AUTH_TTL.
     auth_cache: dict[str, tuple[Principal | None, float]] = field(default_factory=dict)
@@ -58,6 +60,12 @@ class ServerContext:
 
     def __post_init__(self) -> None:
         self.submits = SubmitBatcher(self.db)
+
+    def wake_loop(self) -> None:
+        """After a committed change the next cycle should see soon (a submission, a
+        cancel, a cordon, a node's health)."""
+        if self.loop is not None:
+            self.loop.wake()
 
 
 async def get_ctx(request: Request) -> ServerContext:

@@ -6,17 +6,15 @@ another node is refused with 403. A pool-admin token may act for any node (for t
 and tests). Reports carry the registration's session, a growing sequence number and a
 timestamp, so a replayed or stale report is refused (409/422).
 
-The router's lifespan runs the health evaluation (``scheduler.health.service``) beside
-the control loop; it only evaluates while this server holds the leader lease.
+The health evaluation that turns stored reports into verdicts (``scheduler.health.service``)
+runs beside the control loop, started by ``scheduler.control.root``; it only evaluates
+while this server holds the leader lease, and a changed verdict wakes the loop.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -27,10 +25,8 @@ from starlette.concurrency import run_in_threadpool
 from scheduler.api.auth import authenticate, require_pool_admin
 from scheduler.api.context import AUTH_TTL, ServerContext, get_ctx
 from scheduler.api.errors import ApiError, forbidden, not_found
-from scheduler.health.metrics import HealthMetrics
 from scheduler.health.peers import Member, assign_peers, round_of
 from scheduler.health.reports import AgentReport, Registration
-from scheduler.health.service import HealthService
 from scheduler.health.thresholds import Thresholds, load_thresholds
 from scheduler.names import Name
 from scheduler.store import agents as agentstore
@@ -38,28 +34,7 @@ from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store.tokens import Principal
 
-
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    ctx: ServerContext = app.state.ctx
-    service = HealthService(
-        ctx.db,
-        _thresholds(app),
-        metrics=HealthMetrics.of(ctx.metrics.registry),
-        clock=ctx.clock,
-        is_leader=lambda: ctx.loop is not None and ctx.loop.is_leader,
-        publish=getattr(ctx.loop.backend, "set_network_health", None) if ctx.loop is not None else None,
-    )
-    app.state.health = service
-    stop = threading.Event()
-    thread = threading.Thread(target=service.run, args=(stop,), name="health", daemon=True)
-    thread.start()
-    yield
-    stop.set()
-    thread.join(timeout=10)
-
-
-router = APIRouter(prefix="/v1/agents", tags=["agents"], lifespan=_lifespan)
+router = APIRouter(prefix="/v1/agents", tags=["agents"])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
 Who = Annotated[Principal, Depends(authenticate)]
 

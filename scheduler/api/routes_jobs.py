@@ -14,6 +14,7 @@ from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, not_found
 from scheduler.api.schemas import CheckpointRequest, Event, Job, SubmitRequest
 from scheduler.backends.base import gang_key
+from scheduler.control.handle import LoopUnavailable
 from scheduler.domain import JobSpec
 from scheduler.lifecycle import TERMINAL, IllegalTransition, JobState
 from scheduler.store import jobs as jobstore
@@ -103,6 +104,7 @@ async def submit(
         raise ApiError(409, str(exc), "client_request_id") from None
     if sub.created:
         ctx.metrics.submissions.labels(spec.org).inc()
+        ctx.wake_loop()
     else:
         response.status_code = 200
     return Job.of(sub.job)
@@ -147,7 +149,9 @@ def cancel_job(job_id: str, ctx: Ctx, who: Who) -> Job:
                 if JobState(job.state) in TERMINAL:
                     raise ApiError(409, f"job '{job_id}' already finished ({job.state}); nothing to cancel")
                 jobstore.cancel(s, job, ctx.clock(), by=who.token_id)
-                return Job.of(job)
+                out = Job.of(job)
+            ctx.wake_loop()  # committed: the loop stops the gang
+            return out
         except jobstore.StaleWrite:
             continue
         except IllegalTransition as exc:
@@ -180,7 +184,10 @@ def job_logs(
     which = job.attempt if attempt is None else attempt
     lines = None
     if ctx.loop is not None:
-        lines = ctx.loop.backend.logs(gang_key(job.id, which), tail, ctx.clock(), replica)
+        try:
+            lines = ctx.loop.logs(gang_key(job.id, which), tail, ctx.clock(), replica)
+        except LoopUnavailable as exc:
+            raise ApiError(503, f"logs come from the control loop's backend: {exc}") from None
     if lines is None:
         raise ApiError(
             404, f"no logs for attempt {which} of job '{job_id}' (the backend keeps none)", "attempt"

@@ -81,7 +81,9 @@ def _cordon(name: str, ctx: ServerContext, who: Principal, cordoned: bool) -> No
             raise not_found("node", name)
         nodestore.set_cordon(s, row, cordoned, ctx.clock())
         orgstore.audit(s, ctx.clock(), who.token_id, "node.cordon" if cordoned else "node.uncordon", name)
-        return Node.of(row)
+        out = Node.of(row)
+    ctx.wake_loop()
+    return out
 
 
 @router.post("/nodes/{name}/cordon", response_model=Node)
@@ -102,12 +104,16 @@ def report_health(name: str, req: HealthReport, ctx: Ctx, who: Who) -> Node:
         row = nodestore.get_node(s, name)
         if row is None:
             raise not_found("node", name)
-        if row.reported_health != req.health.value:
+        changed = row.reported_health != req.health.value
+        if changed:
             orgstore.audit(
                 s, ctx.clock(), who.token_id, "node.health", name, health=req.health.value, reason=req.reason
             )
         nodestore.report_health(s, row, req.health, req.reason, ctx.clock())
-        return Node.of(row)
+        out = Node.of(row)
+    if changed:
+        ctx.wake_loop()
+    return out
 
 
 # --- orgs, teams, quotas ---------------------------------------------------------------

@@ -10,11 +10,16 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from scheduler.cli.client import Client, ClientError, Connection, Output, emit, err, friendly, when
+from scheduler.control.loop_place import LoopPlace
+from scheduler.control.wake import Pace
+
+if TYPE_CHECKING:
+    from scheduler.collector import GcTuning
 
 UrlOpt = Annotated[
     str | None, typer.Option("--url", help="Server URL (else TRAINPOOL_URL, else the context).")
@@ -33,9 +38,13 @@ def _client(url: str | None, token: str | None, context: str | None) -> Client:
 # --- server --------------------------------------------------------------------------
 
 
-def _gc_thresholds() -> tuple[int, int, int]:
-    """TRAINPOOL_GC_THRESHOLD="g0,g1,g2" (for experiments), else the tuned default."""
-    text = os.environ.get("TRAINPOOL_GC_THRESHOLD", "100000,50,1000")
+def _gc_tuning() -> GcTuning:
+    """TRAINPOOL_GC_THRESHOLD="g0,g1,g2" and TRAINPOOL_GC_EVERY=seconds between full
+    collections (for experiments), else the tuned defaults."""
+    from scheduler.collector import GcTuning
+
+    default = GcTuning()
+    text = os.environ.get("TRAINPOOL_GC_THRESHOLD", ",".join(map(str, default.thresholds)))
     try:
         g0, g1, g2 = (int(x) for x in text.split(","))
     except ValueError:
@@ -43,20 +52,17 @@ def _gc_thresholds() -> tuple[int, int, int]:
             f"[red]error:[/red] TRAINPOOL_GC_THRESHOLD: '{text}' is not three integers", highlight=False
         )
         raise typer.Exit(2) from None
-    return g0, g1, g2
-
-
-def _gc_every() -> float:
-    """TRAINPOOL_GC_EVERY=seconds between full collections (for experiments), else 60."""
-    text = os.environ.get("TRAINPOOL_GC_EVERY", "60")
+    every = os.environ.get("TRAINPOOL_GC_EVERY", str(default.every))
     try:
-        seconds = float(text)
+        seconds = float(every)
         if not seconds > 0:
             raise ValueError
     except ValueError:
-        err.print(f"[red]error:[/red] TRAINPOOL_GC_EVERY: '{text}' is not a positive number", highlight=False)
+        err.print(
+            f"[red]error:[/red] TRAINPOOL_GC_EVERY: '{every}' is not a positive number", highlight=False
+        )
         raise typer.Exit(2) from None
-    return seconds
+    return GcTuning(thresholds=(g0, g1, g2), every=seconds)
 
 
 def _key_values(items: list[str], flag: str) -> dict[str, str]:
@@ -90,52 +96,78 @@ def server(
     sim_duration: Annotated[
         float, typer.Option("--sim-duration", min=0, help="Default sim job seconds.")
     ] = 60.0,
-    interval: Annotated[float, typer.Option("--interval", min=0.01, help="Seconds between cycles.")] = 1.0,
+    interval: Annotated[
+        float,
+        typer.Option(
+            "--interval",
+            min=0.01,
+            envvar="TRAINPOOL_INTERVAL",
+            help="Most seconds between cycles (backends are polled at least this often).",
+        ),
+    ] = 1.0,
+    batch_delay: Annotated[
+        float,
+        typer.Option(
+            "--batch-delay",
+            min=0,
+            envvar="TRAINPOOL_BATCH_DELAY",
+            help="Seconds from a change (submit, cancel, node) to its cycle: a burst is one cycle.",
+        ),
+    ] = Pace.batch_delay,
+    min_gap: Annotated[
+        float,
+        typer.Option(
+            "--min-gap",
+            min=0,
+            envvar="TRAINPOOL_MIN_GAP",
+            help="Fewest seconds between the end of a cycle and the next.",
+        ),
+    ] = Pace.min_gap,
+    loop: Annotated[
+        LoopPlace,
+        typer.Option(
+            "--loop",
+            envvar="TRAINPOOL_LOOP",
+            help="Where the control loop runs: a child process (its CPU leaves the API's alone) or a thread.",
+        ),
+    ] = LoopPlace.PROCESS,
     lease_ttl: Annotated[float, typer.Option("--lease-ttl", min=0.5, help="Leader lease seconds.")] = 10.0,
 ) -> None:
     """Run the pool service: HTTP API, control loop and metrics."""
-    import gc
     import logging
 
-    import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
-    from scheduler.api.server import ServerOptions, build
-    from scheduler.collector import start_collector
+    from scheduler.control.loop_process import LoopStartError
+    from scheduler.control.options import ServerOptions
+    from scheduler.control.root import LOG_FORMAT, Root
     from scheduler.errors import ConfigError
     from scheduler.store.db import DatabaseURLError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     opts = ServerOptions(
         db=db, pool=str(pool) if pool else None, backend=backend, backend_address=address,
         backend_options=_key_values(backend_opt or [], "--backend-opt"), checkpoint_root=checkpoint_root,
-        sim_state=sim_state,
-        sim_duration=sim_duration, interval=interval, lease_ttl=lease_ttl,
+        sim_state=sim_state, sim_duration=sim_duration, lease_ttl=lease_ttl, loop=loop, gc=_gc_tuning(),
+        pace=Pace(interval=interval, batch_delay=batch_delay, min_gap=min_gap),
     )  # fmt: skip
     try:
-        app, ctx = build(opts, say=lambda line: typer.echo(line, err=True))
+        root = Root(opts, say=lambda line: typer.echo(line, err=True))
+        root.start()
     except ConfigError as exc:
         for line in exc.lines():
             err.print(f"[red]error:[/red] {line}", highlight=False)
         raise typer.Exit(2) from None
-    except (DatabaseURLError, ValueError, OSError) as exc:
+    except (DatabaseURLError, ValueError, OSError, LoopStartError) as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         err.print(f"[red]error:[/red] --db: cannot use the database: {reason}", highlight=False)
         raise typer.Exit(2) from None
-    # The server holds many long-lived objects (cached specs, pending jobs); with the
-    # default thresholds the collector walks them all every few hundred requests, and
-    # those pauses were most of the API's p99 under load (measured: 345 -> 200 ms).
-    gc.freeze()
-    gc.set_threshold(*_gc_thresholds())
-    start_collector(_gc_every(), ctx.metrics.gc_pause.observe if ctx.metrics is not None else None)
     typer.echo(f"trainpool server on http://{host}:{port} (API under /v1, docs at /docs)", err=True)
-    # A long keep-alive: clients reuse connections, and a client that sends on a
-    # connection the server is just closing sees a spurious error.
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_keep_alive=75)
+    root.serve(host, port)
 
 
 # --- jobs ----------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""One process that is a whole pool: a local Ray cluster of simulated accelerator nodes,
-the server on SQLite, the control loop and the HTTP API.
+"""A whole pool from one command: a local Ray cluster of simulated accelerator nodes and
+the server on SQLite (the HTTP API in a thread, the control loop in its own process, as
+``trainpool server`` runs them: ``scheduler.control.root``).
 
 Everything lives in one data folder (``pool.db``, ``admin-token``, ``checkpoints/``,
 ``ray-logs/``), so a second ``trainpool up`` on the same folder finds its jobs, orgs and
@@ -11,20 +12,18 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scheduler.store.tokens import new_secret
 
 if TYPE_CHECKING:
-    from scheduler.api.context import ServerContext
     from scheduler.backends.ray.cluster import LocalRayCluster
     from scheduler.config import PoolConfig
+    from scheduler.control.root import Root
 
 Say = Callable[[str], None]
 
@@ -51,7 +50,7 @@ class EmbeddedOptions:
     data_dir: Path | None = None
     host: str = "127.0.0.1"
     port: int = 8642  # 0: any free port
-    interval: float = 0.5  # seconds between control-loop cycles
+    interval: float = 0.5  # most seconds between cycles: Ray exits are seen by polling
 
 
 class EmbeddedPool:
@@ -64,9 +63,7 @@ class EmbeddedPool:
         self.data_dir = (opts.data_dir or default_data_dir()).resolve()
         self.config_path = (opts.config or default_config_path()).resolve()
         self.cluster: LocalRayCluster | None = None
-        self.ctx: ServerContext | None = None
-        self._server: Any = None  # uvicorn.Server
-        self._thread: threading.Thread | None = None
+        self.root: Root | None = None
         self.url = ""
         self.token = ""
 
@@ -77,10 +74,10 @@ class EmbeddedPool:
         return load_pool_config(self.config_path)
 
     def start(self) -> EmbeddedPool:
-        import uvicorn
-
-        from scheduler.api.server import ServerOptions, build
         from scheduler.backends.ray.cluster import LocalRayCluster
+        from scheduler.control.options import ServerOptions
+        from scheduler.control.root import Root
+        from scheduler.control.wake import Pace
 
         config = self.config  # a bad file fails here, before anything starts
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +85,7 @@ class EmbeddedPool:
         port = self.opts.port or free_port()
         try:
             self.cluster = LocalRayCluster.from_config(config).start(progress=self.say)
-            app, self.ctx = build(
+            self.root = Root(
                 ServerOptions(
                     db=str(self.data_dir / "pool.db"),
                     pool=str(self.config_path),
@@ -96,21 +93,11 @@ class EmbeddedPool:
                     backend_address=self.cluster.address,
                     checkpoint_root=str(self.data_dir / "checkpoints"),
                     admin_token=self.token,
-                    interval=self.opts.interval,
+                    pace=Pace(interval=self.opts.interval),
                 ),
                 say=self.say,
             )
-            server = uvicorn.Server(
-                uvicorn.Config(app, host=self.opts.host, port=port, log_level="warning", access_log=False)
-            )
-            self._server = server
-            self._thread = threading.Thread(target=server.run, name="trainpool-http", daemon=True)
-            self._thread.start()
-            deadline = time.monotonic() + 30
-            while not server.started:
-                if not self._thread.is_alive() or time.monotonic() > deadline:
-                    raise RuntimeError(f"--port: the server could not listen on {self.opts.host}:{port}")
-                time.sleep(0.05)
+            self.root.serve_in_thread(self.opts.host, port)
         except BaseException:
             self.stop()
             raise
@@ -118,15 +105,9 @@ class EmbeddedPool:
         return self
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-        if self.ctx is not None and self.ctx.loop is not None:
-            self.ctx.loop.backend.close()
-            self.ctx.db.engine.dispose()
-            self.ctx = None
+        if self.root is not None:
+            self.root.stop()  # the HTTP server, then the loop (it disconnects from Ray)
+            self.root = None
         if self.cluster is not None:
             self.cluster.stop()
             self.cluster = None

@@ -45,6 +45,7 @@ class HealthService:
         clock: Callable[[], float] = time.time,
         is_leader: Callable[[], bool] = lambda: True,
         publish: Callable[[str, Health, str], None] | None = None,
+        changed: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.th = thresholds or Thresholds()
@@ -54,6 +55,9 @@ class HealthService:
         # Where a backend can show verdicts to other tools (the Kubernetes backend sets
         # the Node condition TrainpoolNetworkHealthy); called after the verdict is stored.
         self.publish = publish
+        # Told after verdicts changed in the store: the control loop's wake, so that a
+        # node turning unhealthy is acted on at once rather than at the next interval.
+        self.changed = changed
         self.model: HealthModel | None = None
         self._seen: dict[str, tuple[str, int]] = {}
         self._written: dict[str, tuple[str, tuple[str, ...]]] = {}
@@ -115,6 +119,8 @@ class HealthService:
                     nodestore.report_health(s, row, v.state.health, reason[:1000], now)
             for t in out.transitions:
                 agentstore.add_event(s, t.at, t.kind, t.subject, t.new.health.value, t.message, t.evidence)
+        if changed and self.changed is not None:
+            self.changed()
         for node, v, key in changed:
             self._written[node] = key
             if self.publish is not None:

@@ -14,7 +14,6 @@ pickling), so the command reports it as it does without workers.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 import pickle
@@ -25,6 +24,7 @@ import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
+from scheduler.parent_death import die_with_parent
 from scheduler.sim.record import SimResult
 
 if TYPE_CHECKING:
@@ -38,7 +38,6 @@ _replay: _Replay | None = None
 _progress: Any = None  # the multiprocessing queue of (policy, t, finished, total), or None
 
 _POLL_S = 0.2  # how often the parent looks at results while no progress arrives
-_PR_SET_PDEATHSIG = 1
 
 
 def replay_in_workers(
@@ -127,19 +126,8 @@ def _drain(
 def _start_worker(replay: _Replay, updates: Any, parent: int) -> None:
     global _replay, _progress
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
-    _die_with_parent(parent)
+    die_with_parent(parent)
     _replay, _progress = replay, updates
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: SIGTERM this worker when the process that started it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # it died before prctl took effect
-        os._exit(1)
 
 
 def _replay_one(name: str) -> Outcome:

@@ -5,13 +5,14 @@ cycle left behind piled up for as long as the server ran)."""
 from __future__ import annotations
 
 import gc
+import threading
 import time
 import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from scheduler.collector import start_collector
+from scheduler.collector import collect_every
 
 
 class Node:
@@ -37,7 +38,8 @@ def _cycle() -> weakref.ref[Node]:
 
 def test_cyclic_garbage_is_freed_within_the_collectors_period(server_thresholds: None) -> None:
     pauses: list[float] = []
-    stop = start_collector(0.2, pauses.append)
+    stop = threading.Event()
+    threading.Thread(target=collect_every, args=(0.2, stop, pauses.append), daemon=True).start()
     try:
         ref = _cycle()
         deadline = time.monotonic() + 5

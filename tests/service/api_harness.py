@@ -10,6 +10,8 @@ from fastapi.testclient import TestClient
 from scheduler.api.app import create_app
 from scheduler.api.context import ServerContext
 from scheduler.backends.sim import SimBackend
+from scheduler.control.loop_host import LoopHost
+from scheduler.control.wake import Wake
 from scheduler.domain import Flavor
 from scheduler.loop import ControlLoop, LoopSettings
 from scheduler.metrics import Metrics
@@ -27,6 +29,7 @@ class Api:
     client: TestClient
     ctx: ServerContext
     clock: Clock
+    host: LoopHost  # the loop the app asks, in this process, cycled by hand
     tokens: dict[str, str] = field(default_factory=dict)  # "member@a" -> secret
 
     def as_(self, who: str) -> dict[str, str]:
@@ -44,8 +47,7 @@ class Api:
 
     def cycle(self, advance: float = 0.0) -> None:
         self.clock.t += advance
-        assert self.ctx.loop is not None
-        self.ctx.loop.cycle()
+        self.host.loop.cycle()
 
 
 def make_api(url: str) -> Api:
@@ -57,8 +59,9 @@ def make_api(url: str) -> Api:
     loop = ControlLoop(
         db, backend, pool, settings=LoopSettings(holder="api-test"), clock=clock, metrics=metrics
     )
-    ctx = ServerContext(db=db, pool=pool, clock=clock, loop=loop, metrics=metrics)
-    api = Api(TestClient(create_app(ctx, run_loop=False), raise_server_exceptions=False), ctx, clock)
+    host = LoopHost(loop, Wake())
+    ctx = ServerContext(db=db, pool=pool, clock=clock, loop=host, metrics=metrics)
+    api = Api(TestClient(create_app(ctx), raise_server_exceptions=False), ctx, clock, host)
     with db.write() as s:
         orgstore.seed_from_config(s, orgs(a=16, b=16), clock())
         _, api.tokens["pool-admin"] = tokenstore.create(s, Role.POOL_ADMIN, None, "admin", clock(), None)

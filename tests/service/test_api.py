@@ -201,8 +201,7 @@ def test_an_agent_report_moves_work_off_a_sick_node(api: Api) -> None:
 
 
 def test_a_restarted_job_resumes_from_its_latest_checkpoint(api: Api) -> None:
-    assert api.ctx.loop is not None
-    backend = api.ctx.loop.backend
+    backend = api.host.loop.backend
     launches: list[dict[str, str]] = []
     original = backend.launch
 

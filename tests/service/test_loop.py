@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
 
 from scheduler.backends.sim import SimBackend
+from scheduler.control.wake import Pace, Wake
 from scheduler.decisions import PendingReason
 from scheduler.domain import Health
 from scheduler.lifecycle import IllegalTransition, JobState
@@ -207,14 +209,13 @@ def test_a_leader_that_stops_hands_the_lease_over_at_once(url: str) -> None:
     import threading
 
     leader = Pool(url, holder="one")
-    stop = threading.Event()
-    runner = threading.Thread(target=leader.loop.run, args=(stop,))
+    wake = Wake()
+    runner = threading.Thread(target=leader.loop.run, args=(wake,))
     runner.start()
-    deadline = 200
-    while not leader.loop.is_leader and deadline:
-        stop.wait(0.01)
-        deadline -= 1
-    stop.set()
+    deadline = time.monotonic() + 10
+    while not leader.loop.is_leader and time.monotonic() < deadline:
+        time.sleep(0.01)
+    wake.stop()
     runner.join(timeout=10)
     follower = Pool(url, holder="two", clock=leader.clock, db=open_database(url))
     follower.cycle()  # same instant: no waiting out the old lease
@@ -272,3 +273,30 @@ def test_the_loop_keeps_parsed_specs_of_live_jobs_only(url: str) -> None:
         pool.cycle(11)
     assert all(pool.state(j) is JobState.SUCCEEDED for j in jobs)
     assert len(pool.loop._pending.specs) == 0
+
+
+class ForeseeingBackend(SimBackend):
+    """Knows when its gangs end, and says so through the loop's optional hook."""
+
+    def next_change_at(self, now: float) -> float | None:
+        ends = [g.launched_at + g.duration for g in self._gangs.values() if g.launched_at + g.duration > now]
+        return min(ends, default=None)
+
+
+def test_an_exit_the_backend_foresees_is_seen_without_waiting_for_the_interval(tmp_path: Path) -> None:
+    import threading
+
+    pool = Pool(f"sqlite:///{tmp_path / 'pool.db'}", backend=ForeseeingBackend(nodes(2)))
+    pool.loop.clock = time.time  # real time: the hook's exit is due in real seconds
+    job = pool.submit(env={"SIM_DURATION": 0.5})
+    wake = Wake(Pace(interval=60.0, batch_delay=0.0, min_gap=0.05))
+    runner = threading.Thread(target=pool.loop.run, args=(wake,))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while pool.state(job) is not JobState.SUCCEEDED and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.state(job) is JobState.SUCCEEDED, "the exit waited for the 60 s interval"
+    finally:
+        wake.stop()
+        runner.join(timeout=10)
