@@ -18,7 +18,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from scheduler import failures
-from scheduler.backends.base import FINISHED, Backend, BackendError, GangStatus, Launch, Phase, gang_key
+from scheduler.backends.base import (
+    FINISHED,
+    SURVIVOR_GRACE,
+    Backend,
+    BackendError,
+    GangStatus,
+    Launch,
+    Phase,
+    gang_key,
+)
 from scheduler.decisions import Decisions
 from scheduler.domain import JobSpec
 from scheduler.lifecycle import IllegalTransition, JobEvent, JobState
@@ -107,15 +116,16 @@ def reconcile(
     with db.write() as s:
         fence.check(s, now)
         allocs = jobstore.live_allocations(s)
-        ids = [a.job_id for a in allocs]
+        # The jobs victims were stopped for are locked too: one may be nominated below.
+        ids = [a.job_id for a in allocs] + [a.preempted_for for a in allocs if a.preempted_for]
         jobs = _locked_jobs(s, ids)
         failures.store_checkpoints(s, allocs, statuses, now)
         blames: set[str] = set()
         for a in allocs:
             st = statuses.pop(gang_key(a.job_id, a.attempt), None)
-            finished = st is None or st.phase in FINISHED
-            if finished or now - a.accounted_until >= ACCRUE_EVERY:
-                ended = st.at if st is not None and finished and st.at is not None else now
+            gone = st is None or st.settled
+            if gone or now - a.accounted_until >= ACCRUE_EVERY:
+                ended = st.at if st is not None and gone and st.at is not None else now
                 usagestore.accrue(s, a, min(ended, now))
             job = jobs[a.job_id]
             try:
@@ -128,11 +138,11 @@ def reconcile(
                         blames.add(blamed)
                     _active(s, job, a, st, now, acts, out, specs)
                 else:
-                    _stopping(s, job, a, st, now, acts, out)
+                    _stopping(s, job, a, st, now, acts, out, jobs.get(a.preempted_for or ""))
             except IllegalTransition:
                 log.exception("refused an illegal transition for job %s", job.id)
         for st in statuses.values():  # gangs no live allocation accounts for
-            if st.phase in FINISHED:
+            if st.settled:
                 acts.forgets.append(st.key)
             elif st.phase is not Phase.STOPPING:
                 log.warning("stopping orphan gang %s", st.key)
@@ -181,11 +191,17 @@ def _active(
         acts.forgets.append(key)
         out.finished.append((job.id, JobState.SUCCEEDED.value))
     elif st.phase is Phase.FAILED:
-        _restart(s, job, a, now, out, infra=False, node=st.node, message=st.message, exit_code=st.exit_code)
-        acts.forgets.append(key)
+        _restart(
+            s, job, a, now, out, infra=False, node=st.node, message=st.message, exit_code=st.exit_code,
+            settled=st.settled,
+        )  # fmt: skip
+        _hold_until_gone(st, key, acts)
     elif st.phase in (Phase.LOST, Phase.STOPPED):
-        _restart(s, job, a, now, out, infra=True, node=st.node, message=st.message or st.phase.value)
-        acts.forgets.append(key)
+        _restart(
+            s, job, a, now, out, infra=True, node=st.node, message=st.message or st.phase.value,
+            settled=st.settled,
+        )  # fmt: skip
+        _hold_until_gone(st, key, acts)
     elif job.state == JobState.RUNNING and _timed_out(specs.get(job), job, now):
         jobstore.move(
             s, job, JobEvent.FAILED, now, reason="timeout", message="ran past max_runtime_seconds",
@@ -197,16 +213,28 @@ def _active(
 
 
 def _stopping(
-    s: Session, job: JobRow, a: AllocationRow, st: GangStatus | None, now: float, acts: _Actions, out: Outcome
+    s: Session,
+    job: JobRow,
+    a: AllocationRow,
+    st: GangStatus | None,
+    now: float,
+    acts: _Actions,
+    out: Outcome,
+    beneficiary: JobRow | None = None,
 ) -> None:
     key = gang_key(a.job_id, a.attempt)
-    if st is not None and st.phase not in FINISHED:
+    if st is not None and not st.settled:
         if st.phase is not Phase.STOPPING:
-            acts.stops.append((key, jobstore.spec_of(job).grace_period_seconds))
+            grace = jobstore.spec_of(job).grace_period_seconds if st.phase not in FINISHED else SURVIVOR_GRACE
+            acts.stops.append((key, grace))
         return
     _release(s, a, st.at if st is not None and st.at is not None else now)
     if st is not None:
         acts.forgets.append(key)
+    if beneficiary is not None and beneficiary.state == JobState.PENDING and not beneficiary.nominated:
+        # The room this victim freed is the beneficiary's: it goes first from now on, so
+        # that a borrower the fair order reaches first cannot take it.
+        jobstore.touch(s, beneficiary, nominated=True)
     if job.state == JobState.PREEMPTED and st is not None and st.phase is Phase.SUCCEEDED:
         jobstore.move(s, job, JobEvent.SUCCEEDED, now, reason="exit", exit_code=0, finished_at=st.at or now)
         out.finished.append((job.id, JobState.SUCCEEDED.value))
@@ -230,6 +258,15 @@ def _timed_out(spec: JobSpec, job: JobRow, now: float) -> bool:
     return limit is not None and job.started_at is not None and now > job.started_at + limit
 
 
+def _hold_until_gone(st: GangStatus, key: str, acts: _Actions) -> None:
+    """A failed gang's survivors may still run on its nodes: they are stopped, and the
+    allocation is released (by ``_stopping``) only once the backend reports them gone."""
+    if st.settled:
+        acts.forgets.append(key)
+    else:
+        acts.stops.append((key, SURVIVOR_GRACE))
+
+
 def _release(s: Session, a: AllocationRow, at: float) -> None:
     a.state = "released"
     a.released_at = at
@@ -247,12 +284,19 @@ def _restart(
     node: str | None,
     message: str,
     exit_code: int | None = None,
+    settled: bool = True,
 ) -> None:
-    """A gang ended by failure: back to the queue, or FAILED when the job's own budget is spent."""
+    """A gang ended by failure: back to the queue, or FAILED when the job's own budget is
+    spent. With ``settled`` False its replicas are still going: the job stays RESTARTING
+    and its allocation stopping (capacity held) until ``_stopping`` sees them gone."""
     spec = jobstore.spec_of(job)
     cls = "infrastructure" if infra else "job"
-    _release(s, a, now)
     out.lost.append((job.org, cls, failures.lost_work(s, a, now)))
+    if settled:
+        _release(s, a, now)
+    elif a.state == "active":
+        a.state, a.stop_requested_at = "stopping", now
+        s.add(a)
     if not infra and job.restarts >= spec.restart.max_restarts:
         jobstore.move(
             s, job, JobEvent.FAILED, now, reason=cls, message=message or "failed",
@@ -272,7 +316,8 @@ def _restart(
         restarts=restarts, eligible_at=now + backoff, avoid_nodes=json.dumps(sorted(avoid)),
     )  # fmt: skip
     out.restarted.append((job.id, cls))
-    _requeue(s, job, now)
+    if settled:
+        _requeue(s, job, now)
 
 
 def _requeue(s: Session, job: JobRow, now: float) -> None:
@@ -313,7 +358,7 @@ def apply_decisions(
                     nodes = ", ".join(f"{n}x{k}" for n, k in p.assignments)
                     jobstore.move(
                         s, job, JobEvent.ADMIT, now, reason=p.reason.value, message=f"{p.flavor} on {nodes}",
-                        estimated_start=None,
+                        estimated_start=None, nominated=False,
                     )  # fmt: skip
                     s.add(alloc)
                     s.flush()

@@ -5,6 +5,10 @@ no-op, so the loop may retry a launch after a crash without starting a gang twic
 The backend reports every gang it knows, finished ones included, until the loop has
 recorded the outcome and calls :meth:`Backend.forget`: reports are level-triggered and
 survive a crash of the server between seeing an exit and storing it.
+
+Backends observe replicas; one rule, ``scheduler.backends.gang_phase``, turns the
+observations into a gang's phase for all of them. A gang holds its nodes until its
+status is ``settled`` (every replica gone), whatever its phase says.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ class Phase(StrEnum):
 
 
 FINISHED = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.LOST, Phase.STOPPED})
+
+# How long a non-zero exit waits for a replica loss that would make it the
+# infrastructure's failure (gang_phase). Backends raise it to their node-loss detection time.
+DEFAULT_CORRELATION_WINDOW = 3.0
+# The survivors of a failed or lost gang get this long after SIGTERM before SIGKILL:
+# their collective is broken, so there is no consistent checkpoint left to save.
+SURVIVOR_GRACE = 2.0
 
 
 def gang_key(job_id: str, attempt: int) -> str:
@@ -62,6 +73,8 @@ class GangStatus:
     # where the backend can see it (the Ray backend reads rank 0's manifest on its node).
     # The loop stores it; backends that cannot see it leave None and jobs use the API.
     checkpoint: tuple[int, str] | None = None
+    # Every replica of this attempt is gone (or its node is): only then is the capacity free.
+    settled: bool = False
 
 
 class Backend(Protocol):

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from scheduler.backends.base import BackendError, GangStatus, Launch, Phase
+from scheduler.backends.base import FINISHED, BackendError, GangStatus, Launch
+from scheduler.backends.gang_phase import EXITED, FINAL, LOST, RUNNING, Replica, status_of
 from scheduler.backends.registry import BackendSettings
 from scheduler.domain import Health, Node
 
@@ -47,13 +48,17 @@ class SimBackend:
         default_duration: float = 60.0,
         start_delay: float = 0.0,
         stop_delay: float = 0.0,
+        correlation_window: float = 0.0,
         state_path: str | Path | None = None,
     ) -> None:
         self._nodes = {n.name: n for n in nodes}
         self.default_duration = default_duration
         self.start_delay = start_delay
         # A stopped gang exits after min(grace, stop_delay): sim jobs checkpoint instantly.
+        # The survivors of a failed gang take stop_delay to go.
         self.stop_delay = stop_delay
+        # Node loss is seen at once in virtual time, so no exit needs holding by default.
+        self.correlation_window = correlation_window
         self._path = Path(state_path) if state_path else None
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +75,7 @@ class SimBackend:
         self._nodes[node] = self._nodes[node].model_copy(update={"health": health})
         if health is Health.UNHEALTHY:
             for g in self._gangs.values():
-                if node in g.nodes and g.lost_node is None and self._phase(g, now) not in _DONE:
+                if node in g.nodes and g.lost_node is None and not self._status(g, now).settled:
                     g.lost_node, g.lost_at = node, now
         self._save()
 
@@ -113,7 +118,8 @@ class SimBackend:
 
     def stop(self, key: str, grace_seconds: float, now: float) -> None:
         g = self._gangs.get(key)
-        if g is None or g.stop_requested_at is not None:
+        # A failed or lost gang's survivors go by themselves, as on Ray.
+        if g is None or g.stop_requested_at is not None or self._status(g, now).phase in FINAL:
             return
         g.stop_requested_at, g.grace = now, grace_seconds
         self._save()
@@ -145,7 +151,7 @@ class SimBackend:
         lines = [f"{g.launched_at:.3f} launched on {', '.join(g.nodes)} for {g.duration:g}s"]
         if g.stop_requested_at is not None:
             lines.append(f"{g.stop_requested_at:.3f} SIGTERM (grace {g.grace:g}s)")
-        if st.phase in _DONE:
+        if st.phase in FINISHED:
             lines.append(f"{st.at or now:.3f} {st.phase.value}" + (f": {st.message}" if st.message else ""))
         return lines
 
@@ -153,39 +159,42 @@ class SimBackend:
     def _held(self, now: float) -> dict[str, int]:
         busy: dict[str, int] = {}
         for g in self._gangs.values():
-            if self._phase(g, now) not in _DONE:
+            if not self._status(g, now).settled:
                 for n, k in (g.held or {}).items():
                     busy[n] = busy.get(n, 0) + k
         return busy
 
-    def _phase(self, g: SimGang, now: float) -> Phase:
-        return self._status(g, now).phase
-
     def _status(self, g: SimGang, now: float) -> GangStatus:
-        base = GangStatus(key=g.key, job_id=g.job_id, attempt=g.attempt, phase=Phase.RUNNING)
+        return status_of(
+            g.key, g.job_id, g.attempt, self._replicas(g, now), stop_requested_at=g.stop_requested_at,
+            now=now, window=self.correlation_window,
+        )  # fmt: skip
+
+    def _replicas(self, g: SimGang, now: float) -> list[Replica]:
+        """One replica per node, as a real gang behaves: a failing job's rank 0 exits with
+        its code and the others follow ``stop_delay`` later; a stopped gang saves and
+        exits 0; a node lost before its replica ended takes it, and the others' collective
+        fails, so they exit 1 ``stop_delay`` later."""
         natural_end = g.launched_at + g.duration
-        if g.lost_node is not None and (g.lost_at or 0) < natural_end:
-            return replace(base, phase=Phase.LOST, node=g.lost_node, at=g.lost_at, message="node lost")
-        if g.stop_requested_at is not None and g.stop_requested_at < natural_end:
-            done = g.stop_requested_at + min(g.grace, self.stop_delay)
-            if now < done:
-                return replace(base, phase=Phase.STOPPING)
-            if done < natural_end:
-                return replace(base, phase=Phase.STOPPED, at=done, message="stopped on request")
-        if now >= natural_end:
-            if g.exit_code == 0:
-                return replace(base, phase=Phase.SUCCEEDED, exit_code=0, at=natural_end)
-            return replace(
-                base,
-                phase=Phase.FAILED,
-                exit_code=g.exit_code,
-                node=g.nodes[0],  # a real backend names the node of the first replica that failed
-                at=natural_end,
-                message=f"exit code {g.exit_code}",
-            )
-        if now < g.launched_at + g.start_delay:
-            return replace(base, phase=Phase.STARTING)
-        return base
+        reps = []
+        for rank, node in enumerate(g.nodes):
+            end, code = natural_end, g.exit_code
+            if g.stop_requested_at is not None and g.stop_requested_at < natural_end:
+                end, code = min(g.stop_requested_at + min(g.grace, self.stop_delay), natural_end), 0
+            elif code != 0 and rank > 0:
+                end += self.stop_delay
+            if g.lost_node is not None and g.lost_at is not None and g.lost_at < end:
+                if node == g.lost_node:
+                    reps.append(Replica(rank, node, LOST, at=g.lost_at, message=f"node {node} lost"))
+                    continue
+                end, code = g.lost_at + self.stop_delay, 1
+            if now >= end:
+                reps.append(Replica(rank, node, EXITED, exit_code=code, at=end))
+            elif now < g.launched_at + g.start_delay:
+                reps.append(Replica(rank, node))
+            else:
+                reps.append(Replica(rank, node, RUNNING))
+        return reps
 
     def _save(self) -> None:
         if self._path is None:
@@ -228,7 +237,6 @@ def from_server(settings: BackendSettings) -> SimBackend:
 
 
 _ARCHIVE = 500
-_DONE = frozenset({Phase.SUCCEEDED, Phase.FAILED, Phase.LOST, Phase.STOPPED})
 
 
 def _float(text: str | None, default: float) -> float:

@@ -103,6 +103,8 @@ class JobRow(SQLModel, table=True):
     eligible_at: float = 0.0
     avoid_nodes: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     preempted_by: str | None = Field(default=None, max_length=32)
+    # Victims were stopped for this job and have exited: it goes first until admitted.
+    nominated: bool = False
     started_at: float | None = None
     finished_at: float | None = None
     # The latest decision about the job, for `queue` and `describe`.

@@ -168,4 +168,5 @@ def _pending(job: JobRow) -> PendingJob:
         eligible_at=job.eligible_at,
         avoid_nodes=frozenset(json.loads(job.avoid_nodes)),
         preempted_by=job.preempted_by,
+        nominated=job.nominated,
     )

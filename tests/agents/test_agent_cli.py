@@ -21,6 +21,8 @@ from typer.testing import CliRunner
 
 from agents.config import AgentConfigError, load_config
 from scheduler.cli.main import app
+from scheduler.health.service import HealthService
+from scheduler.health.thresholds import load_thresholds
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,11 +37,18 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, str]]:
     server = uvicorn.Server(uvicorn.Config(api.client.app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    # The health evaluation, as the composition root runs it beside the loop.
+    health = HealthService(api.ctx.db, load_thresholds(), is_leader=lambda: api.host.loop.is_leader)
+    stop_health = threading.Event()
+    health_thread = threading.Thread(target=health.run, args=(stop_health,), daemon=True)
+    health_thread.start()
     while not server.started:
         time.sleep(0.05)
     yield api, f"http://127.0.0.1:{port}"
     server.should_exit = True
+    stop_health.set()
     thread.join(timeout=10)
+    health_thread.join(timeout=10)
 
 
 def cli(url: str, token: str, *args: str) -> tuple[int, str]:

@@ -93,3 +93,26 @@ def test_a_job_fails_is_evicted_restarts_and_succeeds_through_the_loop(pool: Poo
     _until(pool, lambda: pool.state(job) is JobState.SUCCEEDED, "SUCCEEDED")
     assert api.pods() == [] and api.services() == []
     assert "restart" in pool.events(job)
+
+
+def test_a_survivor_that_fails_before_its_peers_node_is_seen_lost_is_not_charged(
+    pool: Pool, api: CoreApi
+) -> None:
+    # The order a real cluster shows: rank 1's collective fails at once, the kubelet of
+    # rank 0's node stops reporting a little later. Held for the correlation window, the
+    # exit is the node's fault: restart not charged, and rank 0's node is avoided.
+    job = pool.submit("a", replicas=2, accelerators=8, restart={"backoff_seconds": 0, "max_restarts": 3})
+    pool.cycle()
+    pods = _pods(api, job, 0)
+    for p in pods:
+        api.run_pod(p["metadata"]["name"])
+    _until(pool, lambda: pool.state(job) is JobState.RUNNING, "RUNNING")
+    api.exit_pod(pods[1]["metadata"]["name"], 1)
+    pool.cycle(advance=2.0)
+    assert pool.state(job) is JobState.RUNNING  # the exit is held
+    dead = pods[0]["spec"]["nodeName"]
+    api.set_ready(dead, False)
+    _until(pool, lambda: pool.job(job).attempt == 1, "restarted")
+    row = pool.job(job)
+    assert (row.restarts, row.failure_class) == (0, "infrastructure")
+    assert dead in row.avoid_nodes

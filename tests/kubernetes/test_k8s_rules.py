@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.backends.base import Phase
+from scheduler.backends.gang_phase import ReplicaState
 from scheduler.backends.kubernetes.objects import dns_label, pod_name, quantity, service_name
 from scheduler.backends.kubernetes.options import OptionError, parse_options
-from scheduler.backends.kubernetes.status import gang_verdict, pod_verdict
+from scheduler.backends.kubernetes.status import pod_verdict, replica_of
 
 
 def _pod(
@@ -52,27 +52,17 @@ def test_a_pod_outcome_is_the_jobs_or_the_infrastructures(pod, gone, node_ok, ou
     assert pod_verdict(pod, gone=gone, node_ok=node_ok, ours_deleting=ours).state == state
 
 
-def test_a_gang_is_lost_before_failed_before_succeeded_and_stop_wins() -> None:
-    run, ok = (
-        pod_verdict(_pod("Running"), gone=False, node_ok=True, ours_deleting=False),
-        pod_verdict(_pod("Succeeded"), gone=False, node_ok=True, ours_deleting=False),
-    )
-    fail = pod_verdict(_pod("Failed", code=7), gone=False, node_ok=True, ours_deleting=False)
-    lost = pod_verdict(
-        _pod("Failed", reason="Evicted", node="n9"), gone=False, node_ok=True, ours_deleting=False
-    )
-    assert gang_verdict([run, fail, lost], stop_requested=False).phase is Phase.LOST
-    assert gang_verdict([run, lost], stop_requested=False).node == "n9"
-    v = gang_verdict([run, fail], stop_requested=False)
-    assert (v.phase, v.exit_code, v.node) == (Phase.FAILED, 7, None)
-    assert gang_verdict([ok, ok], stop_requested=False).phase is Phase.SUCCEEDED
-    assert gang_verdict([ok, run], stop_requested=False).phase is Phase.RUNNING
-    gone = pod_verdict(None, gone=True, node_ok=True, ours_deleting=True)
-    assert gang_verdict([run, gone], stop_requested=True).phase is Phase.STOPPING
-    assert (
-        gang_verdict([fail, gone], stop_requested=True).phase is Phase.STOPPED
-    )  # SIGTERM exits are not failures
-    assert gang_verdict([ok, ok], stop_requested=True).phase is Phase.SUCCEEDED
+def test_a_pod_becomes_a_replica_the_gang_rule_reads() -> None:
+    def replica(pod, *, gone=False, ours=False):
+        return replica_of(3, pod_verdict(pod, gone=gone, node_ok=True, ours_deleting=ours), at=5.0)
+
+    failed = replica(_pod("Failed", code=7, node="n4"))
+    assert (failed.state, failed.exit_code, failed.node, failed.rank) == (ReplicaState.EXITED, 7, "n4", 3)
+    assert replica(_pod("Succeeded")).exit_code == 0
+    assert replica(_pod("Failed", reason="Evicted")).state is ReplicaState.LOST
+    assert replica(_pod("Running")).state is ReplicaState.RUNNING
+    assert replica(None, gone=True, ours=True).gone  # deleted on our request
+    assert replica(_waiting("ImagePullBackOff")).failed  # cannot start: the job's own failure
 
 
 def test_names_are_dns_labels_and_stay_distinct_when_shortened() -> None:

@@ -1,11 +1,10 @@
-"""The ray backend's pure parts: labels to nodes, ranks to replicas, replicas to a verdict."""
+"""The ray backend's pure parts: labels to nodes, ranks to replicas and their environment
+(the gang's phase: tests/backends/test_gang_phase.py)."""
 
 from __future__ import annotations
 
-from scheduler.backends.base import Phase
 from scheduler.backends.ray import labels as lb
 from scheduler.backends.ray.layout import replica_env, replicas
-from scheduler.backends.ray.verdict import Death, Exit, judge
 from scheduler.domain import Health, Node, TopologyPath
 
 
@@ -74,35 +73,3 @@ def test_replica_env_sets_rank_variables_and_the_pool_wins_over_the_job() -> Non
     assert env["RANK"] == "1" and env["WORLD_SIZE"] == "2" and env["LOCAL_RANK"] == "0"
     assert env["FOO"] == "bar" and env["TRAINPOOL_JOB_ID"] == "j" and env["TRAINPOOL_NODE"] == "n2"
     assert env["ASCEND_RT_VISIBLE_DEVICES"] == "0,1"
-
-
-NODES = ["n1", "n1", "n2"]
-
-
-def test_verdicts_of_a_gang() -> None:
-    assert judge(3, NODES, set(), {}, {}, None).phase is Phase.STARTING
-    assert judge(3, NODES, {0, 1}, {}, {}, None).phase is Phase.STARTING
-    assert judge(3, NODES, {0, 1, 2}, {}, {}, None).phase is Phase.RUNNING
-    # a replica that exited 0 early: the others still run
-    assert judge(3, NODES, {0, 1, 2}, {1: Exit(0, 5.0)}, {}, None).phase is Phase.RUNNING
-    ok = judge(3, NODES, {0, 1, 2}, {0: Exit(0, 5.0), 1: Exit(0, 7.0), 2: Exit(0, 6.0)}, {}, None)
-    assert (ok.phase, ok.exit_code, ok.at) == (Phase.SUCCEEDED, 0, 7.0)
-
-
-def test_the_first_failing_replica_decides_and_names_its_node() -> None:
-    v = judge(3, NODES, {0, 1, 2}, {0: Exit(0, 1.0), 2: Exit(137, 3.0), 1: Exit(1, 4.0)}, {}, None)
-    assert (v.phase, v.exit_code, v.node, v.at) == (Phase.FAILED, 137, "n2", 3.0)
-    assert "SIGKILL" in v.message and "rank 2" in v.message
-
-
-def test_a_lost_replica_makes_the_gang_lost_even_if_others_failed() -> None:
-    v = judge(3, NODES, {0, 1, 2}, {0: Exit(1, 2.0)}, {2: Death("n2", "node n2 lost", 2.5)}, None)
-    assert (v.phase, v.node) == (Phase.LOST, "n2")
-
-
-def test_after_a_stop_everything_ends_as_stopped() -> None:
-    assert judge(2, NODES, {0, 1}, {0: Exit(143, 9.0)}, {}, stop_at=8.0).phase is Phase.STOPPING
-    v = judge(2, NODES, {0, 1}, {0: Exit(143, 9.0), 1: Exit(0, 9.5)}, {}, stop_at=8.0)
-    assert (v.phase, v.at) == (Phase.STOPPED, 9.5)
-    never_started = judge(2, NODES, set(), {0: Exit(None, 8.1), 1: Exit(None, 8.1)}, {}, stop_at=8.0)
-    assert never_started.phase is Phase.STOPPED

@@ -9,6 +9,7 @@ from scheduler.backends.sim import SimBackend
 from scheduler.domain import Flavor, JobSpec, Node, TopologyPath
 from scheduler.lifecycle import JobState
 from scheduler.loop import ControlLoop, LoopSettings
+from scheduler.snapshot import Policy
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
 from scheduler.store.db import Database, open_database
@@ -51,6 +52,7 @@ class Pool:
         clock: Clock | None = None,
         backend: SimBackend | None = None,
         db: Database | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self.db = db or open_database(url)
@@ -60,12 +62,19 @@ class Pool:
         self.loop = ControlLoop(
             self.db,
             self.backend,
-            PoolView(flavors=(Flavor(name="h100"),)),
+            PoolView(flavors=(Flavor(name="h100"),), policy=policy or Policy()),
             settings=LoopSettings(holder=holder, lease_ttl=30.0),
             clock=self.clock,
         )
 
-    def submit(self, org: str = "a", replicas: int = 1, accelerators: int = 8, **extra: Any) -> str:
+    def submit(
+        self,
+        org: str = "a",
+        replicas: int = 1,
+        accelerators: int = 8,
+        priority_value: int = 500,
+        **extra: Any,
+    ) -> str:
         env = {k: str(v) for k, v in extra.pop("env", {}).items()}
         spec = JobSpec.model_validate(
             {"name": extra.pop("name", "train"), "org": org, "gang": {"replicas": replicas,
@@ -74,7 +83,7 @@ class Pool:
         self.clock.t += 0.001  # distinct submit times: the queue order is then the test's order
         with self.db.write() as s:
             sub = jobstore.submit(
-                s, spec, priority=500, now=self.clock(), submitted_by=None, client_request_id=None
+                s, spec, priority=priority_value, now=self.clock(), submitted_by=None, client_request_id=None
             )
         return sub.job.id
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from scheduler.control.wake import Pace, Wake
 from scheduler.decisions import PendingReason
 from scheduler.domain import Health
 from scheduler.lifecycle import IllegalTransition, JobState
+from scheduler.snapshot import Ordering, Policy
 from scheduler.store import jobs as jobstore
 from scheduler.store import lease
 from scheduler.store.db import open_database
@@ -92,6 +94,93 @@ def test_a_lost_node_restarts_the_job_elsewhere_without_charging_it(url: str) ->
     assert row.state in ("ADMITTED", "STARTING")  # requeued and placed on the other node
     with pool.db.read() as s:
         assert lost not in jobstore.live_allocations(s)[0].assignments
+
+
+def _nodes_of(pool: Pool, job: str) -> set[str]:
+    with pool.db.read() as s:
+        live = [a for a in jobstore.live_allocations(s) if a.job_id == job]
+    return {n for a in live for n, _ in json.loads(a.assignments)}
+
+
+def test_a_lost_gangs_survivors_keep_their_node_until_they_are_gone(url: str) -> None:
+    # Two replicas on two of three nodes; one node dies. The survivor's collective fails
+    # and it takes 5 s to exit: its node is not free until then, and the job, waiting to
+    # be placed again, is RESTARTING where everyone can see it.
+    backend = SimBackend(nodes(3), default_duration=100.0, stop_delay=5.0)
+    pool = Pool(url, backend=backend)
+    job = pool.submit(replicas=2, restart={"backoff_seconds": 0})
+    pool.cycle()
+    pool.cycle(1)
+    lost, survivor = sorted(_nodes_of(pool, job))
+    backend.set_health(lost, Health.UNHEALTHY, pool.clock())
+    pool.cycle(1)
+    assert pool.state(job) is JobState.RESTARTING
+    assert _nodes_of(pool, job) == {lost, survivor}  # held: stopping, not released
+    pool.cycle(2)
+    assert pool.state(job) is JobState.RESTARTING
+    pool.cycle(3)  # the survivor has exited: requeued and placed on the two healthy nodes
+    row = pool.job(job)
+    assert (row.state, row.attempt, row.restarts, row.failure_class) == ("STARTING", 1, 0, "infrastructure")
+    assert lost not in _nodes_of(pool, job)
+    assert backend.overcommits == 0  # no second gang was started beside the survivor
+
+
+def test_a_failed_gang_is_charged_and_holds_its_nodes_until_every_rank_exits(url: str) -> None:
+    backend = SimBackend(nodes(2), default_duration=100.0, stop_delay=5.0)
+    pool = Pool(url, backend=backend)
+    env = {"SIM_DURATION": 10, "SIM_FAIL_ATTEMPTS": 1}
+    job = pool.submit(replicas=2, env=env, restart={"backoff_seconds": 0})
+    pool.cycle()
+    pool.cycle(11)  # rank 0 exited 1; rank 1 follows 5 s later
+    row = pool.job(job)
+    assert (row.state, row.restarts, row.failure_class) == ("RESTARTING", 1, "job")
+    assert len(_nodes_of(pool, job)) == 2
+    pool.cycle(5)
+    assert pool.state(job) is JobState.STARTING and pool.job(job).attempt == 1
+    assert backend.overcommits == 0
+
+
+def test_a_survivors_early_exit_is_the_nodes_fault_when_the_loss_follows_inside_the_window(url: str) -> None:
+    # The order a real cluster shows: the survivor's collective fails at once, the node's
+    # loss is noticed seconds later. Held for the window, the exit is not charged.
+    backend = SimBackend(nodes(3), default_duration=100.0, stop_delay=5.0, correlation_window=5.0)
+    pool = Pool(url, backend=backend)
+    env = {"SIM_DURATION": 10, "SIM_EXIT_CODE": 1}
+    job = pool.submit(replicas=2, env=env, restart={"backoff_seconds": 0})
+    pool.cycle()
+    pool.cycle(10)  # rank 0 exits 1 now; rank 1 still runs
+    assert pool.state(job) is JobState.RUNNING  # held for the window
+    pool.cycle(2)
+    with pool.db.read() as s:
+        rank1_node = json.loads(jobstore.live_allocations(s)[0].assignments)[1][0]
+    backend.set_health(rank1_node, Health.UNHEALTHY, pool.clock())
+    pool.cycle(1)
+    row = pool.job(job)
+    assert (row.restarts, row.failure_class) == (0, "infrastructure")
+
+
+def test_the_room_a_reclaim_freed_goes_to_the_reclaimer_not_to_a_borrower_ahead_of_it(url: str) -> None:
+    # Priority order: a's urgent borrower is ahead of b's job in the queue. b reclaims
+    # its guarantee from a's borrower; once that victim has exited, b's job is nominated
+    # (persisted, so a restarted or new leader knows it too) and takes the room.
+    backend = SimBackend(nodes(2), default_duration=100.0, stop_delay=5.0)
+    policy = Policy(ordering=Ordering.PRIORITY, priority_preemption=False)
+    pool = Pool(url, backend=backend, org_list=orgs(a=8, b=8), policy=policy)
+    first, second = pool.submit("a", priority_value=100), pool.submit("a", priority_value=100)
+    pool.cycle()
+    claim = pool.submit("b")
+    pool.cycle(1)
+    states = {pool.state(first), pool.state(second)}
+    assert states == {JobState.RUNNING, JobState.PREEMPTED}  # one stopping for b's job: 5 s to exit
+    urgent = pool.submit("a", priority_value=900)  # would borrow the same room
+    pool.cycle(1)
+    assert not pool.job(claim).nominated  # its victim has not exited yet
+    pool.cycle(5)
+    assert pool.state(claim) is JobState.STARTING, pool.job(claim).reason
+    assert not pool.job(claim).nominated  # cleared on admission
+    assert pool.state(urgent) is JobState.PENDING
+    events = pool.events(claim)
+    assert events.count("admit") == 1
 
 
 def test_cancel_stops_the_gang_and_frees_the_node(url: str) -> None:

@@ -21,17 +21,18 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from kubernetes import client, config
 
-from scheduler.backends.base import FINISHED, BackendError, GangStatus, Launch, Phase
+from scheduler.backends.base import BackendError, GangStatus, Launch, Phase
+from scheduler.backends.gang_phase import status_of
 from scheduler.backends.kubernetes import objects as k8s
 from scheduler.backends.kubernetes.options import KubeOptions
-from scheduler.backends.kubernetes.status import gang_verdict, pod_verdict
+from scheduler.backends.kubernetes.status import pod_verdict, replica_of
 from scheduler.backends.kubernetes.watch import Mirror, Reflector
 from scheduler.domain import Health, Node
 
@@ -51,8 +52,15 @@ class _Gang:
     adopted: bool = False
     stop_requested_at: float | None = None
     stop_incomplete: bool = False  # some delete failed; report not-STOPPING so the loop asks again
-    phase: Phase | None = None
-    phase_at: float | None = None
+    # Each pod's state as last seen and since when: a replica's time is when it was
+    # first seen so, which is what the correlation window counts from.
+    since: dict[str, tuple[str, float]] = field(default_factory=dict)
+
+    def seen_since(self, pod: str, state: str, now: float) -> float:
+        seen = self.since.get(pod)
+        if seen is None or seen[0] != state:
+            self.since[pod] = seen = (state, now)
+        return seen[1]
 
 
 class KubernetesBackend:
@@ -68,6 +76,7 @@ class KubernetesBackend:
         checkpoint_root: str = "checkpoints",
     ) -> None:
         self.api, self.opts, self.namespace = api, options, namespace
+        self.correlation_window = options.correlation_window
         self.flavors = flavors or set()
         self.checkpoint_root = checkpoint_root
         self.nodes, self.pods = Mirror(), Mirror()
@@ -126,18 +135,17 @@ class KubernetesBackend:
                         pod_verdict(None, gone=True, node_ok=True, ours_deleting=stopping)
                         for v, name in zip(verdicts, g.pods, strict=True)
                     ]  # fmt: skip
-                v = gang_verdict(verdicts, stop_requested=g.stop_requested_at is not None)
-                phase = v.phase
-                if phase is Phase.STOPPING and g.stop_incomplete:
-                    phase = Phase.RUNNING  # so the loop calls stop() again
-                if phase is not g.phase:
-                    g.phase, g.phase_at = phase, now
-                out.append(
-                    GangStatus(
-                        key=g.key, job_id=g.job_id, attempt=g.attempt, phase=phase, exit_code=v.exit_code,
-                        message=v.message, node=v.node, at=g.phase_at if phase in FINISHED else None,
-                    )
+                reps = [
+                    replica_of(rank, v, g.seen_since(name, v.state, now))
+                    for rank, (name, v) in enumerate(zip(g.pods, verdicts, strict=True))
+                ]
+                st = status_of(
+                    g.key, g.job_id, g.attempt, reps, stop_requested_at=g.stop_requested_at, now=now,
+                    window=self.correlation_window,
                 )  # fmt: skip
+                if st.phase is Phase.STOPPING and g.stop_incomplete:
+                    st = replace(st, phase=Phase.RUNNING)  # so the loop calls stop() again
+                out.append(st)
             return out
 
     def launch(self, launch: Launch, now: float) -> None:

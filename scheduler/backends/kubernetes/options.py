@@ -35,12 +35,16 @@ class KubeOptions:
     watch_seconds: int = 60
     # How long inventory() waits for the first node list before failing the cycle.
     sync_seconds: float = 30.0
+    # How long a non-zero exit waits for its gang's node to be found lost (gang_phase):
+    # the node controller marks a silent node NotReady after node-monitor-grace-period
+    # (40 s by default), and a peer's collective fails long before that.
+    correlation_window: float = 45.0
 
 
 _KEYS = {
     "namespace", "image", "resources", "flavor_label", "product_label", "products", "zone_label",
     "spine_label", "rack_label", "nvlink_label", "checkpoint_pvc", "master_port", "cluster_domain",
-    "service_account", "watch_seconds", "sync_seconds",
+    "service_account", "watch_seconds", "sync_seconds", "correlation_window",
 }  # fmt: skip
 _DNS_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -58,7 +62,7 @@ def parse_options(raw: dict[str, str]) -> KubeOptions:
             values[key] = _mapping(key, text)
         elif key in ("master_port", "watch_seconds"):
             values[key] = _int(key, text, 1, 65535 if key == "master_port" else 3600)
-        elif key == "sync_seconds":
+        elif key in ("sync_seconds", "correlation_window"):
             values[key] = _float(key, text)
         elif key in ("namespace", "checkpoint_pvc", "service_account"):
             if not _DNS_LABEL.match(text) and not (

@@ -1,6 +1,7 @@
-"""A gang's phase from its pods: pure, so every rule is a table test.
+"""One replica's observation from its pod: pure, so every rule is a table test. The gang's
+phase is judged from the replicas by ``scheduler.backends.gang_phase``, as for Ray and sim.
 
-The split between FAILED and LOST is the one the loop charges restarts by: a
+The split between an exit and a loss is the one the loop charges restarts by: a
 container that exits non-zero is the job's failure; a pod the cluster took away
 (eviction, node loss, a kubelet admission refusal, deletion by someone else) is the
 infrastructure's.
@@ -11,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from scheduler.backends.base import Phase
+from scheduler.backends.gang_phase import Replica, ReplicaState
 
 Obj = dict[str, Any]
 
@@ -36,14 +37,6 @@ class PodVerdict:
     node: str | None = None
     exit_code: int | None = None
     message: str = ""
-
-
-@dataclass(frozen=True)
-class Verdict:
-    phase: Phase
-    exit_code: int | None = None
-    message: str = ""
-    node: str | None = None
 
 
 def pod_verdict(pod: Obj | None, *, gone: bool, node_ok: bool, ours_deleting: bool) -> PodVerdict:
@@ -94,24 +87,19 @@ def _exit_of(status: Obj) -> tuple[int, str]:
     return 1, "no exit code reported"
 
 
-def gang_verdict(pods: list[PodVerdict], *, stop_requested: bool) -> Verdict:
-    """The gang from its replicas, in rank order."""
-    states = [p.state for p in pods]
-    done = {"succeeded", "failed", "lost", "gone"}
-    if stop_requested:
-        if all(s == "succeeded" for s in states):
-            return Verdict(Phase.SUCCEEDED, exit_code=0)
-        if all(s in done for s in states):
-            return Verdict(Phase.STOPPED, message="stopped on request")
-        return Verdict(Phase.STOPPING)
-    for p in pods:
-        if p.state in ("lost", "gone"):
-            return Verdict(Phase.LOST, message=p.message, node=p.node)
-    for p in pods:
-        if p.state == "failed":
-            return Verdict(Phase.FAILED, exit_code=p.exit_code, message=p.message)  # not the node's fault
-    if all(s == "succeeded" for s in states):
-        return Verdict(Phase.SUCCEEDED, exit_code=0)
-    if all(s in ("running", "succeeded") for s in states):
-        return Verdict(Phase.RUNNING)
-    return Verdict(Phase.STARTING)
+_STATES = {
+    "pending": ReplicaState.PENDING,
+    "running": ReplicaState.RUNNING,
+    "succeeded": ReplicaState.EXITED,
+    "failed": ReplicaState.EXITED,
+    "lost": ReplicaState.LOST,
+    "gone": ReplicaState.EXITED,  # deleted on our request: stopped, no exit code to judge
+}
+
+
+def replica_of(rank: int, v: PodVerdict, at: float | None) -> Replica:
+    """``at``: when this pod was first seen in its present state."""
+    code = v.exit_code
+    if v.state == "failed" and code is None:
+        code = 1  # could not start (a stuck image or config): the job's own failure
+    return Replica(rank, v.node, _STATES[v.state], exit_code=code, at=at, message=v.message)

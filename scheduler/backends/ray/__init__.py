@@ -3,11 +3,12 @@ trainpool labels, and ``LocalRayCluster`` (``cluster.py``), a local cluster of s
 accelerator nodes for ``trainpool up``, the demo and the tests.
 
 Ray is imported only when the backend is built: the pure modules (``labels``,
-``layout``, ``verdict``) import without it.
+``layout``, ``gang``) import without it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from scheduler.backends.registry import BackendSettings
@@ -19,14 +20,15 @@ if TYPE_CHECKING:
 def from_server(settings: BackendSettings) -> RayBackend:
     """Options (``--backend-opt``): ``namespace`` (default trainpool), ``workdir`` (where
     jobs run on the nodes; default the server's working directory), ``start_timeout``
-    (seconds a gang may take to start, default 300)."""
+    (seconds a gang may take to start, default 300), ``correlation_window`` (seconds a
+    replica's non-zero exit waits for a node loss that would make it the
+    infrastructure's failure; default Ray's node-loss detection time, from the
+    ``RAY_health_check_*`` settings)."""
     from scheduler.backends.ray.backend import RayBackend
 
     opts = settings.options
-    try:
-        start_timeout = float(opts.get("start_timeout", "300"))
-    except ValueError:
-        raise ValueError(f"--backend-opt start_timeout: '{opts['start_timeout']}' is not a number") from None
+    start_timeout = _seconds(opts, "start_timeout")
+    window = _seconds(opts, "correlation_window")
     config = settings.config
     return RayBackend(
         settings.address,
@@ -35,8 +37,22 @@ def from_server(settings: BackendSettings) -> RayBackend:
         namespace=opts.get("namespace", "trainpool"),
         visibility={f.name: f.visibility_env for f in config.flavors},
         defaults={n.name: n for n in config.all_nodes},
-        start_timeout=start_timeout,
+        start_timeout=300.0 if start_timeout is None else start_timeout,
+        correlation_window=window,
     )
+
+
+def _seconds(opts: Mapping[str, str], name: str) -> float | None:
+    text = opts.get(name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--backend-opt {name}: '{text}' is not a number of seconds") from None
+    if value < 0:
+        raise ValueError(f"--backend-opt {name}: '{text}' must not be negative")
+    return value
 
 
 def __getattr__(name: str) -> Any:

@@ -25,21 +25,22 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 from ray.experimental import internal_kv as kv
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from scheduler.backends.base import BackendError, GangStatus, Launch, Phase
+from scheduler.backends.base import SURVIVOR_GRACE, BackendError, GangStatus, Launch, Phase
+from scheduler.backends.gang_phase import FINAL, Judgement, decided_at, gang_phase
 from scheduler.backends.ray import labels as lb
 from scheduler.backends.ray.connection import connect, disconnect
-from scheduler.backends.ray.gang import Gang
+from scheduler.backends.ray.gang import Death, Exit, Gang
 from scheduler.backends.ray.layout import (
     KV_PREFIX,
     NAMESPACE,
     actor_name,
     kv_key,
+    loss_detection_seconds,
     placement_group_name,
     replica_env,
     replicas,
 )
 from scheduler.backends.ray.replica import ReplicaProcess, read_manifest
-from scheduler.backends.ray.verdict import Death, Exit, Verdict, judge
 from scheduler.domain import Node
 
 log = logging.getLogger(__name__)
@@ -47,8 +48,6 @@ log = logging.getLogger(__name__)
 # A replica's bundle and actor reserve this much CPU: Ray must not refuse a gang for
 # CPU on simulated nodes, and the job's real CPU use is not Ray's to police here.
 BUNDLE_CPU = 0.01
-# Replicas of a failed or lost gang get this long after SIGTERM before SIGKILL.
-SURVIVOR_GRACE = 2.0
 # A stopped replica whose actor has not answered this long after its grace period is
 # killed with its actor (it was never placed, or its actor hangs).
 KILL_SLACK = 10.0
@@ -77,6 +76,7 @@ class RayBackend:
         visibility: dict[str, str] | None = None,
         defaults: dict[str, Node] | None = None,
         start_timeout: float = DEFAULT_START_TIMEOUT,
+        correlation_window: float | None = None,
     ) -> None:
         self.namespace = namespace
         self.log_root = Path(state_dir).resolve() / "ray-logs"
@@ -86,6 +86,9 @@ class RayBackend:
         self.visibility = visibility or {}
         self.defaults = defaults or {}
         self.start_timeout = start_timeout
+        # How long a replica's non-zero exit waits for a node loss to explain it.
+        window = correlation_window
+        self.correlation_window = loss_detection_seconds() if window is None else window
         self._owns_connection = connect(address, namespace)
         self._gangs: dict[str, Gang] = {}
         self._nodes: dict[str, lb.RayNode] = {}
@@ -218,8 +221,14 @@ class RayBackend:
                     kv._internal_kv_del(kv_key(g.key), namespace=self.namespace)
                     del self._gangs[g.key]
                 continue
-            out.append(self._status(g))
+            out.append(self._status(g, now))
         return out
+
+    def next_change_at(self, now: float) -> float | None:
+        """When a held non-zero exit becomes the job's failure: the loop wakes for it."""
+        held = [decided_at(g.observed(), self.correlation_window) for g in self._gangs.values()
+                if g.outcome is None and not g.forgotten]  # fmt: skip
+        return min((at for at in held if at is not None), default=None)
 
     def _observe(self, g: Gang, now: float) -> None:
         if g.torn_down:
@@ -236,8 +245,8 @@ class RayBackend:
                     self._collect(g, what, rank, ref, now)
         self._notice_silent_deaths(g, now)
         if g.outcome is None:
-            verdict = judge(g.world, g.nodes, g.running, g.exits, g.deaths, g.stop_at)
-            if verdict.final:
+            verdict = self._judge(g, now)
+            if verdict.phase in FINAL:
                 self._decide(g, verdict, now)
         if g.outcome is None and g.running and now - g.ckpt_asked >= CHECKPOINT_EVERY and g.ckpt_ref is None:
             self._ask_checkpoint(g, now)
@@ -307,7 +316,12 @@ class RayBackend:
             elif g.outcome is None and r.rank not in g.running and now - g.launched_at > self.start_timeout:
                 g.deaths[r.rank] = Death(r.node, f"did not start within {self.start_timeout:g}s", now)
 
-    def _decide(self, g: Gang, verdict: Verdict, now: float) -> None:
+    def _judge(self, g: Gang, now: float) -> Judgement:
+        return g.outcome or gang_phase(
+            g.observed(), stop_requested_at=g.stop_at, now=now, window=self.correlation_window
+        )
+
+    def _decide(self, g: Gang, verdict: Judgement, now: float) -> None:
         g.outcome = verdict
         survivors = [r for r in range(g.world) if r not in g.done()]
         if survivors and verdict.phase in (Phase.FAILED, Phase.LOST):
@@ -347,11 +361,12 @@ class RayBackend:
         if seen is not None and (g.checkpoint is None or seen[0] >= g.checkpoint[0]):
             g.checkpoint = (int(seen[0]), str(seen[1]))
 
-    def _status(self, g: Gang) -> GangStatus:
-        v = g.outcome or judge(g.world, g.nodes, g.running, g.exits, g.deaths, g.stop_at)
+    def _status(self, g: Gang, now: float) -> GangStatus:
+        v = self._judge(g, now)
         return GangStatus(
             key=g.key, job_id=g.job_id, attempt=g.attempt, phase=v.phase, exit_code=v.exit_code,
             message=v.message, node=v.node, at=v.at, checkpoint=g.checkpoint,
+            settled=g.torn_down or len(g.done()) >= g.world,
         )  # fmt: skip
 
     # --- stop, forget ----------------------------------------------------------------

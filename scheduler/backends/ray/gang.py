@@ -6,9 +6,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler.backends import gang_phase as gp
 from scheduler.backends.base import Phase
 from scheduler.backends.ray.layout import Replica
-from scheduler.backends.ray.verdict import Death, Exit, Verdict
+
+
+@dataclass(frozen=True)
+class Exit:
+    code: int | None  # None: stopped before it ever started
+    at: float
+
+
+@dataclass(frozen=True)
+class Death:
+    node: str
+    message: str
+    at: float
 
 
 @dataclass
@@ -30,7 +43,9 @@ class Gang:
     deaths: dict[int, Death] = field(default_factory=dict)
     stop_at: float | None = None
     grace: float = 0.0
-    outcome: Verdict | None = None
+    # The first final judgement, kept: the survivors of a failed gang are stopped by the
+    # backend, and their exits must not turn it into STOPPED.
+    outcome: gp.Judgement | None = None
     checkpoint: tuple[int, str] | None = None
     ckpt_ref: Any = None
     ckpt_asked: float = 0.0
@@ -47,6 +62,21 @@ class Gang:
 
     def done(self) -> set[int]:
         return set(self.exits) | set(self.deaths)
+
+    def observed(self) -> list[gp.Replica]:
+        """Each rank as the gang-phase rule reads it."""
+        out = []
+        for r in self.replicas:
+            death, ex = self.deaths.get(r.rank), self.exits.get(r.rank)
+            if death is not None:
+                out.append(gp.Replica(r.rank, r.node, gp.LOST, at=death.at, message=death.message))
+            elif ex is not None:
+                out.append(gp.Replica(r.rank, r.node, gp.EXITED, exit_code=ex.code, at=ex.at))
+            elif r.rank in self.running:
+                out.append(gp.Replica(r.rank, r.node, gp.RUNNING))
+            else:
+                out.append(gp.Replica(r.rank, r.node))
+        return out
 
     def record(self) -> dict[str, Any]:
         o = self.outcome
@@ -73,5 +103,5 @@ class Gang:
             grace=float(d.get("grace", 0.0)),
             forgotten=bool(d.get("forgotten")), torn_down=bool(d.get("torn_down")),
             checkpoint=(int(ck[0]), str(ck[1])) if ck else None,
-            outcome=None if o is None else Verdict(Phase(o[0]), o[1], o[2], o[3], o[4]),
+            outcome=None if o is None else gp.Judgement(Phase(o[0]), o[1], o[2], o[3], o[4]),
         )  # fmt: skip
