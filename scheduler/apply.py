@@ -308,9 +308,12 @@ def _restart(
     backoff = 0.0
     if not infra:
         backoff = min(spec.restart.backoff_seconds * 2 ** (restarts - 1), spec.restart.backoff_max_seconds)
-    # Only a node that failed the job (infrastructure) is avoided; a job's own non-zero
+    # Only the node that failed the job (infrastructure) is avoided; a job's own non-zero
     # exit names a node too, but says nothing against it (that is quarantine's business).
-    avoid = set(json.loads(job.avoid_nodes)) | ({node} if node and infra else set())
+    # Only the latest such node: accumulated, a long job that outlived a few repaired
+    # nodes of a small flavor would avoid all of them and never be placed again; a node
+    # that keeps failing jobs is kept off pool-wide by quarantine and the health model.
+    avoid = {node} if node and infra else set()
     jobstore.move(
         s, job, JobEvent.RESTART, now, reason=cls, message=message, failure_class=cls, exit_code=exit_code,
         restarts=restarts, eligible_at=now + backoff, avoid_nodes=json.dumps(sorted(avoid)),

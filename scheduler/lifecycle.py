@@ -4,9 +4,13 @@ Every edge below carries a comment saying when it is taken. The control loop and
 API call :func:`transition`; an edge missing from the table is a bug in the caller, so it
 raises :class:`IllegalTransition` instead of being applied.
 
-Node occupancy is not a job state: a job that was asked to stop (PREEMPTED, RESTARTING,
-CANCELLED) keeps its allocation until the backend reports the gang gone, and the
-allocation row, not the job row, says which nodes are still held.
+Node occupancy is not a job state: a job that was asked to stop (PREEMPTED, CANCELLED)
+or whose gang failed (RESTARTING, or FAILED with its restarts spent) keeps its allocation
+until the backend reports every replica of the gang gone, and the allocation row, not
+the job row, says which nodes are still held. RESTARTING is therefore observable for as
+long as the failed gang's surviving replicas take to exit (seconds on Ray, a pod's
+termination on Kubernetes); once they are gone the job is PENDING with reason
+``backoff`` until its backoff ends.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ class JobState(StrEnum):
     STARTING = "STARTING"  # the backend accepted the gang; replicas are coming up
     RUNNING = "RUNNING"  # every replica runs
     PREEMPTED = "PREEMPTED"  # asked to stop for reclaim/priority/health; goes back to the queue
-    RESTARTING = "RESTARTING"  # failed with restarts left; goes back to the queue
+    RESTARTING = "RESTARTING"  # failed with restarts left; its replicas still exiting
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"

@@ -102,7 +102,8 @@ JOBS = (
         "warning",
         "Jobs keep failing and restarting",
         "More than 10 restarts after the jobs' own failures in 30 minutes: a job in a restart loop"
-        " (see `trainpool jobs --state RESTARTING`).",
+        " (see `trainpool queue`: such jobs wait with reason backoff, and `trainpool describe`"
+        " shows each failure).",
     ),
     Alert(
         "TrainpoolInfrastructureRestarts",

@@ -71,8 +71,9 @@ class LoopOnRay:
     def submit(
         self, flavor: str, replicas: int, accelerators: int, env: dict[str, str], **extra: object
     ) -> str:
+        command = extra.pop("command", ["python", "-c", TRAIN])
         spec = JobSpec.model_validate(
-            {"name": "train", "org": "a", "command": ["python", "-c", TRAIN], "env": env,
+            {"name": "train", "org": "a", "command": command, "env": env,
              "gang": {"replicas": replicas, "accelerators": accelerators, "flavor": flavor}, **extra}
         )  # fmt: skip
         with self.db.write() as s:
@@ -161,6 +162,59 @@ def test_a_gang_that_loses_a_node_resumes_from_its_checkpoint_on_other_nodes(
         assert resumed[-1] == f"attempt 1 done at step {start + 10}"
         assert pool.job(job).restarts == 0  # a lost node is not the job's fault
         assert "restart" in pool.events(job)
+    finally:
+        for node in spare:
+            if node.name in cluster.node_ids:  # type: ignore[attr-defined]
+                cluster.kill_node(node.name)  # type: ignore[attr-defined]
+
+
+DDP = Path(__file__).resolve().parents[2] / "examples" / "train" / "ddp_train.py"
+KILLS = 20
+
+
+def test_twenty_node_kills_under_a_ddp_gang_are_all_the_infrastructures_and_none_is_charged(
+    ray_cluster: object, make_backend: Callable[..., object], tmp_path: Path
+) -> None:
+    # A 2-rank PyTorch DDP gang (gloo). Killing a node mid-step makes the surviving rank's
+    # allreduce fail and exit non-zero at once, usually before Ray has declared the node
+    # dead: the correlation window must still put each of the 20 on the infrastructure.
+    cluster = ray_cluster
+    spare = [Node(name=f"k-{i:02d}", flavor="a100", accelerators=2) for i in range(3)]
+    for node in spare:
+        cluster.add_node(node)  # type: ignore[attr-defined]
+    try:
+        backend = make_backend()
+        pool = LoopOnRay(backend, tmp_path, {"a100": 6})
+        train = ["python", str(DDP), "--steps", "99999", "--checkpoint-every", "20", "--step-seconds", ".05"]
+        job = pool.submit(
+            "a100", replicas=2, accelerators=2, env={}, command=train,
+            restart={"max_restarts": 0, "backoff_seconds": 0},
+        )  # fmt: skip
+        survivor_failed_first = 0
+        for kill in range(KILLS):
+            key = f"{job}/{kill}"
+
+            def stepping(j: JobRow, key: str = key) -> bool:
+                if j.state != JobState.RUNNING:
+                    return False
+                return any(" loss " in line for line in backend.logs(key, 5, time.time(), replica=0) or [])  # type: ignore[attr-defined]
+
+            pool.run_until(job, stepping, timeout=90)
+            gang = backend._gangs[key]  # type: ignore[attr-defined]
+            victim = gang.nodes[kill % 2]  # rank 0's node, then rank 1's
+            cluster.kill_node(victim)  # type: ignore[attr-defined]
+            pool.run_until(job, lambda j, n=kill + 1: j.attempt == n, timeout=60)
+            survivor = 1 - kill % 2
+            exit_ = gang.exits.get(survivor)
+            death = gang.deaths.get(kill % 2)
+            if exit_ is not None and exit_.code != 0 and death is not None and exit_.at < death.at:
+                survivor_failed_first += 1
+            row = pool.job(job)
+            assert (row.restarts, row.failure_class) == (0, "infrastructure"), (kill, row.message)
+            cluster.restart_node(victim)  # type: ignore[attr-defined]
+        print(f"\n{KILLS} kills: all infrastructure; the survivor exited non-zero before the loss was "
+              f"seen in {survivor_failed_first}")  # fmt: skip
+        assert survivor_failed_first > 0  # the race the window exists for did happen
     finally:
         for node in spare:
             if node.name in cluster.node_ids:  # type: ignore[attr-defined]

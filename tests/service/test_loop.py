@@ -183,6 +183,24 @@ def test_the_room_a_reclaim_freed_goes_to_the_reclaimer_not_to_a_borrower_ahead_
     assert events.count("admit") == 1
 
 
+def test_a_job_that_outlives_its_nodes_runs_again_on_a_repaired_one(url: str) -> None:
+    # Two nodes: the job loses one, runs on the other, the first is repaired, then the
+    # second dies too. Avoiding every node it ever lost would leave it nowhere to run.
+    backend = SimBackend(nodes(2), default_duration=100.0)
+    pool = Pool(url, backend=backend)
+    job = pool.submit(restart={"backoff_seconds": 0})
+    pool.cycle()
+    for attempt in (1, 2):
+        (where,) = _nodes_of(pool, job)
+        backend.set_health(where, Health.UNHEALTHY, pool.clock())
+        pool.cycle(1)
+        assert pool.job(job).attempt == attempt and where not in _nodes_of(pool, job)
+        backend.set_health(where, Health.HEALTHY, pool.clock())  # repaired
+    row = pool.job(job)
+    assert (row.state, row.restarts) == ("STARTING", 0)
+    assert json.loads(row.avoid_nodes) == [where]
+
+
 def test_cancel_stops_the_gang_and_frees_the_node(url: str) -> None:
     pool = Pool(url, node_list=nodes(1))
     first = pool.submit()
