@@ -12,16 +12,16 @@ from dataclasses import dataclass
 
 from prometheus_client import Metric
 
-from scheduler.apply import ApplyOptions
 from scheduler.backends.registry import build_backend
 from scheduler.config import PoolConfig
 from scheduler.control.handle import LoopStatus
+from scheduler.control.loop import ControlLoop, LoopSettings
 from scheduler.control.options import ServerOptions, backend_settings, checkpoint_root
+from scheduler.control.outcome import ApplyOptions
 from scheduler.control.wake import Doorbell, Wake
 from scheduler.health.metrics import HealthMetrics
 from scheduler.health.service import HealthService
 from scheduler.health.thresholds import load_thresholds
-from scheduler.loop import ControlLoop, LoopSettings
 from scheduler.metrics import Metrics
 from scheduler.store.db import Database
 from scheduler.store.view import PoolView

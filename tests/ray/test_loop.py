@@ -12,10 +12,10 @@ import pytest
 from sqlmodel import select
 
 from quota.model import FlavorQuota, Org
-from scheduler.apply import ApplyOptions
+from scheduler.control.loop import ControlLoop, LoopSettings
+from scheduler.control.outcome import ApplyOptions
 from scheduler.domain import Flavor, JobSpec, Node
 from scheduler.lifecycle import JobState
-from scheduler.loop import ControlLoop, LoopSettings
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
 from scheduler.store.db import open_database

@@ -10,10 +10,10 @@ from fastapi.testclient import TestClient
 from scheduler.api.app import create_app
 from scheduler.api.context import ServerContext
 from scheduler.backends.sim import SimBackend
+from scheduler.control.loop import ControlLoop, LoopSettings
 from scheduler.control.loop_host import LoopHost
 from scheduler.control.wake import Wake
 from scheduler.domain import Flavor
-from scheduler.loop import ControlLoop, LoopSettings
 from scheduler.metrics import Metrics
 from scheduler.store import orgs as orgstore
 from scheduler.store import tokens as tokenstore

@@ -6,9 +6,9 @@ from typing import Any
 
 from quota.model import FlavorQuota, Org
 from scheduler.backends.sim import SimBackend
+from scheduler.control.loop import ControlLoop, LoopSettings
 from scheduler.domain import Flavor, JobSpec, Node, TopologyPath
 from scheduler.lifecycle import JobState
-from scheduler.loop import ControlLoop, LoopSettings
 from scheduler.snapshot import Policy
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore

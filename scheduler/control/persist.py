@@ -1,45 +1,37 @@
-"""The applier: the only code that writes decisions to the store and talks to a backend.
+"""Persist: the store learns what the backend did (``persist_observation``) and what the
+core decided (``persist_decisions``), one transaction each, before ``act`` touches the
+backend. This is the only code that moves a job through the lifecycle table from the
+control loop's side.
 
 Order is what makes a crash harmless: a decision is committed before the backend is
 asked to act on it, and the backend is asked again (idempotently, by gang key) by the
-next reconcile if the server died in between. Every deciding transaction first checks
-that this process still holds the leader lease (the fence), so a deposed leader can
-not commit anything.
+next cycle if the server died in between. Every transaction first checks the fence.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from scheduler import failures
-from scheduler.backends.base import (
-    FINISHED,
-    SURVIVOR_GRACE,
-    Backend,
-    BackendError,
-    GangStatus,
-    Launch,
-    Phase,
-    gang_key,
-)
+from scheduler.backends.base import FINISHED, SURVIVOR_GRACE, GangStatus, Phase, gang_key
+from scheduler.control.fence import Fence
+from scheduler.control.observe import Observation
+from scheduler.control.outcome import Actions, ApplyOptions, Outcome
 from scheduler.decisions import Decisions
 from scheduler.domain import JobSpec
 from scheduler.lifecycle import IllegalTransition, JobEvent, JobState
-from scheduler.quarantine import QuarantineRule
 from scheduler.store import jobs as jobstore
-from scheduler.store import lease
+from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store import usage as usagestore
 from scheduler.store.db import Database
 from scheduler.store.keys import among
-from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
-from scheduler.store.view import View, assignments_of
+from scheduler.store.tables import AllocationRow, JobRow
+from scheduler.store.view import View
 
 log = logging.getLogger(__name__)
 
@@ -48,73 +40,26 @@ log = logging.getLogger(__name__)
 ACCRUE_EVERY = 30.0
 
 
-class NotLeader(Exception):
-    """The lease moved to another process; this one must stop deciding."""
+# --- what the backend reports against what the store says ---------------------------
 
 
-@dataclass(frozen=True)
-class Fence:
-    holder: str
-    epoch: int
-
-    def check(self, session: Session, now: float) -> None:
-        if not lease.holds(session, self.holder, self.epoch, now):
-            raise NotLeader(f"{self.holder} no longer holds the lease (epoch {self.epoch})")
-
-
-@dataclass
-class Outcome:
-    """What one cycle did; feeds metrics, logs and tests."""
-
-    admitted: list[str] = field(default_factory=list)
-    launched: list[str] = field(default_factory=list)
-    started: list[tuple[str, float]] = field(default_factory=list)  # (job, seconds since submit)
-    preempted: list[tuple[str, str]] = field(default_factory=list)  # (job, reason)
-    restarted: list[tuple[str, str]] = field(default_factory=list)  # (job, failure class)
-    finished: list[tuple[str, str]] = field(default_factory=list)  # (job, final state)
-    rejected: list[str] = field(default_factory=list)
-    quarantined: list[str] = field(default_factory=list)  # nodes cordoned for repeated blame
-    # Work lost when a gang ended early: (org, reason, accelerator-seconds since its last
-    # checkpoint, or since its start without one).
-    lost: list[tuple[str, str, float]] = field(default_factory=list)
-    # (reason, seconds) from a failure or preemption to the job running again.
-    recovered: list[tuple[str, float]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)  # decisions dropped: the job changed meanwhile
-
-
-@dataclass(frozen=True)
-class ApplyOptions:
-    # Each job checkpoints under <root>/<job id>/ (TRAINPOOL_CHECKPOINT_DIR), one folder
-    # across its attempts so that a restart finds what the previous attempt wrote.
-    checkpoint_root: str = "checkpoints"
-    quarantine: QuarantineRule = field(default_factory=QuarantineRule)
-
-
-@dataclass
-class _Actions:
-    launches: list[tuple[AllocationRow, JobRow]] = field(default_factory=list)
-    stops: list[tuple[str, float]] = field(default_factory=list)  # (key, grace seconds)
-    forgets: list[str] = field(default_factory=list)
-
-
-# --- reconcile: what the backend reports against what the store says ------------------
-
-
-def reconcile(
+def persist_observation(
     db: Database,
-    backend: Backend,
+    seen: Observation,
     fence: Fence,
-    now: float,
     out: Outcome,
+    acts: Actions,
     opts: ApplyOptions = ApplyOptions(),
     specs: jobstore.SpecCache | None = None,
 ) -> None:
-    """Level-triggered: compares every live allocation with the backend's gangs."""
+    """One transaction: the inventory, then every live allocation against the backend's
+    gangs (level-triggered: the first cycle after a crash repairs what it interrupted)."""
     specs = specs or jobstore.SpecCache()
-    statuses = {s.key: s for s in backend.gangs(now)}
-    acts = _Actions()
+    now = seen.at
+    statuses = dict(seen.gangs)
     with db.write() as s:
         fence.check(s, now)
+        nodestore.sync_inventory(s, seen.nodes, now)
         allocs = jobstore.live_allocations(s)
         # The jobs victims were stopped for are locked too: one may be nominated below.
         ids = [a.job_id for a in allocs] + [a.preempted_for for a in allocs if a.preempted_for]
@@ -149,7 +94,6 @@ def reconcile(
                 acts.stops.append((st.key, 0.0))
         if blames:
             out.quarantined += failures.quarantine(s, opts.quarantine, blames, now)
-    _act(db, backend, fence, acts, now, out, opts.checkpoint_root)
 
 
 def _locked_jobs(s: Session, ids: list[str]) -> dict[str, JobRow]:
@@ -168,7 +112,7 @@ def _active(
     a: AllocationRow,
     st: GangStatus | None,
     now: float,
-    acts: _Actions,
+    acts: Actions,
     out: Outcome,
     specs: jobstore.SpecCache,
 ) -> None:
@@ -177,9 +121,7 @@ def _active(
         if job.state == JobState.ADMITTED:
             acts.launches.append((a, job))  # committed but never launched: the server died in between
         else:
-            _restart(
-                s, job, a, now, out, infra=True, node=None, message="the backend no longer runs the gang"
-            )
+            restart(s, job, a, now, out, infra=True, node=None, message="the backend no longer runs the gang")
         return
     if job.state == JobState.ADMITTED:
         jobstore.move(s, job, JobEvent.LAUNCHED, now, message="found running after a restart")
@@ -191,13 +133,13 @@ def _active(
         acts.forgets.append(key)
         out.finished.append((job.id, JobState.SUCCEEDED.value))
     elif st.phase is Phase.FAILED:
-        _restart(
+        restart(
             s, job, a, now, out, infra=False, node=st.node, message=st.message, exit_code=st.exit_code,
             settled=st.settled,
         )  # fmt: skip
         _hold_until_gone(st, key, acts)
     elif st.phase in (Phase.LOST, Phase.STOPPED):
-        _restart(
+        restart(
             s, job, a, now, out, infra=True, node=st.node, message=st.message or st.phase.value,
             settled=st.settled,
         )  # fmt: skip
@@ -218,7 +160,7 @@ def _stopping(
     a: AllocationRow,
     st: GangStatus | None,
     now: float,
-    acts: _Actions,
+    acts: Actions,
     out: Outcome,
     beneficiary: JobRow | None = None,
 ) -> None:
@@ -258,7 +200,7 @@ def _timed_out(spec: JobSpec, job: JobRow, now: float) -> bool:
     return limit is not None and job.started_at is not None and now > job.started_at + limit
 
 
-def _hold_until_gone(st: GangStatus, key: str, acts: _Actions) -> None:
+def _hold_until_gone(st: GangStatus, key: str, acts: Actions) -> None:
     """A failed gang's survivors may still run on its nodes: they are stopped, and the
     allocation is released (by ``_stopping``) only once the backend reports them gone."""
     if st.settled:
@@ -273,7 +215,7 @@ def _release(s: Session, a: AllocationRow, at: float) -> None:
     s.add(a)
 
 
-def _restart(
+def restart(
     s: Session,
     job: JobRow,
     a: AllocationRow,
@@ -327,20 +269,14 @@ def _requeue(s: Session, job: JobRow, now: float) -> None:
     jobstore.move(s, job, JobEvent.REQUEUE, now, attempt=job.attempt + 1, reason=None, message="")
 
 
-# --- decisions -> store --------------------------------------------------------------
+# --- what the core decided ------------------------------------------------------------
 
 
-def apply_decisions(
-    db: Database,
-    backend: Backend,
-    view: View,
-    decisions: Decisions,
-    fence: Fence,
-    now: float,
-    out: Outcome,
-    opts: ApplyOptions = ApplyOptions(),
+def persist_decisions(
+    db: Database, view: View, decisions: Decisions, fence: Fence, now: float, out: Outcome, acts: Actions
 ) -> None:
-    acts = _Actions()
+    """One transaction: placements, preemptions and rejections, each only for a job that
+    is still as ``decide`` saw it."""
     with db.write() as s:
         fence.check(s, now)
         ids = [p.job_id for p in decisions.placements] + [r.job_id for r in decisions.rejections]
@@ -379,8 +315,6 @@ def apply_decisions(
                     s, job, JobEvent.REJECT, now, reason=r.reason.value, message=r.message, finished_at=now
                 )
                 out.rejected.append(job.id)
-    _act(db, backend, fence, acts, now, out, opts.checkpoint_root)
-    _note_pending(db, view, decisions, fence, now)
 
 
 def _unchanged(fresh: dict[str, JobRow], view: View, job_id: str, out: Outcome) -> JobRow | None:
@@ -394,7 +328,7 @@ def _unchanged(fresh: dict[str, JobRow], view: View, job_id: str, out: Outcome) 
 
 
 def _preempt(
-    s: Session, job_id: str, reason: str, beneficiary: str | None, message: str, now: float, acts: _Actions,
+    s: Session, job_id: str, reason: str, beneficiary: str | None, message: str, now: float, acts: Actions,
     out: Outcome,
 ) -> None:  # fmt: skip
     job = s.get(JobRow, job_id, with_for_update=True)
@@ -418,7 +352,7 @@ def _preempt(
 _NOTE_CHUNK = 250
 
 
-def _note_pending(db: Database, view: View, decisions: Decisions, fence: Fence, now: float) -> None:
+def note_pending(db: Database, view: View, decisions: Decisions, fence: Fence, now: float) -> None:
     """Store each pending job's reason and estimate where they changed, in short
     transactions, so that submissions are not held behind thousands of updates."""
     changes = []
@@ -445,83 +379,3 @@ def _note_pending(db: Database, view: View, decisions: Decisions, fence: Fence, 
                     for seen, reason, message, estimate in changes[start : start + _NOTE_CHUNK]
                 ],
             )
-
-
-# --- store -> backend ----------------------------------------------------------------
-
-
-def _act(
-    db: Database,
-    backend: Backend,
-    fence: Fence,
-    acts: _Actions,
-    now: float,
-    out: Outcome,
-    checkpoint_root: str = "checkpoints",
-) -> None:
-    """After the commit: forget, stop and launch; then record the launches."""
-    for key in acts.forgets:
-        backend.forget(key)
-    for key, grace in acts.stops:
-        backend.stop(key, grace, now)
-    if not acts.launches:
-        return
-    done: list[tuple[AllocationRow, str | None]] = []
-    resume = _resume_points(db, [job.id for _, job in acts.launches])
-    for alloc, job in acts.launches:
-        try:
-            backend.launch(_launch_of(alloc, job, resume.get(job.id), checkpoint_root), now)
-            done.append((alloc, None))
-        except BackendError as exc:
-            done.append((alloc, str(exc)))
-        except Exception as exc:  # a backend bug or I/O error is still the infrastructure's failure
-            log.exception("backend failed to launch %s", alloc.job_id)
-            done.append((alloc, f"{type(exc).__name__}: {exc}"))
-    with db.write() as s:
-        fence.check(s, now)
-        for alloc, error in done:
-            fresh = s.get(JobRow, alloc.job_id, with_for_update=True)
-            live = s.get(AllocationRow, alloc.id)
-            if (
-                fresh is None
-                or live is None
-                or fresh.state != JobState.ADMITTED
-                or fresh.attempt != alloc.attempt
-            ):
-                continue  # cancelled meanwhile: the next reconcile stops the gang
-            if error is None:
-                jobstore.move(s, fresh, JobEvent.LAUNCHED, now)
-                out.launched.append(fresh.id)
-            else:
-                _restart(s, fresh, live, now, out, infra=True, node=None, message=f"launch failed: {error}")
-
-
-def _resume_points(db: Database, job_ids: list[str]) -> dict[str, str]:
-    """Each job's latest checkpoint path, in one query."""
-    if not job_ids:
-        return {}
-    with db.read() as s:
-        stmt = (
-            select(CheckpointRow)
-            .where(among(CheckpointRow.job_id, job_ids))
-            .order_by(col(CheckpointRow.at), col(CheckpointRow.step), col(CheckpointRow.id))
-        )
-        return {c.job_id: c.path for c in s.exec(stmt).all()}  # later rows overwrite earlier
-
-
-def _launch_of(alloc: AllocationRow, job: JobRow, resume_from: str | None, checkpoint_root: str) -> Launch:
-    env = {
-        "TRAINPOOL_JOB_ID": job.id,
-        "TRAINPOOL_ATTEMPT": str(alloc.attempt),
-        "TRAINPOOL_CHECKPOINT_DIR": str(Path(checkpoint_root) / job.id),
-    }
-    if resume_from is not None:
-        env["TRAINPOOL_RESUME_FROM"] = resume_from
-    return Launch(
-        job_id=job.id,
-        attempt=alloc.attempt,
-        spec=jobstore.spec_of(job),
-        flavor=alloc.flavor,
-        assignments=assignments_of(alloc),
-        env=env,
-    )

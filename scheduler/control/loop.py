@@ -1,4 +1,11 @@
-"""The control loop: observe -> snapshot -> decide -> apply -> persist, once a cycle.
+"""The control loop. A cycle runs named phases, in this order:
+
+1. **observe** (``observe.py``): the backend's nodes and gangs, read once;
+2. **persist** what was observed (``persist.persist_observation``): one transaction;
+3. **snapshot** (``store/view.py``) and **decide** (the pure core);
+4. **persist** the decisions (``persist.persist_decisions``): one transaction;
+5. **act** (``act.py``): the backend launches, stops and forgets, once;
+6. the pending jobs' reasons are noted (short transactions, so the API is not held).
 
 Only the holder of the leader lease runs a cycle; the others keep trying to take the
 lease, so one of them takes over within ``lease_ttl`` when the leader dies. A cycle is
@@ -17,8 +24,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from scheduler.apply import ApplyOptions, Fence, NotLeader, Outcome, apply_decisions, reconcile
 from scheduler.backends.base import Backend
+from scheduler.control.act import act
+from scheduler.control.fence import Fence, NotLeader
+from scheduler.control.observe import observe
+from scheduler.control.outcome import Actions, ApplyOptions, Outcome
+from scheduler.control.persist import note_pending, persist_decisions, persist_observation
 from scheduler.control.wake import Pace, Wake
 from scheduler.decisions import Decisions
 from scheduler.metrics import Metrics, set_all
@@ -92,15 +103,16 @@ class ControlLoop:
             return None
         fence = Fence(self.settings.holder, self.epoch)
         out = Outcome()
+        acts, opts = Actions(), self.settings.apply
         try:
-            with self.db.write() as s:
-                fence.check(s, now)
-                nodestore.sync_inventory(s, self.backend.inventory(now), now)
-            reconcile(self.db, self.backend, fence, now, out, self.settings.apply, self._pending.specs)
+            seen = observe(self.backend, now)
+            persist_observation(self.db, seen, fence, out, acts, opts, self._pending.specs)
             with self.db.read() as s:
                 view = build(s, self.pool, now, self._pending)
             decisions = self.decide(view.snapshot, now)
-            apply_decisions(self.db, self.backend, view, decisions, fence, now, out, self.settings.apply)
+            persist_decisions(self.db, view, decisions, fence, now, out, acts)
+            act(self.db, self.backend, fence, acts, now, out, opts.checkpoint_root)
+            note_pending(self.db, view, decisions, fence, now)
         except NotLeader:
             log.warning("lost the leader lease during a cycle; stepping down")
             self.epoch = None
