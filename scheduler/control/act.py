@@ -12,6 +12,7 @@ from scheduler.backends.base import Backend, BackendError, Launch
 from scheduler.control.fence import Fence
 from scheduler.control.outcome import Actions, Outcome
 from scheduler.control.persist import restart
+from scheduler.domain import JobSpec
 from scheduler.lifecycle import JobEvent, JobState
 from scheduler.store import jobs as jobstore
 from scheduler.store.db import Database
@@ -29,6 +30,7 @@ def act(
     acts: Actions,
     now: float,
     out: Outcome,
+    specs: jobstore.SpecCache,
     checkpoint_root: str = "checkpoints",
 ) -> None:
     """After the commits, once per cycle: forget, stop, launch; then record the launches
@@ -40,10 +42,10 @@ def act(
     if not acts.launches:
         return
     done: list[tuple[AllocationRow, str | None]] = []
-    resume = _resume_points(db, [job.id for _, job in acts.launches])
-    for alloc, job in acts.launches:
+    resume = _resume_points(db, [job.id for _, job, _ in acts.launches])
+    for alloc, job, spec in acts.launches:
         try:
-            backend.launch(_launch_of(alloc, job, resume.get(job.id), checkpoint_root), now)
+            backend.launch(_launch_of(alloc, job, spec, resume.get(job.id), checkpoint_root), now)
             done.append((alloc, None))
         except BackendError as exc:
             done.append((alloc, str(exc)))
@@ -66,7 +68,9 @@ def act(
                 jobstore.move(s, fresh, JobEvent.LAUNCHED, now)
                 out.launched.append(fresh.id)
             else:
-                restart(s, fresh, live, now, out, infra=True, node=None, message=f"launch failed: {error}")
+                restart(
+                    s, fresh, live, now, out, specs, infra=True, node=None, message=f"launch failed: {error}"
+                )
 
 
 def _resume_points(db: Database, job_ids: list[str]) -> dict[str, str]:
@@ -82,7 +86,9 @@ def _resume_points(db: Database, job_ids: list[str]) -> dict[str, str]:
         return {c.job_id: c.path for c in s.exec(stmt).all()}  # later rows overwrite earlier
 
 
-def _launch_of(alloc: AllocationRow, job: JobRow, resume_from: str | None, checkpoint_root: str) -> Launch:
+def _launch_of(
+    alloc: AllocationRow, job: JobRow, spec: JobSpec, resume_from: str | None, checkpoint_root: str
+) -> Launch:
     env = {
         "TRAINPOOL_JOB_ID": job.id,
         "TRAINPOOL_ATTEMPT": str(alloc.attempt),
@@ -93,7 +99,7 @@ def _launch_of(alloc: AllocationRow, job: JobRow, resume_from: str | None, check
     return Launch(
         job_id=job.id,
         attempt=alloc.attempt,
-        spec=jobstore.spec_of(job),
+        spec=spec,
         flavor=alloc.flavor,
         assignments=assignments_of(alloc),
         env=env,

@@ -110,8 +110,8 @@ class ControlLoop:
             with self.db.read() as s:
                 view = build(s, self.pool, now, self._pending)
             decisions = self.decide(view.snapshot, now)
-            persist_decisions(self.db, view, decisions, fence, now, out, acts)
-            act(self.db, self.backend, fence, acts, now, out, opts.checkpoint_root)
+            persist_decisions(self.db, view, decisions, fence, now, out, acts, self._pending.specs)
+            act(self.db, self.backend, fence, acts, now, out, self._pending.specs, opts.checkpoint_root)
             note_pending(self.db, view, decisions, fence, now)
         except NotLeader:
             log.warning("lost the leader lease during a cycle; stepping down")

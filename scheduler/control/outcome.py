@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from scheduler.domain import JobSpec
 from scheduler.quarantine import QuarantineRule
 from scheduler.store.tables import AllocationRow, JobRow
 
@@ -42,6 +43,6 @@ class Actions:
     """Committed before they are carried out: a crash in between is repaired by the next
     cycle's persist phase, which asks again (launches and stops are idempotent by key)."""
 
-    launches: list[tuple[AllocationRow, JobRow]] = field(default_factory=list)
+    launches: list[tuple[AllocationRow, JobRow, JobSpec]] = field(default_factory=list)
     stops: list[tuple[str, float]] = field(default_factory=list)  # (key, grace seconds)
     forgets: list[str] = field(default_factory=list)

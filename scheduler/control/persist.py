@@ -52,7 +52,8 @@ def persist_observation(
     opts: ApplyOptions = ApplyOptions(),
     specs: jobstore.SpecCache | None = None,
 ) -> None:
-    """One transaction: the inventory, then every live allocation against the backend's
+    """``specs``: the loop's parsed specs, shared by every phase (each spec is parsed once).
+    One transaction: the inventory, then every live allocation against the backend's
     gangs (level-triggered: the first cycle after a crash repairs what it interrupted)."""
     specs = specs or jobstore.SpecCache()
     now = seen.at
@@ -83,7 +84,7 @@ def persist_observation(
                         blames.add(blamed)
                     _active(s, job, a, st, now, acts, out, specs)
                 else:
-                    _stopping(s, job, a, st, now, acts, out, jobs.get(a.preempted_for or ""))
+                    _stopping(s, job, a, st, now, acts, out, specs, jobs.get(a.preempted_for or ""))
             except IllegalTransition:
                 log.exception("refused an illegal transition for job %s", job.id)
         for st in statuses.values():  # gangs no live allocation accounts for
@@ -119,9 +120,21 @@ def _active(
     key = gang_key(a.job_id, a.attempt)
     if st is None:
         if job.state == JobState.ADMITTED:
-            acts.launches.append((a, job))  # committed but never launched: the server died in between
+            acts.launches.append(
+                (a, job, specs.get(job))
+            )  # committed but never launched: the server died in between
         else:
-            restart(s, job, a, now, out, infra=True, node=None, message="the backend no longer runs the gang")
+            restart(
+                s,
+                job,
+                a,
+                now,
+                out,
+                specs,
+                infra=True,
+                node=None,
+                message="the backend no longer runs the gang",
+            )
         return
     if job.state == JobState.ADMITTED:
         jobstore.move(s, job, JobEvent.LAUNCHED, now, message="found running after a restart")
@@ -134,13 +147,13 @@ def _active(
         out.finished.append((job.id, JobState.SUCCEEDED.value))
     elif st.phase is Phase.FAILED:
         restart(
-            s, job, a, now, out, infra=False, node=st.node, message=st.message, exit_code=st.exit_code,
+            s, job, a, now, out, specs, infra=False, node=st.node, message=st.message, exit_code=st.exit_code,
             settled=st.settled,
         )  # fmt: skip
         _hold_until_gone(st, key, acts)
     elif st.phase in (Phase.LOST, Phase.STOPPED):
         restart(
-            s, job, a, now, out, infra=True, node=st.node, message=st.message or st.phase.value,
+            s, job, a, now, out, specs, infra=True, node=st.node, message=st.message or st.phase.value,
             settled=st.settled,
         )  # fmt: skip
         _hold_until_gone(st, key, acts)
@@ -150,7 +163,7 @@ def _active(
             failure_class="timeout", finished_at=now,
         )  # fmt: skip
         jobstore.request_stop(s, job, now)
-        acts.stops.append((key, jobstore.spec_of(job).grace_period_seconds))
+        acts.stops.append((key, specs.get(job).grace_period_seconds))
         out.finished.append((job.id, JobState.FAILED.value))
 
 
@@ -162,12 +175,13 @@ def _stopping(
     now: float,
     acts: Actions,
     out: Outcome,
+    specs: jobstore.SpecCache,
     beneficiary: JobRow | None = None,
 ) -> None:
     key = gang_key(a.job_id, a.attempt)
     if st is not None and not st.settled:
         if st.phase is not Phase.STOPPING:
-            grace = jobstore.spec_of(job).grace_period_seconds if st.phase not in FINISHED else SURVIVOR_GRACE
+            grace = specs.get(job).grace_period_seconds if st.phase not in FINISHED else SURVIVOR_GRACE
             acts.stops.append((key, grace))
         return
     _release(s, a, st.at if st is not None and st.at is not None else now)
@@ -221,6 +235,7 @@ def restart(
     a: AllocationRow,
     now: float,
     out: Outcome,
+    specs: jobstore.SpecCache,
     *,
     infra: bool,
     node: str | None,
@@ -231,7 +246,7 @@ def restart(
     """A gang ended by failure: back to the queue, or FAILED when the job's own budget is
     spent. With ``settled`` False its replicas are still going: the job stays RESTARTING
     and its allocation stopping (capacity held) until ``_stopping`` sees them gone."""
-    spec = jobstore.spec_of(job)
+    spec = specs.get(job)
     cls = "infrastructure" if infra else "job"
     out.lost.append((job.org, cls, failures.lost_work(s, a, now)))
     if settled:
@@ -273,7 +288,14 @@ def _requeue(s: Session, job: JobRow, now: float) -> None:
 
 
 def persist_decisions(
-    db: Database, view: View, decisions: Decisions, fence: Fence, now: float, out: Outcome, acts: Actions
+    db: Database,
+    view: View,
+    decisions: Decisions,
+    fence: Fence,
+    now: float,
+    out: Outcome,
+    acts: Actions,
+    specs: jobstore.SpecCache,
 ) -> None:
     """One transaction: placements, preemptions and rejections, each only for a job that
     is still as ``decide`` saw it."""
@@ -285,7 +307,7 @@ def persist_decisions(
             job = _unchanged(fresh, view, p.job_id, out)
             if job is None:
                 continue
-            spec = jobstore.spec_of(job)
+            spec = specs.get(job)
             alloc = AllocationRow(
                 job_id=job.id, attempt=job.attempt, org=job.org, team=job.team, flavor=p.flavor,
                 assignments=json.dumps([list(x) for x in p.assignments]),
@@ -304,10 +326,10 @@ def persist_decisions(
             except (jobstore.StaleWrite, IntegrityError):
                 out.skipped.append(job.id)
                 continue
-            acts.launches.append((alloc, job))
+            acts.launches.append((alloc, job, spec))
             out.admitted.append(job.id)
         for pr in decisions.preemptions:
-            _preempt(s, pr.job_id, pr.reason.value, pr.beneficiary, pr.message, now, acts, out)
+            _preempt(s, pr.job_id, pr.reason.value, pr.beneficiary, pr.message, now, acts, out, specs)
         for r in decisions.rejections:
             job = _unchanged(fresh, view, r.job_id, out)
             if job is not None:
@@ -329,7 +351,7 @@ def _unchanged(fresh: dict[str, JobRow], view: View, job_id: str, out: Outcome) 
 
 def _preempt(
     s: Session, job_id: str, reason: str, beneficiary: str | None, message: str, now: float, acts: Actions,
-    out: Outcome,
+    out: Outcome, specs: jobstore.SpecCache,
 ) -> None:  # fmt: skip
     job = s.get(JobRow, job_id, with_for_update=True)
     a = jobstore.allocation(s, job_id, job.attempt) if job is not None else None
@@ -345,7 +367,7 @@ def _preempt(
     jobstore.move(s, job, JobEvent.PREEMPT, now, reason=reason, message=text, preempted_by=beneficiary)
     a.state, a.preempted_for, a.stop_requested_at = "stopping", beneficiary, now
     s.add(a)
-    acts.stops.append((gang_key(job.id, job.attempt), jobstore.spec_of(job).grace_period_seconds))
+    acts.stops.append((gang_key(job.id, job.attempt), specs.get(job).grace_period_seconds))
     out.preempted.append((job_id, reason))
 
 

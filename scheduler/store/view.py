@@ -61,7 +61,8 @@ def flavors_of(session: Session, pool: PoolView) -> tuple[Flavor, ...]:
 
 class PendingCache:
     """What the loop keeps between cycles: pending jobs as of their last version, and
-    the running jobs' parsed specs.
+    the live (pending and running) jobs' parsed specs, which every phase of the cycle
+    shares: a spec is parsed once while its job is live.
 
     A queue of thousands changes by a few jobs a cycle; re-reading and re-building
     every one of them would cost more than deciding. Each cycle reads only (id,
@@ -85,7 +86,7 @@ class PendingCache:
         for start in range(0, len(stale), self._CHUNK):
             chunk = stale[start : start + self._CHUNK]
             for row in session.exec(select(JobRow).where(among(JobRow.id, chunk))).all():
-                self._entries[row.id] = (row, _pending(row))
+                self._entries[row.id] = (row, _pending(row, self.specs.get(row)))
         queued = {i for i, _ in keys}
         for gone in [i for i in self._entries if i not in queued]:
             del self._entries[gone]
@@ -103,7 +104,7 @@ def build(session: Session, pool: PoolView, now: float, cache: PendingCache | No
     cache = cache or PendingCache()
     pending_rows, pending_jobs = cache.load(session)
     checkpoints = _last_checkpoints(session, list(alloc_by_job))
-    cache.specs.keep(running_rows)
+    cache.specs.keep([*running_rows, *(row.id for row in pending_rows)])
     running = [
         _running(job, cache.specs.get(job), a, checkpoints.get(a.job_id))
         for a in allocs
@@ -158,10 +159,10 @@ def _running(job: JobRow, spec: JobSpec, alloc: AllocationRow, checkpoint: float
     )
 
 
-def _pending(job: JobRow) -> PendingJob:
+def _pending(job: JobRow, spec: JobSpec) -> PendingJob:
     return PendingJob(
         id=job.id,
-        spec=jobstore.spec_of(job),
+        spec=spec,
         priority=job.priority,
         submitted_at=job.submitted_at,
         attempt=job.attempt,

@@ -201,6 +201,26 @@ def test_a_job_that_outlives_its_nodes_runs_again_on_a_repaired_one(url: str) ->
     assert json.loads(row.avoid_nodes) == [where]
 
 
+def test_the_loop_parses_a_jobs_spec_once_from_submit_to_success(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed: list[str] = []
+    real = jobstore.spec_of
+
+    def counting(job):  # type: ignore[no-untyped-def]
+        parsed.append(job.id)
+        return real(job)
+
+    monkeypatch.setattr(jobstore, "spec_of", counting)
+    pool = Pool(url, node_list=nodes(1))
+    first = pool.submit(env={"SIM_DURATION": 10})
+    second = pool.submit(env={"SIM_DURATION": 10})  # waits: its reason is written, its version moves
+    for _ in range(6):
+        pool.cycle(5)
+    assert pool.state(first) is JobState.SUCCEEDED and pool.state(second) is JobState.SUCCEEDED
+    assert sorted(parsed) == sorted([first, second])
+
+
 def test_cancel_stops_the_gang_and_frees_the_node(url: str) -> None:
     pool = Pool(url, node_list=nodes(1))
     first = pool.submit()
@@ -375,7 +395,7 @@ def test_the_loop_keeps_parsed_specs_of_live_jobs_only(url: str) -> None:
     pool.cycle()
     pool.cycle(1)
     assert sum(pool.state(j) is JobState.RUNNING for j in jobs) == 2
-    assert len(pool.loop._pending.specs) == 2  # the running ones; pending ones live in the queue cache
+    assert len(pool.loop._pending.specs) == 6  # the live jobs, running and pending: each parsed once
     for _ in range(6):
         pool.cycle(11)
     assert all(pool.state(j) is JobState.SUCCEEDED for j in jobs)
