@@ -12,8 +12,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scheduler.errors import validation_problems
-from scheduler.names import Name
+from values.errors import validation_problems
+from values.names import Name
 
 ENV_PREFIX = "TRAINPOOL_AGENT_"
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from statistics import median
 
-from scheduler.health.reports import ProbeResult
+from values.reports import ProbeResult
 
 MAGIC = b"TPPM"
 _PROBE = struct.Struct("!4sQ")  # magic, sequence number

@@ -24,7 +24,7 @@ from agents.probes.counters import Counters, deltas
 from agents.probes.gpu import NvmlProbe
 from agents.probes.infiniband import read_ib_counters
 from agents.probes.nic import read_nic_counters
-from scheduler.health.reports import AgentReport, ProbeResult
+from values.reports import AgentReport, ProbeResult
 
 log = logging.getLogger("trainpool.agent")
 

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
 
-from quota.model import Org
+from values.quotas import Org
 
 
 class Verdict(Enum):

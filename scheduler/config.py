@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from quota.model import Org
-from scheduler.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, Node, PriorityClass, TopologyPath
-from scheduler.errors import ConfigError, Problem, validation_problems
-from scheduler.names import Name
-from scheduler.snapshot import Ordering, PendingJob, Policy, RunningJob, Snapshot
+from values.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, Node, PriorityClass, TopologyPath
+from values.errors import ConfigError, Problem, validation_problems
+from values.names import Name
+from values.quotas import Org
+from values.snapshot import Ordering, PendingJob, Policy, RunningJob, Snapshot
 
 MAX_POOL_NODES = 100_000
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -96,7 +96,7 @@ class NodeGroup(_Frozen):
 
 
 class PolicyConfig(_Frozen):
-    """The ``policy:`` section; mirrors ``scheduler.snapshot.Policy`` field by field."""
+    """The ``policy:`` section; mirrors ``values.snapshot.Policy`` field by field."""
 
     ordering: Ordering = Ordering.FAIR
     borrowing: bool = True

@@ -13,13 +13,13 @@ import logging
 from sqlmodel import Session, col, func, select
 
 from scheduler.backends.base import GangStatus, Phase, gang_key
-from scheduler.domain import Health
-from scheduler.lifecycle import JobEvent
 from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, AuditRow, CheckpointRow, JobEventRow, JobRow, NodeRow
+from values.domain import Health
+from values.lifecycle import JobEvent
 
 log = logging.getLogger(__name__)
 

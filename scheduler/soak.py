@@ -27,11 +27,11 @@ from typing import Any
 import httpx
 import yaml
 
-from scheduler.lifecycle import JobEvent, JobState, can
 from scheduler.server_process import ServerProcess, cycle_histogram, window_p99
 from scheduler.sim.pool import job_spec, pool_from_quotas
 from scheduler.sim.quotas import load_quotas
 from scheduler.sim.trace import TraceJob, load_trace
+from values.lifecycle import JobEvent, JobState, can
 
 DAY = 86_400.0
 ADMIN = "tp_soak-admin-token-not-for-production"

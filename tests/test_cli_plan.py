@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from scheduler.cli.main import app
-from scheduler.decisions import PendingReason, PlaceReason
+from values.decisions import PendingReason, PlaceReason
 
 runner = CliRunner()
 

@@ -21,9 +21,9 @@ from scheduler.config import (
     parse_pool_config,
     warnings,
 )
-from scheduler.domain import Gang, JobSpec
-from scheduler.errors import ConfigError, format_validation_error
-from scheduler.snapshot import Ordering, Policy
+from values.domain import Gang, JobSpec
+from values.errors import ConfigError, format_validation_error
+from values.snapshot import Ordering, Policy
 
 BASE = """\
 flavors:

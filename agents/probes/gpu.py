@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from scheduler.health.reports import GpuStatus
+from values.reports import GpuStatus
 
 log = logging.getLogger(__name__)
 

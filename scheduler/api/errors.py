@@ -17,7 +17,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scheduler.errors import ConfigError, format_path, validation_problems
+from values.errors import ConfigError, format_path, validation_problems
 
 log = logging.getLogger(__name__)
 

@@ -26,13 +26,13 @@ from scheduler.api.auth import authenticate, require_pool_admin
 from scheduler.api.context import AUTH_TTL, ServerContext, get_ctx
 from scheduler.api.errors import ApiError, forbidden, not_found
 from scheduler.health.peers import Member, assign_peers, round_of
-from scheduler.health.reports import AgentReport, Registration
 from scheduler.health.thresholds import Thresholds, load_thresholds
-from scheduler.names import Name
 from scheduler.store import agents as agentstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store.tokens import Principal
+from values.names import Name
+from values.reports import AgentReport, Registration
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]

@@ -15,13 +15,13 @@ from scheduler.api.errors import ApiError, not_found
 from scheduler.api.schemas import CheckpointRequest, Event, Job, SubmitRequest
 from scheduler.backends.base import gang_key
 from scheduler.control.handle import LoopUnavailable
-from scheduler.domain import JobSpec
-from scheduler.lifecycle import TERMINAL, IllegalTransition, JobState
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
 from scheduler.store.tables import CheckpointRow, JobRow
 from scheduler.store.tokens import Principal
 from scheduler.store.view import flavors_of
+from values.domain import JobSpec
+from values.lifecycle import TERMINAL, IllegalTransition, JobState
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]

@@ -10,7 +10,6 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import ValidationError
 from sqlmodel import Session
 
-from quota.model import FlavorQuota
 from scheduler.api.auth import authenticate, forget_tokens, require_org, require_pool_admin, visible_orgs
 from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, forbidden, not_found
@@ -24,8 +23,6 @@ from scheduler.api.schemas import (
     Token,
     TokenRequest,
 )
-from scheduler.errors import validation_problems
-from scheduler.names import Name
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
@@ -34,6 +31,9 @@ from scheduler.store import usage as usagestore
 from scheduler.store.tables import TokenRow
 from scheduler.store.tokens import Principal, Role
 from scheduler.store.view import flavors_of
+from values.errors import validation_problems
+from values.names import Name
+from values.quotas import FlavorQuota
 
 router = APIRouter(prefix="/v1", tags=["pool"])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]

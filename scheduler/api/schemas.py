@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.domain import Health, JobSpec
-from scheduler.names import Name
 from scheduler.store.tables import JobEventRow, JobRow, NodeRow, TokenRow
 from scheduler.store.tokens import Role
+from values.domain import Health, JobSpec
+from values.names import Name
 
 
 class _In(BaseModel):

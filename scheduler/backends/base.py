@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from scheduler.domain import JobSpec, Node
+from values.domain import JobSpec, Node
 
 
 class Phase(StrEnum):

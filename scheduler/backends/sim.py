@@ -17,7 +17,7 @@ from pathlib import Path
 from scheduler.backends.base import FINISHED, BackendError, GangStatus, Launch
 from scheduler.backends.gang_phase import EXITED, FINAL, LOST, RUNNING, Replica, status_of
 from scheduler.backends.registry import BackendSettings
-from scheduler.domain import Health, Node
+from values.domain import Health, Node
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from scheduler.domain import Gang
+from values.domain import Gang
 
 PHILLY_GPU_MIX: tuple[tuple[int, float], ...] = (
     (1, 0.867),

@@ -37,8 +37,8 @@ from scheduler.bench.workload import (
     capacity_by_flavor,
     initial_usage,
 )
-from scheduler.decisions import Decisions
-from scheduler.snapshot import Policy, Snapshot
+from values.decisions import Decisions
+from values.snapshot import Policy, Snapshot
 
 Decide = Callable[[Snapshot, float], Decisions]
 Progress = Callable[[str], None]

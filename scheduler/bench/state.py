@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from quota.model import Org
-from scheduler.decisions import Decisions, Placement
-from scheduler.domain import Flavor, Node
-from scheduler.snapshot import PendingJob, Policy, RunningJob, Snapshot
+from values.decisions import Decisions, Placement
+from values.domain import Flavor, Node
+from values.quotas import Org
+from values.snapshot import PendingJob, Policy, RunningJob, Snapshot
 
 MAX_VIOLATIONS_KEPT = 50
 

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from quota.model import FlavorQuota, Org
 from scheduler.bench.philly import ACCELERATORS_PER_NODE, gang_for, sample_gpu_counts
-from scheduler.domain import (
+from values.domain import (
     DEFAULT_PRIORITY_CLASSES,
     Flavor,
     Gang,
@@ -24,7 +23,8 @@ from scheduler.domain import (
     TopologyConstraint,
     TopologyPath,
 )
-from scheduler.snapshot import PendingJob
+from values.quotas import FlavorQuota, Org
+from values.snapshot import PendingJob
 
 FLAVORS = (
     Flavor(name="h100", vendor="nvidia", visibility_env="CUDA_VISIBLE_DEVICES"),

@@ -34,7 +34,7 @@ def up(
 
     Prints the URL and the admin token; Ctrl-C stops everything it started."""
     from scheduler.embedded.runtime import EmbeddedOptions, EmbeddedPool
-    from scheduler.errors import ConfigError
+    from values.errors import ConfigError
 
     pool = EmbeddedPool(
         EmbeddedOptions(config=config, data_dir=data_dir, port=port),

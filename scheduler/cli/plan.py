@@ -24,11 +24,11 @@ from rich.table import Table
 
 from scheduler.config import PoolConfig, job_problems, load_pool_config, load_yaml, read_text, validate_model
 from scheduler.config import warnings as config_warnings
-from scheduler.decisions import Decisions
-from scheduler.domain import JobSpec
-from scheduler.errors import ConfigError, Problem
-from scheduler.names import Name
-from scheduler.snapshot import PendingJob, RunningJob, Snapshot
+from values.decisions import Decisions
+from values.domain import JobSpec
+from values.errors import ConfigError, Problem
+from values.names import Name
+from values.snapshot import PendingJob, RunningJob, Snapshot
 
 Decide = Callable[[Snapshot, float], Decisions]
 

@@ -141,8 +141,8 @@ def server(
     from scheduler.control.loop_process import LoopStartError
     from scheduler.control.options import ServerOptions
     from scheduler.control.root import LOG_FORMAT, Root
-    from scheduler.errors import ConfigError
     from scheduler.store.db import DatabaseURLError
+    from values.errors import ConfigError
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -188,7 +188,7 @@ def submit(
 ) -> None:
     """Submit a job spec; with --wait, follow it to the end (exit 1 unless it succeeds)."""
     from scheduler.config import load_job_spec
-    from scheduler.errors import ConfigError
+    from values.errors import ConfigError
 
     try:
         spec = load_job_spec(file)
@@ -439,7 +439,7 @@ def quota_apply(
 ) -> None:
     """Make the server's orgs, quotas and teams match a pool file (pool-admin; audited)."""
     from scheduler.config import load_pool_config
-    from scheduler.errors import ConfigError
+    from values.errors import ConfigError
 
     try:
         config = load_pool_config(pool)

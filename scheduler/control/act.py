@@ -12,13 +12,13 @@ from scheduler.backends.base import Backend, BackendError, Launch
 from scheduler.control.fence import Fence
 from scheduler.control.outcome import Actions, Outcome
 from scheduler.control.persist import restart
-from scheduler.domain import JobSpec
-from scheduler.lifecycle import JobEvent, JobState
 from scheduler.store import jobs as jobstore
 from scheduler.store.db import Database
 from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
 from scheduler.store.view import assignments_of
+from values.domain import JobSpec
+from values.lifecycle import JobEvent, JobState
 
 log = logging.getLogger(__name__)
 

@@ -31,13 +31,13 @@ from scheduler.control.observe import observe
 from scheduler.control.outcome import Actions, ApplyOptions, Outcome
 from scheduler.control.persist import note_pending, persist_decisions, persist_observation
 from scheduler.control.wake import Pace, Wake
-from scheduler.decisions import Decisions
 from scheduler.metrics import Metrics, set_all
-from scheduler.snapshot import Snapshot
 from scheduler.store import lease
 from scheduler.store import nodes as nodestore
 from scheduler.store.db import Database
 from scheduler.store.view import PendingCache, PoolView, build
+from values.decisions import Decisions
+from values.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
 

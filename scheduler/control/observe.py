@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from scheduler.backends.base import Backend, GangStatus
-from scheduler.domain import Node
+from values.domain import Node
 
 
 @dataclass(frozen=True)

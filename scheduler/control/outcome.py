@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from scheduler.domain import JobSpec
 from scheduler.quarantine import QuarantineRule
 from scheduler.store.tables import AllocationRow, JobRow
+from values.domain import JobSpec
 
 
 @dataclass

@@ -21,9 +21,6 @@ from scheduler.backends.base import FINISHED, SURVIVOR_GRACE, GangStatus, Phase,
 from scheduler.control.fence import Fence
 from scheduler.control.observe import Observation
 from scheduler.control.outcome import Actions, ApplyOptions, Outcome
-from scheduler.decisions import Decisions
-from scheduler.domain import JobSpec
-from scheduler.lifecycle import IllegalTransition, JobEvent, JobState
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
@@ -32,6 +29,9 @@ from scheduler.store.db import Database
 from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, JobRow
 from scheduler.store.view import View
+from values.decisions import Decisions
+from values.domain import JobSpec
+from values.lifecycle import IllegalTransition, JobEvent, JobState
 
 log = logging.getLogger(__name__)
 

@@ -44,13 +44,13 @@ from scheduler.control.loop_place import LoopPlace
 from scheduler.control.loop_process import LoopProcess
 from scheduler.control.options import ServerOptions, admin_secret_from_env, pool_config
 from scheduler.control.wake import Doorbell
-from scheduler.errors import ConfigError
 from scheduler.metrics import Metrics
 from scheduler.parent_death import die_with_parent
 from scheduler.store import orgs as orgstore
 from scheduler.store import tokens as tokenstore
 from scheduler.store.db import Database, open_database
 from scheduler.store.view import PoolView
+from values.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 
 from scheduler.core.pool import PoolState, Shape
-from scheduler.snapshot import RunningJob
+from values.snapshot import RunningJob
 
 Extra = dict[int, tuple[int, float, float]]
 _end_and_id = itemgetter(0, 1)

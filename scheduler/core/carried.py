@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from scheduler.core.pool import PoolState
 from scheduler.core.victims import victim_tail
-from scheduler.snapshot import RunningJob, Snapshot
+from values.snapshot import RunningJob, Snapshot
 
 Key = tuple[str, str]  # (org, flavor)
 BULK_AT = 64  # more new running jobs than this and a quarter of all: re-sort, do not insert

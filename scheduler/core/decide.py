@@ -19,7 +19,7 @@ from scheduler.core.pool import ANYWHERE, Fit, Shape
 from scheduler.core.preempt import PreemptSteps
 from scheduler.core.state import JobFacts, shape_of
 from scheduler.core.waiting import WaitSteps
-from scheduler.decisions import (
+from values.decisions import (
     Decisions,
     PendingReason,
     PendingStatus,
@@ -30,7 +30,7 @@ from scheduler.decisions import (
     Rejection,
     RejectReason,
 )
-from scheduler.snapshot import PendingJob, RunningJob, Snapshot
+from values.snapshot import PendingJob, RunningJob, Snapshot
 
 Extra = dict[int, tuple[int, float, float]]
 _by_id = attrgetter("id")

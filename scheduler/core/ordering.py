@@ -15,7 +15,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING
 
 from quota.fairshare import dominant_share
-from scheduler.snapshot import Ordering, PendingJob
+from values.snapshot import Ordering, PendingJob
 
 if TYPE_CHECKING:
     from scheduler.core.decide import Cycle

@@ -12,8 +12,8 @@ import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from scheduler.domain import Health, Node
-from scheduler.snapshot import RunningJob
+from values.domain import Health, Node
+from values.snapshot import RunningJob
 
 Assignments = tuple[tuple[str, int], ...]
 

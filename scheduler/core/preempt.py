@@ -14,8 +14,8 @@ from quota.accounting import Verdict
 from scheduler.core.pool import Shape
 from scheduler.core.state import CycleState
 from scheduler.core.victims import find_victims, victim_class, victim_tail
-from scheduler.decisions import PendingReason, Preemption
-from scheduler.snapshot import PendingJob, RunningJob
+from values.decisions import PendingReason, Preemption
+from values.snapshot import PendingJob, RunningJob
 
 Extra = dict[int, tuple[int, float, float]]
 _FAIL = None

@@ -12,8 +12,8 @@ from quota.accounting import QuotaBook
 from scheduler.core import carried
 from scheduler.core.backfill import Hold
 from scheduler.core.pool import ANYWHERE, Fit, Shape
-from scheduler.decisions import Decisions, PendingReason, PendingStatus
-from scheduler.snapshot import PendingJob, RunningJob, Snapshot
+from values.decisions import Decisions, PendingReason, PendingStatus
+from values.snapshot import PendingJob, RunningJob, Snapshot
 
 Extra = dict[int, tuple[int, float, float]]
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 from quota.accounting import QuotaBook, Verdict
 from scheduler.core.pool import Fit, PoolState, Shape
-from scheduler.decisions import PreemptReason
-from scheduler.snapshot import PendingJob, RunningJob
+from values.decisions import PreemptReason
+from values.snapshot import PendingJob, RunningJob
 
 Extra = dict[int, tuple[int, float, float]]
 

@@ -14,8 +14,8 @@ from quota.accounting import Verdict
 from scheduler.core.backfill import Releases, carried_releases, plan_reservation, releases_of
 from scheduler.core.pool import Fit, Shape
 from scheduler.core.state import CycleState
-from scheduler.decisions import PendingReason, Reservation
-from scheduler.snapshot import PendingJob, RunningJob
+from values.decisions import PendingReason, Reservation
+from values.snapshot import PendingJob, RunningJob
 
 Extra = dict[int, tuple[int, float, float]]
 _FAIL = None

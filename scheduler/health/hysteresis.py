@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from scheduler.domain import Health
+from values.domain import Health
 
 
 class Level(IntEnum):

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from statistics import median
 
 from scheduler.health.localize import PairStat
-from scheduler.health.reports import IB_ERROR_COUNTERS, NIC_ERROR_COUNTERS, XID_FATAL, AgentReport
+from values.reports import IB_ERROR_COUNTERS, NIC_ERROR_COUNTERS, XID_FATAL, AgentReport
 
 
 @dataclass(frozen=True)

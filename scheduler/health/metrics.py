@@ -10,8 +10,8 @@ import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from scheduler.domain import Health
 from scheduler.health.model import Assessment
+from values.domain import Health
 
 KINDS = ("node", "rack", "link")
 

@@ -22,8 +22,8 @@ from scheduler.health.hysteresis import Hysteresis, Level
 from scheduler.health.localize import Finding, localize
 from scheduler.health.mesh import Mesh, NodeSignals
 from scheduler.health.peers import Member
-from scheduler.health.reports import AgentReport
 from scheduler.health.thresholds import Thresholds
+from values.reports import AgentReport
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,19 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import col, func, select
 
-from scheduler.decisions import PreemptReason
-from scheduler.domain import Health
 from scheduler.health.hysteresis import Level
 from scheduler.health.metrics import HealthMetrics
 from scheduler.health.model import Assessment, HealthModel
 from scheduler.health.peers import Member
-from scheduler.health.reports import AgentReport
 from scheduler.health.thresholds import Thresholds
-from scheduler.lifecycle import JobEvent
 from scheduler.store import agents as agentstore
 from scheduler.store import nodes as nodestore
 from scheduler.store.db import Database
 from scheduler.store.tables import JobEventRow, JobRow
+from values.decisions import PreemptReason
+from values.domain import Health
+from values.lifecycle import JobEvent
+from values.reports import AgentReport
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from scheduler.errors import validation_problems
+from values.errors import validation_problems
 
 
 class Thresholds(BaseModel):

@@ -12,9 +12,9 @@ from typing import Any
 
 import typer
 
-from scheduler.errors import ConfigError
 from scheduler.sim.failures import FailureSpecError
 from scheduler.sim.trace import TraceError
+from values.errors import ConfigError
 
 sim_app = typer.Typer(help="Replay a workload trace through the scheduler in virtual time.")
 

@@ -18,14 +18,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from quota.fairshare import accumulate
-from scheduler.decisions import Decisions, PreemptReason
-from scheduler.domain import Health, JobSpec
 from scheduler.sim.failures import FailureModel, FailureStream
 from scheduler.sim.policies.base import SimPolicy
 from scheduler.sim.pool import SimPool, job_spec
 from scheduler.sim.record import JobRecord, SimResult, Timeline
 from scheduler.sim.trace import TraceJob
-from scheduler.snapshot import PendingJob, RunningJob, Snapshot
+from values.decisions import Decisions, PreemptReason
+from values.domain import Health, JobSpec
+from values.snapshot import PendingJob, RunningJob, Snapshot
 
 Decide = Callable[[Snapshot, float], Decisions]
 Observer = Callable[[Snapshot, float, Decisions], None]

@@ -156,7 +156,7 @@ def _portable(exc: Exception) -> Exception:
             return exc
     except Exception:  # anything that does not pickle, or not back, is replaced
         pass
-    from scheduler.errors import ConfigError
+    from values.errors import ConfigError
 
     if isinstance(exc, ValueError | ConfigError):
         return ValueError(str(exc))

@@ -14,10 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from quota.model import FlavorQuota, Org
-from scheduler.domain import Flavor, Gang, JobSpec, Node, TopologyPath
-from scheduler.names import NAME_PATTERN
 from scheduler.sim.trace import TraceError, TraceJob
+from values.domain import Flavor, Gang, JobSpec, Node, TopologyPath
+from values.names import NAME_PATTERN
+from values.quotas import FlavorQuota, Org
 
 DEFAULT_FLAVOR = "gpu"
 _NAME = re.compile(NAME_PATTERN)

@@ -21,12 +21,12 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from scheduler.domain import JobSpec
-from scheduler.lifecycle import JobState
 from scheduler.store import jobs as jobstore
 from scheduler.store.db import Database
 from scheduler.store.keys import among
 from scheduler.store.tables import JobRow
+from values.domain import JobSpec
+from values.lifecycle import JobState
 
 MAX_BATCH = 256
 

@@ -18,10 +18,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
-from scheduler.domain import JobSpec
-from scheduler.lifecycle import JobEvent, JobState, transition
 from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, JobEventRow, JobRow
+from values.domain import JobSpec
+from values.lifecycle import JobEvent, JobState, transition
 
 
 class StaleWrite(Exception):

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 from sqlmodel import Session, col, select
 
-from scheduler.domain import Health, Node, TopologyPath
 from scheduler.store.keys import among
 from scheduler.store.tables import AuditRow, NodeRow
+from values.domain import Health, Node, TopologyPath
 
 
 def sync_inventory(session: Session, inventory: Iterable[Node], now: float) -> None:

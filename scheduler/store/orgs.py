@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
-from quota.model import FlavorQuota, Org, Team
 from scheduler.store.tables import AuditRow, OrgRow, QuotaRow, TeamRow
+from values.quotas import FlavorQuota, Org, Team
 
 
 def audit(session: Session, now: float, actor: str | None, action: str, target: str, **detail: Any) -> None:

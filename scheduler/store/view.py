@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from scheduler.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, PriorityClass
-from scheduler.lifecycle import JobState
-from scheduler.snapshot import PendingJob, Policy, RunningJob, Snapshot
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store import usage as usagestore
 from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
+from values.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, PriorityClass
+from values.lifecycle import JobState
+from values.snapshot import PendingJob, Policy, RunningJob, Snapshot
 
 
 @dataclass(frozen=True)

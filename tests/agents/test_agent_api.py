@@ -11,8 +11,8 @@ from service.api_harness import Api, make_api  # tests/ is on sys.path (rootdir 
 from scheduler.health.metrics import HealthMetrics
 from scheduler.health.service import HealthService
 from scheduler.health.thresholds import Thresholds
-from scheduler.lifecycle import JobState
 from scheduler.store import jobs as jobstore
+from values.lifecycle import JobState
 
 TH = Thresholds(
     window_seconds=10, min_probes=20, degrade_after_seconds=2, unhealthy_after_seconds=4, quiet_seconds=20,

@@ -12,8 +12,8 @@ from scheduler.health.hysteresis import Hysteresis, Level
 from scheduler.health.localize import PairStat, localize
 from scheduler.health.model import HealthModel
 from scheduler.health.peers import Member, assign_peers
-from scheduler.health.reports import AgentReport, GpuStatus, ProbeResult
 from scheduler.health.thresholds import Thresholds, ThresholdsError, load_thresholds
+from values.reports import AgentReport, GpuStatus, ProbeResult
 
 TH = Thresholds(min_probes=20, degrade_after_seconds=4, unhealthy_after_seconds=8, quiet_seconds=30)
 # Three racks of two: the smallest pool where a rack fault is unambiguous.

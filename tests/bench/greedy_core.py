@@ -6,8 +6,8 @@ from the real core, and a variant that over-commits a node shows the checks catc
 
 from __future__ import annotations
 
-from scheduler.decisions import Decisions, Placement, PlaceReason, Preemption, PreemptReason
-from scheduler.snapshot import Snapshot
+from values.decisions import Decisions, Placement, PlaceReason, Preemption, PreemptReason
+from values.snapshot import Snapshot
 
 
 def greedy_decide(snapshot: Snapshot, now: float) -> Decisions:

@@ -197,7 +197,7 @@ def test_wrong_values_are_refused_with_a_message_naming_them(args: list[str], me
 
 
 def test_notes_tell_how_to_get_the_token_and_submit_a_job_that_validates() -> None:
-    from scheduler.domain import JobSpec
+    from values.domain import JobSpec
 
     out = helm("install", "tp", str(CHART), "--dry-run=client", "--namespace", "pool").stdout
     notes = out[out.index("NOTES:") :]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from scheduler.decisions import Decisions, PendingReason, PlaceReason, PreemptReason
-from scheduler.domain import Health, Node
-from scheduler.snapshot import Ordering, PendingJob, RunningJob, Snapshot
+from values.decisions import Decisions, PendingReason, PlaceReason, PreemptReason
+from values.domain import Health, Node
+from values.snapshot import Ordering, PendingJob, RunningJob, Snapshot
 
 from . import model as m
 

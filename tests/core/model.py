@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from quota.model import Org
-from scheduler.domain import Health, JobSpec, Node
-from scheduler.snapshot import PendingJob, RunningJob, Snapshot
+from values.domain import Health, JobSpec, Node
+from values.quotas import Org
+from values.snapshot import PendingJob, RunningJob, Snapshot
 
 Key = tuple[str, str]  # (org, flavor)
 EPS = 1e-9

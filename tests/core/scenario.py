@@ -14,9 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from quota.model import FlavorQuota, Org
 from scheduler.core import decide
-from scheduler.decisions import (
+from values.decisions import (
     Decisions,
     PendingReason,
     Placement,
@@ -25,8 +24,9 @@ from scheduler.decisions import (
     RejectReason,
     Reservation,
 )
-from scheduler.domain import Flavor, Gang, Health, JobSpec, Node, TopologyConstraint, TopologyPath
-from scheduler.snapshot import PendingJob, Policy, RunningJob, Snapshot
+from values.domain import Flavor, Gang, Health, JobSpec, Node, TopologyConstraint, TopologyPath
+from values.quotas import FlavorQuota, Org
+from values.snapshot import PendingJob, Policy, RunningJob, Snapshot
 
 H100 = "h100"
 A100 = "a100"

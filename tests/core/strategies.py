@@ -9,9 +9,9 @@ from collections import defaultdict
 
 from hypothesis import strategies as st
 
-from quota.model import FlavorQuota, Org
-from scheduler.domain import Health, Node, TopologyConstraint
-from scheduler.snapshot import Ordering, PendingJob, Policy, RunningJob, Snapshot
+from values.domain import Health, Node, TopologyConstraint
+from values.quotas import FlavorQuota, Org
+from values.snapshot import Ordering, PendingJob, Policy, RunningJob, Snapshot
 
 from . import model as m
 from .scenario import node, pending, snapshot, spec

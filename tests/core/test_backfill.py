@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.decisions import PendingReason, PlaceReason
-from scheduler.snapshot import PendingJob, Policy, Snapshot
+from values.decisions import PendingReason, PlaceReason
+from values.snapshot import PendingJob, Policy, Snapshot
 
 from .scenario import (
     INF,

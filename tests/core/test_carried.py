@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from scheduler.core import carried, decide
 from scheduler.core.backfill import carried_releases, releases_of
-from scheduler.snapshot import Snapshot
+from values.snapshot import Snapshot
 
 from . import strategies as gen
 from .scenario import apply, describe_snapshot, node, org, pending, running, snapshot

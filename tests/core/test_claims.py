@@ -7,8 +7,8 @@ import dataclasses
 
 import pytest
 
-from scheduler.decisions import PendingReason, PreemptReason
-from scheduler.snapshot import PendingJob, Policy, Snapshot
+from values.decisions import PendingReason, PreemptReason
+from values.snapshot import PendingJob, Policy, Snapshot
 
 from .scenario import (
     ANY,

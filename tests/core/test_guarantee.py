@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.decisions import PendingReason, PlaceReason
-from scheduler.snapshot import Policy
+from values.decisions import PendingReason, PlaceReason
+from values.snapshot import Policy
 
 from .scenario import Case, check, on, org, pending, rack, running, snapshot
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from scheduler.snapshot import Ordering, Policy
+from values.snapshot import Ordering, Policy
 
 from .scenario import ANY, H100, Case, check, org, pending, rack, snapshot
 

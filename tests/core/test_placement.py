@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.decisions import PendingReason, PreemptReason
-from scheduler.domain import Health
-from scheduler.snapshot import Policy
+from values.decisions import PendingReason, PreemptReason
+from values.domain import Health
+from values.snapshot import Policy
 
 from .scenario import (
     ANY,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.decisions import PendingReason, PreemptReason
-from scheduler.snapshot import Policy
+from values.decisions import PendingReason, PreemptReason
+from values.snapshot import Policy
 
 from .scenario import (
     Case,

@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from scheduler.core import decide
-from scheduler.domain import Health
-from scheduler.snapshot import Snapshot
+from values.domain import Health
+from values.snapshot import Snapshot
 
 from . import strategies as gen
 from .invariants import check_invariants

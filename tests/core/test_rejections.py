@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.decisions import PendingReason, RejectReason
-from scheduler.snapshot import Policy
+from values.decisions import PendingReason, RejectReason
+from values.snapshot import Policy
 
 from .scenario import (
     A100,

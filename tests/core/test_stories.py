@@ -6,8 +6,8 @@ import dataclasses
 import random
 
 from scheduler.core import decide
-from scheduler.decisions import Decisions, PendingReason, PlaceReason
-from scheduler.snapshot import Snapshot
+from values.decisions import Decisions, PendingReason, PlaceReason
+from values.snapshot import Snapshot
 
 from .invariants import check_invariants
 from .scenario import (

@@ -10,7 +10,7 @@ from k8s_support import NS, CoreApi, eventually
 from scheduler.backends.base import BackendError, Launch, Phase
 from scheduler.backends.kubernetes import KubernetesBackend
 from scheduler.backends.kubernetes.options import KubeOptions
-from scheduler.domain import Health, JobSpec
+from values.domain import Health, JobSpec
 
 pytestmark = pytest.mark.integration
 

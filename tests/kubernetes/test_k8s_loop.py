@@ -14,7 +14,7 @@ from service.harness import Clock, Pool, orgs
 from scheduler.backends.kubernetes import KubernetesBackend
 from scheduler.backends.registry import BackendSettings, build_backend
 from scheduler.config import PoolConfig
-from scheduler.lifecycle import JobState
+from values.lifecycle import JobState
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ import sys
 import time
 
 from scheduler.backends.ray.labels import accel_resource, labels_for
-from scheduler.domain import Node, TopologyPath
+from values.domain import Node, TopologyPath
 
 
 def main() -> None:

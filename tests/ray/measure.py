@@ -16,7 +16,7 @@ import time
 from scheduler.backends.base import Launch, Phase
 from scheduler.backends.ray import RayBackend
 from scheduler.backends.ray.cluster import LocalRayCluster
-from scheduler.domain import JobSpec, Node
+from values.domain import JobSpec, Node
 
 
 def until(backend: RayBackend, key: str, phase: Phase, timeout: float = 60.0) -> float:

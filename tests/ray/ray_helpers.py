@@ -7,7 +7,7 @@ import time
 
 from scheduler.backends.base import GangStatus, Phase
 from scheduler.backends.ray.cluster import process_alive
-from scheduler.domain import Node, TopologyPath
+from values.domain import Node, TopologyPath
 
 NAMESPACE = "trainpool-test"
 NODES = [

@@ -19,7 +19,7 @@ from ray_helpers import ASCEND, NAMESPACE, NODES, processes_mentioning, py, wait
 from scheduler.backends.base import BackendError, Launch, Phase
 from scheduler.backends.registry import BackendSettings, build_backend
 from scheduler.config import PoolConfig
-from scheduler.domain import Health, JobSpec, Node, TopologyPath
+from values.domain import Health, JobSpec, Node, TopologyPath
 
 # One group: under `pytest -n N --dist loadgroup` these share one worker, hence one cluster.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("ray")]

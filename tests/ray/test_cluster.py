@@ -20,7 +20,7 @@ import json, os, signal, sys, time
 from scheduler.backends.base import Launch, Phase
 from scheduler.backends.ray import RayBackend
 from scheduler.backends.ray.cluster import LocalRayCluster
-from scheduler.domain import JobSpec, Node
+from values.domain import JobSpec, Node
 
 how, marker, state = sys.argv[1:4]
 cluster = LocalRayCluster([Node(name="h100-00", flavor="h100", accelerators=2)]).start()

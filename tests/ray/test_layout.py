@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from scheduler.backends.ray import labels as lb
 from scheduler.backends.ray.layout import replica_env, replicas
-from scheduler.domain import Health, Node, TopologyPath
+from values.domain import Health, Node, TopologyPath
 
 
 def record(labels: dict[str, str], alive: bool = True, node_id: str = "abc123", **resources: float) -> dict:

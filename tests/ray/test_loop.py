@@ -11,16 +11,16 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from quota.model import FlavorQuota, Org
 from scheduler.control.loop import ControlLoop, LoopSettings
 from scheduler.control.outcome import ApplyOptions
-from scheduler.domain import Flavor, JobSpec, Node
-from scheduler.lifecycle import JobState
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
 from scheduler.store.db import open_database
 from scheduler.store.tables import CheckpointRow, JobRow
 from scheduler.store.view import PoolView
+from values.domain import Flavor, JobSpec, Node
+from values.lifecycle import JobState
+from values.quotas import FlavorQuota, Org
 
 # One group: under `pytest -n N --dist loadgroup` these share one worker, hence one cluster.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("ray")]

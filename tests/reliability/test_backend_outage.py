@@ -10,8 +10,8 @@ from service.harness import Pool, nodes
 
 from scheduler.backends.base import BackendError, GangStatus, Launch
 from scheduler.backends.sim import SimBackend
-from scheduler.domain import Node
-from scheduler.lifecycle import JobState
+from values.domain import Node
+from values.lifecycle import JobState
 
 
 class Unreachable(SimBackend):

@@ -26,9 +26,9 @@ import pytest
 from service.server_proc import ServerProc, admin_client
 from sqlmodel import col, select
 
-from scheduler.lifecycle import JobEvent, JobState, can
 from scheduler.store.db import open_database
 from scheduler.store.tables import AllocationRow, JobEventRow, JobRow
+from values.lifecycle import JobEvent, JobState, can
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(600)]
 

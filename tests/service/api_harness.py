@@ -13,13 +13,13 @@ from scheduler.backends.sim import SimBackend
 from scheduler.control.loop import ControlLoop, LoopSettings
 from scheduler.control.loop_host import LoopHost
 from scheduler.control.wake import Wake
-from scheduler.domain import Flavor
 from scheduler.metrics import Metrics
 from scheduler.store import orgs as orgstore
 from scheduler.store import tokens as tokenstore
 from scheduler.store.db import open_database
 from scheduler.store.tokens import Role
 from scheduler.store.view import PoolView
+from values.domain import Flavor
 
 from .harness import Clock, nodes, orgs
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from quota.model import FlavorQuota, Org
 from scheduler.backends.sim import SimBackend
 from scheduler.control.loop import ControlLoop, LoopSettings
-from scheduler.domain import Flavor, JobSpec, Node, TopologyPath
-from scheduler.lifecycle import JobState
-from scheduler.snapshot import Policy
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
 from scheduler.store.db import Database, open_database
 from scheduler.store.tables import JobRow
 from scheduler.store.view import PoolView
+from values.domain import Flavor, JobSpec, Node, TopologyPath
+from values.lifecycle import JobState
+from values.quotas import FlavorQuota, Org
+from values.snapshot import Policy
 
 
 class Clock:

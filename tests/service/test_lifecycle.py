@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from scheduler.lifecycle import (
+from values.lifecycle import (
     TERMINAL,
     TRANSITIONS,
     IllegalTransition,

@@ -10,13 +10,13 @@ import pytest
 
 from scheduler.backends.sim import SimBackend
 from scheduler.control.wake import Pace, Wake
-from scheduler.decisions import PendingReason
-from scheduler.domain import Health
-from scheduler.lifecycle import IllegalTransition, JobState
-from scheduler.snapshot import Ordering, Policy
 from scheduler.store import jobs as jobstore
 from scheduler.store import lease
 from scheduler.store.db import open_database
+from values.decisions import PendingReason
+from values.domain import Health
+from values.lifecycle import IllegalTransition, JobState
+from values.snapshot import Ordering, Policy
 
 from .harness import Pool, nodes, orgs
 

@@ -17,11 +17,11 @@ import pytest
 from sqlmodel import select
 
 from scheduler.backends.sim import SimBackend
-from scheduler.domain import Health
-from scheduler.lifecycle import TERMINAL, JobState, can
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
 from scheduler.store.tables import JobEventRow, JobRow
+from values.domain import Health
+from values.lifecycle import TERMINAL, JobState, can
 
 from .harness import Clock, Pool, nodes, orgs
 

@@ -8,15 +8,15 @@ from sqlmodel import select
 
 from scheduler.backends.base import GangStatus
 from scheduler.backends.sim import SimBackend
-from scheduler.domain import Health
 from scheduler.failures import BLAMED
-from scheduler.lifecycle import JobState
 from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store.tables import CheckpointRow
 from scheduler.store.view import assignments_of
+from values.domain import Health
+from values.lifecycle import JobState
 
 from .harness import Pool, nodes
 

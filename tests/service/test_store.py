@@ -10,8 +10,6 @@ from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-from scheduler.domain import JobSpec
-from scheduler.lifecycle import IllegalTransition, JobEvent
 from scheduler.store import jobs as jobstore
 from scheduler.store import lease
 from scheduler.store import nodes as nodestore
@@ -26,6 +24,8 @@ from scheduler.store.db import (
     upgrade,
 )
 from scheduler.store.tokens import Role
+from values.domain import JobSpec
+from values.lifecycle import IllegalTransition, JobEvent
 
 SPEC = JobSpec.model_validate({"name": "train", "org": "a", "gang": {"flavor": "h100"}})
 

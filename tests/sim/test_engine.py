@@ -9,14 +9,14 @@ from dataclasses import replace
 
 import pytest
 
-from scheduler.decisions import Decisions, Placement, PlaceReason, Preemption, PreemptReason
 from scheduler.sim import metrics
 from scheduler.sim.engine import SimConfig, Simulation, fillable
 from scheduler.sim.failures import FailureModel
 from scheduler.sim.policies import get_policy
 from scheduler.sim.pool import pool_from_quotas
 from scheduler.sim.trace import TraceJob
-from scheduler.snapshot import Snapshot
+from values.decisions import Decisions, Placement, PlaceReason, Preemption, PreemptReason
+from values.snapshot import Snapshot
 
 NO_FAILURES = FailureModel("none", None, checkpoint_interval_s=1000.0, restart_overhead_s=300.0)
 CONFIG = SimConfig(interval_s=60.0, grace_s=30.0)

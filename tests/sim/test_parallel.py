@@ -17,9 +17,9 @@ from typer.testing import CliRunner
 
 from scheduler.cli.main import app
 from scheduler.core import decide
-from scheduler.decisions import Decisions
 from scheduler.sim.run import SimRequest, run
-from scheduler.snapshot import Snapshot
+from values.decisions import Decisions
+from values.snapshot import Snapshot
 
 from .helpers import random_rows, write_quotas, write_vc_trace
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from scheduler.core import decide
-from scheduler.decisions import Decisions
 from scheduler.sim.engine import SimConfig, Simulation
 from scheduler.sim.failures import FailureModel, parse_failures
 from scheduler.sim.policies import POLICY_NAMES, get_policy
@@ -17,7 +16,8 @@ from scheduler.sim.policies.tiresias import Tiresias
 from scheduler.sim.pool import pool_from_quotas
 from scheduler.sim.run import SimRequest, run
 from scheduler.sim.trace import TraceJob
-from scheduler.snapshot import Snapshot
+from values.decisions import Decisions
+from values.snapshot import Snapshot
 
 from .helpers import random_rows, write_quotas, write_vc_trace
 

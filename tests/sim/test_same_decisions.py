@@ -38,9 +38,9 @@ from typing import Any
 
 import pytest
 
-from scheduler.decisions import Decisions
 from scheduler.sim.run import SimRequest, run
-from scheduler.snapshot import Snapshot
+from values.decisions import Decisions
+from values.snapshot import Snapshot
 
 from .helpers import random_rows, write_quotas, write_vc_trace
 

@@ -34,7 +34,7 @@ from scheduler.backends.kubernetes import objects as k8s
 from scheduler.backends.kubernetes.options import KubeOptions
 from scheduler.backends.kubernetes.status import pod_verdict, replica_of
 from scheduler.backends.kubernetes.watch import Mirror, Reflector
-from scheduler.domain import Health, Node
+from values.domain import Health, Node
 
 log = logging.getLogger(__name__)
 

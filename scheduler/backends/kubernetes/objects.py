@@ -14,8 +14,8 @@ from typing import Any
 
 from scheduler.backends.base import Launch
 from scheduler.backends.kubernetes.options import KubeOptions
-from scheduler.domain import Health, Node, TopologyPath
-from scheduler.names import NAME_PATTERN
+from values.domain import Health, Node, TopologyPath
+from values.names import NAME_PATTERN
 
 Obj = dict[str, Any]
 

@@ -41,7 +41,7 @@ from scheduler.backends.ray.layout import (
     replicas,
 )
 from scheduler.backends.ray.replica import ReplicaProcess, read_manifest
-from scheduler.domain import Node
+from values.domain import Node
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scheduler.backends.ray.labels import accel_resource, labels_for
-from scheduler.domain import Node
+from values.domain import Node
 
 if TYPE_CHECKING:
     from scheduler.config import PoolConfig

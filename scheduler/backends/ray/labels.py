@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scheduler.domain import Health, Node, TopologyPath
+from values.domain import Health, Node, TopologyPath
 
 PREFIX = "trainpool.io/"
 NODE = PREFIX + "node"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from scheduler.decisions import Decisions
-from scheduler.snapshot import Policy
+from values.decisions import Decisions
+from values.snapshot import Policy
 
 if TYPE_CHECKING:
     from scheduler.sim.engine import SimJob, Simulation

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scheduler.sim.policies.base import CorePolicy
-from scheduler.snapshot import Ordering, Policy
+from values.snapshot import Ordering, Policy
 
 FIFO = CorePolicy(
     "fifo",

@@ -17,9 +17,9 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from scheduler.decisions import Decisions, PendingReason
 from scheduler.sim.policies.base import NORMAL_PRIORITY
-from scheduler.snapshot import Ordering, Policy
+from values.decisions import Decisions, PendingReason
+from values.snapshot import Ordering, Policy
 
 if TYPE_CHECKING:
     from scheduler.sim.engine import SimJob, Simulation

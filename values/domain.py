@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from scheduler.names import Name
+from values.names import Name
 
 MAX_REPLICAS = 4096
 MAX_ACCELERATORS_PER_NODE = 64

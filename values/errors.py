@@ -15,7 +15,7 @@ from typing import Any, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from scheduler.names import NAME_PATTERN
+from values.names import NAME_PATTERN
 
 Problem = tuple[str, str]
 """(field path, message); the path is "" when the problem is about the whole file."""

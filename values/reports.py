@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.names import Name
+from values.names import Name
 
 
 class _In(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from scheduler.names import Name
+from values.names import Name
 
 
 class FlavorQuota(BaseModel):

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from quota.model import Org
-from scheduler.domain import Flavor, JobSpec, Node
+from values.domain import Flavor, JobSpec, Node
+from values.quotas import Org
 
 
 @dataclass(frozen=True, slots=True)
