@@ -37,8 +37,9 @@ class KubeOptions:
     sync_seconds: float = 30.0
     # How long a non-zero exit waits for its gang's node to be found lost (gang_phase):
     # the node controller marks a silent node NotReady after node-monitor-grace-period
-    # (40 s by default), and a peer's collective fails long before that.
-    correlation_window: float = 45.0
+    # (40 s by default before Kubernetes 1.32, 50 s since), and a peer's collective fails
+    # long before that. Clusters with a shorter grace period can shorten it.
+    correlation_window: float = 55.0
 
 
 _KEYS = {
