@@ -164,3 +164,17 @@ def test_validate_refuses_an_alias_bomb(write_file):
     ]
     bomb = write_file("bomb.yaml", "\n".join(levels) + "\n")
     assert_clean_failure(invoke("validate", str(bomb)), "alias bomb")
+
+
+def test_a_reclaims_beneficiary_goes_first_on_the_next_step_as_in_the_service() -> None:
+    from scheduler.cli.plan import PlanState, _apply
+    from values.decisions import Decisions, Preemption, PreemptReason
+    from values.domain import JobSpec
+    from values.snapshot import PendingJob, RunningJob
+
+    spec = JobSpec.model_validate({"name": "t", "org": "a", "gang": {"accelerators": 8, "flavor": "h100"}})
+    victim = RunningJob(id="v", spec=spec, priority=0, submitted_at=0.0, started_at=0.0, flavor="h100",
+                        assignments=(("n1", 1),))  # fmt: skip
+    state = PlanState(now=10.0, pending={"b": PendingJob("b", spec, 0, 5.0)}, running={"v": victim})
+    _apply(state, Decisions(preemptions=[Preemption("v", PreemptReason.RECLAIM, beneficiary="b")]))
+    assert state.pending["b"].nominated and state.pending["v"].preempted_by == "b"

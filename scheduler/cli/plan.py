@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -249,6 +249,11 @@ def _apply(state: PlanState, d: Decisions) -> float | None:
             )
             grace = max(1.0, victim.spec.grace_period_seconds)
             gone_by = max(gone_by or 0.0, state.now + grace)
+            beneficiary = state.pending.get(preemption.beneficiary or "")
+            if beneficiary is not None and not beneficiary.nominated:
+                # Its victims are gone by the next step: the room is its own then, as
+                # the service's loop, the simulator and the benchmark do.
+                state.pending[beneficiary.id] = replace(beneficiary, nominated=True)
     return gone_by
 
 
