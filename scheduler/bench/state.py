@@ -7,26 +7,19 @@ no node over capacity), so a fast but wrong core cannot post a good figure unnot
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from values.decisions import Decisions, Placement
+from scheduler.applier import Applied, apply_decisions, nominated
+from values.decisions import Decisions, Placement, Preemption, Rejection
 from values.domain import Flavor, Node
 from values.quotas import Org
 from values.snapshot import PendingJob, Policy, RunningJob, Snapshot
 
 MAX_VIOLATIONS_KEPT = 50
-
-
-@dataclass(slots=True)
-class Applied:
-    placed: int = 0
-    preempted: int = 0
-    rejected: int = 0
 
 
 @dataclass
@@ -45,6 +38,7 @@ class PoolState:
         self._by_name = {n.name: n for n in self.nodes}
         # [accelerators, cpu, memory_gb] in use per node, kept incrementally.
         self._used: dict[str, list[float]] = {n.name: [0.0, 0.0, 0.0] for n in self.nodes}
+        self._now = 0.0  # the time of the decisions being applied
 
     def snapshot(self) -> Snapshot:
         """What the live loop builds every cycle from its store (this is timed)."""
@@ -64,34 +58,32 @@ class PoolState:
 
     def apply(self, decisions: Decisions, now: float) -> Applied:
         """Placements start now; victims exit at once and are requeued; rejected jobs leave."""
-        out = Applied()
-        for placement in decisions.placements:
-            if self._start(placement, now):
-                out.placed += 1
-        # Victims are removed after the placements are checked: a core that placed a
-        # gang onto capacity it had only just asked to free is caught as over capacity.
-        for preemption in decisions.preemptions:
-            job = self.running.get(preemption.job_id)
-            if job is None:
-                self._violate(f"preempted {preemption.job_id}, which is not running")
-                continue
-            self._release(job)
-            self.pending[job.id] = PendingJob(
-                id=job.id,
-                spec=job.spec,
-                priority=job.priority,
-                submitted_at=job.submitted_at,
-                preempted_by=preemption.beneficiary,
-            )
-            beneficiary = self.pending.get(preemption.beneficiary or "")
-            if beneficiary is not None and not beneficiary.nominated:
-                # Its victims are gone: the room is its own next cycle (as the loop does).
-                self.pending[beneficiary.id] = dataclasses.replace(beneficiary, nominated=True)
-            out.preempted += 1
-        for rejection in decisions.rejections:
-            if self.pending.pop(rejection.job_id, None) is not None:
-                out.rejected += 1
-        return out
+        self._now = now
+        return apply_decisions(decisions, self)
+
+    def place(self, placement: Placement) -> bool:
+        return self._start(placement, self._now)
+
+    def preempt(self, preemption: Preemption) -> bool:
+        job = self.running.get(preemption.job_id)
+        if job is None:
+            self._violate(f"preempted {preemption.job_id}, which is not running")
+            return False
+        self._release(job)
+        self.pending[job.id] = PendingJob(
+            id=job.id,
+            spec=job.spec,
+            priority=job.priority,
+            submitted_at=job.submitted_at,
+            preempted_by=preemption.beneficiary,
+        )
+        beneficiary = self.pending.get(preemption.beneficiary or "")
+        if beneficiary is not None:
+            self.pending[beneficiary.id] = nominated(beneficiary)
+        return True
+
+    def reject(self, rejection: Rejection) -> bool:
+        return self.pending.pop(rejection.job_id, None) is not None
 
     def finish(self, fraction: float, rng: np.random.Generator) -> int:
         """A random ``fraction`` of running jobs end (at least one, if any run)."""

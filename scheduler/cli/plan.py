@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,9 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 from rich.table import Table
 
+from scheduler.applier import apply_decisions, nominated
 from scheduler.config import PoolConfig, job_problems, load_pool_config, load_yaml, read_text, validate_model
 from scheduler.config import warnings as config_warnings
-from values.decisions import Decisions
+from values.decisions import Decisions, Placement, Preemption, Rejection
 from values.domain import JobSpec
 from values.errors import ConfigError, Problem
 from values.names import Name
@@ -193,6 +194,45 @@ class PlanState:
     now: float
     pending: dict[str, PendingJob]
     running: dict[str, RunningJob]
+    gone_by: float | None = None  # when the last victim of the step being applied is gone
+
+    # --- the applier's Pool ----------------------------------------------------------
+    def place(self, placement: Placement) -> bool:
+        job = self.pending.pop(placement.job_id)
+        self.running[job.id] = RunningJob(
+            id=job.id,
+            spec=job.spec,
+            priority=job.priority,
+            submitted_at=job.submitted_at,
+            started_at=self.now,
+            flavor=placement.flavor,
+            assignments=placement.assignments,
+        )
+        return True
+
+    def preempt(self, preemption: Preemption) -> bool:
+        """A victim stops within its grace period; the plan treats it as gone by the next
+        step and queues it again, remembering who preempted it (no ping-pong)."""
+        victim = self.running.pop(preemption.job_id, None)
+        if victim is None:
+            return False
+        self.pending[victim.id] = PendingJob(
+            id=victim.id,
+            spec=victim.spec,
+            priority=victim.priority,
+            submitted_at=victim.submitted_at,
+            attempt=1,
+            preempted_by=preemption.beneficiary,
+        )
+        grace = max(1.0, victim.spec.grace_period_seconds)
+        self.gone_by = max(self.gone_by or 0.0, self.now + grace)
+        beneficiary = self.pending.get(preemption.beneficiary or "")
+        if beneficiary is not None:
+            self.pending[beneficiary.id] = nominated(beneficiary)
+        return True
+
+    def reject(self, rejection: Rejection) -> bool:
+        return self.pending.pop(rejection.job_id, None) is not None
 
 
 def run_steps(
@@ -220,41 +260,9 @@ def run_steps(
 def _apply(state: PlanState, d: Decisions) -> float | None:
     """Start placed jobs, drop rejected ones, requeue victims; returns when the last
     victim is gone (its grace period), if there were any."""
-    for placement in d.placements:
-        job = state.pending.pop(placement.job_id)
-        state.running[job.id] = RunningJob(
-            id=job.id,
-            spec=job.spec,
-            priority=job.priority,
-            submitted_at=job.submitted_at,
-            started_at=state.now,
-            flavor=placement.flavor,
-            assignments=placement.assignments,
-        )
-    for rejection in d.rejections:
-        state.pending.pop(rejection.job_id, None)
-    # A victim stops within its grace period; the plan treats it as gone by the next
-    # step and queues it again, remembering who preempted it (no ping-pong).
-    gone_by = None
-    for preemption in d.preemptions:
-        victim = state.running.pop(preemption.job_id, None)
-        if victim is not None:
-            state.pending[victim.id] = PendingJob(
-                id=victim.id,
-                spec=victim.spec,
-                priority=victim.priority,
-                submitted_at=victim.submitted_at,
-                attempt=1,
-                preempted_by=preemption.beneficiary,
-            )
-            grace = max(1.0, victim.spec.grace_period_seconds)
-            gone_by = max(gone_by or 0.0, state.now + grace)
-            beneficiary = state.pending.get(preemption.beneficiary or "")
-            if beneficiary is not None and not beneficiary.nominated:
-                # Its victims are gone by the next step: the room is its own then, as
-                # the service's loop, the simulator and the benchmark do.
-                state.pending[beneficiary.id] = replace(beneficiary, nominated=True)
-    return gone_by
+    state.gone_by = None
+    apply_decisions(d, state)
+    return state.gone_by
 
 
 def _next_time(state: PlanState, gone_by: float | None, step_seconds: float | None) -> float | None:

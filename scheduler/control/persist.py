@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from scheduler import failures
+from scheduler.applier import apply_decisions
 from scheduler.backends.base import FINISHED, SURVIVOR_GRACE, GangStatus, Phase, gang_key
 from scheduler.control.fence import Fence
 from scheduler.control.observe import Observation
@@ -29,7 +31,7 @@ from scheduler.store.db import Database
 from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, JobRow
 from scheduler.store.view import View
-from values.decisions import Decisions
+from values.decisions import Decisions, Placement, Preemption, Rejection
 from values.domain import JobSpec
 from values.lifecycle import IllegalTransition, JobEvent, JobState
 
@@ -297,78 +299,95 @@ def persist_decisions(
     acts: Actions,
     specs: jobstore.SpecCache,
 ) -> None:
-    """One transaction: placements, preemptions and rejections, each only for a job that
-    is still as ``decide`` saw it."""
+    """One transaction: the decisions, applied in the one order (``scheduler.applier``),
+    each only for a job that is still as ``decide`` saw it."""
     with db.write() as s:
         fence.check(s, now)
         ids = [p.job_id for p in decisions.placements] + [r.job_id for r in decisions.rejections]
-        fresh = _locked_jobs(s, ids)
-        for p in decisions.placements:
-            job = _unchanged(fresh, view, p.job_id, out)
-            if job is None:
-                continue
-            spec = specs.get(job)
-            alloc = AllocationRow(
-                job_id=job.id, attempt=job.attempt, org=job.org, team=job.team, flavor=p.flavor,
-                assignments=json.dumps([list(x) for x in p.assignments]),
-                accelerators=spec.gang.accelerators * sum(n for _, n in p.assignments),
-                reason=p.reason.value, created_at=now, accounted_until=now,
-            )  # fmt: skip
-            try:
-                with s.begin_nested():
-                    nodes = ", ".join(f"{n}x{k}" for n, k in p.assignments)
-                    jobstore.move(
-                        s, job, JobEvent.ADMIT, now, reason=p.reason.value, message=f"{p.flavor} on {nodes}",
-                        estimated_start=None, nominated=False,
-                    )  # fmt: skip
-                    s.add(alloc)
-                    s.flush()
-            except (jobstore.StaleWrite, IntegrityError):
-                out.skipped.append(job.id)
-                continue
-            acts.launches.append((alloc, job, spec))
-            out.admitted.append(job.id)
-        for pr in decisions.preemptions:
-            _preempt(s, pr.job_id, pr.reason.value, pr.beneficiary, pr.message, now, acts, out, specs)
-        for r in decisions.rejections:
-            job = _unchanged(fresh, view, r.job_id, out)
-            if job is not None:
+        apply_decisions(decisions, _Store(s, _locked_jobs(s, ids), view, now, out, acts, specs))
+
+
+@dataclass
+class _Store:
+    """The store as the applier's ``Pool``, inside the decisions' transaction."""
+
+    s: Session
+    fresh: dict[str, JobRow]  # the placed and rejected jobs, locked
+    view: View
+    now: float
+    out: Outcome
+    acts: Actions
+    specs: jobstore.SpecCache
+
+    def place(self, p: Placement) -> bool:
+        s, now = self.s, self.now
+        job = self._unchanged(p.job_id)
+        if job is None:
+            return False
+        spec = self.specs.get(job)
+        alloc = AllocationRow(
+            job_id=job.id, attempt=job.attempt, org=job.org, team=job.team, flavor=p.flavor,
+            assignments=json.dumps([list(x) for x in p.assignments]),
+            accelerators=spec.gang.accelerators * sum(n for _, n in p.assignments),
+            reason=p.reason.value, created_at=now, accounted_until=now,
+        )  # fmt: skip
+        try:
+            with s.begin_nested():
+                nodes = ", ".join(f"{n}x{k}" for n, k in p.assignments)
                 jobstore.move(
-                    s, job, JobEvent.REJECT, now, reason=r.reason.value, message=r.message, finished_at=now
-                )
-                out.rejected.append(job.id)
+                    s, job, JobEvent.ADMIT, now, reason=p.reason.value, message=f"{p.flavor} on {nodes}",
+                    estimated_start=None, nominated=False,
+                )  # fmt: skip
+                s.add(alloc)
+                s.flush()
+        except (jobstore.StaleWrite, IntegrityError):
+            self.out.skipped.append(job.id)
+            return False
+        self.acts.launches.append((alloc, job, spec))
+        self.out.admitted.append(job.id)
+        return True
 
+    def preempt(self, p: Preemption) -> bool:
+        """The victim keeps its allocation (``stopping``) until its gang is gone; then
+        ``_stopping`` requeues it and nominates the job it made room for."""
+        s, now, reason = self.s, self.now, p.reason.value
+        job = s.get(JobRow, p.job_id, with_for_update=True)
+        a = jobstore.allocation(s, p.job_id, job.attempt) if job is not None else None
+        if (
+            job is None
+            or a is None
+            or a.state != "active"
+            or job.state not in (JobState.STARTING, JobState.RUNNING)
+        ):
+            self.out.skipped.append(p.job_id)
+            return False
+        text = p.message or (f"to make room for {p.beneficiary}" if p.beneficiary else reason)
+        jobstore.move(s, job, JobEvent.PREEMPT, now, reason=reason, message=text, preempted_by=p.beneficiary)
+        a.state, a.preempted_for, a.stop_requested_at = "stopping", p.beneficiary, now
+        s.add(a)
+        self.acts.stops.append((gang_key(job.id, job.attempt), self.specs.get(job).grace_period_seconds))
+        self.out.preempted.append((p.job_id, reason))
+        return True
 
-def _unchanged(fresh: dict[str, JobRow], view: View, job_id: str, out: Outcome) -> JobRow | None:
-    """The job as decide() saw it, or None if it changed since (cancelled, ...)."""
-    seen = view.jobs.get(job_id)
-    job = fresh.get(job_id)
-    if seen is None or job is None or job.version != seen.version or job.state != JobState.PENDING:
-        out.skipped.append(job_id)
-        return None
-    return job
+    def reject(self, r: Rejection) -> bool:
+        job = self._unchanged(r.job_id)
+        if job is None:
+            return False
+        jobstore.move(
+            self.s, job, JobEvent.REJECT, self.now, reason=r.reason.value, message=r.message,
+            finished_at=self.now,
+        )  # fmt: skip
+        self.out.rejected.append(job.id)
+        return True
 
-
-def _preempt(
-    s: Session, job_id: str, reason: str, beneficiary: str | None, message: str, now: float, acts: Actions,
-    out: Outcome, specs: jobstore.SpecCache,
-) -> None:  # fmt: skip
-    job = s.get(JobRow, job_id, with_for_update=True)
-    a = jobstore.allocation(s, job_id, job.attempt) if job is not None else None
-    if (
-        job is None
-        or a is None
-        or a.state != "active"
-        or job.state not in (JobState.STARTING, JobState.RUNNING)
-    ):
-        out.skipped.append(job_id)
-        return
-    text = message or (f"to make room for {beneficiary}" if beneficiary else reason)
-    jobstore.move(s, job, JobEvent.PREEMPT, now, reason=reason, message=text, preempted_by=beneficiary)
-    a.state, a.preempted_for, a.stop_requested_at = "stopping", beneficiary, now
-    s.add(a)
-    acts.stops.append((gang_key(job.id, job.attempt), specs.get(job).grace_period_seconds))
-    out.preempted.append((job_id, reason))
+    def _unchanged(self, job_id: str) -> JobRow | None:
+        """The job as decide() saw it, or None if it changed since (cancelled, ...)."""
+        seen = self.view.jobs.get(job_id)
+        job = self.fresh.get(job_id)
+        if seen is None or job is None or job.version != seen.version or job.state != JobState.PENDING:
+            self.out.skipped.append(job_id)
+            return None
+        return job
 
 
 _NOTE_CHUNK = 250

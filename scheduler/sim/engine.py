@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from quota.fairshare import accumulate
+from scheduler.applier import apply_decisions, nominated
 from scheduler.sim.failures import FailureModel, FailureStream
 from scheduler.sim.policies.base import SimPolicy
 from scheduler.sim.pool import SimPool, job_spec
 from scheduler.sim.record import JobRecord, SimResult, Timeline
 from scheduler.sim.trace import TraceJob
-from values.decisions import Decisions, PreemptReason
+from values.decisions import Decisions, Placement, Preemption, PreemptReason, Rejection
 from values.domain import Health, JobSpec
 from values.snapshot import PendingJob, RunningJob, Snapshot
 
@@ -272,21 +273,12 @@ class Simulation:
             self._push(wake, WAKE, "")
 
     def apply(self, decisions: Decisions) -> None:
-        for rej in decisions.rejections:
-            job = self.pending.get(rej.job_id)
-            if job is not None:
-                self._dequeue(job)
-                job.rec.rejected = rej.reason.value
-                self._finished += 1
-        for pre in decisions.preemptions:
-            self.preempt(pre.job_id, pre.beneficiary, pre.reason.value)
-        for pl in decisions.placements:
-            self._start(self.jobs[pl.job_id], pl.flavor, pl.assignments)
+        apply_decisions(decisions, _Effects(self))
 
-    def preempt(self, job_id: str, beneficiary: str | None, reason: str) -> None:
+    def preempt(self, job_id: str, beneficiary: str | None, reason: str) -> bool:
         job = self.running.get(job_id)
         if job is None or job.running is None or job.running.terminating:
-            return
+            return False
         job.saved = self._checkpointed(job, self.now)
         job.running = replace(job.running, terminating=True, preempted_for=beneficiary)
         self.preemptions[reason] += 1
@@ -294,6 +286,16 @@ class Simulation:
         if reason == PreemptReason.HEALTH.value:
             job.rec.preemptions -= 1  # a move, not a preemption for someone else
         self._push(self.now + self.config.grace_s, EXIT, f"{job.id}#{job.attempt}")
+        return True
+
+    def reject(self, rejection: Rejection) -> bool:
+        job = self.pending.get(rejection.job_id)
+        if job is None:
+            return False
+        self._dequeue(job)
+        job.rec.rejected = rejection.reason.value
+        self._finished += 1
+        return True
 
     # -- job transitions -------------------------------------------------------------------
 
@@ -301,8 +303,8 @@ class Simulation:
         """A victim has exited: the job it stopped for goes first next cycle (as the
         service's loop does), so the room it freed is not taken by somebody else."""
         ben = self.jobs.get(job_id) if job_id else None
-        if ben is not None and ben.pending is not None and not ben.pending.nominated:
-            ben.pending = replace(ben.pending, nominated=True)
+        if ben is not None and ben.pending is not None:
+            ben.pending = nominated(ben.pending)
 
     def _enqueue(self, job: SimJob, preempted_by: str | None) -> None:
         rec = job.rec
@@ -476,3 +478,21 @@ def fillable(room: int, sizes: Counter[int]) -> int:
             count -= take
             step <<= 1
     return reach.bit_length() - 1
+
+
+class _Effects:
+    """The engine as the applier's ``Pool``: a placement starts in virtual time now, a
+    victim exits after the grace period (``EXIT``), a rejection leaves the queue."""
+
+    def __init__(self, engine: Simulation) -> None:
+        self.engine = engine
+
+    def place(self, placement: Placement) -> bool:
+        self.engine._start(self.engine.jobs[placement.job_id], placement.flavor, placement.assignments)
+        return True
+
+    def preempt(self, preemption: Preemption) -> bool:
+        return self.engine.preempt(preemption.job_id, preemption.beneficiary, preemption.reason.value)
+
+    def reject(self, rejection: Rejection) -> bool:
+        return self.engine.reject(rejection)
