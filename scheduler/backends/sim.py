@@ -3,16 +3,26 @@
 A job's spec env steers it: ``SIM_DURATION`` (seconds, else the backend default),
 ``SIM_EXIT_CODE`` (its exit code, default 0), ``SIM_FAIL_ATTEMPTS`` (attempts below this
 number exit 1, so a job can fail a few times and then succeed). Time is whatever ``now``
-the loop passes in. With a ``state_path`` the gangs survive a restart of the server, as
-a real cluster's would: the file is rewritten atomically on every change.
+the loop passes in.
+
+With a ``state_path`` the gangs survive a restart of the server, as a real cluster's
+would, at a cost of O(changes): every launch, stop, forget and health change appends one
+JSON line to a journal beside it (``<state_path>.journal``), whose first line is a
+snapshot; when the journal has grown past a few times the live set it is compacted (a
+new snapshot written aside and renamed over it). A new process (a new leader) replays
+the journal; a running one notices another writer by the journal's inode and size and
+replays it. The file at ``state_path`` itself is a small JSON head, rewritten in place
+on every launch: the launch and overcommit counters, for whoever checks them from outside.
+No fsync: the sim stands in for a cluster, it is not a database.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from scheduler.backends.base import FINISHED, BackendError, GangStatus, Launch
 from scheduler.backends.gang_phase import EXITED, FINAL, LOST, RUNNING, Replica, status_of
@@ -67,17 +77,19 @@ class SimBackend:
         self.launches = 0  # launch calls that started a gang (tests count duplicates)
         # Launches that found a node without room: the scheduler double-allocated.
         self.overcommits = 0
-        self._mtime_ns = 0
+        self._journal = _Journal(self._path) if self._path is not None else None
         self._load()
 
     # --- what a test or operator does to the virtual pool --------------------------
     def set_health(self, node: str, health: Health, now: float) -> None:
         self._nodes[node] = self._nodes[node].model_copy(update={"health": health})
+        lost = []
         if health is Health.UNHEALTHY:
             for g in self._gangs.values():
                 if node in g.nodes and g.lost_node is None and not self._status(g, now).settled:
                     g.lost_node, g.lost_at = node, now
-        self._save()
+                    lost.append(g.key)
+        self._save({"op": "health", "node": node, "health": health.value, "at": now, "lost": lost})
 
     # --- the Backend protocol ------------------------------------------------------
     def inventory(self, now: float) -> list[Node]:
@@ -114,7 +126,8 @@ class SimBackend:
             held=held,
         )
         self.launches += 1
-        self._save()
+        gang = vars(self._gangs[launch.key])
+        self._save({"op": "launch", "gang": gang, "launches": self.launches, "overcommits": self.overcommits})
 
     def stop(self, key: str, grace_seconds: float, now: float) -> None:
         g = self._gangs.get(key)
@@ -122,17 +135,15 @@ class SimBackend:
         if g is None or g.stop_requested_at is not None or self._status(g, now).phase in FINAL:
             return
         g.stop_requested_at, g.grace = now, grace_seconds
-        self._save()
+        self._save({"op": "stop", "key": key, "at": now, "grace": grace_seconds})
 
     def forget(self, key: str) -> None:
         g = self._gangs.get(key)
         if g is not None:
             # Keep what `logs` would say, for the last few hundred finished gangs.
-            self._archive[key] = self._lines(g, g.launched_at + g.duration)
-            while len(self._archive) > _ARCHIVE:
-                self._archive.pop(next(iter(self._archive)))
-            del self._gangs[key]
-            self._save()
+            lines = self._lines(g, g.launched_at + g.duration)
+            self._apply({"op": "forget", "key": key, "lines": lines})
+            self._save({"op": "forget", "key": key, "lines": lines})
 
     def close(self) -> None:
         pass
@@ -196,38 +207,187 @@ class SimBackend:
                 reps.append(Replica(rank, node, RUNNING))
         return reps
 
-    def _save(self) -> None:
-        if self._path is None:
+    # --- persistence: a journal of changes (see the module's docstring) -------------
+    def _save(self, record: dict[str, Any]) -> None:
+        """Append one change (already applied in memory) to the journal; compact it when it
+        has grown past a few times what a snapshot would hold."""
+        j = self._journal
+        if j is None:
             return
-        data = {
-            "gangs": [asdict(g) for g in self._gangs.values()],
+        if not j.open_for_append():
+            self._compact()  # no journal yet (or a torn one): start it with a snapshot
+            return
+        j.append(record)
+        if record["op"] == "launch":
+            j.write_head(self.launches, self.overcommits)
+        if j.records > _COMPACT_FACTOR * (len(self._gangs) + len(self._archive)) + _COMPACT_SLACK:
+            self._compact()
+
+    def _compact(self) -> None:
+        assert self._journal is not None
+        self._journal.rewrite(self._snapshot())
+        self._journal.write_head(self.launches, self.overcommits)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "op": "snapshot",
+            "gangs": [vars(g) for g in self._gangs.values()],
             "launches": self.launches,
             "overcommits": self.overcommits,
             "health": {n: node.health.value for n, node in self._nodes.items()},
             "archive": self._archive,
         }
-        tmp = self._path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self._path)
-        self._mtime_ns = self._path.stat().st_mtime_ns
 
     def _refresh(self) -> None:
-        """Re-read the file if another process (a previous leader) wrote it since."""
-        if self._path is not None and self._path.exists() and self._path.stat().st_mtime_ns != self._mtime_ns:
+        """Replay the journal if another process (a previous leader) wrote it since: a
+        different inode (it compacted) or a size other than what this one wrote."""
+        if self._journal is not None and self._journal.changed_by_another():
             self._load()
 
     def _load(self) -> None:
-        if self._path is None or not self._path.exists():
+        j = self._journal
+        if j is None:
             return
-        self._mtime_ns = self._path.stat().st_mtime_ns
-        data = json.loads(self._path.read_text())
-        self._gangs = {g["key"]: SimGang(**g) for g in data.get("gangs", [])}
-        self.launches = int(data.get("launches", 0))
-        self.overcommits = int(data.get("overcommits", 0))
-        self._archive = dict(data.get("archive", {}))
-        for name, health in data.get("health", {}).items():
-            if name in self._nodes:
-                self._nodes[name] = self._nodes[name].model_copy(update={"health": Health(health)})
+        head = j.read_head()
+        if head is not None and "gangs" in head:  # a state file of the older, rewritten kind
+            self._gangs, self._archive = {}, {}
+            self._apply({**head, "op": "snapshot"})
+        elif head is not None:
+            self.launches = int(head.get("launches", 0))
+            self.overcommits = int(head.get("overcommits", 0))
+        records, torn = j.read_all()
+        if records:
+            self._gangs, self._archive = {}, {}
+            for record in records:
+                self._apply(record)
+        if torn or (head is not None and "gangs" in head and not records):
+            self._compact()  # drop a torn tail (a crash mid-line) / move to the journal
+        elif records and (head is None or (head.get("launches"), head.get("overcommits")) != (
+            self.launches, self.overcommits,
+        )):  # fmt: skip
+            j.write_head(self.launches, self.overcommits)  # killed between the journal and the head
+
+    def _apply(self, r: dict[str, Any]) -> None:
+        """Replay one journal record. Each sets state rather than changing it, so replaying
+        a record twice (two writers' interleaved lines) does no harm."""
+        op = r.get("op")
+        if op == "snapshot":
+            self._gangs = {g["key"]: SimGang(**g) for g in r.get("gangs", [])}
+            self._archive = dict(r.get("archive", {}))
+            self.launches = int(r.get("launches", 0))
+            self.overcommits = int(r.get("overcommits", 0))
+            for name, health in r.get("health", {}).items():
+                if name in self._nodes:
+                    self._nodes[name] = self._nodes[name].model_copy(update={"health": Health(health)})
+        elif op == "launch":
+            gang = SimGang(**r["gang"])
+            self._gangs.setdefault(gang.key, gang)
+            self.launches = max(self.launches, int(r["launches"]))
+            self.overcommits = max(self.overcommits, int(r["overcommits"]))
+        elif op == "stop":
+            g = self._gangs.get(r["key"])
+            if g is not None:
+                g.stop_requested_at, g.grace = r["at"], r["grace"]
+        elif op == "forget":
+            if self._gangs.pop(r["key"], None) is not None or r["key"] in self._archive:
+                self._archive[r["key"]] = r["lines"]
+                while len(self._archive) > _ARCHIVE:
+                    self._archive.pop(next(iter(self._archive)))
+        elif op == "health":
+            node = r["node"]
+            if node in self._nodes:
+                self._nodes[node] = self._nodes[node].model_copy(update={"health": Health(r["health"])})
+            for key in r.get("lost", []):
+                g = self._gangs.get(key)
+                if g is not None and g.lost_node is None:
+                    g.lost_node, g.lost_at = node, r["at"]
+
+
+class _Journal:
+    """The sim's files: the journal (JSON lines, appended through one kept-open descriptor)
+    and the fixed-width head at ``state_path``, rewritten in place."""
+
+    def __init__(self, path: Path) -> None:
+        self.head_path = path
+        self.path = path.with_name(path.name + ".journal")
+        self.records = 0  # lines in the journal, its snapshot included
+        self.bytes_written = 0  # journal, snapshots and head, since this process opened it
+        self._fd: int | None = None
+        self._head_fd: int | None = None
+        self._ino = 0
+        self._size = 0  # what this process has read or written of the journal
+
+    def open_for_append(self) -> bool:
+        """Whether the journal is open for appending (it exists and was read)."""
+        return self._fd is not None
+
+    def append(self, record: dict[str, Any]) -> None:
+        assert self._fd is not None
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        os.write(self._fd, line)
+        self._size += len(line)
+        self.records += 1
+        self.bytes_written += len(line)
+
+    def rewrite(self, snapshot: dict[str, Any]) -> None:
+        line = (json.dumps(snapshot, separators=(",", ":")) + "\n").encode()
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(line)
+        os.replace(tmp, self.path)
+        self._close_journal()
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._ino, self._size, self.records = os.fstat(self._fd).st_ino, len(line), 1
+        self.bytes_written += len(line)
+
+    def changed_by_another(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return st.st_ino != self._ino or st.st_size != self._size
+
+    def read_all(self) -> tuple[list[dict[str, Any]], bool]:
+        """Every whole record, and whether a torn or unreadable line was dropped."""
+        self._close_journal()
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+        except FileNotFoundError:
+            return [], False
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read()
+        st = os.fstat(fd)
+        records, torn = [], not data.endswith(b"\n") and bool(data)
+        for raw in data.splitlines():
+            try:
+                records.append(json.loads(raw))
+            except ValueError:
+                torn = True
+        if not records or records[0].get("op") != "snapshot":
+            torn = True  # not a journal this backend wrote: start over from what was read
+        self._fd, self._ino, self._size, self.records = fd, st.st_ino, len(data), len(records)
+        return records, torn
+
+    def read_head(self) -> dict[str, Any] | None:
+        try:
+            head = json.loads(self.head_path.read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+        return head if isinstance(head, dict) else None
+
+    def write_head(self, launches: int, overcommits: int) -> None:
+        text = f'{{"format": 2, "launches": {launches:<20}, "overcommits": {overcommits:<20}, '
+        text += f'"journal": {json.dumps(self.path.name)}}}\n'
+        data = text.encode()
+        if self._head_fd is None:
+            self._head_fd = os.open(self.head_path, os.O_RDWR | os.O_CREAT, 0o644)
+            os.ftruncate(self._head_fd, 0)
+        os.pwrite(self._head_fd, data, 0)
+        self.bytes_written += len(data)
+
+    def _close_journal(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def from_server(settings: BackendSettings) -> SimBackend:
@@ -237,6 +397,9 @@ def from_server(settings: BackendSettings) -> SimBackend:
 
 
 _ARCHIVE = 500
+# Compact the journal when its records outnumber this many times the snapshot's, plus a slack.
+_COMPACT_FACTOR = 4
+_COMPACT_SLACK = 1000
 
 
 def _float(text: str | None, default: float) -> float:
