@@ -145,12 +145,23 @@ class ControlLoop:
     def run(self, wake: Wake) -> None:
         """Cycle when woken and at least every ``pace.interval`` (``scheduler.control.wake``)
         until ``wake`` is stopped; a failing cycle is logged, not fatal."""
+        failures = 0
         while not wake.stopped:
+            expected: float | None = None
             try:
                 self.cycle()
+                failures = 0
             except Exception:
-                log.exception("control-loop cycle failed; retrying next interval")
-            if not wake.wait(time.monotonic(), self._expected_change()):
+                # Retried soon, backing off to the interval: with a long interval, a cycle
+                # that failed once (a locked database) must not leave exits unseen for it.
+                failures += 1
+                retry = min(wake.pace.interval, wake.pace.min_gap * 2**failures)
+                log.exception("control-loop cycle failed; retrying in %.2fs", retry)
+                expected = time.monotonic() + retry
+            foreseen = self._expected_change()
+            if foreseen is not None:
+                expected = foreseen if expected is None else min(expected, foreseen)
+            if not wake.wait(time.monotonic(), expected):
                 break
         if self.epoch is not None:
             # Hand over at once instead of making a follower wait out the lease.

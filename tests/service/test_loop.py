@@ -427,3 +427,34 @@ def test_an_exit_the_backend_foresees_is_seen_without_waiting_for_the_interval(t
     finally:
         wake.stop()
         runner.join(timeout=10)
+
+
+class FailingOnceBackend(SimBackend):
+    """Its first poll fails, as a cycle does when the database is locked for too long."""
+
+    failed = False
+
+    def gangs(self, now: float):  # type: ignore[no-untyped-def]
+        if not self.failed:
+            self.failed = True
+            raise RuntimeError("transient")
+        return super().gangs(now)
+
+
+def test_a_failed_cycle_is_retried_soon_not_after_the_interval(tmp_path: Path) -> None:
+    import threading
+
+    pool = Pool(f"sqlite:///{tmp_path / 'pool.db'}", backend=FailingOnceBackend(nodes(2)))
+    pool.loop.clock = time.time
+    job = pool.submit(env={"SIM_DURATION": 100})
+    wake = Wake(Pace(interval=60.0, batch_delay=0.0, min_gap=0.05))
+    runner = threading.Thread(target=pool.loop.run, args=(wake,))
+    runner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while pool.state(job) is JobState.PENDING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert pool.state(job) is not JobState.PENDING, "the retry waited for the 60 s interval"
+    finally:
+        wake.stop()
+        runner.join(timeout=10)
