@@ -34,7 +34,7 @@ class RunningJob:
     spec: JobSpec
     priority: int
     submitted_at: float
-    started_at: float
+    started_at: float  # this attempt's admission: a restart has the whole time limit again
     flavor: str
     assignments: tuple[tuple[str, int], ...]  # (node, replicas)
     last_checkpoint_at: float | None = None

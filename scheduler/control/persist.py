@@ -159,7 +159,7 @@ def _active(
             settled=st.settled,
         )  # fmt: skip
         _hold_until_gone(st, key, acts)
-    elif job.state == JobState.RUNNING and _timed_out(specs.get(job), job, now):
+    elif job.state == JobState.RUNNING and _timed_out(specs.get(job), a, now):
         jobstore.move(
             s, job, JobEvent.FAILED, now, reason="timeout", message="ran past max_runtime_seconds",
             failure_class="timeout", finished_at=now,
@@ -211,9 +211,11 @@ def _started(s: Session, job: JobRow, now: float, out: Outcome) -> None:
         out.recovered.append(recovered)
 
 
-def _timed_out(spec: JobSpec, job: JobRow, now: float) -> bool:
+def _timed_out(spec: JobSpec, a: AllocationRow, now: float) -> bool:
+    """Each attempt has the whole limit, from its admission: the job's ``started_at`` is
+    its first start, and time spent waiting between attempts is not running time."""
     limit = spec.max_runtime_seconds
-    return limit is not None and job.started_at is not None and now > job.started_at + limit
+    return limit is not None and now > a.created_at + limit
 
 
 def _hold_until_gone(st: GangStatus, key: str, acts: Actions) -> None:

@@ -150,7 +150,7 @@ def _running(job: JobRow, spec: JobSpec, alloc: AllocationRow, checkpoint: float
         spec=spec,
         priority=job.priority,
         submitted_at=job.submitted_at,
-        started_at=job.started_at if job.started_at is not None else alloc.created_at,
+        started_at=alloc.created_at,  # this attempt's: its limit and lost work count from here
         flavor=alloc.flavor,
         assignments=assignments_of(alloc),
         last_checkpoint_at=checkpoint,

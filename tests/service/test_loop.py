@@ -402,18 +402,11 @@ def test_the_loop_keeps_parsed_specs_of_live_jobs_only(url: str) -> None:
     assert len(pool.loop._pending.specs) == 0
 
 
-class ForeseeingBackend(SimBackend):
-    """Knows when its gangs end, and says so through the loop's optional hook."""
-
-    def next_change_at(self, now: float) -> float | None:
-        ends = [g.launched_at + g.duration for g in self._gangs.values() if g.launched_at + g.duration > now]
-        return min(ends, default=None)
-
-
 def test_an_exit_the_backend_foresees_is_seen_without_waiting_for_the_interval(tmp_path: Path) -> None:
+    """The sim backend knows when its gangs end and says so through the loop's hook."""
     import threading
 
-    pool = Pool(f"sqlite:///{tmp_path / 'pool.db'}", backend=ForeseeingBackend(nodes(2)))
+    pool = Pool(f"sqlite:///{tmp_path / 'pool.db'}", backend=SimBackend(nodes(2)))
     pool.loop.clock = time.time  # real time: the hook's exit is due in real seconds
     job = pool.submit(env={"SIM_DURATION": 0.5})
     wake = Wake(Pace(interval=60.0, batch_delay=0.0, min_gap=0.05))
@@ -458,3 +451,27 @@ def test_a_failed_cycle_is_retried_soon_not_after_the_interval(tmp_path: Path) -
     finally:
         wake.stop()
         runner.join(timeout=10)
+
+
+def test_a_restarted_job_gets_its_whole_time_limit_again(url: str) -> None:
+    # A 30 s limit; the node dies 20 s in, and the job runs again elsewhere: its second
+    # attempt is timed from its own start (as the simulator times it, and as the core
+    # expects it to end), not from the first attempt's, which would fail it 10 s in.
+    backend = SimBackend(nodes(2), default_duration=100.0)
+    pool = Pool(url, backend=backend)
+    job = pool.submit(max_runtime_seconds=30, restart={"backoff_seconds": 0})
+    pool.cycle()
+    pool.cycle(1)
+    assert pool.state(job) is JobState.RUNNING
+    pool.clock.t += 20
+    (node,) = _nodes_of(pool, job)
+    backend.set_health(node, Health.UNHEALTHY, pool.clock())
+    pool.cycle(1)
+    pool.cycle(1)
+    pool.cycle(1)
+    assert (pool.job(job).attempt, pool.state(job)) == (1, JobState.RUNNING)
+    pool.cycle(15)  # 15 s into the second attempt, 37 s after the first started
+    assert pool.state(job) is JobState.RUNNING
+    pool.cycle(15)  # 30 s into the second attempt
+    row = pool.job(job)
+    assert (row.state, row.failure_class) == ("FAILED", "timeout")
