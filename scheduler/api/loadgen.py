@@ -68,7 +68,7 @@ def _spec(i: int, org: str, flavor: str) -> dict[str, Any]:
     }
 
 
-class _Conn:
+class Connection:
     """One kept-alive HTTP/1.1 connection on bare asyncio streams.
 
     A general client (httpx) spends several times the CPU the server does per
@@ -106,7 +106,7 @@ class _Conn:
 
 
 async def _client(
-    conn: _Conn, queue: asyncio.Queue[int], result: LoadResult, org: str, flavor: str, run: str
+    conn: Connection, queue: asyncio.Queue[int], result: LoadResult, org: str, flavor: str, run: str
 ) -> None:
     while True:
         try:
@@ -146,7 +146,7 @@ async def _run(url: str, token: str, jobs: int, clients: int, org: str, flavor: 
         queue.put_nowait(i)
     result = LoadResult(0, 0, 0.0)
     run = f"bench-{int(time.time() * 1000)}"
-    conns = [_Conn(parsed.hostname, parsed.port or 80, token) for _ in range(clients)]
+    conns = [Connection(parsed.hostname, parsed.port or 80, token) for _ in range(clients)]
     started = time.perf_counter()
     await asyncio.gather(*(_client(c, queue, result, org, flavor, run) for c in conns))
     result.seconds = time.perf_counter() - started

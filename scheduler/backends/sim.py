@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.backends.base import FINISHED, BackendError, GangStatus, Launch
-from scheduler.backends.gang_phase import EXITED, FINAL, LOST, RUNNING, Replica, status_of
+from scheduler.backends.gang_phase import EXITED, FINAL, LOST, RUNNING, Replica, decided_at, status_of
 from scheduler.backends.registry import BackendSettings
 from values.domain import Health, Node
 
@@ -98,6 +98,26 @@ class SimBackend:
 
     def gangs(self, now: float) -> list[GangStatus]:
         return [self._status(g, now) for g in self._gangs.values()]
+
+    def next_change_at(self, now: float) -> float | None:
+        """The first moment after ``now`` that a live gang's observation changes (a replica
+        comes up or exits, a held exit is decided): every change here is foreseeable, so the
+        loop wakes for it instead of finding it at its next poll."""
+        times: list[float] = []
+        for g in self._gangs.values():
+            replicas = self._replicas(g, now)
+            held = decided_at(replicas, self.correlation_window)
+            if held is not None:
+                times.append(held)
+            if all(r.state in (EXITED, LOST) for r in replicas):
+                continue
+            natural_end = g.launched_at + g.duration
+            times += [g.launched_at + g.start_delay, natural_end, natural_end + self.stop_delay]
+            if g.stop_requested_at is not None:
+                times.append(g.stop_requested_at + min(g.grace, self.stop_delay))
+            if g.lost_at is not None:
+                times.append(g.lost_at + self.stop_delay)
+        return min((t for t in times if t > now), default=None)
 
     def launch(self, launch: Launch, now: float) -> None:
         if launch.key in self._gangs:

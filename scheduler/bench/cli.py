@@ -16,6 +16,7 @@ from rich.console import Console
 from scheduler.bench.report import TARGET_SIZE, add_targets, render_table
 from scheduler.bench.runner import BenchConfig, Decide, run_benchmark
 from scheduler.bench.workload import WorkloadConfig
+from scheduler.control.loop_place import LoopPlace
 
 bench_app = typer.Typer(help="Measure the scheduler on this machine.", no_args_is_help=True)
 
@@ -127,14 +128,26 @@ def bench_scheduler(
         render_table(results, Console())
 
 
+DbOption = Annotated[
+    str | None,
+    typer.Option(help="PostgreSQL URL of an empty database (postgresql+psycopg://...); default: SQLite."),
+]
+
+
+def _print_summary(summary: dict[str, object], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(summary, indent=2))
+    else:
+        console = Console()
+        for key, value in summary.items():
+            console.print(f"{key:>24}: {value}", highlight=False)
+
+
 @bench_app.command("api")
 def bench_api(
     jobs: Annotated[int, typer.Option(min=1, max=1_000_000, help="Submissions to send.")] = 10_000,
     clients: Annotated[int, typer.Option(min=1, max=1000, help="Concurrent clients.")] = 50,
-    db: Annotated[
-        str | None,
-        typer.Option(help="PostgreSQL URL of an empty database (postgresql+psycopg://...); default: SQLite."),
-    ] = None,
+    db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Start a server (sim backend, loop on) on a fresh database and submit jobs to it from
@@ -157,11 +170,51 @@ def bench_api(
         **result.summary(),
         "command": shlex.join(["trainpool", *sys.argv[1:]]),
     }
-    if as_json:
-        print(json.dumps(summary, indent=2))
-    else:
-        console = Console()
-        for key, value in summary.items():
-            console.print(f"{key:>24}: {value}", highlight=False)
+    _print_summary(summary, as_json)
     if result.errors:
+        raise typer.Exit(code=1)
+
+
+@bench_app.command("churn")
+def bench_churn(
+    seconds: Annotated[float, typer.Option(min=1, max=3600, help="Arrival window, seconds.")] = 60.0,
+    rate: Annotated[float, typer.Option(min=0.1, max=10_000, help="Submissions per second offered.")] = 25.0,
+    orgs: Annotated[int, typer.Option(min=1, max=1000, help="Orgs sharing the pool.")] = 8,
+    nodes: Annotated[int, typer.Option(min=20, max=10_000, help="1-accelerator nodes.")] = 160,
+    seed: Annotated[int, typer.Option(help="Seed of the arrival stream.")] = 0,
+    api_probe: Annotated[
+        int, typer.Option(min=0, max=1_000_000, help="`bench api` submissions sent mid-window.")
+    ] = 0,
+    time_limit: Annotated[
+        float | None, typer.Option(min=0.2, help="Each gang's max_runtime_seconds (default: none).")
+    ] = None,
+    priorities: Annotated[
+        bool, typer.Option(help="Mix low, normal and high (--no-priorities: all normal, no preemption).")
+    ] = True,
+    loop: Annotated[LoopPlace, typer.Option(help="Where the control loop runs.")] = LoopPlace.PROCESS,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Stream short gangs (1, 5 and 20 replicas, 0.2-1 s) over HTTP into a real server (sim
+    backend) at a fixed rate: wall time against its lower bound, accepted rate, time to
+    admission by size, usage."""
+    from scheduler.bench.churn import Churn, ChurnOptions, offered_load
+
+    opts = ChurnOptions(db=db, orgs=orgs, nodes=nodes, rate=rate, seconds=seconds, seed=seed,
+                        api_probe=api_probe, time_limit=time_limit,
+                        priorities=priorities, loop=loop.value)  # fmt: skip
+    err = Console(stderr=True)
+    err.print(
+        f"{int(rate * seconds)} gangs at {rate:g}/s on {nodes} nodes (offered load "
+        f"{offered_load(opts):.2f}), {'PostgreSQL' if db else 'SQLite'}",
+        highlight=False,
+    )
+    with err.status("starting the server") as status:
+        try:
+            report = Churn(opts, lambda line: status.update(line)).run()
+        except (OSError, RuntimeError) as exc:
+            raise _fail(f"the churn run failed: {exc}") from None
+    results = {"benchmark": "churn", **report.as_dict(), "command": shlex.join(["trainpool", *sys.argv[1:]])}
+    _print_summary(results, as_json)
+    if not all(report.targets.values()):
         raise typer.Exit(code=1)

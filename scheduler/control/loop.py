@@ -176,7 +176,7 @@ class ControlLoop:
         """When the backend expects its next change (a gang's exit it can foresee), on
         the monotonic clock, so the loop need not wait for the interval to see it. An
         optional ``next_change_at(now) -> float | None`` of the backend, on the loop's
-        clock; no backend has one yet (exits are seen at the next poll)."""
+        clock (the sim backend foresees every exit; Ray, a held exit's decision)."""
         hook = getattr(self.backend, "next_change_at", None)
         if hook is None or not self.is_leader:
             return None
