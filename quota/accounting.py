@@ -57,17 +57,11 @@ class QuotaBook:
         """Counts changes to the org's holdings, so derived values can be cached."""
         return self._versions.get(org, 0)
 
-    def row(self, org: str, flavor: str) -> _OrgFlavor:
-        return self._rows[(org, flavor)]
-
     def alloc(self, org: str, flavor: str) -> int:
         return self._rows[(org, flavor)].alloc
 
     def nominal(self, org: str, flavor: str) -> int:
         return self._rows[(org, flavor)].nominal
-
-    def ceiling(self, org: str, flavor: str) -> float:
-        return self._rows[(org, flavor)].ceiling
 
     def is_borrowing(self, org: str, flavor: str) -> bool:
         row = self._rows[(org, flavor)]
@@ -91,6 +85,36 @@ class QuotaBook:
         self._versions[org] = self._versions.get(org, 0) + 1
         self.shared_used[flavor] += max(0, row.alloc - row.private) - before
 
-    def borrowed(self, org: str, flavor: str) -> int:
+    def borrowed(self, org: str, flavor: str, promised: int = 0) -> int:
+        """Accelerators above nominal the org holds, less ``promised`` (booked ahead for
+        a preemption's beneficiary, not held yet)."""
         row = self._rows[(org, flavor)]
-        return max(0, row.alloc - row.nominal)
+        return max(0, row.alloc - promised - row.nominal)
+
+    # -- the questions the cycle asks; each is answered here only ----------------------
+
+    def within_nominal(self, org: str, flavor: str, q: int) -> bool:
+        """Would ``q`` more accelerators keep the org within its guarantee?"""
+        row = self._rows[(org, flavor)]
+        return row.alloc + q <= row.nominal
+
+    def room_in_nominal(self, org: str, flavor: str) -> int:
+        """Accelerators left of the org's guarantee (negative while it borrows)."""
+        row = self._rows[(org, flavor)]
+        return row.nominal - row.alloc
+
+    def above_nominal(self, org: str, flavor: str, held: int) -> bool:
+        """Is ``held`` (a count other than the book's, e.g. without jobs already asked to
+        stop) borrowed capacity? Reclaim takes only that."""
+        return held > self._rows[(org, flavor)].nominal
+
+    def over_ceiling(self, org: str, flavor: str, q: int) -> float:
+        """By how much ``q`` more would exceed nominal + borrowing limit (<= 0: not)."""
+        row = self._rows[(org, flavor)]
+        return row.alloc + q - row.ceiling
+
+    def most_holdable(self, org: str, flavor: str) -> float:
+        """The most the org could ever hold: its ceiling, or its private part plus the
+        whole shared pool if that is less."""
+        row = self._rows[(org, flavor)]
+        return min(row.ceiling, row.private + self.shared_cap[flavor])

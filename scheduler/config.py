@@ -24,7 +24,7 @@ from values.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, Node, Prior
 from values.errors import ConfigError, Problem, validation_problems
 from values.names import Name
 from values.quotas import Org
-from values.snapshot import Ordering, PendingJob, Policy, RunningJob, Snapshot
+from values.snapshot import DEFAULT_ACTIONS, Ordering, PendingJob, Policy, RunningJob, Snapshot
 
 MAX_POOL_NODES = 100_000
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -106,6 +106,20 @@ class PolicyConfig(_Frozen):
     strict_order: bool = False
     half_life_seconds: float = Field(7 * 86_400.0, gt=0, le=10 * 365 * 86_400)
     move_off_unhealthy: bool = True
+    actions: tuple[str, ...] = Field(DEFAULT_ACTIONS, min_length=1, max_length=32)
+
+    @field_validator("actions")
+    @classmethod
+    def _known_actions(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        from scheduler.core.actions import ACTIONS
+
+        unknown = [n for n in names if n not in ACTIONS]
+        if unknown:
+            raise ValueError(f"unknown action {unknown[0]!r}; the actions are {', '.join(ACTIONS)}")
+        twice = [n for n, k in Counter(names).items() if k > 1]
+        if twice:
+            raise ValueError(f"action {twice[0]!r} is listed twice")
+        return names
 
     def to_policy(self) -> Policy:
         return Policy(**{f.name: getattr(self, f.name) for f in dataclass_fields(Policy)})

@@ -21,6 +21,7 @@ class PreemptReason(StrEnum):
     RECLAIM = "reclaim"  # an org below nominal takes back capacity lent to a borrower
     PRIORITY = "priority"  # a higher-priority job of the same org needs the capacity
     HEALTH = "health"  # the job runs on an unhealthy node and is moved elsewhere
+    SERVICE = "service"  # a job with less attained service needs the room (least_attained)
 
 
 class PendingReason(StrEnum):

@@ -26,6 +26,8 @@ class PendingJob:
     preempted_by: str | None = None
     # Victims were stopped for this job (they have exited): it is considered first.
     nominated: bool = False
+    # Accelerator-seconds held in earlier attempts (see RunningJob.service).
+    service: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +44,9 @@ class RunningJob:
     # until it exits, but is never chosen as a victim again.
     terminating: bool = False
     preempted_for: str | None = None
+    # Accelerator-seconds held in earlier attempts (least-attained-service policies rank
+    # on it plus this attempt's); 0 where nobody counts it.
+    service: float = 0.0
 
     @property
     def accelerators(self) -> int:
@@ -59,6 +64,9 @@ class Ordering(StrEnum):
     PRIORITY = "priority"  # org-blind: priority, then submit time (Slurm-like with fairshare off)
 
 
+DEFAULT_ACTIONS = ("evacuate", "allocate", "preempt", "reserve")
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     """The named steps of a cycle and how they combine; defaults are trainpool's own."""
@@ -73,6 +81,10 @@ class Policy:
     strict_order: bool = False
     half_life_seconds: float = 7 * 86_400.0
     move_off_unhealthy: bool = True
+    # The cycle's named actions in the order they run (``scheduler/core/actions``); the
+    # switches above tune them (evacuate: move_off_unhealthy; preempt: reclaim and
+    # priority_preemption; reserve: backfill). An action not listed does not run.
+    actions: tuple[str, ...] = DEFAULT_ACTIONS
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,11 @@
 """``decide(snapshot, now) -> Decisions``: one scheduling cycle over an immutable snapshot.
 
-The cycle runs small named steps in a fixed order (KAI/Volcano actions): move work off
-unhealthy nodes, reject what can never run, then walk the queue in fair-share order and
-for each job allocate, else reclaim or preempt, else reserve (EASY backfill), else record
-why it waits. All state it mutates is a working copy built here and dropped at the end.
+The cycle runs the policy's named actions in its order (``scheduler/core/actions``, as
+KAI-Scheduler and Volcano do; by default evacuate, allocate, preempt, reserve): each may
+work before the queue walk, then the walk offers every pending job that may run, in the
+queue order (``ordering``), to the actions in turn until one settles it; a job none
+settles is told why it waits. All state it mutates is a working copy built here and
+dropped at the end.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import gc
 from operator import attrgetter
 
 from quota.accounting import Verdict
-from scheduler.core import carried
-from scheduler.core.backfill import Hold
-from scheduler.core.ordering import nominated_first
+from scheduler.core import actions, carried
+from scheduler.core.actions import Ask, Outcome
+from scheduler.core.ordering import QueueInputs, nominated_first
 from scheduler.core.pool import ANYWHERE, Fit, Shape
 from scheduler.core.preempt import PreemptSteps
 from scheduler.core.state import JobFacts, shape_of
@@ -23,14 +25,10 @@ from values.decisions import (
     Decisions,
     PendingReason,
     PendingStatus,
-    Placement,
-    PlaceReason,
-    Preemption,
-    PreemptReason,
     Rejection,
     RejectReason,
 )
-from values.snapshot import PendingJob, RunningJob, Snapshot
+from values.snapshot import PendingJob, Snapshot
 
 Extra = dict[int, tuple[int, float, float]]
 _by_id = attrgetter("id")
@@ -57,29 +55,35 @@ class Cycle(PreemptSteps, WaitSteps):
     # -- the steps ---------------------------------------------------------------------
 
     def run(self) -> Decisions:
-        if self.policy.move_off_unhealthy:
-            self.move_off_unhealthy()
+        self.actions = actions.resolve(self.policy.actions)
+        self.walk_actions = [a for a in self.actions if actions.walks(a)]
+        for action in self.actions:
+            action.before(self)
         eligible = [j for j in sorted(self.snap.pending, key=_by_id) if self.admissible(j)]
-        for job in nominated_first(eligible, self):
-            self.consider(job)
+        pending = self.out.pending
+        for job in nominated_first(eligible, self.queue_inputs()):
+            # Most jobs of a saturated pool come right after the order asked failed_alike
+            # about them (and it said they fail as an earlier one did): record that here.
+            last = self._last_alike
+            if last[0] is job and last[2] is not None and last[1] == self.epoch:
+                pending[job.id] = last[2]
+            else:
+                self.consider(job)
+        for action in self.actions:
+            action.after(self)
         carried.keep(self._facts)
         return self.out
 
-    def move_off_unhealthy(self) -> None:
-        unhealthy = {name for name, sick in zip(self.pool.names, self.pool.unhealthy, strict=True) if sick}
-        if not unhealthy:
-            return
-        for r in sorted(self.snap.running, key=lambda r: r.id):
-            if r.terminating:
-                continue
-            bad = [n for n, _ in r.assignments if n in unhealthy]
-            if bad:
-                self.stopping.add(r.id)
-                if (r.spec.org, r.flavor) in self.live:
-                    self.live[(r.spec.org, r.flavor)] -= r.accelerators
-                self.out.preemptions.append(
-                    Preemption(r.id, PreemptReason.HEALTH, None, f"node {bad[0]} is unhealthy")
-                )
+    def queue_inputs(self) -> QueueInputs:
+        return QueueInputs(
+            self.policy.ordering,
+            self.book,
+            self.snap.usage,
+            {name: org.weight for name, org in self.orgs.items()},
+            self.policy.half_life_seconds,
+            self.stopping_for,
+            self.failed_alike,
+        )
 
     def admissible(self, job: PendingJob) -> bool:
         """Reject what can never run; park what may not run yet. True: goes to the queue."""
@@ -112,8 +116,8 @@ class Cycle(PreemptSteps, WaitSteps):
                 RejectReason.NEVER_FITS,
                 f"{g.replicas} x {g.accelerators} {'/'.join(g.flavors)} does not fit even an empty pool",
             )
-        if all(q > self.quota_max(org, f) for f in g.flavors):
-            limits = ", ".join(f"{self.quota_max(org, f):g} {f}" for f in g.flavors)
+        if all(q > self.book.most_holdable(org, f) for f in g.flavors):
+            limits = ", ".join(f"{self.book.most_holdable(org, f):g} {f}" for f in g.flavors)
             return RejectReason.NO_QUOTA, f"needs {q} accelerators; org '{org}' may hold at most {limits}"
         return None
 
@@ -138,7 +142,7 @@ class Cycle(PreemptSteps, WaitSteps):
             return
         key = self.outcome_key(job)
         epoch = self.epoch
-        self.allocate_or_wait(job)
+        self.walk(job)
         status = self.out.pending.get(job.id)
         if (
             key is not None
@@ -149,40 +153,27 @@ class Cycle(PreemptSteps, WaitSteps):
             self._outcomes[key] = (epoch, status)
 
     def known_failure(self, job: PendingJob) -> bool:
-        """Record ``job``'s status if a job of the same kind already failed in this epoch.
-
-        Such a job changes nothing, so the order may also settle it early (see ordering)."""
-        if self.strict_blocker is not None:
+        """Record ``job``'s status if a job of the same kind already failed in this epoch."""
+        status = self.failed_alike(job)
+        if status is None:
             return False
-        key = self.outcome_key(job)
-        hit = None if key is None else self._outcomes.get(key)
-        if hit is None or hit[0] != self.epoch:
-            return False
-        self.out.pending[job.id] = hit[1]
+        self.out.pending[job.id] = status
         return True
 
-    def settle(self, queue: list[PendingJob], pos: int) -> int:
-        """``known_failure`` for ``queue[pos]``, ``queue[pos + 1]``, ... until one is not
-        settled; returns its position. The order's hot loop: nothing here changes the
-        epoch, so it is read once."""
+    def failed_alike(self, job: PendingJob) -> PendingStatus | None:
+        """The status of a job of ``job``'s kind that failed in this epoch, if one did:
+        ``job`` would fail the same way and change nothing (the queue order uses this to
+        pass such jobs without a round each)."""
         if self.strict_blocker is not None:
-            return pos
-        outcomes, keys, epoch, pending = self._outcomes, self._outcome_keys, self.epoch, self.out.pending
-        n = len(queue)
-        while pos < n:
-            job = queue[pos]
-            hit = keys.get(id(job))
-            if hit is not None and hit[0] == epoch:
-                key = hit[1]
-            else:
-                key = self._outcome_key(job)
-                keys[id(job)] = (epoch, key)
-            got = None if key is None else outcomes.get(key)
-            if got is None or got[0] != epoch:
-                return pos
-            pending[job.id] = got[1]
-            pos += 1
-        return pos
+            return None
+        last = self._last_alike
+        if last[0] is job and last[1] == self.epoch:
+            return last[2]  # asked by the order, then by consider: the same answer
+        key = self.outcome_key(job)
+        hit = None if key is None else self._outcomes.get(key)
+        status = None if hit is None or hit[0] != self.epoch else hit[1]
+        self._last_alike = (job, self.epoch, status)
+        return status
 
     def outcome_key(self, job: PendingJob) -> tuple[object, ...] | None:
         # Asked twice per job (by the order, then by consider); the answer changes only
@@ -224,116 +215,53 @@ class Cycle(PreemptSteps, WaitSteps):
                 blocker = None
         return (facts.kind, ((ends, blocker),))
 
-    def allocate_or_wait(self, job: PendingJob) -> None:
-        g, org, shape = job.spec.gang, job.spec.org, self.facts(job).shape
+    def walk(self, job: PendingJob) -> None:
+        """Offer ``job`` to the actions in turn until one settles it; else it waits."""
+        g, shape = job.spec.gang, self.facts(job).shape
         q = g.total_accelerators
-        verdicts = [(f, self.book.check(org, f, q)) for f in g.flavors]
-        capacity_fail: str | None = None
-        blocked_by: str | None = None
-        for want in (Verdict.NOMINAL, Verdict.BORROWED):
-            for f, verdict in verdicts:
-                if verdict is not want:
-                    continue
-                if want is Verdict.BORROWED:
-                    blocker = self.blocked_in_org(job, f)
-                    if blocker is not None:
-                        blocked_by = blocked_by or blocker
-                        continue
-                if self.try_place(job, f, shape, verdict):
-                    return
-                capacity_fail = capacity_fail or f
-        for f, verdict in verdicts:
-            # The shared pool is used up because the nodes are full, not because lending
-            # limits bind: the job waits for nodes, and may reserve them like any gang.
-            if verdict is Verdict.LENDING and self.pool.free_total(f) < q:
-                capacity_fail = capacity_fail or f
-        if job.id in self.stopping_for:
-            self.reclaim_claim(job, shape)
-            self.pend(job, PendingReason.PREEMPTING, "waiting for preempted jobs to stop")
-            return
-        if self.try_preempt(job, shape, verdicts):
+        ask = Ask(job, shape, [(f, self.book.check(job.spec.org, f, q)) for f in g.flavors])
+        outcome = None
+        for action in self.walk_actions:
+            outcome = action.attempt(self, ask)
+            if action.frees_capacity:
+                self.forget_failures()
+            if outcome is not None:
+                break
+        if outcome is Outcome.PLACED or outcome is Outcome.PREEMPTING:
             return
         if self.policy.strict_order:
             self.strict_blocker = job.id
-        if capacity_fail is not None:
-            self.wait_for_capacity(job, capacity_fail, shape)
-        elif blocked_by is not None:
+        if outcome is None:
+            self.wait(ask)
+
+    def wait(self, ask: Ask) -> None:
+        job, verdicts = ask.job, ask.verdicts
+        if ask.capacity_fail is not None:
+            self.explain_capacity(job, ask.capacity_fail, ask.shape)
+        elif ask.blocked_by is not None:
             self.pend(
-                job, PendingReason.BLOCKED, "waits behind an earlier job of its org", blocked_by=blocked_by
+                job,
+                PendingReason.BLOCKED,
+                "waits behind an earlier job of its org",
+                blocked_by=ask.blocked_by,
             )
         else:
-            lending = any(v is Verdict.LENDING for _, v in verdicts)
+            flavors = "/".join(job.spec.gang.flavors)
             self.block_org(job, verdicts)
-            if lending:
-                self.pend(
-                    job, PendingReason.LENDING, f"other orgs lend no more idle {'/'.join(g.flavors)} quota"
-                )
+            if any(v is Verdict.LENDING for _, v in verdicts):
+                self.pend(job, PendingReason.LENDING, f"other orgs lend no more idle {flavors} quota")
             else:
                 self.pend(
                     job,
                     PendingReason.QUOTA,
-                    f"org '{org}' is at nominal + borrowing limit for {'/'.join(g.flavors)}",
+                    f"org '{job.spec.org}' is at nominal + borrowing limit for {flavors}",
                 )
 
-    # -- allocate ----------------------------------------------------------------------
-
-    def try_place(self, job: PendingJob, f: str, shape: Shape, verdict: Verdict) -> bool:
-        fit = self.fit_of(job)
-        key = ("place", f, shape, fit)
-        nodes = None if key in self._memo else self.pool.place(f, shape, fit)
-        hold = self.holds.get(f)
-        backfill = False
-        if nodes is None:
-            self._memo[key] = _FAIL
-            if hold is not None and self.ends_before(job, hold.start_at):
-                nodes = self.pool.place(f, shape, fit, extra=hold.held)
-                backfill = nodes is not None
-            if nodes is None:
-                return False
-        assignments = self.commit(job, f, shape, nodes, hold if backfill else None)
-        if backfill:
-            reason = PlaceReason.BACKFILL
-        else:
-            reason = PlaceReason.NOMINAL if verdict is Verdict.NOMINAL else PlaceReason.BORROWED
-        self.out.placements.append(
-            Placement(
-                job.id,
-                f,
-                assignments,
-                reason,
-                self.borrowed(job.spec.org, f),
-            )
-        )
-        return True
-
-    def commit(
-        self, job: PendingJob, f: str, s: Shape, nodes: list[tuple[int, int]], hold: Hold | None
-    ) -> tuple[tuple[str, int], ...]:
-        for i, n in nodes:
-            a, c, m = n * s.acc, n * s.cpu, n * s.mem
-            if hold is not None and i in hold.held:
-                # A backfilled job may run on held capacity: it ends before the gang starts.
-                ha, hc, hm = hold.held[i]
-                ua, uc, um = (
-                    max(0, a - max(0, self.pool.free_acc[i])),
-                    max(0.0, c - max(0.0, self.pool.free_cpu[i])),
-                    max(0.0, m - max(0.0, self.pool.free_mem[i])),
-                )
-                ua, uc, um = min(ua, ha), min(uc, hc), min(um, hm)
-                hold.held[i] = (ha - ua, hc - uc, hm - um)
-                a, c, m = a - ua, c - uc, m - um
-            self.pool.take(i, a, c, m)
-        self.book.add(job.spec.org, f, s.replicas * s.acc)
-        assignments = tuple((self.pool.names[i], n) for i, n in nodes)
-        self.placed_by_flavor[f].append(
-            RunningJob(job.id, job.spec, job.priority, job.submitted_at, self.now, f, assignments)
-        )
-        return assignments
-
-    def borrowed(self, org: str, f: str) -> int:
-        """Accelerators above nominal that the org really holds, promises aside."""
-        held = self.book.alloc(org, f) - self.promised.get((org, f), 0)
-        return max(0, held - self.book.nominal(org, f))
+    def forget_failures(self) -> None:
+        """Room appeared mid-walk: what failed before may fit now."""
+        self.epoch += 1
+        self.memo.clear()
+        self._outcomes.clear()
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -341,15 +269,11 @@ class Cycle(PreemptSteps, WaitSteps):
         t = job.spec.topology
         level = t.level if t is not None and t.mode == "required" else None
         key = ("empty", f, shape, level)
-        got = self._memo.get(key)
+        got = self.memo.get(key)
         if got is None:
             fit = Fit(level, True) if level else ANYWHERE  # avoided nodes still count here
-            got = self._memo[key] = self.pool.place(f, shape, fit, empty=True) is not None
+            got = self.memo[key] = self.pool.place(f, shape, fit, empty=True) is not None
         return bool(got)
-
-    def quota_max(self, org: str, f: str) -> float:
-        row = self.book.row(org, f)
-        return min(row.ceiling, row.private + self.book.shared_cap[f])
 
     def reject(self, job: PendingJob, reason: RejectReason, message: str) -> bool:
         self.out.rejections.append(Rejection(job.id, reason, message))

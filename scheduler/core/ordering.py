@@ -10,15 +10,30 @@ the cycle places jobs, so orgs interleave instead of one draining its whole queu
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING
 
+from quota.accounting import QuotaBook
 from quota.fairshare import dominant_share
+from values.decisions import PendingStatus
 from values.snapshot import Ordering, PendingJob
 
-if TYPE_CHECKING:
-    from scheduler.core.decide import Cycle
+
+@dataclass(frozen=True, slots=True)
+class QueueInputs:
+    """What the order reads; it writes nothing. ``book`` is the cycle's, read live: shares
+    and tiers follow the placements made as the walk goes."""
+
+    ordering: Ordering
+    book: QuotaBook
+    usage: Mapping[str, Mapping[str, float]]
+    weights: Mapping[str, float]
+    half_life_seconds: float
+    stopping_for: Collection[str]  # jobs with victims stopping for them
+    # A job that would fail as one of its kind already did this epoch (its status), or
+    # None: such a job changes nothing, so the order may pass it without a round.
+    failed_alike: Callable[[PendingJob], PendingStatus | None]
 
 
 _submitted_then_id = attrgetter("submitted_at", "id")
@@ -38,42 +53,42 @@ def by_priority_then_age(jobs: list[PendingJob]) -> list[PendingJob]:
     return jobs
 
 
-def queue_order(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
-    ordering = cycle.policy.ordering
+def queue_order(jobs: list[PendingJob], inputs: QueueInputs) -> Iterator[PendingJob]:
+    ordering = inputs.ordering
     if ordering is Ordering.FIFO:
         yield from sorted(jobs, key=_submitted_then_id)
         return
     if ordering is Ordering.PRIORITY:
         yield from by_priority_then_age(list(jobs))
         return
-    yield from _fair(jobs, cycle)
+    yield from _fair(jobs, inputs)
 
 
-def nominated_first(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
+def nominated_first(jobs: list[PendingJob], inputs: QueueInputs) -> Iterator[PendingJob]:
     """Jobs that already had victims stopped for them go first (Kubernetes' nominated
     node): the room a reclaim freed goes to the job it was freed for, not to whichever
     borrower the fair order reaches first, which would only make it reclaim again."""
 
     first: list[PendingJob] = []
     rest: list[PendingJob] = []
-    stopping_for = cycle.stopping_for
+    stopping_for = inputs.stopping_for
     for j in jobs:  # one pass, order kept within each part
         (first if j.nominated or j.id in stopping_for else rest).append(j)
     yield from sorted(first, key=within_org_key)
-    yield from queue_order(rest, cycle)
+    yield from queue_order(rest, inputs)
 
 
-def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
+def _fair(jobs: list[PendingJob], inputs: QueueInputs) -> Iterator[PendingJob]:
     queues: dict[str, list[PendingJob]] = {}
     for j in jobs:
         queues.setdefault(j.spec.org, []).append(j)
     for q in queues.values():
         by_priority_then_age(q)
-    book, half_life = cycle.book, cycle.policy.half_life_seconds
+    book, half_life, failed_alike = inputs.book, inputs.half_life_seconds, inputs.failed_alike
     capacity = {f: c for f, c in book.capacity.items() if c > 0}
 
     def fits(org: str, flavors: tuple[str, ...], q: int) -> bool:
-        return any(f in book.capacity and book.alloc(org, f) + q <= book.nominal(org, f) for f in flavors)
+        return any(f in book.capacity and book.within_nominal(org, f, q) for f in flavors)
 
     pos = dict.fromkeys(queues, 0)
     # Per org, the last answer to "does a later job fit within nominal": the book version
@@ -88,7 +103,7 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         hit = found.get(org)
         if hit is not None and hit[0] == version and (hit[2] < 0 or hit[2] >= start):
             return hit[2] >= 0
-        room = {f: book.nominal(org, f) - book.alloc(org, f) for f in book.capacity}
+        room = {f: book.room_in_nominal(org, f) for f in book.capacity}
         begin = start
         if hit is not None and all(r <= hit[1][f] for f, r in room.items()):
             if hit[2] < 0:
@@ -128,8 +143,8 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         if hit is not None and hit[0] == version:
             return hit[1]
         alloc = {f: book.alloc(org, f) for f in capacity}
-        usage = cycle.snap.usage.get(org, {})
-        value = dominant_share(alloc, usage, capacity, cycle.orgs[org].weight, half_life)
+        usage = inputs.usage.get(org, {})
+        value = dominant_share(alloc, usage, capacity, inputs.weights[org], half_life)
         shares[org] = (version, value)
         return value
 
@@ -140,8 +155,12 @@ def _fair(jobs: list[PendingJob], cycle: Cycle) -> Iterator[PendingJob]:
         queue, was = queues[org], pos[org]
         yield queue[was]
         # A job that fails like an earlier job of its kind changes nothing, so where it
-        # stands in the order does not matter: settle the org's run of them right here
+        # stands in the order does not matter: the org's run of them follows right here
         # instead of one heap round each (on a saturated pool that is nearly every job).
-        pos[org] = now = cycle.settle(queue, was + 1)
-        if now < len(queue):
+        now, n = was + 1, len(queue)
+        while now < n and failed_alike(queue[now]) is not None:
+            yield queue[now]
+            now += 1
+        pos[org] = now
+        if now < n:
             heapq.heappush(heap, (tier(org, queue[now]), share(org), org))

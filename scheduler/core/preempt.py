@@ -1,5 +1,6 @@
-"""The reclaim and preemption steps of a cycle: choose victims for a job that does not
-fit, and treat its claim on their room as granted for the rest of the cycle.
+"""The claims of preemption beneficiaries on the cycle's working state: the candidates a
+victim search may take, in victim order, and a beneficiary's claim on its victims' room,
+treated as granted for the rest of the cycle (the ``preempt`` action searches).
 
 A mixin of ``Cycle`` (``decide.py``): it works on the cycle's working state.
 """
@@ -10,11 +11,9 @@ import heapq
 import itertools
 from collections.abc import Iterable, Iterator
 
-from quota.accounting import Verdict
 from scheduler.core.pool import Shape
 from scheduler.core.state import CycleState
-from scheduler.core.victims import find_victims, victim_class, victim_tail
-from values.decisions import PendingReason, Preemption
+from scheduler.core.victims import victim_class, victim_tail
 from values.snapshot import PendingJob, RunningJob
 
 Extra = dict[int, tuple[int, float, float]]
@@ -34,46 +33,6 @@ def _keyed(
 
 
 class PreemptSteps(CycleState):
-    def try_preempt(self, job: PendingJob, shape: Shape, verdicts: list[tuple[str, Verdict]]) -> bool:
-        org, q = job.spec.org, shape.replicas * shape.acc
-        for f, verdict in verdicts:
-            reclaim = (
-                self.policy.reclaim
-                and verdict in (Verdict.NOMINAL, Verdict.LENDING)
-                and self.book.alloc(org, f) + q <= self.book.nominal(org, f)
-            )
-            priority = self.policy.priority_preemption
-            if not (reclaim or priority):
-                continue
-            key = ("victims", org, f, shape, job.priority, reclaim, job.spec.topology, job.avoid_nodes)
-            if key in self._memo:
-                continue
-            found = find_victims(
-                self.pool,
-                self.book,
-                job,
-                f,
-                shape,
-                self.candidates(job, f, reclaim, priority),
-                self.stopping,
-                fit=self.fit_of(job),
-                live=self.live,
-            )
-            if found is None:
-                self._memo[key] = _FAIL
-                continue
-            victims, placement, released = found
-            self.claim(job, f, shape, placement, released, [v.job for v in victims])
-            for v in victims:
-                self.stopping.add(v.job.id)
-                self.live[(v.job.spec.org, f)] -= v.job.accelerators
-                self.out.preemptions.append(
-                    Preemption(v.job.id, v.reason, job.id, f"makes room for {job.id} ({v.reason.value})")
-                )
-            self.pend(job, PendingReason.PREEMPTING, f"{len(victims)} job(s) asked to stop to make room")
-            return True
-        return False
-
     def claim(
         self,
         job: PendingJob,
@@ -145,7 +104,7 @@ class PreemptSteps(CycleState):
             streams += [
                 _keyed(*group)
                 for o, group in groups.items()
-                if o != org and self.live.get((o, f), 0) > self.book.nominal(o, f)
+                if o != org and self.book.above_nominal(o, f, self.live.get((o, f), 0))
             ]
         return heapq.merge(*streams, key=_first)
 

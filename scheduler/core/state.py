@@ -99,7 +99,7 @@ class CycleState:
         self.strict_blocker: str | None = None
         self._running_by_org: dict[str, dict[str, list[RunningJob]]] = {}
         self._strict_status: PendingStatus | None = None
-        self._memo: dict[tuple[object, ...], object] = {}
+        self.memo: dict[tuple[object, ...], object] = {}
         # Whether a kind of job can ever run depends on nodes, orgs and policy only: the
         # answers are carried between cycles with the charge (a fresh dict otherwise).
         self._rejects: dict[object, object] = charged.memo
@@ -112,6 +112,7 @@ class CycleState:
         self._outcomes: dict[tuple[object, ...], tuple[int, PendingStatus]] = {}
         # Bumped when a hold or an org block changes the reasons later jobs get.
         self.epoch = 0
+        self._last_alike: tuple[object, int, PendingStatus | None] = (None, -1, None)
 
     def facts(self, job: PendingJob) -> JobFacts:
         hit = self._facts.get(id(job)) or self._last_facts.get(id(job))

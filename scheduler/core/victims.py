@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from quota.accounting import QuotaBook, Verdict
 from scheduler.core.pool import Fit, PoolState, Shape
+from scheduler.core.statement import Statement
 from values.decisions import PreemptReason
 from values.snapshot import PendingJob, RunningJob
 
@@ -38,11 +39,12 @@ def victim_tail(r: RunningJob) -> tuple[object, ...]:
 
 
 class _Release:
-    """Victims released in simulation: their capacity as ``extra`` on the pool, their
-    accelerators handed back in the quota book (undone before returning)."""
+    """Victims released in simulation: their capacity as ``extra`` on the pool (the pool
+    itself untouched), their quota handed back through ``statement`` if one is given (a
+    trial the caller discards)."""
 
-    def __init__(self, pool: PoolState, book: QuotaBook | None, flavor: str) -> None:
-        self.pool, self.book, self.flavor = pool, book, flavor
+    def __init__(self, pool: PoolState, flavor: str, statement: Statement | None = None) -> None:
+        self.pool, self.flavor, self.statement = pool, flavor, statement
         self.extra: Extra = {}
         self.freed = 0
         self.jobs: list[Victim] = []
@@ -53,14 +55,9 @@ class _Release:
         self.freed += sum(
             n * acc for node, n in v.job.assignments if node in pool.index and pool.usable[pool.index[node]]
         )
-        if self.book is not None:
-            self.book.add(v.job.spec.org, self.flavor, -v.job.accelerators)
+        if self.statement is not None:
+            self.statement.charge(v.job.spec.org, self.flavor, -v.job.accelerators)
         self.jobs.append(v)
-
-    def undo(self) -> None:
-        if self.book is not None:
-            for v in self.jobs:
-                self.book.add(v.job.spec.org, self.flavor, v.job.accelerators)
 
 
 def find_victims(
@@ -88,7 +85,7 @@ def find_victims(
     free_now = pool.free_total(flavor)
     need = shape.replicas * shape.acc
     prefix: list[Victim] = []
-    whole = _Release(pool, None, flavor)  # capacity only: the book stays untouched
+    whole = _Release(pool, flavor)  # capacity only: the book stays untouched
 
     def attempt() -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
         if free_now + whole.freed < need:
@@ -115,7 +112,7 @@ def find_victims(
             # Only borrowed capacity is reclaimed: once the victims taken so far bring an
             # org back to nominal, the rest of its jobs are not candidates.
             o = r.spec.org
-            if live.get((o, flavor), 0) - released.get(o, 0) <= book.nominal(o, flavor):
+            if not book.above_nominal(o, flavor, live.get((o, flavor), 0) - released.get(o, 0)):
                 continue
             released[o] = released.get(o, 0) + r.accelerators
         prefix.append(v)
@@ -141,7 +138,8 @@ def _choose(
             i = pool.index.get(node)
             if i is not None:
                 on_node.setdefault(i, []).append(v)
-    rel = _Release(pool, book, flavor)
+    trial = Statement(pool, book)
+    rel = _Release(pool, flavor, trial)
     picked: set[str] = set()
     released: dict[str, int] = {}
 
@@ -153,11 +151,11 @@ def _choose(
     def still_borrowing(v: Victim) -> bool:
         # Only borrowed capacity is reclaimed: an org back at nominal keeps the rest.
         o = v.job.spec.org
-        return v.reason is not PreemptReason.RECLAIM or (
-            live.get((o, flavor), 0) - released.get(o, 0) > book.nominal(o, flavor)
+        return v.reason is not PreemptReason.RECLAIM or book.above_nominal(
+            o, flavor, live.get((o, flavor), 0) - released.get(o, 0)
         )
 
-    try:
+    with trial:  # the victims' quota is handed back in trial only: always discarded
         for i, n in target:
             room = Shape(n, shape.acc, shape.cpu, shape.mem)
             for v in on_node.get(i, []):
@@ -176,5 +174,3 @@ def _choose(
             return None
         placement = pool.place(flavor, shape, fit, extra=rel.extra) if rel.jobs else None
         return None if placement is None else (list(rel.jobs), placement, dict(rel.extra))
-    finally:
-        rel.undo()

@@ -1,6 +1,6 @@
-"""The waiting steps of a cycle: a job that neither fits nor may preempt reserves room
-(EASY backfill) or is told why it waits; a job waiting on quota blocks its org's later
-borrowing jobs from overtaking it.
+"""The waiting side of a cycle: why a job that no action settled waits, the running jobs'
+release order that reservations are planned on, and a job waiting on quota blocking its
+org's later borrowing jobs from overtaking it.
 
 A mixin of ``Cycle`` (``decide.py``): it works on the cycle's working state.
 """
@@ -11,10 +11,10 @@ import math
 from collections.abc import Callable
 
 from quota.accounting import Verdict
-from scheduler.core.backfill import Releases, carried_releases, plan_reservation, releases_of
+from scheduler.core.backfill import Releases, carried_releases, releases_of
 from scheduler.core.pool import Fit, Shape
 from scheduler.core.state import CycleState
-from values.decisions import PendingReason, Reservation
+from values.decisions import PendingReason
 from values.snapshot import PendingJob, RunningJob
 
 Extra = dict[int, tuple[int, float, float]]
@@ -22,40 +22,9 @@ _FAIL = None
 
 
 class WaitSteps(CycleState):
-    def wait_for_capacity(self, job: PendingJob, f: str, shape: Shape) -> None:
+    def explain_capacity(self, job: PendingJob, f: str, shape: Shape) -> None:
+        """Why a job that quota allowed on ``f`` waits for nodes there."""
         reason, blocker = self.capacity_reason(job, f, shape)
-        if (
-            reason in (PendingReason.CAPACITY, PendingReason.TOPOLOGY)
-            and blocker is None  # room claimed by a preemption beneficiary is not reservable
-            and self.policy.backfill
-            and f not in self.holds
-            and ("no-hold", f, shape, self.fit_of(job)) not in self._memo
-        ):
-            fit = self.fit_of(job)
-            hold = plan_reservation(
-                self.pool,
-                job.id,
-                f,
-                shape,
-                self.releases(f),
-                lambda extra: self.pool.place(f, shape, fit, extra=extra),
-            )
-            if hold is None:
-                self._memo[("no-hold", f, shape, fit)] = _FAIL  # it would not fit even then
-            else:
-                self.epoch += 1
-                self.holds[f] = hold
-                start = None if math.isinf(hold.start_at) else hold.start_at
-                self.out.reservations.append(
-                    Reservation(job.id, f, tuple(self.pool.names[i] for i in hold.nodes), hold.start_at)
-                )
-                self.pend(
-                    job,
-                    PendingReason.RESERVED,
-                    f"holds {len(hold.nodes)} {f} node(s) for its start",
-                    estimated_start=start,
-                )
-                return
         g = job.spec.gang
         messages = {
             PendingReason.TOPOLOGY: f"no single {job.spec.topology.level if job.spec.topology else 'rack'} "
@@ -97,8 +66,8 @@ class WaitSteps(CycleState):
         hold = self.holds.get(f)
         claims = self.claims.get(f, [])
         key = ("why", f, shape, fit, hold.job_id if hold else None, len(claims))
-        if key in self._memo:
-            return self._memo[key]  # type: ignore[return-value]
+        if key in self.memo:
+            return self.memo[key]  # type: ignore[return-value]
         avoid = job.avoid_nodes
         held = self.held_on(f) if claims else {}
         result: tuple[PendingReason, str | None] = (PendingReason.CAPACITY, None)
@@ -112,7 +81,7 @@ class WaitSteps(CycleState):
             result = (PendingReason.CAPACITY, claims[0][0])
         elif self.pool.place(f, shape, fit, ignore_health=True) is not None:
             result = (PendingReason.HEALTH, None)
-        self._memo[key] = result
+        self.memo[key] = result
         return result
 
     def held_on(self, f: str) -> Extra:
@@ -144,7 +113,7 @@ class WaitSteps(CycleState):
 
     def quota_free_at(self, job: PendingJob, f: str) -> float | None:
         org, q = job.spec.org, job.spec.gang.total_accelerators
-        excess = self.book.alloc(org, f) + q - self.book.ceiling(org, f)
+        excess = self.book.over_ceiling(org, f, q)
         holdings = self.carried.holdings
         if holdings is not None:  # (expected end, accelerators) per running job, carried
             stopping, now = self.stopping, self.now

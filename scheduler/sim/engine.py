@@ -34,7 +34,6 @@ Progress = Callable[[float, int, int], None]
 
 # Simultaneous events: capacity is released before arrivals, the cycle comes last.
 FINISH, EXIT, FAIL, ARRIVE, WAKE, CYCLE = range(6)
-TIRESIAS_PREEMPT = "tiresias"
 
 
 @dataclass(frozen=True)
@@ -265,8 +264,6 @@ class Simulation:
         if self._observer is not None:
             self._observer(snap, now, decisions)
         self.apply(decisions)
-        for victim, beneficiary in self.policy.after_decide(self, decisions, now):
-            self.preempt(victim, beneficiary, TIRESIAS_PREEMPT)
         wake = self.policy.next_wakeup(self, now)
         if wake is not None and wake > now and (self._wake_at is None or wake < self._wake_at):
             self._wake_at = wake
@@ -315,6 +312,7 @@ class Simulation:
             submitted_at=rec.submit,
             attempt=job.attempt,
             preempted_by=preempted_by,
+            service=job.attained,
         )
         self.pending[job.id] = job
         self._pending_acc[job.org_idx] += job.acc
@@ -347,6 +345,7 @@ class Simulation:
             started_at=now,
             flavor=flavor,
             assignments=assignments,
+            service=job.attained,
         )
         self.running[job.id] = job
         for node, _ in assignments:
@@ -434,6 +433,7 @@ class Simulation:
                     at,
                     r.terminating,
                     r.preempted_for,
+                    r.service,
                 )
         for entry in later:
             heapq.heappush(due, entry)

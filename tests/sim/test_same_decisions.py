@@ -11,7 +11,11 @@ They were rewritten once on purpose, by the tree itself, when the fair order cha
 (issue 5: an org whose next job would borrow but a later one fits within its nominal goes
 before orgs that only borrow; see ``core/ordering.py``) and the summaries gained
 ``guarantee_waits``: on the synthetic workload `kueue`'s and `trainpool`'s decisions
-changed; on the VC slice no decision changed. A rewrite is for a decision change meant
+changed; on the VC slice no decision changed. And once more when Tiresias' preemption
+became the core's ``least_attained`` action (issue 14): its preemptions are now among the
+cycle's decisions, so `tiresias`'s digests changed, and its preemptions are counted under
+the reason ``service`` instead of ``tiresias``; every other number of every summary, and
+every other policy's digest, stayed the same. A rewrite is for a decision change meant
 and explained, never to make a speed change pass.
 
 For each policy they hold the JSON summary (``wall_s`` left out: it is a timing) and a

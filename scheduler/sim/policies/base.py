@@ -1,15 +1,13 @@
-"""A simulated policy: the core ``Policy`` knobs plus optional steps of its own.
-
-Baselines that the core's knobs express are just a ``Policy``; one that needs more
-(Tiresias' least-attained-service priorities and cross-org preemption) adds steps here,
-on top of the core's placement, so every policy shares the same placement code.
+"""A simulated policy: a core ``Policy`` (its knobs and its actions) plus what only a
+simulation can supply: priorities that change with time or service (Tiresias' queues)
+and cycles it wants although nothing happens. Every decision is the core's, so every
+policy shares the same placement code.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from values.decisions import Decisions
 from values.snapshot import Policy
 
 if TYPE_CHECKING:
@@ -25,10 +23,6 @@ class SimPolicy(Protocol):
     dynamic_priority: bool  # priorities change with time or service: refresh each cycle
 
     def priority(self, job: SimJob, now: float) -> int: ...
-
-    def after_decide(self, sim: Simulation, decisions: Decisions, now: float) -> list[tuple[str, str]]:
-        """Extra preemptions (victim id, beneficiary id) after the core's decisions are applied."""
-        ...
 
     def next_wakeup(self, sim: Simulation, now: float) -> float | None:
         """A time at which the policy wants a cycle although no event happens."""
@@ -47,9 +41,6 @@ class CorePolicy:
 
     def priority(self, job: SimJob, now: float) -> int:
         return NORMAL_PRIORITY
-
-    def after_decide(self, sim: Simulation, decisions: Decisions, now: float) -> list[tuple[str, str]]:
-        return []
 
     def next_wakeup(self, sim: Simulation, now: float) -> float | None:
         return None

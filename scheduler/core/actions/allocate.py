@@ -1,0 +1,104 @@
+"""``allocate``: place the job now, within its org's guarantee first, then on borrowed
+quota, on any flavor it accepts; on capacity a reservation holds, only if it ends before
+the reservation starts (EASY backfill)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from quota.accounting import Verdict
+from scheduler.core.actions.base import Action, Ask, Outcome
+from scheduler.core.backfill import Hold
+from scheduler.core.pool import Shape
+from values.decisions import Placement, PlaceReason
+from values.snapshot import PendingJob, RunningJob
+
+if TYPE_CHECKING:
+    from scheduler.core.decide import Cycle
+
+_FAIL = None
+
+
+class Allocate(Action):
+    name = "allocate"
+    frees_capacity = False
+
+    def attempt(self, cycle: Cycle, ask: Ask) -> Outcome | None:
+        job = ask.job
+        for want in (Verdict.NOMINAL, Verdict.BORROWED):
+            for f, verdict in ask.verdicts:
+                if verdict is not want:
+                    continue
+                if want is Verdict.BORROWED:
+                    blocker = cycle.blocked_in_org(job, f)
+                    if blocker is not None:
+                        ask.blocked_by = ask.blocked_by or blocker
+                        continue
+                if self.place(cycle, job, f, ask.shape, verdict):
+                    return Outcome.PLACED
+                ask.capacity_fail = ask.capacity_fail or f
+        q = job.spec.gang.total_accelerators
+        for f, verdict in ask.verdicts:
+            # The shared pool is used up because the nodes are full, not because lending
+            # limits bind: the job waits for nodes, and may reserve them like any gang.
+            if verdict is Verdict.LENDING and cycle.pool.free_total(f) < q:
+                ask.capacity_fail = ask.capacity_fail or f
+        return None
+
+    def place(self, cycle: Cycle, job: PendingJob, f: str, shape: Shape, verdict: Verdict) -> bool:
+        fit = cycle.fit_of(job)
+        key = ("place", f, shape, fit)
+        nodes = None if key in cycle.memo else cycle.pool.place(f, shape, fit)
+        hold = cycle.holds.get(f)
+        backfill = False
+        if nodes is None:
+            cycle.memo[key] = _FAIL
+            if hold is not None and cycle.ends_before(job, hold.start_at):
+                nodes = cycle.pool.place(f, shape, fit, extra=hold.held)
+                backfill = nodes is not None
+            if nodes is None:
+                return False
+        assignments = self.commit(cycle, job, f, shape, nodes, hold if backfill else None)
+        if backfill:
+            reason = PlaceReason.BACKFILL
+        else:
+            reason = PlaceReason.NOMINAL if verdict is Verdict.NOMINAL else PlaceReason.BORROWED
+        org = job.spec.org
+        borrowed = cycle.book.borrowed(org, f, cycle.promised.get((org, f), 0))
+        cycle.out.placements.append(Placement(job.id, f, assignments, reason, borrowed))
+        return True
+
+    @staticmethod
+    def commit(
+        cycle: Cycle, job: PendingJob, f: str, s: Shape, nodes: list[tuple[int, int]], hold: Hold | None
+    ) -> tuple[tuple[str, int], ...]:
+        pool = cycle.pool
+        for i, n in nodes:
+            a, c, m = n * s.acc, n * s.cpu, n * s.mem
+            if hold is not None and i in hold.held:
+                # A backfilled job may run on held capacity: it ends before the gang starts.
+                ha, hc, hm = hold.held[i]
+                ua, uc, um = (
+                    max(0, a - max(0, pool.free_acc[i])),
+                    max(0.0, c - max(0.0, pool.free_cpu[i])),
+                    max(0.0, m - max(0.0, pool.free_mem[i])),
+                )
+                ua, uc, um = min(ua, ha), min(uc, hc), min(um, hm)
+                hold.held[i] = (ha - ua, hc - uc, hm - um)
+                a, c, m = a - ua, c - uc, m - um
+            pool.take(i, a, c, m)
+        cycle.book.add(job.spec.org, f, s.replicas * s.acc)
+        assignments = tuple((pool.names[i], n) for i, n in nodes)
+        cycle.placed_by_flavor[f].append(
+            RunningJob(
+                job.id,
+                job.spec,
+                job.priority,
+                job.submitted_at,
+                cycle.now,
+                f,
+                assignments,
+                service=job.service,
+            )
+        )
+        return assignments
