@@ -24,7 +24,7 @@ from values.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, Node, Prior
 from values.errors import ConfigError, Problem, validation_problems
 from values.names import Name
 from values.quotas import Org
-from values.snapshot import DEFAULT_ACTIONS, Ordering, PendingJob, Policy, RunningJob, Snapshot
+from values.snapshot import DEFAULT_ACTIONS, Ordering, PendingJob, Policy, RunningJob, Snapshot, WithinOrg
 
 MAX_POOL_NODES = 100_000
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -99,6 +99,7 @@ class PolicyConfig(_Frozen):
     """The ``policy:`` section; mirrors ``values.snapshot.Policy`` field by field."""
 
     ordering: Ordering = Ordering.FAIR
+    within_org: WithinOrg = WithinOrg.RESPONSE_RATIO
     borrowing: bool = True
     reclaim: bool = True
     priority_preemption: bool = True

@@ -64,6 +64,17 @@ class Ordering(StrEnum):
     PRIORITY = "priority"  # org-blind: priority, then submit time (Slurm-like with fairshare off)
 
 
+class WithinOrg(StrEnum):
+    """How the fair order ranks one org's jobs of equal priority."""
+
+    AGE = "age"  # oldest submission first (Kueue's and Slurm's FIFO within a queue)
+    # Highest response ratio next: (wait + limit) / limit, so a short job goes before a
+    # long one that arrived a little earlier, and every job's ratio grows while it waits
+    # (no starvation). Jobs without max_runtime_seconds count the median limit of their
+    # org's waiting jobs; with no limits at all it is AGE.
+    RESPONSE_RATIO = "response_ratio"
+
+
 DEFAULT_ACTIONS = ("evacuate", "allocate", "preempt", "reserve")
 
 
@@ -72,6 +83,7 @@ class Policy:
     """The named steps of a cycle and how they combine; defaults are trainpool's own."""
 
     ordering: Ordering = Ordering.FAIR
+    within_org: WithinOrg = WithinOrg.RESPONSE_RATIO  # the FAIR order's rank inside an org
     borrowing: bool = True  # may orgs use idle capacity above nominal?
     reclaim: bool = True  # may an org below nominal preempt borrowers?
     priority_preemption: bool = True  # within an org, may higher priority preempt lower?

@@ -77,6 +77,8 @@ class Cycle(PreemptSteps, WaitSteps):
     def queue_inputs(self) -> QueueInputs:
         return QueueInputs(
             self.policy.ordering,
+            self.policy.within_org,
+            self.now,
             self.book,
             self.snap.usage,
             {name: org.weight for name, org in self.orgs.items()},

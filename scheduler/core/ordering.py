@@ -10,6 +10,7 @@ the cycle places jobs, so orgs interleave instead of one draining its whole queu
 from __future__ import annotations
 
 import heapq
+import statistics
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from operator import attrgetter
@@ -17,7 +18,7 @@ from operator import attrgetter
 from quota.accounting import QuotaBook
 from quota.fairshare import dominant_share
 from values.decisions import PendingStatus
-from values.snapshot import Ordering, PendingJob
+from values.snapshot import Ordering, PendingJob, WithinOrg
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +27,8 @@ class QueueInputs:
     and tiers follow the placements made as the walk goes."""
 
     ordering: Ordering
+    within_org: WithinOrg
+    now: float
     book: QuotaBook
     usage: Mapping[str, Mapping[str, float]]
     weights: Mapping[str, float]
@@ -50,6 +53,22 @@ def by_priority_then_age(jobs: list[PendingJob]) -> list[PendingJob]:
     order on ties."""
     jobs.sort(key=_submitted_then_id)
     jobs.sort(key=_priority, reverse=True)
+    return jobs
+
+
+def by_priority_then_ratio(jobs: list[PendingJob], now: float) -> list[PendingJob]:
+    """``jobs`` sorted in place by priority, then highest response ratio (wait + limit) /
+    limit, then age (``WithinOrg.RESPONSE_RATIO``)."""
+    limits = [j.spec.max_runtime_seconds for j in jobs if j.spec.max_runtime_seconds]
+    if not limits:
+        return by_priority_then_age(jobs)
+    usual = statistics.median(limits)
+
+    def key(j: PendingJob) -> tuple[int, float, float, str]:
+        limit = j.spec.max_runtime_seconds or usual
+        return (-j.priority, -(now - j.submitted_at + limit) / limit, j.submitted_at, j.id)
+
+    jobs.sort(key=key)
     return jobs
 
 
@@ -83,7 +102,10 @@ def _fair(jobs: list[PendingJob], inputs: QueueInputs) -> Iterator[PendingJob]:
     for j in jobs:
         queues.setdefault(j.spec.org, []).append(j)
     for q in queues.values():
-        by_priority_then_age(q)
+        if inputs.within_org is WithinOrg.RESPONSE_RATIO:
+            by_priority_then_ratio(q, inputs.now)
+        else:
+            by_priority_then_age(q)
     book, half_life, failed_alike = inputs.book, inputs.half_life_seconds, inputs.failed_alike
     capacity = {f: c for f, c in book.capacity.items() if c > 0}
 

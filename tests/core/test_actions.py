@@ -16,7 +16,7 @@ from scheduler.core.decide import Cycle
 from scheduler.core.ordering import QueueInputs, nominated_first
 from values.decisions import PendingReason, PendingStatus, PreemptReason
 from values.errors import ConfigError
-from values.snapshot import DEFAULT_ACTIONS, Ordering, PendingJob, Policy, RunningJob
+from values.snapshot import DEFAULT_ACTIONS, Ordering, PendingJob, Policy, RunningJob, WithinOrg
 
 from .scenario import org, pending, rack, running, snapshot
 
@@ -178,7 +178,9 @@ def test_the_queue_order_yields_every_job_once_and_writes_nothing() -> None:
         alike_asked.append(job.id)
         return failed if job.id.endswith(("2", "3")) else None
 
-    inputs = QueueInputs(Ordering.FAIR, book, {}, {"a": 1.0, "b": 1.0}, 86_400.0, set(), failed_alike)
+    inputs = QueueInputs(
+        Ordering.FAIR, WithinOrg.AGE, 0.0, book, {}, {"a": 1.0, "b": 1.0}, 86_400.0, set(), failed_alike
+    )
     order = [j.id for j in nominated_first(jobs, inputs)]
     assert sorted(order) == sorted(j.id for j in jobs)
     assert alike_asked  # passed in runs, without a round each

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from scheduler.sim.policies.base import CorePolicy
-from values.snapshot import Ordering, Policy
+from values.snapshot import Ordering, Policy, WithinOrg
 
 FIFO = CorePolicy(
     "fifo",
@@ -21,14 +21,21 @@ FIFO = CorePolicy(
 
 SLURM = CorePolicy(
     "slurm",
-    Policy(ordering=Ordering.FAIR, borrowing=False, reclaim=False, priority_preemption=False, backfill=True),
+    Policy(
+        ordering=Ordering.FAIR,
+        within_org=WithinOrg.AGE,
+        borrowing=False,
+        reclaim=False,
+        priority_preemption=False,
+        backfill=True,
+    ),
     "Slurm multifactor-like: decayed fair-share order (the core's FAIR), EASY backfill with a "
     "reservation for the blocked head, each org limited to its nominal quota (GrpTRES), no preemption",
 )
 
 KUEUE = CorePolicy(
     "kueue",
-    Policy(backfill=False),
+    Policy(backfill=False, within_org=WithinOrg.AGE),
     "Kueue-like: nominal quotas with borrowing of idle capacity and reclaim by preemption, "
     "BestEffortFIFO (a blocked head does not block others), no backfill reservation",
 )
@@ -36,5 +43,6 @@ KUEUE = CorePolicy(
 TRAINPOOL = CorePolicy(
     "trainpool",
     Policy(),
-    "trainpool's default Policy(): fair share with decayed usage, borrowing, reclaim, EASY backfill",
+    "trainpool's default Policy(): fair share with decayed usage, highest response ratio within an org, "
+    "borrowing, reclaim, EASY backfill",
 )
