@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from values.decisions import PreemptReason
 from values.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, Node, PriorityClass, TopologyPath
 from values.errors import ConfigError, Problem, validation_problems
 from values.names import Name
@@ -107,7 +108,15 @@ class PolicyConfig(_Frozen):
     strict_order: bool = False
     half_life_seconds: float = Field(7 * 86_400.0, gt=0, le=10 * 365 * 86_400)
     move_off_unhealthy: bool = True
+    min_runtime_yields_to: tuple[PreemptReason, ...] = (PreemptReason.HEALTH,)
     actions: tuple[str, ...] = Field(DEFAULT_ACTIONS, min_length=1, max_length=32)
+
+    @field_validator("min_runtime_yields_to")
+    @classmethod
+    def _reclaim_waits(cls, reasons: tuple[PreemptReason, ...]) -> tuple[PreemptReason, ...]:
+        if PreemptReason.RECLAIM in reasons:
+            raise ValueError("reclaim always waits for a job's min_runtime_seconds; it cannot be listed")
+        return reasons
 
     @field_validator("actions")
     @classmethod

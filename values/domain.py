@@ -72,6 +72,9 @@ class Node(_Frozen):
 class PriorityClass(_Frozen):
     name: Name
     value: int = Field(ge=-1_000_000, le=1_000_000)
+    # A job of this class is not preempted before it ran this long (see
+    # Policy.min_runtime_yields_to); a job's own min_runtime_seconds overrides it.
+    min_runtime_seconds: float = Field(0.0, ge=0, le=30 * 86_400)
 
 
 DEFAULT_PRIORITY_CLASSES = (
@@ -152,6 +155,8 @@ class JobSpec(_Frozen):
     topology: TopologyConstraint | None = None
     # Used by backfill to know when capacity frees up; a job past it is stopped.
     max_runtime_seconds: float | None = Field(None, gt=0, le=365 * 86_400)
+    # Not preempted before it ran this long (None: its priority class's value).
+    min_runtime_seconds: float | None = Field(None, ge=0, le=30 * 86_400)
     preemptible: bool = True
     grace_period_seconds: float = Field(30.0, ge=0, le=3600)
     restart: RestartPolicy = RestartPolicy()

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from values.decisions import PreemptReason
 from values.domain import Flavor, JobSpec, Node
 from values.quotas import Org
 
@@ -47,6 +48,8 @@ class RunningJob:
     # Accelerator-seconds held in earlier attempts (least-attained-service policies rank
     # on it plus this attempt's); 0 where nobody counts it.
     service: float = 0.0
+    # Not preempted before this attempt ran this long (the spec's, else its class's).
+    min_runtime: float = 0.0
 
     @property
     def accelerators(self) -> int:
@@ -93,6 +96,9 @@ class Policy:
     strict_order: bool = False
     half_life_seconds: float = 7 * 86_400.0
     move_off_unhealthy: bool = True
+    # Preemptions that may stop a job before its min_runtime (reclaim never may): a move
+    # off a failing node is not worth waiting for; a higher priority waits by default.
+    min_runtime_yields_to: tuple[PreemptReason, ...] = (PreemptReason.HEALTH,)
     # The cycle's named actions in the order they run (``scheduler/core/actions``); the
     # switches above tune them (evacuate: move_off_unhealthy; preempt: reclaim and
     # priority_preemption; reserve: backfill). An action not listed does not run.

@@ -66,6 +66,9 @@ class ChurnOptions:
     time_limit: float | None = None
     # False: every gang "normal", so no priority preemption (what the policy costs, apart).
     priorities: bool = True
+    # Every priority class's min_runtime_seconds: no gang is preempted before it ran that
+    # long (0: any may be, at once).
+    min_runtime: float = 0.0
     loop: str = "process"
 
 
@@ -119,6 +122,10 @@ def pool_yaml(opts: ChurnOptions) -> str:
     config = {
         "name": "churn",
         "flavors": [{"name": FLAVOR}, {"name": PROBE_FLAVOR}],
+        "priority_classes": [
+            {"name": name, "value": value, "min_runtime_seconds": opts.min_runtime}
+            for name, value in (("low", 100), ("normal", 500), ("high", 1000))
+        ],
         "orgs": [*orgs, {"name": PROBE_ORG}],
         "node_groups": [{"flavor": FLAVOR, "count": opts.nodes, "accelerators": 1, "name_prefix": "n"}],
     }

@@ -191,6 +191,9 @@ def bench_churn(
     priorities: Annotated[
         bool, typer.Option(help="Mix low, normal and high (--no-priorities: all normal, no preemption).")
     ] = True,
+    min_runtime: Annotated[
+        float, typer.Option(min=0, max=3600, help="Every priority class's min_runtime_seconds.")
+    ] = 0.0,
     loop: Annotated[LoopPlace, typer.Option(help="Where the control loop runs.")] = LoopPlace.PROCESS,
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
@@ -202,7 +205,7 @@ def bench_churn(
 
     opts = ChurnOptions(db=db, orgs=orgs, nodes=nodes, rate=rate, seconds=seconds, seed=seed,
                         api_probe=api_probe, time_limit=time_limit,
-                        priorities=priorities, loop=loop.value)  # fmt: skip
+                        priorities=priorities, min_runtime=min_runtime, loop=loop.value)  # fmt: skip
     err = Console(stderr=True)
     err.print(
         f"{int(rate * seconds)} gangs at {rate:g}/s on {nodes} nodes (offered load "

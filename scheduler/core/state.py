@@ -12,7 +12,7 @@ from quota.accounting import QuotaBook
 from scheduler.core import carried
 from scheduler.core.backfill import Hold
 from scheduler.core.pool import ANYWHERE, Fit, Shape
-from values.decisions import Decisions, PendingReason, PendingStatus
+from values.decisions import Decisions, PendingReason, PendingStatus, PreemptReason
 from values.snapshot import PendingJob, RunningJob, Snapshot
 
 Extra = dict[int, tuple[int, float, float]]
@@ -128,6 +128,15 @@ class CycleState:
         if t is None or t.mode != "required":
             return Fit(avoid=job.avoid_nodes) if job.avoid_nodes else ANYWHERE
         return Fit(t.level, True, job.avoid_nodes)
+
+    def protected(self, r: RunningJob, reason: PreemptReason) -> bool:
+        """Too young to stop for ``reason``: it has not run its min_runtime yet, and the
+        policy does not let that kind of preemption override it."""
+        return (
+            r.min_runtime > 0
+            and self.now - r.started_at < r.min_runtime
+            and reason not in self.policy.min_runtime_yields_to
+        )
 
     def ends_before(self, job: PendingJob, t: float) -> bool:
         limit = job.spec.max_runtime_seconds

@@ -9,7 +9,7 @@ afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from quota.accounting import QuotaBook, Verdict
@@ -71,6 +71,7 @@ def find_victims(
     *,
     fit: Fit,
     live: dict[tuple[str, str], int],
+    protected: Callable[[RunningJob, PreemptReason], bool] = lambda r, reason: False,
 ) -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
     """The victims to stop so ``job`` fits on ``flavor`` and the nodes it will then get, or
     None when no set would do.
@@ -108,6 +109,8 @@ def find_victims(
                 return got
         current = key[:2]
         v = Victim(r, PreemptReason.PRIORITY if r.spec.org == org else PreemptReason.RECLAIM)
+        if protected(r, v.reason):
+            continue  # it has not run its min_runtime yet
         if v.reason is PreemptReason.RECLAIM:
             # Only borrowed capacity is reclaimed: once the victims taken so far bring an
             # org back to nominal, the rest of its jobs are not candidates.

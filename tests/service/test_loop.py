@@ -14,7 +14,7 @@ from scheduler.store import jobs as jobstore
 from scheduler.store import lease
 from scheduler.store.db import open_database
 from values.decisions import PendingReason
-from values.domain import Health
+from values.domain import Health, PriorityClass
 from values.lifecycle import IllegalTransition, JobState
 from values.snapshot import Ordering, Policy
 
@@ -475,3 +475,20 @@ def test_a_restarted_job_gets_its_whole_time_limit_again(url: str) -> None:
     pool.cycle(15)  # 30 s into the second attempt
     row = pool.job(job)
     assert (row.state, row.failure_class) == ("FAILED", "timeout")
+
+
+def test_a_borrowers_young_job_is_reclaimed_only_after_its_class_min_runtime(url: str) -> None:
+    # b borrows the whole pool; a, entitled to it, submits. With a 60 s min runtime for
+    # "normal", the loop waits until b's job has run 60 s, then reclaims.
+    classes = (PriorityClass(name="normal", value=500, min_runtime_seconds=60),)
+    pool = Pool(url, node_list=nodes(1), org_list=orgs(a=8, b=0), priority_classes=classes)
+    borrower = pool.submit("b", env={"SIM_DURATION": 1000})
+    pool.cycle()
+    pool.cycle(1)
+    assert pool.state(borrower) is JobState.RUNNING
+    owner = pool.submit("a", env={"SIM_DURATION": 10})
+    pool.cycle(10)
+    pool.cycle(10)
+    assert (pool.state(borrower), pool.state(owner)) == (JobState.RUNNING, JobState.PENDING)
+    pool.cycle(45)  # 66 s after the borrower's admission
+    assert "preempt" in pool.events(borrower)

@@ -24,7 +24,7 @@ class Evacuate(Action):
         if not unhealthy:
             return
         for r in sorted(cycle.snap.running, key=lambda r: r.id):
-            if r.terminating:
+            if r.terminating or cycle.protected(r, PreemptReason.HEALTH):
                 continue
             bad = [n for n, _ in r.assignments if n in unhealthy]
             if bad:

@@ -75,7 +75,7 @@ def _ranked(cycle: Cycle, f: str) -> list[tuple[int, float, str, RunningJob]]:
     """Possible victims: lowest queue (lowest priority) first, then most attained service."""
     now, ranked = cycle.now, []
     for r in [*cycle.running_by_flavor.get(f, []), *cycle.placed_by_flavor.get(f, [])]:
-        if r.terminating or r.id in cycle.stopping:
+        if r.terminating or r.id in cycle.stopping or cycle.protected(r, PreemptReason.SERVICE):
             continue
         ranked.append((r.priority, -(r.service + r.accelerators * (now - r.started_at)), r.id, r))
     ranked.sort()

@@ -59,6 +59,7 @@ class Preempt(Action):
                 cycle.stopping,
                 fit=cycle.fit_of(job),
                 live=cycle.live,
+                protected=cycle.protected,
             )
             if found is None:
                 cycle.memo[key] = _FAIL
