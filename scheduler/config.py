@@ -121,11 +121,11 @@ class PolicyConfig(_Frozen):
     @field_validator("actions")
     @classmethod
     def _known_actions(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        from scheduler.core.actions import ACTIONS
+        from scheduler.core.actions import ACTIONS, unknown
 
-        unknown = [n for n in names if n not in ACTIONS]
-        if unknown:
-            raise ValueError(f"unknown action {unknown[0]!r}; the actions are {', '.join(ACTIONS)}")
+        missing = unknown(names)
+        if missing:
+            raise ValueError(f"unknown action {missing[0]!r}; the actions are {', '.join(ACTIONS)}")
         twice = [n for n, k in Counter(names).items() if k > 1]
         if twice:
             raise ValueError(f"action {twice[0]!r} is listed twice")

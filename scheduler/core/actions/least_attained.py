@@ -50,7 +50,7 @@ class LeastAttained(Action):
                 if f not in free:
                     free[f] = _free(cycle, f)
                     victims[f] = _ranked(cycle, f)
-                chosen = _victims(job, victims[f], free[f], cycle.now)
+                chosen = _victims(job, victims[f], free[f])
                 if chosen:
                     for v in chosen:
                         victims[f].remove(v)
@@ -83,7 +83,7 @@ def _ranked(cycle: Cycle, f: str) -> list[tuple[int, float, str, RunningJob]]:
 
 
 def _victims(
-    job: PendingJob, candidates: list[tuple[int, float, str, RunningJob]], free: dict[str, int], now: float
+    job: PendingJob, candidates: list[tuple[int, float, str, RunningJob]], free: dict[str, int]
 ) -> list[tuple[int, float, str, RunningJob]]:
     """Victims of lower queues, in order, until ``job`` fits in ``free`` (updated then);
     none if it does not fit even then, or fits already (it waits for another reason)."""

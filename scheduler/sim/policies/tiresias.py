@@ -41,15 +41,8 @@ class Tiresias:
         "FIFO within a queue, org-blind, preempts lower queues for a blocked job"
     )
 
-    def attained(self, job: SimJob, now: float) -> float:
-        running = job.acc * (now - job.start) if job.running is not None else 0.0
-        return job.attained + running
-
-    def queue(self, job: SimJob, now: float) -> int:
-        return _queue_of(self.attained(job, now))
-
     def priority(self, job: SimJob, now: float) -> int:
-        # Called for every running job every cycle: written out rather than via queue().
+        # Called for every running job every cycle: the queue is written out inline.
         attained = job.attained + (job.acc * (now - job.start) if job.running is not None else 0.0)
         return NORMAL_PRIORITY - (0 if attained < _FIRST else 1 if attained < _SECOND else 2)
 
@@ -75,8 +68,3 @@ class Tiresias:
 
 
 _FIRST, _SECOND = THRESHOLDS
-
-
-def _queue_of(attained: float) -> int:
-    """``bisect_right(THRESHOLDS, attained)``, written out (it runs for every job, every cycle)."""
-    return 0 if attained < _FIRST else 1 if attained < _SECOND else 2
