@@ -16,6 +16,7 @@ from rich.console import Console
 from scheduler.bench.report import TARGET_SIZE, add_targets, render_table
 from scheduler.bench.runner import BenchConfig, Decide, run_benchmark
 from scheduler.bench.workload import WorkloadConfig
+from scheduler.collector import GcTuning
 from scheduler.control.loop_place import LoopPlace
 
 bench_app = typer.Typer(help="Measure the scheduler on this machine.", no_args_is_help=True)
@@ -47,6 +48,8 @@ def _canonical_command(cfg: BenchConfig, as_json: bool) -> str:
         args += ["--profile", cfg.profile_path, "--profile-cycles", cfg.profile_cycles]
     if cfg.profile_cold_path is not None:
         args += ["--profile-cold", cfg.profile_cold_path]
+    if cfg.gc is None:
+        args.append("--gc-default")
     if as_json:
         args.append("--json")
     return shlex.join(str(a) for a in args)
@@ -88,6 +91,14 @@ def bench_scheduler(
             dir_okay=False,
         ),
     ] = None,
+    gc_default: Annotated[
+        bool,
+        typer.Option(
+            "--gc-default",
+            help="Leave the garbage collector at the interpreter's defaults (default: tuned as "
+            "the server's loop process tunes it).",
+        ),
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
     traceback: Annotated[
         bool, typer.Option("--traceback", help="Show the traceback if the core fails.")
@@ -103,6 +114,7 @@ def bench_scheduler(
         profile_path=profile,
         profile_cycles=profile_cycles,
         profile_cold_path=profile_cold,
+        gc=None if gc_default else GcTuning(),
     )
     decide = load_decide()
     err = Console(stderr=True, highlight=False)

@@ -18,7 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from scheduler.bench.workload import (
     capacity_by_flavor,
     initial_usage,
 )
+from scheduler.collector import GcTuning, tune
 from values.decisions import Decisions
 from values.snapshot import Policy, Snapshot
 
@@ -53,6 +54,9 @@ class BenchConfig:
     profile_path: Path | None = None  # cProfile stats of extra steady cycles
     profile_cycles: int = 5
     profile_cold_path: Path | None = None  # cProfile stats of a repeated cold cycle
+    # The collector as the loop's process tunes it (what a live cycle pays); None: the
+    # interpreter's defaults.
+    gc: GcTuning | None = field(default_factory=GcTuning)
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
@@ -291,6 +295,15 @@ def _profile_cold(cfg: BenchConfig, decide: Decide, progress: Progress) -> None:
 
 
 def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> BenchRun:
+    thresholds = gc.get_threshold()
+    try:
+        return _run(cfg, decide, progress)
+    finally:  # the caller's collector as it was (tests run the benchmark in-process)
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
+def _run(cfg: BenchConfig, decide: Decide, progress: Progress) -> BenchRun:
     w = cfg.workload
     rss_start = peak_rss_mb()
     load_start = machine_facts()["load_average_1m"]
@@ -298,6 +311,8 @@ def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> Bench
     progress(
         f"setup: {len(setup.state.nodes):,} nodes, {w.jobs:,} jobs, {w.orgs} orgs in {setup.seconds:.2f} s"
     )
+    if cfg.gc is not None:
+        tune(cfg.gc)  # as the loop's process does once it has built what it keeps
     gc_before = gc.get_stats()[2]["collections"]
     cold = _cold(setup, decide, progress)
 
@@ -336,6 +351,7 @@ def run_benchmark(cfg: BenchConfig, decide: Decide, progress: Progress) -> Bench
         "setup_s": setup.seconds,
         **cold,
         **steady_figures,
+        "gc": "server" if cfg.gc is not None else "default",
         "gc_gen2_collections": gc_timed,
         **final,
         "rss_at_start_mb": rss_start,

@@ -10,7 +10,7 @@ dropped at the end.
 
 from __future__ import annotations
 
-import gc
+from collections.abc import Sequence
 from operator import attrgetter
 
 from quota.accounting import Verdict
@@ -36,16 +36,10 @@ _FAIL = None
 
 
 def decide(snapshot: Snapshot, now: float) -> Decisions:
-    # A cycle allocates hundreds of thousands of short-lived tuples and makes no reference
-    # cycles; with a large snapshot alive, each collector pass would walk all of it, which
-    # measured as a third of a steady cycle. So the collector waits until the cycle ends.
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        return Cycle(snapshot, now).run()
-    finally:
-        if enabled:
-            gc.enable()
+    # The garbage collector is left alone: it is the whole process's (the API's threads
+    # share it). What a cycle allocates is short-lived tuples without reference cycles;
+    # the process that runs the loop tunes the collector for that (``collector.tune``).
+    return Cycle(snapshot, now).run()
 
 
 class Cycle(PreemptSteps, WaitSteps):
@@ -61,12 +55,9 @@ class Cycle(PreemptSteps, WaitSteps):
             action.before(self)
         eligible = [j for j in sorted(self.snap.pending, key=_by_id) if self.admissible(j)]
         pending = self.out.pending
-        for job in nominated_first(eligible, self.queue_inputs()):
-            # Most jobs of a saturated pool come right after the order asked failed_alike
-            # about them (and it said they fail as an earlier one did): record that here.
-            last = self._last_alike
-            if last[0] is job and last[2] is not None and last[1] == self.epoch:
-                pending[job.id] = last[2]
+        for job, alike in nominated_first(eligible, self.queue_inputs()):
+            if alike is not None:  # fails as an earlier job of its kind did, the order found
+                pending[job.id] = alike
             else:
                 self.consider(job)
         for action in self.actions:
@@ -140,10 +131,13 @@ class Cycle(PreemptSteps, WaitSteps):
         # Inside a cycle, free capacity, lendable quota and victims only shrink, so a job
         # that failed stays failed; only a new hold or org block can change *why*. So a
         # failure is reused for same-kind jobs until then (the epoch), instead of redone.
-        if self.known_failure(job):
-            return
-        key = self.outcome_key(job)
+        key = self._outcome_key(job)
         epoch = self.epoch
+        if key is not None:
+            hit = self._outcomes.get(key)
+            if hit is not None and hit[0] == epoch:
+                self.out.pending[job.id] = hit[1]
+                return
         self.walk(job)
         status = self.out.pending.get(job.id)
         if (
@@ -154,68 +148,53 @@ class Cycle(PreemptSteps, WaitSteps):
         ):
             self._outcomes[key] = (epoch, status)
 
-    def known_failure(self, job: PendingJob) -> bool:
-        """Record ``job``'s status if a job of the same kind already failed in this epoch."""
-        status = self.failed_alike(job)
-        if status is None:
-            return False
-        self.out.pending[job.id] = status
-        return True
-
-    def failed_alike(self, job: PendingJob) -> PendingStatus | None:
-        """The status of a job of ``job``'s kind that failed in this epoch, if one did:
-        ``job`` would fail the same way and change nothing (the queue order uses this to
-        pass such jobs without a round each)."""
+    def failed_alike(self, queue: Sequence[PendingJob], start: int) -> list[PendingStatus]:
+        """The statuses of ``queue[start:]``, in order, for as long as each job would fail
+        as a job of its kind already did in this epoch: such a job changes nothing (the
+        queue order passes these without a round each)."""
+        found: list[PendingStatus] = []
         if self.strict_blocker is not None:
-            return None
-        last = self._last_alike
-        if last[0] is job and last[1] == self.epoch:
-            return last[2]  # asked by the order, then by consider: the same answer
-        key = self.outcome_key(job)
-        hit = None if key is None else self._outcomes.get(key)
-        status = None if hit is None or hit[0] != self.epoch else hit[1]
-        self._last_alike = (job, self.epoch, status)
-        return status
+            return found
+        outcomes, epoch, key_of = self._outcomes, self.epoch, self._outcome_key
+        for i in range(start, len(queue)):
+            key = key_of(queue[i])
+            hit = None if key is None else outcomes.get(key)
+            if hit is None or hit[0] != epoch:
+                break
+            found.append(hit[1])
+        return found
 
-    def outcome_key(self, job: PendingJob) -> tuple[object, ...] | None:
-        # Asked twice per job (by the order, then by consider); the answer changes only
-        # with the epoch, so it is kept per job until then.
-        hit = self._outcome_keys.get(id(job))
-        if hit is not None and hit[0] == self.epoch:
-            return hit[1]
-        key = self._outcome_key(job)
-        self._outcome_keys[id(job)] = (self.epoch, key)
-        return key
-
-    def _outcome_key(self, job: PendingJob) -> tuple[object, ...] | None:
-        hit = self._facts.get(id(job))
-        facts: JobFacts = hit[1] if hit is not None and hit[0] is job else self.facts(job)  # type: ignore[assignment]
-        if not facts.plain or job.id in self.stopping_for:
+    def _outcome_key(self, job: PendingJob) -> object:
+        """What ``job``'s failure depends on besides its kind, or None: decide it alone.
+        (Asked for nearly every pending job in every cycle: kept lean.)"""
+        facts: JobFacts = self._facts[id(job)][1]  # type: ignore[assignment]  # admissible() put it there
+        kind = facts.alike
+        if kind is None or job.id in self.stopping_for:
             return None  # job-specific constraints: decide it on its own
         # The runtime limit matters only through "ends before the hold starts" and "ends
         # before the org's blocked job could start": key on those answers, not the value.
         holds, blocked = self.holds, self.blocked
         if not holds and not blocked:
-            return (facts.kind, None)  # nothing to end before: the same for every job
-        flavors = job.spec.gang.flavors
-        if len(flavors) > 1:
-            timing = tuple(
-                (f in holds and self.ends_before(job, holds[f].start_at), self.blocked_in_org(job, f))
-                for f in flavors
+            return kind  # nothing to end before: the same for every job of the kind
+        f = facts.flavor
+        if f is None:
+            return (
+                kind,
+                tuple(
+                    (f in holds and self.ends_before(job, holds[f].start_at), self.blocked_in_org(job, f))
+                    for f in job.spec.gang.flavors
+                ),
             )
-            return (facts.kind, timing)
-        # One flavor (nearly every job): the same answers, inlined on the hot path.
-        f, limit = flavors[0], job.spec.max_runtime_seconds
+        # One flavor (nearly every job): the same answers, inlined.
+        limit, now = facts.limit, self.now
         hold = holds.get(f)
-        ends = hold is not None and limit is not None and self.now + limit <= hold.start_at
+        ends = hold is not None and limit is not None and now + limit <= hold.start_at
         got = blocked.get((job.spec.org, f)) if blocked else None
         if got is None:
-            blocker = None
-        else:
-            blocker, start = got
-            if start is not None and limit is not None and self.now + limit <= start:
-                blocker = None
-        return (facts.kind, ((ends, blocker),))
+            return (kind, ends, None)
+        blocker, start = got
+        passes = start is not None and limit is not None and now + limit <= start
+        return (kind, ends, None if passes else blocker)
 
     def walk(self, job: PendingJob) -> None:
         """Offer ``job`` to the actions in turn until one settles it; else it waits."""

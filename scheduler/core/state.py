@@ -48,18 +48,24 @@ class JobFacts:
 
     shape: Shape
     reject_kind: int  # (org, flavors, shape, required level): "can it ever run"
-    kind: int  # (org, flavors, shape, topology, priority): "does it fail like an earlier job"
-    plain: bool  # no avoided nodes and no preemption history: may share outcomes
+    # (org, flavors, shape, topology, priority): "does it fail like an earlier job", or
+    # None for a job with avoided nodes or a preemption history (decided on its own).
+    alike: int | None
+    flavor: str | None  # its one flavor, or None where it names several
+    limit: float | None  # its runtime limit
 
     @staticmethod
     def of(job: PendingJob) -> JobFacts:
         spec, shape, t = job.spec, shape_of(job), job.spec.topology
         level = t.level if t is not None and t.mode == "required" else None
+        flavors = spec.gang.flavors
+        plain = not (job.avoid_nodes or job.preempted_by)
         return JobFacts(
             shape,
-            kind_id(("never", spec.org, spec.gang.flavors, shape, level)),
-            kind_id(("outcome", spec.org, spec.gang.flavors, shape, t, job.priority)),
-            not (job.avoid_nodes or job.preempted_by),
+            kind_id(("never", spec.org, flavors, shape, level)),
+            kind_id(("outcome", spec.org, flavors, shape, t, job.priority)) if plain else None,
+            flavors[0] if len(flavors) == 1 else None,
+            spec.max_runtime_seconds,
         )
 
 
@@ -108,11 +114,9 @@ class CycleState:
         self._last_facts = charged.per_object
         self.ranked, self.running_jobs = charged.ranked, charged.jobs
         self.carried = charged
-        self._outcome_keys: dict[int, tuple[int, tuple[object, ...] | None]] = {}
-        self._outcomes: dict[tuple[object, ...], tuple[int, PendingStatus]] = {}
+        self._outcomes: dict[object, tuple[int, PendingStatus]] = {}
         # Bumped when a hold or an org block changes the reasons later jobs get.
         self.epoch = 0
-        self._last_alike: tuple[object, int, PendingStatus | None] = (None, -1, None)
 
     def facts(self, job: PendingJob) -> JobFacts:
         hit = self._facts.get(id(job)) or self._last_facts.get(id(job))

@@ -4,6 +4,8 @@ hide what is being tested)."""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import json
 import math
 import pstats
@@ -28,6 +30,9 @@ from scheduler.bench.workload import (
     capacity_by_flavor,
 )
 from scheduler.cli.main import app
+from scheduler.collector import GcTuning
+from values.decisions import Decisions
+from values.snapshot import Snapshot
 
 from .greedy_core import greedy_decide, overcommitting_decide
 
@@ -95,6 +100,24 @@ def test_real_core_leaves_no_node_over_capacity_after_steady_cycles() -> None:
     assert run.state.running, "the real core placed nothing"
     assert _over_capacity(run.state) == []
     assert run.results["invariant_violations"] == 0, run.results["invariant_examples"]
+
+
+def test_cycles_are_timed_with_the_collector_tuned_as_the_server_does_then_restored() -> None:
+    thresholds: list[tuple[int, int, int]] = []
+
+    def decide_watching(snap: Snapshot, now: float) -> Decisions:
+        thresholds.append(gc.get_threshold())
+        return greedy_decide(snap, now)
+
+    before = gc.get_threshold()
+    cfg = BenchConfig(WorkloadConfig(nodes=20, jobs=200, orgs=2), repeats=2)
+    assert run_benchmark(cfg, decide_watching, _quiet).results["gc"] == "server"
+    assert set(thresholds) == {GcTuning().thresholds}
+    assert gc.get_threshold() == before
+
+    thresholds.clear()
+    run_benchmark(dataclasses.replace(cfg, gc=None), decide_watching, _quiet)
+    assert set(thresholds) == {before}
 
 
 def test_table_output_marks_each_target() -> None:

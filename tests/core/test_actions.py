@@ -5,6 +5,7 @@ does, the failure memo kept valid by ``frees_capacity``, Tiresias' preemption as
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import pytest
 
@@ -174,14 +175,22 @@ def test_the_queue_order_yields_every_job_once_and_writes_nothing() -> None:
     failed = PendingStatus(PendingReason.CAPACITY, "full")
     alike_asked: list[str] = []
 
-    def failed_alike(job: PendingJob) -> PendingStatus | None:
-        alike_asked.append(job.id)
-        return failed if job.id.endswith(("2", "3")) else None
+    def failed_alike(queue: Sequence[PendingJob], start: int) -> list[PendingStatus]:
+        run = []
+        for job in queue[start:]:
+            alike_asked.append(job.id)
+            if not job.id.endswith(("2", "3")):
+                break
+            run.append(failed)
+        return run
 
     inputs = QueueInputs(
         Ordering.FAIR, WithinOrg.AGE, 0.0, book, {}, {"a": 1.0, "b": 1.0}, 86_400.0, set(), failed_alike
     )
-    order = [j.id for j in nominated_first(jobs, inputs)]
-    assert sorted(order) == sorted(j.id for j in jobs)
-    assert alike_asked  # passed in runs, without a round each
+    turns = list(nominated_first(jobs, inputs))
+    assert sorted(j.id for j, _ in turns) == sorted(j.id for j in jobs)
+    # The runs of jobs that fail alike come with their status, right after the job before them.
+    assert {j.id for j, status in turns if status is failed} == {"a2", "a3", "b2", "b3"}
+    assert [j.id for j, _ in turns if j.id.startswith("a")] == [f"a{i}" for i in range(5)]
+    assert alike_asked
     assert book.alloc("a", "h100") == book.alloc("b", "h100") == 0
