@@ -68,6 +68,14 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.phase_seconds = Histogram(
+            "trainpool_scheduling_phase_seconds",
+            "Duration of each phase of a control-loop cycle (observe, persist_observation, "
+            "snapshot, decide, persist_decisions, act, note_pending).",
+            ["phase"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.wait_seconds = Histogram(
             "trainpool_job_wait_seconds", "Time from submit to start (first attempt).", ["org"],
             buckets=_WAIT_BUCKETS, registry=r,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +74,10 @@ class SimBackend:
         if self._path is not None:
             self._path.parent.mkdir(parents=True, exist_ok=True)
         self._gangs: dict[str, SimGang] = {}
+        # Gang keys by node, for the overcommit check of a launch (scanning every gang
+        # per launch made a 10,000-gang cycle quadratic). Keys of gangs gone may linger
+        # (looked up in _gangs); None: rebuild it from _gangs, which replays replace.
+        self._on_node: dict[str, set[str]] | None = None
         self._archive: dict[str, list[str]] = {}
         self.launches = 0  # launch calls that started a gang (tests count duplicates)
         # Launches that found a node without room: the scheduler double-allocated.
@@ -128,7 +133,7 @@ class SimBackend:
             if self._nodes[node].health is Health.UNHEALTHY:
                 raise BackendError(f"node '{node}' is unhealthy")
         held = {n: k * launch.spec.gang.accelerators for n, k in launch.assignments}
-        busy = self._held(now)
+        busy = self._held(now, held)
         if any(busy.get(n, 0) + k > self._nodes[n].accelerators for n, k in held.items()):
             self.overcommits += 1
         env = launch.spec.env
@@ -145,6 +150,7 @@ class SimBackend:
             start_delay=self.start_delay,
             held=held,
         )
+        self._index(self._gangs[launch.key])
         self.launches += 1
         gang = vars(self._gangs[launch.key])
         self._save({"op": "launch", "gang": gang, "launches": self.launches, "overcommits": self.overcommits})
@@ -187,13 +193,29 @@ class SimBackend:
         return lines
 
     # --- internals -----------------------------------------------------------------
-    def _held(self, now: float) -> dict[str, int]:
+    def _held(self, now: float, nodes: Iterable[str]) -> dict[str, int]:
+        """Accelerators held on ``nodes`` by gangs not yet settled."""
+        index = self._node_index()
+        keys = set().union(*(index.get(n, ()) for n in nodes))
         busy: dict[str, int] = {}
-        for g in self._gangs.values():
-            if not self._status(g, now).settled:
+        for key in sorted(keys):
+            g = self._gangs.get(key)
+            if g is not None and not self._status(g, now).settled:
                 for n, k in (g.held or {}).items():
                     busy[n] = busy.get(n, 0) + k
         return busy
+
+    def _node_index(self) -> dict[str, set[str]]:
+        if self._on_node is None:
+            self._on_node = {}
+            for g in self._gangs.values():
+                self._index(g)
+        return self._on_node
+
+    def _index(self, g: SimGang) -> None:
+        if self._on_node is not None:
+            for n in g.nodes:
+                self._on_node.setdefault(n, set()).add(g.key)
 
     def _status(self, g: SimGang, now: float) -> GangStatus:
         return status_of(
@@ -270,14 +292,14 @@ class SimBackend:
             return
         head = j.read_head()
         if head is not None and "gangs" in head:  # a state file of the older, rewritten kind
-            self._gangs, self._archive = {}, {}
+            self._gangs, self._archive, self._on_node = {}, {}, None
             self._apply({**head, "op": "snapshot"})
         elif head is not None:
             self.launches = int(head.get("launches", 0))
             self.overcommits = int(head.get("overcommits", 0))
         records, torn = j.read_all()
         if records:
-            self._gangs, self._archive = {}, {}
+            self._gangs, self._archive, self._on_node = {}, {}, None
             for record in records:
                 self._apply(record)
         if torn or (head is not None and "gangs" in head and not records):
@@ -292,7 +314,7 @@ class SimBackend:
         a record twice (two writers' interleaved lines) does no harm."""
         op = r.get("op")
         if op == "snapshot":
-            self._gangs = {g["key"]: SimGang(**g) for g in r.get("gangs", [])}
+            self._gangs, self._on_node = {g["key"]: SimGang(**g) for g in r.get("gangs", [])}, None
             self._archive = dict(r.get("archive", {}))
             self.launches = int(r.get("launches", 0))
             self.overcommits = int(r.get("overcommits", 0))
@@ -301,7 +323,8 @@ class SimBackend:
                     self._nodes[name] = self._nodes[name].model_copy(update={"health": Health(health)})
         elif op == "launch":
             gang = SimGang(**r["gang"])
-            self._gangs.setdefault(gang.key, gang)
+            if self._gangs.setdefault(gang.key, gang) is gang:
+                self._index(gang)
             self.launches = max(self.launches, int(r["launches"]))
             self.overcommits = max(self.overcommits, int(r["overcommits"]))
         elif op == "stop":
@@ -309,7 +332,11 @@ class SimBackend:
             if g is not None:
                 g.stop_requested_at, g.grace = r["at"], r["grace"]
         elif op == "forget":
-            if self._gangs.pop(r["key"], None) is not None or r["key"] in self._archive:
+            gone = self._gangs.pop(r["key"], None)
+            if gone is not None and self._on_node is not None:
+                for n in gone.nodes:
+                    self._on_node.get(n, set()).discard(gone.key)
+            if gone is not None or r["key"] in self._archive:
                 self._archive[r["key"]] = r["lines"]
                 while len(self._archive) > _ARCHIVE:
                     self._archive.pop(next(iter(self._archive)))

@@ -233,3 +233,34 @@ def bench_churn(
     _print_summary(results, as_json)
     if not all(report.targets.values()):
         raise typer.Exit(code=1)
+
+
+@bench_app.command("loop")
+def bench_loop(
+    running: Annotated[
+        int,
+        typer.Option(
+            min=1, max=1_000_000, help="Jobs whose sizes set the pool: about what the cold cycle starts."
+        ),
+    ] = 10_000,
+    pending: Annotated[int, typer.Option(min=0, max=1_000_000, help="Jobs left waiting.")] = 40_000,
+    orgs: Annotated[int, typer.Option(min=1, max=1000, help="Orgs sharing the pool.")] = 20,
+    cycles: Annotated[int, typer.Option(min=1, max=1000, help="Steady cycles to time.")] = 10,
+    seed: Annotated[int, typer.Option(min=0, help="Seed of the job sizes and durations.")] = 0,
+    db: DbOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Time the live control loop's cycle, phase by phase, on a store of RUNNING running and
+    PENDING pending jobs (Philly sizes, sim backend): a cold cycle, then steady cycles in
+    which about 1% of running jobs end and 1% new jobs arrive."""
+    from scheduler.bench.live import LiveBench, LiveOptions
+
+    err = Console(stderr=True, highlight=False)
+    opts = LiveOptions(running=running, pending=pending, orgs=orgs, cycles=cycles, db=db, seed=seed)
+    err.print(f"filling a {'PostgreSQL' if db else 'SQLite'} store with {running + pending:,} jobs")
+    started = time.perf_counter()
+    result = LiveBench(
+        opts, lambda line: err.print(f"[dim]{time.perf_counter() - started:7.1f}s[/] {line}")
+    ).run()
+    result["command"] = shlex.join(["trainpool", *sys.argv[1:]])
+    _print_summary(result, as_json)

@@ -35,7 +35,7 @@ from scheduler.metrics import Metrics, set_all
 from scheduler.store import lease
 from scheduler.store import nodes as nodestore
 from scheduler.store.db import Database
-from scheduler.store.view import PendingCache, PoolView, build
+from scheduler.store.view import LiveCache, PoolView, build
 from values.decisions import Decisions
 from values.snapshot import Snapshot
 
@@ -54,6 +54,17 @@ class LoopSettings:
     lease_ttl: float = 10.0
     holder: str = field(default_factory=default_holder)
     apply: ApplyOptions = field(default_factory=ApplyOptions)
+
+
+class Ticker:
+    """Records into ``phases`` the seconds since the last tick under each phase's name."""
+
+    def __init__(self, phases: dict[str, float]) -> None:
+        self.phases, self.last = phases, time.perf_counter()
+
+    def __call__(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.phases[phase], self.last = now - self.last, now
 
 
 class ControlLoop:
@@ -76,9 +87,11 @@ class ControlLoop:
         self.metrics = metrics
         self._decide = decide
         self.epoch: int | None = None
-        self._pending = PendingCache()
+        self._live = LiveCache()
         self.cycles = 0
         self.last_cycle_at: float | None = None
+        # Seconds each phase of the last cycle took, by name (the bench and the metric).
+        self.phases: dict[str, float] = {}
 
     @property
     def is_leader(self) -> bool:
@@ -104,15 +117,24 @@ class ControlLoop:
         fence = Fence(self.settings.holder, self.epoch)
         out = Outcome()
         acts, opts = Actions(), self.settings.apply
+        phases = self.phases = {}
+        tick = Ticker(phases)
         try:
             seen = observe(self.backend, now)
-            persist_observation(self.db, seen, fence, out, acts, opts, self._pending.specs)
+            tick("observe")
+            persist_observation(self.db, seen, fence, out, acts, opts, self._live.specs)
+            tick("persist_observation")
             with self.db.read() as s:
-                view = build(s, self.pool, now, self._pending)
+                view = build(s, self.pool, now, self._live)
+            tick("snapshot")
             decisions = self.decide(view.snapshot, now)
-            persist_decisions(self.db, view, decisions, fence, now, out, acts, self._pending.specs)
-            act(self.db, self.backend, fence, acts, now, out, self._pending.specs, opts.checkpoint_root)
+            tick("decide")
+            persist_decisions(self.db, view, decisions, fence, now, out, acts, self._live.specs)
+            tick("persist_decisions")
+            act(self.db, self.backend, fence, acts, now, out, self._live.specs, opts.checkpoint_root)
+            tick("act")
             note_pending(self.db, view, decisions, fence, now)
+            tick("note_pending")
         except NotLeader:
             log.warning("lost the leader lease during a cycle; stepping down")
             self.epoch = None
@@ -120,6 +142,8 @@ class ControlLoop:
         self.cycles += 1
         self.last_cycle_at = now
         if self.metrics is not None:
+            for phase, seconds in phases.items():
+                self.metrics.phase_seconds.labels(phase).observe(seconds)
             self._observe(view.snapshot, out, time.perf_counter() - started)
             reasons = Counter((status.reason.value,) for status in decisions.pending.values())
             set_all(self.metrics.pending_by_reason, reasons)

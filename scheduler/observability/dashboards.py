@@ -97,6 +97,9 @@ POOL = DashboardSpec(
                 q(quantile(0.5, "trainpool_scheduling_cycle_seconds"), "p50"),
                 q(quantile(0.99, "trainpool_scheduling_cycle_seconds"), "p99"),
             ), unit="s"),
+            PanelSpec("Cycle p99 by phase", "timeseries", (
+                q(quantile(0.99, "trainpool_scheduling_phase_seconds", "phase"), "{{phase}}"),
+            ), unit="s"),
             PanelSpec("Cycles per second", "timeseries", (
                 q(f"sum(rate(trainpool_scheduling_cycle_seconds_count[{RATE}]))", "cycles/s"),
             )),

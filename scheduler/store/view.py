@@ -66,20 +66,24 @@ def flavors_of(session: Session, pool: PoolView) -> tuple[Flavor, ...]:
     return tuple(Flavor(name=n) for n in sorted(names))
 
 
-class PendingCache:
-    """What the loop keeps between cycles: pending jobs as of their last version, and
-    the live (pending and running) jobs' parsed specs, which every phase of the cycle
-    shares: a spec is parsed once while its job is live.
+class LiveCache:
+    """What the loop keeps between cycles: pending jobs as of their last version, running
+    jobs as the values last built, and the live (pending and running) jobs' parsed specs,
+    which every phase of the cycle shares: a spec is parsed once while its job is live.
 
     A queue of thousands changes by a few jobs a cycle; re-reading and re-building
     every one of them would cost more than deciding. Each cycle reads only (id,
-    version) of the queue and loads the rows whose version moved.
+    version) of the queue and loads the rows whose version moved. A running job whose
+    row, allocation and last checkpoint are as before is the same ``RunningJob`` object
+    as in the last snapshot: the core's carried state (``core/carried.py``) sees an
+    unchanged job by identity, so only what started, ended or changed costs it work.
     """
 
     _CHUNK = 512  # a power of two: see keys.padded
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[JobRow, PendingJob]] = {}
+        self._running: dict[str, tuple[tuple[object, ...], RunningJob]] = {}
         self.specs = jobstore.SpecCache()
 
     def load(self, session: Session) -> tuple[list[JobRow], list[PendingJob]]:
@@ -103,20 +107,45 @@ class PendingCache:
         entries = [e for e in entries if e[0].state == JobState.PENDING.value]
         return [row for row, _ in entries], [job for _, job in entries]
 
+    def running(
+        self,
+        rows: Mapping[str, JobRow],
+        allocs: list[AllocationRow],
+        checkpoints: Mapping[str, float],
+        pool: PoolView,
+    ) -> list[RunningJob]:
+        """The running jobs of these allocations, reusing last cycle's value of each job
+        whose inputs are unchanged; the rest are forgotten."""
+        kept: dict[str, tuple[tuple[object, ...], RunningJob]] = {}
+        out: list[RunningJob] = []
+        for a in allocs:
+            job = rows.get(a.job_id)
+            if job is None:
+                continue
+            spec, checkpoint = self.specs.get(job), checkpoints.get(a.job_id)
+            min_runtime = pool.min_runtime_of(spec)
+            key = (job.version, job.priority, a.id, a.state, a.preempted_for, a.assignments,
+                   a.created_at, a.flavor, checkpoint, min_runtime)  # fmt: skip
+            hit = self._running.get(job.id)
+            if hit is not None and hit[0] == key and hit[1].spec is spec:
+                value = hit[1]
+            else:
+                value = _running(job, spec, a, checkpoint, min_runtime)
+            kept[job.id] = (key, value)
+            out.append(value)
+        self._running = kept
+        return out
 
-def build(session: Session, pool: PoolView, now: float, cache: PendingCache | None = None) -> View:
+
+def build(session: Session, pool: PoolView, now: float, cache: LiveCache | None = None) -> View:
     allocs = jobstore.live_allocations(session)
     alloc_by_job = {a.job_id: a for a in allocs}
     running_rows = _jobs(session, list(alloc_by_job))
-    cache = cache or PendingCache()
+    cache = cache or LiveCache()
     pending_rows, pending_jobs = cache.load(session)
     checkpoints = _last_checkpoints(session, list(alloc_by_job))
     cache.specs.keep([*running_rows, *(row.id for row in pending_rows)])
-    running = [
-        _running(job, cache.specs.get(job), a, checkpoints.get(a.job_id), pool)
-        for a in allocs
-        if (job := running_rows.get(a.job_id)) is not None
-    ]
+    running = cache.running(running_rows, allocs, checkpoints, pool)
     snapshot = Snapshot(
         flavors=flavors_of(session, pool),
         nodes=tuple(nodestore.to_node(r) for r in nodestore.list_nodes(session)),
@@ -152,7 +181,7 @@ def assignments_of(alloc: AllocationRow) -> tuple[tuple[str, int], ...]:
 
 
 def _running(
-    job: JobRow, spec: JobSpec, alloc: AllocationRow, checkpoint: float | None, pool: PoolView
+    job: JobRow, spec: JobSpec, alloc: AllocationRow, checkpoint: float | None, min_runtime: float
 ) -> RunningJob:
     return RunningJob(
         id=job.id,
@@ -165,7 +194,7 @@ def _running(
         last_checkpoint_at=checkpoint,
         terminating=alloc.state == "stopping",
         preempted_for=alloc.preempted_for,
-        min_runtime=pool.min_runtime_of(spec),
+        min_runtime=min_runtime,
     )
 
 

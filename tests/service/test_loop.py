@@ -395,11 +395,11 @@ def test_the_loop_keeps_parsed_specs_of_live_jobs_only(url: str) -> None:
     pool.cycle()
     pool.cycle(1)
     assert sum(pool.state(j) is JobState.RUNNING for j in jobs) == 2
-    assert len(pool.loop._pending.specs) == 6  # the live jobs, running and pending: each parsed once
+    assert len(pool.loop._live.specs) == 6  # the live jobs, running and pending: each parsed once
     for _ in range(6):
         pool.cycle(11)
     assert all(pool.state(j) is JobState.SUCCEEDED for j in jobs)
-    assert len(pool.loop._pending.specs) == 0
+    assert len(pool.loop._live.specs) == 0
 
 
 def test_an_exit_the_backend_foresees_is_seen_without_waiting_for_the_interval(tmp_path: Path) -> None:

@@ -12,7 +12,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from .api_harness import Api, make_api
 
-ALLOWED_LABELS = {"org", "flavor", "reason", "kind", "health", "method", "route", "status", "le", "quantile"}
+ALLOWED_LABELS = {
+    "org",
+    "flavor",
+    "reason",
+    "kind",
+    "health",
+    "method",
+    "route",
+    "status",
+    "le",
+    "quantile",
+    "phase",
+}
 
 
 @pytest.fixture
@@ -45,6 +57,13 @@ def test_metric_names_and_labels(busy: str) -> None:
     }
     assert running == {"a": 2.0, "b": 2.0}  # 4 nodes of 8, each org at its nominal 16
     assert "trainpool_scheduling_cycle_seconds" in names and "trainpool_fair_share" in names
+    phases = {
+        s.labels["phase"]
+        for f in families
+        if f.name == "trainpool_scheduling_phase_seconds"
+        for s in f.samples
+    }
+    assert {"observe", "snapshot", "decide", "act"} <= phases
     routes = {
         s.labels.get("route")
         for f in families

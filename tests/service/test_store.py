@@ -209,10 +209,10 @@ def test_group_commit_stores_each_request_once(db_url: str) -> None:
 
 
 def test_the_pending_cache_follows_the_queue(db_url: str) -> None:
-    from scheduler.store.view import PendingCache
+    from scheduler.store.view import LiveCache
 
     db = open_database(db_url)
-    cache = PendingCache()
+    cache = LiveCache()
     with db.write() as s:
         ids = [
             jobstore.submit(
@@ -279,3 +279,34 @@ def test_reasons_noted_in_bulk_skip_the_jobs_that_moved_since_they_were_read(db_
         ("CANCELLED", None),  # not noted: it had left the queue
         ("PENDING", "waiting_for_capacity"),
     ]
+
+
+def test_an_unchanged_running_job_is_the_same_object_in_the_next_snapshot(db_url: str) -> None:
+    """The core's carried state tells an unchanged running job by identity: a snapshot
+    that rebuilt every running job made each one count as changed, every cycle."""
+    from scheduler.store.tables import CheckpointRow
+    from scheduler.store.view import LiveCache, PoolView, build
+    from values.lifecycle import JobState
+
+    from .harness import Pool, nodes
+
+    pool = Pool(db_url, node_list=nodes(3))
+    ids = [pool.submit(accelerators=2) for _ in range(3)]
+    pool.cycle()
+    pool.cycle(advance=1.0)
+    assert [pool.state(i) for i in ids] == [JobState.RUNNING] * 3
+    cache, view = LiveCache(), PoolView()
+
+    def running() -> dict[str, object]:
+        with pool.db.read() as s:
+            return {r.id: r for r in build(s, view, pool.clock(), cache).snapshot.running}
+
+    first = running()
+    again = running()
+    assert set(first) == set(ids) and all(again[i] is first[i] for i in ids)
+    with pool.db.write() as s:
+        s.add(CheckpointRow(job_id=ids[0], attempt=0, path="/ckpt/1", step=1, at=pool.clock()))
+    after = running()
+    assert after[ids[0]] is not first[ids[0]]
+    assert after[ids[0]].last_checkpoint_at == pool.clock()  # type: ignore[attr-defined]
+    assert all(after[i] is first[i] for i in ids[1:])
