@@ -236,7 +236,7 @@ def guarantee_waits(
     bad = np.concatenate(([0], np.cumsum(infeasible)))
     ends = tl.start + tl.dt
     end = float(ends[-1]) if len(ends) else 0.0
-    longest = 0.0
+    longest, longest_org, longest_since = 0.0, None, None
     over = {"feasible": 0, "infeasible": 0}
     beyond = {"feasible": 0.0, "infeasible": 0.0}
     for k in range(len(tl.orgs)):
@@ -253,7 +253,8 @@ def guarantee_waits(
             if head < len(fifo):  # the span [prev_t, t) with the oldest stamp unchanged
                 oldest = fifo[head][0]
                 w0, w1 = prev_t - oldest, t - oldest
-                longest = max(longest, w1)
+                if w1 > longest:  # which org, owed since when: where to look in a replay
+                    longest, longest_org, longest_since = w1, tl.orgs[k], oldest
                 if w1 > allowance_s:
                     if not above:
                         above, tainted = True, False
@@ -283,6 +284,8 @@ def guarantee_waits(
             over["infeasible" if tainted else "feasible"] += 1
     return {
         "longest_wait_s": longest,
+        "longest_wait_org": longest_org,
+        "longest_wait_since_s": longest_since,
         "allowance_s": allowance_s,
         "waits_over_allowance": over["feasible"] + over["infeasible"],
         "waits_over_allowance_feasible": over["feasible"],
