@@ -9,6 +9,7 @@ afterwards.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -82,6 +83,42 @@ def find_victims(
     victims are added in victim order only until the node has room, so the set is
     minimal per node without a search per victim.
     """
+    # Two passes. The first counts an org's borrowed capacity along the prefix, so a large
+    # class of one org's cheap jobs is not all released for nothing. But that count also
+    # spends the budget on jobs on nodes the gang will not use: an org borrowing 19 whose
+    # first dozen candidates are small jobs scattered over the pool never offers its one
+    # whole-node job (traced: a 1x8 job owed its guarantee for six cycles). So
+    # when the first pass finds nothing, the second lets every candidate in and leaves
+    # the budget to the per-node choice, which counts only the victims it takes.
+    # The stream is lazy (a pass usually stops after a few candidates): what the first
+    # pass read is kept for the second.
+    read: list[tuple[tuple[object, ...], RunningJob]] = []
+
+    def recorded() -> Iterator[tuple[tuple[object, ...], RunningJob]]:
+        for item in candidates:
+            read.append(item)
+            yield item
+
+    first = _search(pool, book, job, flavor, shape, recorded(), taken, fit, live, protected, budgeted=True)
+    if first is not None:
+        return first
+    again = itertools.chain(list(read), recorded())
+    return _search(pool, book, job, flavor, shape, again, taken, fit, live, protected, budgeted=False)
+
+
+def _search(
+    pool: PoolState,
+    book: QuotaBook,
+    job: PendingJob,
+    flavor: str,
+    shape: Shape,
+    candidates: Iterator[tuple[tuple[object, ...], RunningJob]],
+    taken: set[str],
+    fit: Fit,
+    live: dict[tuple[str, str], int],
+    protected: Callable[[RunningJob, PreemptReason], bool],
+    budgeted: bool,
+) -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
     org = job.spec.org
     free_now = pool.free_total(flavor)
     need = shape.replicas * shape.acc
@@ -111,7 +148,7 @@ def find_victims(
         v = Victim(r, PreemptReason.PRIORITY if r.spec.org == org else PreemptReason.RECLAIM)
         if protected(r, v.reason):
             continue  # it has not run its min_runtime yet
-        if v.reason is PreemptReason.RECLAIM:
+        if v.reason is PreemptReason.RECLAIM and budgeted:
             # Only borrowed capacity is reclaimed: once the victims taken so far bring an
             # org back to nominal, the rest of its jobs are not candidates.
             o = r.spec.org

@@ -83,3 +83,28 @@ def test_within_org_order_is_kept_among_jobs_that_fit_nominal() -> None:
             pending={"a-small": PendingReason.CAPACITY, "b-small": PendingReason.CAPACITY},
         )
     )
+
+
+def test_reclaim_finds_a_borrowers_whole_node_job_behind_its_cheaper_scattered_ones() -> None:
+    """b borrows 2. Its two newest jobs (the cheapest victims) are one accelerator each on
+    nodes full of c's jobs, which stay; its one whole-node job is older. Stopping the
+    scattered two frees nothing a's 2-accelerator job can use, and they use up b's 2
+    borrowed accelerators: the victim search must still offer the whole-node job (a
+    valid reclaim: b is borrowing until it goes). Traced on the VC subset, where a 1x8 job
+    was owed its guarantee for six cycles this way."""
+    from scheduler.core import decide
+
+    nodes = [node for node in rack("r0", 3)]
+    names = [n.name for n in nodes]
+    orgs = [org("a", h100=2), org("b", h100=8), org("c", h100=14)]
+    running_jobs = [
+        running("c1", "c", {names[0]: 1}, acc=7, started=0.0),
+        running("c2", "c", {names[1]: 1}, acc=7, started=0.0),
+        running("b-big", "b", {names[2]: 1}, acc=8, started=100.0),
+        running("b-small1", "b", {names[0]: 1}, acc=1, started=500.0),
+        running("b-small2", "b", {names[1]: 1}, acc=1, started=600.0),
+    ]
+    job = pending("a1", "a", acc=2, submitted=700.0)
+    out = decide(snapshot(nodes, orgs, running_jobs, [job]), 1_000.0)
+    assert [p.job_id for p in out.preemptions] == ["b-big"]
+    assert out.pending["a1"].reason is PendingReason.PREEMPTING
