@@ -198,7 +198,7 @@ class SimBackend:
         index = self._node_index()
         keys = set().union(*(index.get(n, ()) for n in nodes))
         busy: dict[str, int] = {}
-        for key in sorted(keys):
+        for key in keys:
             g = self._gangs.get(key)
             if g is not None and not self._status(g, now).settled:
                 for n, k in (g.held or {}).items():

@@ -87,9 +87,12 @@ def find_victims(
     # class of one org's cheap jobs is not all released for nothing. But that count also
     # spends the budget on jobs on nodes the gang will not use: an org borrowing 19 whose
     # first dozen candidates are small jobs scattered over the pool never offers its one
-    # whole-node job (traced: a 1x8 job owed its guarantee for six cycles). So
-    # when the first pass finds nothing, the second lets every candidate in and leaves
-    # the budget to the per-node choice, which counts only the victims it takes.
+    # whole-node job (traced: a 1x8 job owed its guarantee for six cycles). So when the
+    # first pass finds nothing, the second lets every candidate in and leaves the budget
+    # to the per-node choice, which counts only the victims it takes.
+    org = job.spec.org
+    free_now = pool.free_total(flavor)
+    need = shape.replicas * shape.acc
     # The stream is lazy (a pass usually stops after a few candidates): what the first
     # pass read is kept for the second.
     read: list[tuple[tuple[object, ...], RunningJob]] = []
@@ -99,65 +102,52 @@ def find_victims(
             read.append(item)
             yield item
 
-    first = _search(pool, book, job, flavor, shape, recorded(), taken, fit, live, protected, budgeted=True)
+    def search(
+        stream: Iterator[tuple[tuple[object, ...], RunningJob]], budgeted: bool
+    ) -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
+        prefix: list[Victim] = []
+        whole = _Release(pool, flavor)  # capacity only: the book stays untouched
+
+        def attempt() -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
+            if free_now + whole.freed < need:
+                return None
+            target = pool.place(flavor, shape, fit, extra=whole.extra)
+            if target is None:
+                return None
+            return _choose(pool, book, job, flavor, shape, fit, prefix, target, live)
+
+        current: object = None
+        checkpoint = 1
+        released: dict[str, int] = {}
+        for key, r in stream:
+            if r.id in taken or r.id == job.preempted_by:
+                continue
+            # Try at each class boundary and at doubling sizes inside a large class, so a
+            # one-node job does not first release hundreds of equal-class candidates.
+            if current is not None and (key[:2] != current or len(prefix) >= checkpoint):
+                checkpoint = 2 * len(prefix)
+                got = attempt()
+                if got is not None:
+                    return got
+            current = key[:2]
+            v = Victim(r, PreemptReason.PRIORITY if r.spec.org == org else PreemptReason.RECLAIM)
+            if protected(r, v.reason):
+                continue  # it has not run its min_runtime yet
+            if v.reason is PreemptReason.RECLAIM and budgeted:
+                # Only borrowed capacity is reclaimed: once the victims taken so far bring
+                # an org back to nominal, the rest of its jobs are not candidates.
+                o = r.spec.org
+                if not book.above_nominal(o, flavor, live.get((o, flavor), 0) - released.get(o, 0)):
+                    continue
+                released[o] = released.get(o, 0) + r.accelerators
+            prefix.append(v)
+            whole.add(v)
+        return attempt() if prefix else None
+
+    first = search(recorded(), budgeted=True)
     if first is not None:
         return first
-    again = itertools.chain(list(read), recorded())
-    return _search(pool, book, job, flavor, shape, again, taken, fit, live, protected, budgeted=False)
-
-
-def _search(
-    pool: PoolState,
-    book: QuotaBook,
-    job: PendingJob,
-    flavor: str,
-    shape: Shape,
-    candidates: Iterator[tuple[tuple[object, ...], RunningJob]],
-    taken: set[str],
-    fit: Fit,
-    live: dict[tuple[str, str], int],
-    protected: Callable[[RunningJob, PreemptReason], bool],
-    budgeted: bool,
-) -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
-    org = job.spec.org
-    free_now = pool.free_total(flavor)
-    need = shape.replicas * shape.acc
-    prefix: list[Victim] = []
-    whole = _Release(pool, flavor)  # capacity only: the book stays untouched
-
-    def attempt() -> tuple[list[Victim], list[tuple[int, int]], Extra] | None:
-        if free_now + whole.freed < need:
-            return None
-        target = pool.place(flavor, shape, fit, extra=whole.extra)
-        return None if target is None else _choose(pool, book, job, flavor, shape, fit, prefix, target, live)
-
-    current: object = None
-    checkpoint = 1
-    released: dict[str, int] = {}
-    for key, r in candidates:
-        if r.id in taken or r.id == job.preempted_by:
-            continue
-        # Try at each class boundary and at doubling sizes inside a large class, so a
-        # one-node job does not first release hundreds of equal-class candidates.
-        if current is not None and (key[:2] != current or len(prefix) >= checkpoint):
-            checkpoint = 2 * len(prefix)
-            got = attempt()
-            if got is not None:
-                return got
-        current = key[:2]
-        v = Victim(r, PreemptReason.PRIORITY if r.spec.org == org else PreemptReason.RECLAIM)
-        if protected(r, v.reason):
-            continue  # it has not run its min_runtime yet
-        if v.reason is PreemptReason.RECLAIM and budgeted:
-            # Only borrowed capacity is reclaimed: once the victims taken so far bring an
-            # org back to nominal, the rest of its jobs are not candidates.
-            o = r.spec.org
-            if not book.above_nominal(o, flavor, live.get((o, flavor), 0) - released.get(o, 0)):
-                continue
-            released[o] = released.get(o, 0) + r.accelerators
-        prefix.append(v)
-        whole.add(v)
-    return attempt() if prefix else None
+    return search(itertools.chain(list(read), recorded()), budgeted=False)
 
 
 def _choose(
