@@ -8,7 +8,6 @@ milliseconds with a message naming the field and the line.
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +25,7 @@ from values.errors import ConfigError, Problem, validation_problems
 from values.names import Name
 from values.quotas import Org
 from values.snapshot import DEFAULT_ACTIONS, Ordering, PendingJob, Policy, RunningJob, Snapshot, WithinOrg
+from values.strict import Bool, Int, Number
 
 MAX_POOL_NODES = 100_000
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -50,23 +50,16 @@ class NodeGroup(_Frozen):
     """
 
     flavor: Name
-    count: int = Field(ge=1, le=MAX_POOL_NODES)
-    accelerators: int = Field(ge=0, le=64)
-    cpu: float = Field(64.0, ge=0, le=100_000)
-    memory_gb: float = Field(512.0, ge=0, le=1_000_000)
+    count: Int = Field(ge=1, le=MAX_POOL_NODES)
+    accelerators: Int = Field(ge=0, le=64)
+    cpu: Number = Field(64.0, ge=0, le=100_000)
+    memory_gb: Number = Field(512.0, ge=0, le=1_000_000)
     zone: Name = "zone-a"
-    spines: int = Field(1, ge=1, le=1024)
-    racks_per_spine: int = Field(1, ge=1, le=1024)
+    spines: Int = Field(1, ge=1, le=1024)
+    racks_per_spine: Int = Field(1, ge=1, le=1024)
     # Short enough that "<prefix>-s<spine>-r<rack>" stays a valid 63-character name.
     name_prefix: Name | None = Field(None, max_length=40)
     topology_prefix: Name | None = Field(None, max_length=40)
-
-    @field_validator("cpu", "memory_gb")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
 
     @property
     def racks(self) -> int:
@@ -101,13 +94,13 @@ class PolicyConfig(_Frozen):
 
     ordering: Ordering = Ordering.FAIR
     within_org: WithinOrg = WithinOrg.RESPONSE_RATIO
-    borrowing: bool = True
-    reclaim: bool = True
-    priority_preemption: bool = True
-    backfill: bool = True
-    strict_order: bool = False
-    half_life_seconds: float = Field(7 * 86_400.0, gt=0, le=10 * 365 * 86_400)
-    move_off_unhealthy: bool = True
+    borrowing: Bool = True
+    reclaim: Bool = True
+    priority_preemption: Bool = True
+    backfill: Bool = True
+    strict_order: Bool = False
+    half_life_seconds: Number = Field(7 * 86_400.0, gt=0, le=10 * 365 * 86_400)
+    move_off_unhealthy: Bool = True
     min_runtime_yields_to: tuple[PreemptReason, ...] = (PreemptReason.HEALTH,)
     actions: tuple[str, ...] = Field(DEFAULT_ACTIONS, min_length=1, max_length=32)
 
@@ -372,6 +365,11 @@ def load_yaml(text: str, source: str = "<text>") -> tuple[Any, yaml.Node | None]
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise ConfigError([("", f"invalid YAML: {where}{exc.problem or exc}")], source) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (NUL, most controls)
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        what = f"character {_codepoint(exc.character)} is not allowed"
+        raise ConfigError([("", f"invalid YAML: line {line}, column {column}: {what}")], source) from None
     except yaml.YAMLError as exc:
         raise ConfigError([("", f"invalid YAML: {exc}")], source) from None
     except RecursionError:
@@ -430,6 +428,10 @@ def _check_keys(node: yaml.MappingNode, source: str) -> None:
             if key.value in seen:
                 raise _graph_error(key, source, f"duplicate key '{key.value}'")
             seen.add(key.value)
+
+
+def _codepoint(character: int | str) -> str:
+    return f"U+{character if isinstance(character, int) else ord(character):04X}"
 
 
 def _graph_error(node: yaml.Node, source: str, message: str) -> ConfigError:

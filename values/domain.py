@@ -6,7 +6,6 @@ reads. Validation errors name the field path, so they double as user messages.
 
 from __future__ import annotations
 
-import math
 import re
 from enum import StrEnum
 from typing import Literal
@@ -14,9 +13,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from values.names import Name
+from values.strict import Bool, Int, Number
 
 MAX_REPLICAS = 4096
 MAX_ACCELERATORS_PER_NODE = 64
+# A job's command and env together, in characters: a spec is a few kilobytes; a script
+# belongs in the image or the shared filesystem, not in the spec.
+MAX_LAUNCH_CHARS = 32 * 1024
 
 
 class _Frozen(BaseModel):
@@ -54,27 +57,20 @@ class TopologyPath(_Frozen):
 class Node(_Frozen):
     name: Name
     flavor: Name
-    accelerators: int = Field(ge=0, le=MAX_ACCELERATORS_PER_NODE)
-    cpu: float = Field(64.0, ge=0, le=100_000)
-    memory_gb: float = Field(512.0, ge=0, le=1_000_000)
+    accelerators: Int = Field(ge=0, le=MAX_ACCELERATORS_PER_NODE)
+    cpu: Number = Field(64.0, ge=0, le=100_000)
+    memory_gb: Number = Field(512.0, ge=0, le=1_000_000)
     topology: TopologyPath = TopologyPath()
     health: Health = Health.HEALTHY
-    cordoned: bool = False
-
-    @field_validator("cpu", "memory_gb")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
+    cordoned: Bool = False
 
 
 class PriorityClass(_Frozen):
     name: Name
-    value: int = Field(ge=-1_000_000, le=1_000_000)
+    value: Int = Field(ge=-1_000_000, le=1_000_000)
     # A job of this class is not preempted before it ran this long (see
     # Policy.min_runtime_yields_to); a job's own min_runtime_seconds overrides it.
-    min_runtime_seconds: float = Field(0.0, ge=0, le=30 * 86_400)
+    min_runtime_seconds: Number = Field(0.0, ge=0, le=30 * 86_400)
 
 
 DEFAULT_PRIORITY_CLASSES = (
@@ -87,13 +83,13 @@ DEFAULT_PRIORITY_CLASSES = (
 class Gang(_Frozen):
     """``replicas`` x per-replica resources, placed all together or not at all."""
 
-    replicas: int = Field(1, ge=1, le=MAX_REPLICAS)
-    accelerators: int = Field(1, ge=0, le=MAX_ACCELERATORS_PER_NODE)
+    replicas: Int = Field(1, ge=1, le=MAX_REPLICAS)
+    accelerators: Int = Field(1, ge=0, le=MAX_ACCELERATORS_PER_NODE)
     # Accepted flavors in order of preference; the core takes the first that fits
     # without borrowing, else the first that fits at all.
     flavors: tuple[Name, ...] = Field(min_length=1, max_length=16)
-    cpu: float = Field(1.0, ge=0, le=100_000)
-    memory_gb: float = Field(4.0, ge=0, le=1_000_000)
+    cpu: Number = Field(1.0, ge=0, le=100_000)
+    memory_gb: Number = Field(4.0, ge=0, le=1_000_000)
 
     @model_validator(mode="before")
     @classmethod
@@ -106,13 +102,6 @@ class Gang(_Frozen):
                 raise ValueError("give either 'flavor' or 'flavors', not both")
             data["flavors"] = (flavor,)
         return data
-
-    @field_validator("cpu", "memory_gb")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("must be a finite number")
-        return v
 
     @field_validator("flavors")
     @classmethod
@@ -133,15 +122,15 @@ class TopologyConstraint(_Frozen):
 
 class RestartPolicy(_Frozen):
     # Charged only for the job's own failures; infrastructure failures are free.
-    max_restarts: int = Field(3, ge=0, le=1000)
-    backoff_seconds: float = Field(30.0, ge=0, le=86_400)
-    backoff_max_seconds: float = Field(600.0, ge=0, le=86_400)
+    max_restarts: Int = Field(3, ge=0, le=1000)
+    backoff_seconds: Number = Field(30.0, ge=0, le=86_400)
+    backoff_max_seconds: Number = Field(600.0, ge=0, le=86_400)
 
 
 class CheckpointPolicy(_Frozen):
     # Informational for the simulator's failure model and for `describe`; training
     # code decides when it really checkpoints.
-    interval_seconds: float | None = Field(None, gt=0, le=30 * 86_400)
+    interval_seconds: Number | None = Field(None, gt=0, le=30 * 86_400)
 
 
 class JobSpec(_Frozen):
@@ -154,11 +143,11 @@ class JobSpec(_Frozen):
     gang: Gang
     topology: TopologyConstraint | None = None
     # Used by backfill to know when capacity frees up; a job past it is stopped.
-    max_runtime_seconds: float | None = Field(None, gt=0, le=365 * 86_400)
+    max_runtime_seconds: Number | None = Field(None, gt=0, le=365 * 86_400)
     # Not preempted before it ran this long (None: its priority class's value).
-    min_runtime_seconds: float | None = Field(None, ge=0, le=30 * 86_400)
-    preemptible: bool = True
-    grace_period_seconds: float = Field(30.0, ge=0, le=3600)
+    min_runtime_seconds: Number | None = Field(None, ge=0, le=30 * 86_400)
+    preemptible: Bool = True
+    grace_period_seconds: Number = Field(30.0, ge=0, le=3600)
     restart: RestartPolicy = RestartPolicy()
     checkpoint: CheckpointPolicy = CheckpointPolicy()
     command: tuple[str, ...] = Field((), max_length=256)
@@ -173,3 +162,28 @@ class JobSpec(_Frozen):
             if key.startswith("TRAINPOOL_"):
                 raise ValueError(f"'{key}': TRAINPOOL_* variables are set by the pool")
         return v
+
+    @field_validator("command")
+    @classmethod
+    def _no_nul_args(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        # The kernel refuses NUL bytes in an exec's arguments and environment.
+        if any("\x00" in arg for arg in v):
+            raise ValueError("must not contain a NUL byte")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _no_nul_values(cls, v: dict[str, str]) -> dict[str, str]:
+        if any("\x00" in value for value in v.values()):
+            raise ValueError("values must not contain a NUL byte")
+        return v
+
+    @model_validator(mode="after")
+    def _launch_size(self) -> JobSpec:
+        # The command and env travel in every launch and every listing of the job.
+        size = sum(map(len, self.command)) + sum(len(k) + len(v) for k, v in self.env.items())
+        if size > MAX_LAUNCH_CHARS:
+            raise ValueError(
+                f"command ({size} characters, env included) must be at most {MAX_LAUNCH_CHARS} characters"
+            )
+        return self

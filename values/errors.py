@@ -160,7 +160,11 @@ def _message(err: ErrorDetails) -> str:
     if kind in ("too_short", "too_long"):
         bound = "at least" if kind == "too_short" else "at most"
         limit = ctx.get("min_length" if kind == "too_short" else "max_length")
-        return f"must have {bound} {limit} item(s) (got {ctx.get('actual_length')})"
+        # Pydantic leaves the length out for a mapping; the input still has one.
+        actual = ctx.get("actual_length")
+        if actual is None and hasattr(value, "__len__"):
+            actual = len(value)
+        return f"must have {bound} {limit} item(s) (got {actual})"
     if kind in ("string_too_short", "string_too_long"):
         bound = "at least" if kind == "string_too_short" else "at most"
         limit = ctx.get("min_length" if kind == "string_too_short" else "max_length")
@@ -171,7 +175,9 @@ def _message(err: ErrorDetails) -> str:
         return f"must be a list{got}"
     if kind in ("int_parsing", "int_type", "int_from_float"):
         return f"must be a whole number{got}"
-    if kind in ("float_parsing", "float_type", "finite_number"):
+    if kind == "finite_number":
+        return f"must be a finite number{got}"
+    if kind in ("float_parsing", "float_type"):
         return f"must be a number{got}"
     if kind in ("bool_parsing", "bool_type"):
         return f"must be true or false{got}"

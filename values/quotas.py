@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from values.names import Name
+from values.strict import Int, Number
 
 
 class FlavorQuota(BaseModel):
@@ -19,9 +20,9 @@ class FlavorQuota(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    nominal: int = Field(0, ge=0, le=10_000_000)
-    borrowing_limit: int | None = Field(None, ge=0, le=10_000_000)
-    lending_limit: int | None = Field(None, ge=0, le=10_000_000)
+    nominal: Int = Field(0, ge=0, le=10_000_000)
+    borrowing_limit: Int | None = Field(None, ge=0, le=10_000_000)
+    lending_limit: Int | None = Field(None, ge=0, le=10_000_000)
 
     @model_validator(mode="after")
     def _lending_within_nominal(self) -> FlavorQuota:
@@ -39,7 +40,7 @@ class Team(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Name
-    weight: float = Field(1.0, gt=0, le=1e6)
+    weight: Number = Field(1.0, gt=0, le=1e6)
 
 
 class Org(BaseModel):
@@ -48,7 +49,7 @@ class Org(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: Name
-    weight: float = Field(1.0, gt=0, le=1e6)
+    weight: Number = Field(1.0, gt=0, le=1e6)
     quotas: dict[Name, FlavorQuota] = Field(default_factory=dict)
     teams: tuple[Team, ...] = ()
 

@@ -7,9 +7,12 @@ kilobytes even on a node with many peers and interfaces.
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from values.names import Name
+from values.strict import Count, Int, Number
 
 
 class _In(BaseModel):
@@ -18,30 +21,31 @@ class _In(BaseModel):
 
 class ProbeResult(_In):
     peer: Name
-    sent: int = Field(ge=0, le=1_000_000)
-    lost: int = Field(ge=0, le=1_000_000)
-    rtt_median: float | None = Field(None, ge=0, le=60)  # seconds, of the probes answered
+    sent: Int = Field(ge=0, le=1_000_000)
+    lost: Int = Field(ge=0, le=1_000_000)
+    rtt_median: Number | None = Field(None, ge=0, le=60)  # seconds, of the probes answered
 
 
 class GpuStatus(_In):
-    index: int = Field(ge=0, le=1024)
-    temperature: float | None = Field(None, ge=-50, le=200)
-    utilization: float | None = Field(None, ge=0, le=100)
-    xid_errors: list[int] = Field(default_factory=list, max_length=256)  # new since the last report
-    ecc_uncorrected: int = Field(0, ge=0)  # new since the last report
-    ecc_corrected: int = Field(0, ge=0)
+    index: Int = Field(ge=0, le=1024)
+    temperature: Number | None = Field(None, ge=-50, le=200)
+    utilization: Number | None = Field(None, ge=0, le=100)
+    # New since the last report.
+    xid_errors: list[Annotated[Int, Field(ge=0, le=1_000_000)]] = Field(default_factory=list, max_length=256)
+    ecc_uncorrected: Count = 0  # new since the last report
+    ecc_corrected: Count = 0
 
 
 class AgentReport(_In):
     session: str = Field(min_length=1, max_length=64)
-    seq: int = Field(ge=0)
-    sent_at: float = Field(ge=0)
-    interval: float = Field(gt=0, le=3600)
+    seq: Count
+    sent_at: Number = Field(ge=0)
+    interval: Number = Field(gt=0, le=3600)
     probes: list[ProbeResult] = Field(default_factory=list, max_length=4096)
     # interface -> counter -> delta (rx_errors, tx_errors, rx_dropped, tx_dropped, carrier_changes, ...)
-    nic: dict[str, dict[str, int]] = Field(default_factory=dict, max_length=256)
+    nic: dict[str, dict[str, Count]] = Field(default_factory=dict, max_length=256)
     # "device/port" -> counter -> delta (symbol_error, link_downed, port_rcv_errors, ...)
-    infiniband: dict[str, dict[str, int]] = Field(default_factory=dict, max_length=256)
+    infiniband: dict[str, dict[str, Count]] = Field(default_factory=dict, max_length=256)
     gpus: list[GpuStatus] = Field(default_factory=list, max_length=64)
     gpu_probe: str = Field("absent", max_length=200)  # "ok", or why there is none
 
@@ -49,14 +53,14 @@ class AgentReport(_In):
 class Registration(_In):
     node: Name
     address: str = Field(min_length=1, max_length=253)  # where peers reach its probe port
-    probe_port: int = Field(ge=1, le=65535)
-    metrics_port: int | None = Field(None, ge=1, le=65535)
+    probe_port: Int = Field(ge=1, le=65535)
+    metrics_port: Int | None = Field(None, ge=1, le=65535)
     flavor: Name | None = None
-    accelerators: int = Field(0, ge=0, le=1024)
+    accelerators: Int = Field(0, ge=0, le=1024)
     zone: Name | None = None
     spine: Name | None = None
     rack: Name | None = None
-    sent_at: float = Field(ge=0)
+    sent_at: Number = Field(ge=0)
 
 
 # Counters whose increase means a sick link rather than a busy one (drops are left out:

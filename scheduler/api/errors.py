@@ -86,16 +86,18 @@ def _request_problems(exc: RequestValidationError) -> list[tuple[str, str]]:
             problems.append(("body", f"is not valid JSON ({err.get('msg', '')})"))
             continue
         try:
-            # Reuse the pool's wording ("must be at least 1 (got 0)") for each error.
+            # The pool's wording ("must be at least 1 (got 0)") and field paths, as for files.
             one = ValidationError.from_exception_data("request", [{**err, "loc": tuple(rest)}])  # type: ignore[typeddict-item]
-            message = validation_problems(one)[0][1]
+            path, message = validation_problems(one)[0]
         except Exception:
-            message = str(err.get("msg", "is invalid"))
-        path = format_path(rest)
+            path, message = format_path(rest), str(err.get("msg", "is invalid"))
         if where in ("query", "path", "header"):
             path = path or str(where)
         problems.append((path or "body", message))
     return problems or [("body", "is invalid")]
+
+
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
 
 
 def _audit_denial(request: Request, token_id: str, message: str) -> None:
@@ -138,7 +140,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return JSONResponse(_body([("", str(exc.detail))]), status_code=exc.status_code, headers=exc.headers)
+        problem = ("", str(exc.detail))
+        if exc.status_code == 400 and exc.detail == _FASTAPI_PARSE_ERROR:
+            # FastAPI's wording names neither the field nor the cause.
+            deep = isinstance(exc.__cause__, RecursionError)
+            problem = (
+                "body",
+                "is not valid JSON: " + ("nested too deeply" if deep else "it could not be parsed"),
+            )
+        return JSONResponse(_body([problem]), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(OperationalError)
     @app.exception_handler(InterfaceError)

@@ -11,6 +11,7 @@ from scheduler.store.tables import JobEventRow, JobRow, NodeRow, TokenRow
 from scheduler.store.tokens import Role
 from values.domain import Health, JobSpec
 from values.names import Name
+from values.strict import Count, Int, Number
 
 
 class _In(BaseModel):
@@ -24,18 +25,18 @@ class SubmitRequest(_In):
 
 
 class QuotaRequest(_In):
-    nominal: int = Field(0, ge=0, le=10_000_000)
-    borrowing_limit: int | None = Field(None, ge=0, le=10_000_000)
-    lending_limit: int | None = Field(None, ge=0, le=10_000_000)
+    nominal: Int = Field(0, ge=0, le=10_000_000)
+    borrowing_limit: Int | None = Field(None, ge=0, le=10_000_000)
+    lending_limit: Int | None = Field(None, ge=0, le=10_000_000)
 
 
 class TeamRequest(_In):
-    weight: float = Field(1.0, gt=0, le=1e6)
+    weight: Number = Field(1.0, gt=0, le=1e6)
 
 
 class OrgRequest(_In):
     name: Name
-    weight: float = Field(1.0, gt=0, le=1e6)
+    weight: Number = Field(1.0, gt=0, le=1e6)
 
 
 DEFAULT_TOKEN_TTL = 90 * 86_400.0
@@ -46,12 +47,12 @@ class TokenRequest(_In):
     org: Name | None = None
     name: str = Field("", max_length=128)
     # Seconds until the token is refused; default 90 days, at most 10 years.
-    ttl_seconds: float = Field(DEFAULT_TOKEN_TTL, gt=0, le=10 * 365 * 86_400)
+    ttl_seconds: Number = Field(DEFAULT_TOKEN_TTL, gt=0, le=10 * 365 * 86_400)
 
 
 class CheckpointRequest(_In):
     path: str = Field(min_length=1, max_length=4096)
-    step: int | None = Field(None, ge=0)
+    step: Count | None = None
 
 
 class Job(BaseModel):
