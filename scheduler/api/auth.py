@@ -20,28 +20,38 @@ from scheduler.store.tokens import Principal, Role
 
 
 async def authenticate(request: Request) -> Principal:
-    """Async so that a cache hit costs no thread hand-off; a miss reads in a thread."""
+    """Async so that a cache hit costs no thread hand-off; a miss reads in a thread.
+
+    A valid token is served whatever its address did: the throttle answers only bad
+    tokens, so an attacker behind the same NAT or proxy cannot lock its neighbours out.
+    """
     ctx = request.app.state.ctx
+    header = request.headers.get("authorization", "")
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    who: Principal | None = None
+    if scheme.lower() == "bearer" and secret:
+        hit = ctx.auth_cache.get(tokenstore.hash_secret(secret))
+        if hit is not None and hit[1] > time.monotonic():
+            who = hit[0]
+        else:
+            who = await run_in_threadpool(_verify, ctx, secret)
+    if who is not None:
+        request.state.principal = who
+        return who
+    # The peer address as uvicorn saw it: a forwarded header counts only from the
+    # proxies the server was told to trust (--trusted-proxy).
     client = request.client.host if request.client is not None else "unknown"
-    if ctx.auth_failures.blocked(client, time.monotonic()):
+    now = time.monotonic()
+    blocked = ctx.auth_failures.blocked(client, now)
+    ctx.auth_failures.add(client, now)
+    if blocked:
         raise ApiError(
             429, "too many requests with bad tokens from this address; wait a minute", "authorization"
         )
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
-        ctx.auth_failures.add(client, time.monotonic())
+    if not secret or scheme.lower() != "bearer":
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", "authorization")
-    hit = ctx.auth_cache.get(tokenstore.hash_secret(secret.strip()))
-    if hit is not None and hit[1] > time.monotonic():
-        who = hit[0]
-    else:
-        who = await run_in_threadpool(_verify, ctx, secret.strip())
-    if who is None:
-        ctx.auth_failures.add(client, time.monotonic())
-        raise ApiError(401, "invalid, expired or revoked token", "authorization")
-    request.state.principal = who
-    return who
+    raise ApiError(401, "invalid, expired or revoked token", "authorization")
 
 
 def _verify(ctx: ServerContext, secret: str) -> Principal | None:

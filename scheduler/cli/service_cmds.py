@@ -76,6 +76,18 @@ def _key_values(items: list[str], flag: str) -> dict[str, str]:
     return out
 
 
+def _networks(items: list[str], flag: str) -> tuple[str, ...]:
+    import ipaddress
+
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            err.print(f"[red]error:[/red] {flag}: '{item}' is not an IP address or network", highlight=False)
+            raise typer.Exit(2) from None
+    return tuple(items)
+
+
 def server(
     db: Annotated[str | None, typer.Option("--db", help="SQLite path or postgresql+psycopg:// URL.")] = None,
     pool: Annotated[Path | None, typer.Option("--pool", help="The pool file (flavors, orgs, nodes).")] = None,
@@ -132,6 +144,13 @@ def server(
         ),
     ] = LoopPlace.PROCESS,
     lease_ttl: Annotated[float, typer.Option("--lease-ttl", min=0.5, help="Leader lease seconds.")] = 10.0,
+    trusted_proxy: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--trusted-proxy",
+            help="Address or network (CIDR) of a proxy whose X-Forwarded-For is believed; repeatable.",
+        ),
+    ] = None,
 ) -> None:
     """Run the pool service: HTTP API, control loop and metrics."""
     import logging
@@ -151,6 +170,7 @@ def server(
         backend_options=_key_values(backend_opt or [], "--backend-opt"), checkpoint_root=checkpoint_root,
         sim_state=sim_state, sim_duration=sim_duration, lease_ttl=lease_ttl, loop=loop, gc=_gc_tuning(),
         pace=Pace(interval=interval, batch_delay=batch_delay, min_gap=min_gap),
+        trusted_proxies=_networks(trusted_proxy or [], "--trusted-proxy"),
     )  # fmt: skip
     try:
         root = Root(opts, say=lambda line: typer.echo(line, err=True))

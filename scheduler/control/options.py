@@ -44,6 +44,9 @@ class ServerOptions:
     lease_ttl: float = 10.0
     loop: LoopPlace = LoopPlace.PROCESS
     gc: GcTuning | None = None  # None: the interpreter's defaults, no collector thread
+    # Addresses or networks whose X-Forwarded-For is believed (the client address the
+    # bad-token throttle counts); none: every peer is the client it appears to be.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 def admin_secret_from_env() -> str | None:

@@ -105,7 +105,7 @@ class Root:
         # handed its lease over. This one unwinds through ``finally`` (exit 143).
         signal.signal(signal.SIGTERM, _exit_by_signal)
         try:
-            uvicorn.run(app, **_http_options(host, port))
+            uvicorn.run(app, **_http_options(host, port, self.opts.trusted_proxies))
         finally:
             self.stop()
 
@@ -114,7 +114,9 @@ class Root:
         import uvicorn
 
         app = self.app or self.start()
-        server = self._http = uvicorn.Server(uvicorn.Config(app, **_http_options(host, port)))
+        server = self._http = uvicorn.Server(
+            uvicorn.Config(app, **_http_options(host, port, self.opts.trusted_proxies))
+        )
         thread = _thread("trainpool-http", server.run)
         self._stops.append(lambda: thread.join(timeout=30))
         deadline = time.monotonic() + timeout
@@ -221,10 +223,15 @@ def _seed(db: Database, config: PoolConfig, admin_token: str | None) -> str | No
     return None
 
 
-def _http_options(host: str, port: int) -> dict[str, Any]:
+def _http_options(host: str, port: int, trusted_proxies: tuple[str, ...]) -> dict[str, Any]:
     # A long keep-alive: clients reuse connections, and a client that sends on a
-    # connection the server is just closing sees a spurious error.
-    return {"host": host, "port": port, "log_level": "warning", "access_log": False, "timeout_keep_alive": 75}
+    # connection the server is just closing sees a spurious error. Forwarded headers
+    # only from the configured proxies: uvicorn's default believes any from loopback,
+    # so a local process could pose as any address.
+    return {
+        "host": host, "port": port, "log_level": "warning", "access_log": False, "timeout_keep_alive": 75,
+        "proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies) or "",
+    }  # fmt: skip
 
 
 def _exit_by_signal(signum: int, _frame: object) -> None:

@@ -146,3 +146,38 @@ def test_a_killed_server_leaves_no_loop_behind(tmp_path: Path) -> None:
     assert alive(loop)
     server.kill()  # SIGKILL: nothing of the server runs any more
     wait_for("loop gone", lambda: not alive(loop), 10)
+
+
+def _bad_token_statuses(port: int, forwarded_for: list[str]) -> list[int]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+        return [
+            http.get(
+                "/v1/whoami", headers={"Authorization": f"Bearer tp_guess-{i}", "X-Forwarded-For": ip}
+            ).status_code
+            for i, ip in enumerate(forwarded_for)
+        ]
+
+
+@pytest.mark.parametrize("trusted", [(), ("127.0.0.1",)])
+def test_the_throttle_believes_forwarded_addresses_only_from_trusted_proxies(
+    tmp_path: Path, trusted: tuple[str, ...]
+) -> None:
+    root = Root(options(tmp_path, LoopPlace.THREAD, trusted_proxies=trusted), say=lambda _line: None)
+    port = free_port()
+    root.serve_in_thread("127.0.0.1", port)
+    try:
+        # Twenty failures, each claiming a new address, then a twenty-first claiming another.
+        codes = _bad_token_statuses(port, [f"10.0.0.{i}" for i in range(21)])
+        if not trusted:  # a local process cannot pose as other clients: all twenty-one are 127.0.0.1's
+            assert codes == [401] * 20 + [429]
+        else:  # behind a trusted proxy each forwarded address is its own client
+            assert codes == [401] * 21
+            assert _bad_token_statuses(port, ["10.0.0.7"] * 20)[-1] == 429
+            assert _bad_token_statuses(port, ["10.0.0.99"]) == [401]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            good = http.get(
+                "/v1/whoami", headers={"Authorization": f"Bearer {ADMIN}", "X-Forwarded-For": "10.0.0.7"}
+            )
+        assert good.status_code == 200, "a valid token is served from a throttled address"
+    finally:
+        root.stop()
