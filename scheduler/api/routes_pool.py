@@ -19,6 +19,7 @@ from scheduler.api.schemas import (
     Node,
     OrgRequest,
     QuotaRequest,
+    RevokedToken,
     TeamRequest,
     Token,
     TokenRequest,
@@ -222,10 +223,27 @@ def create_token(req: TokenRequest, ctx: Ctx, who: Who) -> NewToken:
         if req.org is not None:
             _existing_org(s, req.org)
         now = ctx.clock()
-        row, secret = tokenstore.create(
-            s, req.role, req.org, req.name, now, who.token_id, expires_at=now + req.ttl_seconds
-        )
+        expires = _expiry_within_makers(s, req, who, now)
+        row, secret = tokenstore.create(s, req.role, req.org, req.name, now, who.token_id, expires_at=expires)
         return NewToken(**Token.of(row).model_dump(), secret=secret)
+
+
+def _expiry_within_makers(s: Session, req: TokenRequest, who: Principal, now: float) -> float:
+    """A token lives no longer than the token that makes it: a short-lived admin token
+    cannot mint a long-lived one. Read fresh, not from the auth cache: a maker revoked
+    on another server a moment ago mints nothing more."""
+    maker = s.get(TokenRow, who.token_id)
+    if maker is None or not tokenstore.usable(maker, now):
+        raise ApiError(401, "invalid, expired or revoked token", "authorization")
+    wanted = now + req.ttl_seconds
+    if maker.expires_at is None or wanted <= maker.expires_at:
+        return wanted
+    if "ttl_seconds" in req.model_fields_set:
+        left = maker.expires_at - now
+        raise ApiError(
+            422, f"must not outlive the token that makes it, which expires in {left:.0f} s", "ttl_seconds"
+        )
+    return maker.expires_at  # the default lifetime, cut to the maker's
 
 
 @router.get("/tokens", response_model=list[Token])
@@ -236,17 +254,17 @@ def list_tokens(ctx: Ctx, who: Who) -> list[Token]:
         return [Token.of(t) for t in tokenstore.list_tokens(s, None if who.is_pool_admin else who.org)]
 
 
-@router.delete("/tokens/{token_id}", response_model=Token)
-def revoke_token(token_id: str, ctx: Ctx, who: Who) -> Token:
+@router.delete("/tokens/{token_id}", response_model=RevokedToken)
+def revoke_token(token_id: str, ctx: Ctx, who: Who) -> RevokedToken:
+    """Revoke a token; the tokens an org-admin token made go with it (``also_revoked``)."""
     with ctx.db.write() as s:
         row = s.get(TokenRow, token_id)
         if row is None or not (who.is_pool_admin or (row.org is not None and row.org == who.org)):
             raise not_found("token", token_id)
         if not who.is_pool_admin:
             require_org(who, row.org or "", admin=True)
-        if row.revoked_at is None:
-            tokenstore.revoke(s, row, ctx.clock(), who.token_id)
-        out = Token.of(row)
+        also = tokenstore.revoke(s, row, ctx.clock(), who.token_id) if row.revoked_at is None else []
+        out = RevokedToken(**Token.of(row).model_dump(), also_revoked=[t.id for t in also])
     forget_tokens(ctx)
     return out
 

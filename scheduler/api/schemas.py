@@ -145,3 +145,7 @@ class Token(BaseModel):
 
 class NewToken(Token):
     secret: str  # shown once
+
+
+class RevokedToken(Token):
+    also_revoked: list[str]  # the tokens it made, revoked with it

@@ -568,8 +568,10 @@ def tokens_list(output: OutOpt = Output.table, url: UrlOpt = None, token: TokenO
 def tokens_revoke(
     token_id: str, url: UrlOpt = None, token: TokenOpt = None, context: ContextOpt = None
 ) -> None:
+    """Revoke a token; the tokens an org-admin token made are revoked with it."""
     row = _client(url, token, context).delete(f"/v1/tokens/{token_id}")
-    typer.echo(f"{row['id']} revoked")
+    also = row.get("also_revoked") or []
+    typer.echo(f"{row['id']} revoked" + (f", and the {len(also)} it made: {', '.join(also)}" if also else ""))
 
 
 def _since(text: str | None) -> float | None:

@@ -84,17 +84,38 @@ def verify(session: Session, secret: str, now: float) -> tuple[Principal, float 
     row = session.exec(select(TokenRow).where(TokenRow.secret_hash == digest)).first()
     # The lookup is by hash (an index); the compare is constant-time anyway so the
     # answer's timing does not depend on how much of the hash matched.
-    if row is None or not hmac.compare_digest(row.secret_hash, digest) or row.revoked_at is not None:
-        return None
-    if row.expires_at is not None and row.expires_at <= now:
+    if row is None or not hmac.compare_digest(row.secret_hash, digest) or not usable(row, now):
         return None
     return Principal(token_id=row.id, role=Role(row.role), org=row.org), row.expires_at
 
 
-def revoke(session: Session, row: TokenRow, now: float, actor: str | None) -> None:
-    row.revoked_at = now
-    session.add(row)
-    audit(session, now, actor, "token.revoke", row.id, role=row.role, org=row.org)
+def usable(row: TokenRow, now: float) -> bool:
+    """Neither revoked nor expired."""
+    return row.revoked_at is None and (row.expires_at is None or row.expires_at > now)
+
+
+def revoke(session: Session, row: TokenRow, now: float, actor: str | None) -> list[TokenRow]:
+    """Revoke ``row`` and what it delegated: the tokens an org-admin token made, and
+    theirs, go with it (its holder leaving takes their delegations along). A pool-admin
+    token's tokens stay: they answer to the pool, and rotating an admin token must not
+    take every org's tokens down with it. Returns the tokens revoked besides ``row``."""
+    also: list[TokenRow] = []
+    makers = [row]
+    while makers:
+        maker = makers.pop()
+        if maker.revoked_at is None:
+            maker.revoked_at = now
+            session.add(maker)
+            detail: dict[str, str | None] = {"role": maker.role, "org": maker.org}
+            if maker is not row:
+                detail["revoked_with"] = row.id
+                also.append(maker)
+            audit(session, now, actor, "token.revoke", maker.id, **detail)
+        if maker.role == Role.POOL_ADMIN.value:
+            continue
+        stmt = select(TokenRow).where(TokenRow.created_by == maker.id, col(TokenRow.revoked_at).is_(None))
+        makers += session.exec(stmt).all()
+    return also
 
 
 def list_tokens(session: Session, org: str | None = None) -> list[TokenRow]:

@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from service.api_harness import Api, make_api
 
@@ -102,3 +103,60 @@ def test_cross_org_attempts_are_refused_and_audited(api: Api) -> None:
         ]
     )
     assert api.call("pool-admin", "GET", f"/v1/jobs/{job['id']}").json()["state"] == "PENDING", "untouched"
+
+
+def _mint(api: Api, secret: str, **body: object) -> httpx.Response:
+    return api.client.post(
+        "/v1/tokens",
+        json={"role": "member", "org": "a", **body},
+        headers={"Authorization": f"Bearer {secret}"},
+    )
+
+
+def test_a_token_cannot_outlive_the_token_that_made_it(api: Api) -> None:
+    short = api.call("pool-admin", "POST", "/v1/tokens", {"role": "org-admin", "org": "a", "ttl_seconds": 60})
+    admin = short.json()
+    ten_years = _mint(api, admin["secret"], ttl_seconds=10 * 365 * 86_400)
+    assert ten_years.status_code == 422
+    problem = ten_years.json()["errors"][0]
+    assert problem["field"] == "ttl_seconds" and "expires in 60 s" in problem["message"]
+    by_default = _mint(api, admin["secret"]).json()
+    assert by_default["expires_at"] == pytest.approx(admin["expires_at"])  # 90 days, cut to the maker's
+    api.clock.t += 61
+    api.ctx.auth_cache.clear()
+    assert _whoami(api, by_default["secret"]) == 401
+
+
+def test_revoking_an_org_admin_revokes_what_it_made_and_what_that_made(api: Api) -> None:
+    admin = api.call("pool-admin", "POST", "/v1/tokens", {"role": "org-admin", "org": "a"}).json()
+    deputy = _mint(api, admin["secret"], role="org-admin").json()
+    member = _mint(api, deputy["secret"]).json()
+    unrelated = api.call("pool-admin", "POST", "/v1/tokens", {"role": "member", "org": "a"}).json()
+    gone = api.call("pool-admin", "DELETE", f"/v1/tokens/{admin['id']}").json()
+    assert sorted(gone["also_revoked"]) == sorted([deputy["id"], member["id"]])
+    assert [_whoami(api, t["secret"]) for t in (admin, deputy, member)] == [401, 401, 401]
+    assert _whoami(api, unrelated["secret"]) == 200
+    with api.ctx.db.read() as s:
+        cascaded = [
+            r for r in orgstore.audit_log(s) if r.action == "token.revoke" and "revoked_with" in r.detail
+        ]
+    assert {r.target for r in cascaded} == {deputy["id"], member["id"]}
+
+
+def test_revoking_a_pool_admin_token_leaves_the_tokens_it_made(api: Api) -> None:
+    rotated = api.call("pool-admin", "POST", "/v1/tokens", {"role": "pool-admin"}).json()
+    org_admin = _mint(api, rotated["secret"], role="org-admin").json()
+    gone = api.call("pool-admin", "DELETE", f"/v1/tokens/{rotated['id']}").json()
+    assert gone["also_revoked"] == []
+    assert _whoami(api, org_admin["secret"]) == 200
+
+
+def test_a_maker_revoked_elsewhere_mints_nothing_while_its_auth_is_cached(api: Api) -> None:
+    admin = api.call("pool-admin", "POST", "/v1/tokens", {"role": "org-admin", "org": "a"}).json()
+    assert _whoami(api, admin["secret"]) == 200  # now in this server's auth cache
+    with api.ctx.db.write() as s:  # another server revokes it
+        row = s.get(TokenRow, admin["id"])
+        assert row is not None
+        row.revoked_at = api.clock()
+        s.add(row)
+    assert _mint(api, admin["secret"]).status_code == 401
