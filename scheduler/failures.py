@@ -13,6 +13,7 @@ import logging
 from sqlmodel import Session, col, func, select
 
 from scheduler.backends.base import GangStatus, Phase, gang_key
+from scheduler.checkpoint_folder import outside_problem
 from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
@@ -75,16 +76,20 @@ def quarantine(s: Session, rule: QuarantineRule, nodes: set[str], now: float) ->
 
 
 def store_checkpoints(
-    s: Session, allocs: list[AllocationRow], statuses: dict[str, GangStatus], now: float
+    s: Session, allocs: list[AllocationRow], statuses: dict[str, GangStatus], now: float, root: str
 ) -> None:
-    """Checkpoints the backend saw the gangs report, where newer than the stored one:
-    stored before the gang's exit is handled, so a restart in this very cycle resumes
-    from it."""
+    """Checkpoints the backend saw the gangs report, where newer than the stored one and
+    inside the job's own folder under ``root``: stored before the gang's exit is handled,
+    so a restart in this very cycle resumes from it."""
     seen = {
         a.job_id: (a.attempt, st.checkpoint)
         for a in allocs
         if (st := statuses.get(gang_key(a.job_id, a.attempt))) is not None and st.checkpoint is not None
     }
+    for job_id, (_, (_, path)) in list(seen.items()):
+        if (problem := outside_problem(path, root, job_id)) is not None:
+            log.warning("job %s reported checkpoint %r, not stored: it %s", job_id, path[:200], problem)
+            del seen[job_id]
     if not seen:
         return
     # Runs every cycle for every gang that reported one: the newest step per job, not

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from scheduler.checkpoint_folder import DEFAULT_ROOT
 from scheduler.control.handle import LoopHandle
 from scheduler.metrics import Metrics
 from scheduler.store.batch import SubmitBatcher
@@ -46,6 +47,8 @@ class ServerContext:
     pool: PoolView = field(default_factory=PoolView)
     metrics: Metrics = field(default_factory=Metrics)
     clock: Callable[[], float] = time.time
+    # The loop's checkpoint root: a reported checkpoint must lie in the job's folder under it.
+    checkpoint_root: str = DEFAULT_ROOT
     # The control loop as the API sees it: wake it, ask it; it runs elsewhere
     # (scheduler.control.root). None in tests that drive no loop.
     loop: LoopHandle | None = None

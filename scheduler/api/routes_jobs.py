@@ -14,6 +14,7 @@ from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, not_found
 from scheduler.api.schemas import CheckpointRequest, Event, Job, SubmitRequest
 from scheduler.backends.base import gang_key
+from scheduler.checkpoint_folder import outside_problem
 from scheduler.control.handle import LoopUnavailable
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
@@ -199,6 +200,8 @@ def job_logs(
 def report_checkpoint(job_id: str, req: CheckpointRequest, ctx: Ctx, who: Who) -> dict[str, Any]:
     with ctx.db.write() as s:
         job = _visible_job(s, who, job_id)
+        if (problem := outside_problem(req.path, ctx.checkpoint_root, job.id)) is not None:
+            raise ApiError(422, problem, "path")
         row = CheckpointRow(job_id=job.id, attempt=job.attempt, path=req.path, step=req.step, at=ctx.clock())
         s.add(row)
         return {"job_id": job.id, "attempt": job.attempt, "path": req.path, "step": req.step, "at": row.at}

@@ -4,11 +4,11 @@ launches it accepted are recorded. Only this module and ``observe`` call the bac
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from sqlmodel import col, select
 
 from scheduler.backends.base import Backend, BackendError, Launch
+from scheduler.checkpoint_folder import DEFAULT_ROOT, job_folder, outside_problem
 from scheduler.control.fence import Fence
 from scheduler.control.outcome import Actions, Outcome
 from scheduler.control.persist import restart
@@ -31,7 +31,7 @@ def act(
     now: float,
     out: Outcome,
     specs: jobstore.SpecCache,
-    checkpoint_root: str = "checkpoints",
+    checkpoint_root: str = DEFAULT_ROOT,
 ) -> None:
     """After the commits, once per cycle: forget, stop, launch; then record the launches
     (a launch the backend refused is the infrastructure's failure)."""
@@ -42,7 +42,7 @@ def act(
     if not acts.launches:
         return
     done: list[tuple[AllocationRow, str | None]] = []
-    resume = _resume_points(db, [job.id for _, job, _ in acts.launches])
+    resume = _resume_points(db, [job.id for _, job, _ in acts.launches], checkpoint_root)
     for alloc, job, spec in acts.launches:
         try:
             backend.launch(_launch_of(alloc, job, spec, resume.get(job.id), checkpoint_root), now)
@@ -73,8 +73,9 @@ def act(
                 )
 
 
-def _resume_points(db: Database, job_ids: list[str]) -> dict[str, str]:
-    """Each job's latest checkpoint path, in one query."""
+def _resume_points(db: Database, job_ids: list[str], checkpoint_root: str) -> dict[str, str]:
+    """Each job's latest checkpoint path inside its own folder, in one query (a path
+    stored before the folder rule held is not handed to the next attempt)."""
     if not job_ids:
         return {}
     with db.read() as s:
@@ -83,7 +84,9 @@ def _resume_points(db: Database, job_ids: list[str]) -> dict[str, str]:
             .where(among(CheckpointRow.job_id, job_ids))
             .order_by(col(CheckpointRow.at), col(CheckpointRow.step), col(CheckpointRow.id))
         )
-        return {c.job_id: c.path for c in s.exec(stmt).all()}  # later rows overwrite earlier
+        rows = s.exec(stmt).all()
+    # Later rows overwrite earlier.
+    return {c.job_id: c.path for c in rows if outside_problem(c.path, checkpoint_root, c.job_id) is None}
 
 
 def _launch_of(
@@ -92,7 +95,7 @@ def _launch_of(
     env = {
         "TRAINPOOL_JOB_ID": job.id,
         "TRAINPOOL_ATTEMPT": str(alloc.attempt),
-        "TRAINPOOL_CHECKPOINT_DIR": str(Path(checkpoint_root) / job.id),
+        "TRAINPOOL_CHECKPOINT_DIR": job_folder(checkpoint_root, job.id),
     }
     if resume_from is not None:
         env["TRAINPOOL_RESUME_FROM"] = resume_from

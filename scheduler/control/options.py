@@ -72,7 +72,9 @@ def state_dir(db: Database) -> Path:
 
 
 def checkpoint_root(opts: ServerOptions, db: Database) -> Path:
-    return Path(opts.checkpoint_root) if opts.checkpoint_root else state_dir(db) / "checkpoints"
+    """Absolute (a relative --checkpoint-root is from the server's working directory), so
+    that the API, the loop and every backend mean the same folder."""
+    return Path(opts.checkpoint_root).absolute() if opts.checkpoint_root else state_dir(db) / "checkpoints"
 
 
 def _sim_state_path(opts: ServerOptions, db: Database) -> Path:

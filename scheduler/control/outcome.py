@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from scheduler.checkpoint_folder import DEFAULT_ROOT
 from scheduler.quarantine import QuarantineRule
 from scheduler.store.tables import AllocationRow, JobRow
 from values.domain import JobSpec
@@ -34,7 +35,7 @@ class Outcome:
 class ApplyOptions:
     # Each job checkpoints under <root>/<job id>/ (TRAINPOOL_CHECKPOINT_DIR), one folder
     # across its attempts so that a restart finds what the previous attempt wrote.
-    checkpoint_root: str = "checkpoints"
+    checkpoint_root: str = DEFAULT_ROOT
     quarantine: QuarantineRule = field(default_factory=QuarantineRule)
 
 

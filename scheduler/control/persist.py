@@ -67,7 +67,7 @@ def persist_observation(
         # The jobs victims were stopped for are locked too: one may be nominated below.
         ids = [a.job_id for a in allocs] + [a.preempted_for for a in allocs if a.preempted_for]
         jobs = _locked_jobs(s, ids)
-        failures.store_checkpoints(s, allocs, statuses, now)
+        failures.store_checkpoints(s, allocs, statuses, now, opts.checkpoint_root)
         blames: set[str] = set()
         for a in allocs:
             st = statuses.pop(gang_key(a.job_id, a.attempt), None)

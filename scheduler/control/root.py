@@ -42,7 +42,7 @@ from scheduler.control.handle import LoopHandle
 from scheduler.control.loop_host import LoopHost
 from scheduler.control.loop_place import LoopPlace
 from scheduler.control.loop_process import LoopProcess
-from scheduler.control.options import ServerOptions, admin_secret_from_env, pool_config
+from scheduler.control.options import ServerOptions, admin_secret_from_env, checkpoint_root, pool_config
 from scheduler.control.wake import Doorbell
 from scheduler.metrics import Metrics
 from scheduler.parent_death import die_with_parent
@@ -84,7 +84,10 @@ class Root:
             if made:
                 self.say(f"first pool-admin token (shown once, store it now): {made}")
             metrics = Metrics()
-            ctx = ServerContext(db=db, pool=PoolView.from_config(config), metrics=metrics)
+            ctx = ServerContext(
+                db=db, pool=PoolView.from_config(config), metrics=metrics,
+                checkpoint_root=str(checkpoint_root(self.opts, db)),
+            )  # fmt: skip
             ctx.loop = self._start_loop(db, config, metrics)
             self.app = create_app(ctx)
             self.ctx = ctx

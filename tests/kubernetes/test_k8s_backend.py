@@ -111,6 +111,10 @@ def test_launch_makes_one_pod_per_replica_on_its_node_owned_by_a_headless_servic
         res = pod["spec"]["containers"][0]["resources"]
         assert res["limits"]["nvidia.com/gpu"] == "4" and pod["spec"]["restartPolicy"] == "Never"
         assert pod["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"] == "ckpt"
+        # The shared volume's own folder only, where the job is told to write: no other
+        # org's checkpoints are in the pod.
+        mounts = pod["spec"]["containers"][0]["volumeMounts"]
+        assert mounts == [{"name": "checkpoints", "mountPath": "/ckpt/j-abc", "subPath": "j-abc"}]
         assert pod["spec"]["containers"][0]["command"] == ["python", "train.py"]
     assert _phase(b, launch.key) is Phase.STARTING
 

@@ -10,8 +10,10 @@ from fastapi.testclient import TestClient
 from scheduler.api.app import create_app
 from scheduler.api.context import ServerContext
 from scheduler.backends.sim import SimBackend
+from scheduler.checkpoint_folder import DEFAULT_ROOT
 from scheduler.control.loop import ControlLoop, LoopSettings
 from scheduler.control.loop_host import LoopHost
+from scheduler.control.outcome import ApplyOptions
 from scheduler.control.wake import Wake
 from scheduler.metrics import Metrics
 from scheduler.store import orgs as orgstore
@@ -50,17 +52,20 @@ class Api:
         self.host.loop.cycle()
 
 
-def make_api(url: str) -> Api:
+def make_api(url: str, checkpoint_root: str = DEFAULT_ROOT) -> Api:
     clock = Clock()
     db = open_database(url)
     pool = PoolView(flavors=(Flavor(name="h100"),))
     backend = SimBackend(nodes(4), default_duration=100.0)
     metrics = Metrics()
     loop = ControlLoop(
-        db, backend, pool, settings=LoopSettings(holder="api-test"), clock=clock, metrics=metrics
-    )
+        db, backend, pool, clock=clock, metrics=metrics,
+        settings=LoopSettings(holder="api-test", apply=ApplyOptions(checkpoint_root=checkpoint_root)),
+    )  # fmt: skip
     host = LoopHost(loop, Wake())
-    ctx = ServerContext(db=db, pool=pool, clock=clock, loop=host, metrics=metrics)
+    ctx = ServerContext(
+        db=db, pool=pool, clock=clock, loop=host, metrics=metrics, checkpoint_root=checkpoint_root
+    )
     api = Api(TestClient(create_app(ctx), raise_server_exceptions=False), ctx, clock, host)
     with db.write() as s:
         orgstore.seed_from_config(s, orgs(a=16, b=16), clock())

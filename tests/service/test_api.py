@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from scheduler.checkpoint_folder import DEFAULT_ROOT, job_folder
+
 from .api_harness import Api, make_api
 
 
@@ -215,10 +217,10 @@ def test_a_restarted_job_resumes_from_its_latest_checkpoint(api: Api) -> None:
     )
     api.cycle()
     for step in (1, 2):
-        body = {"path": f"/ckpt/{job['id']}/step-{step}", "step": step}
+        body = {"path": f"{job_folder(DEFAULT_ROOT, job['id'])}/step-{step}", "step": step}
         assert api.call("member@a", "POST", f"/v1/jobs/{job['id']}/checkpoints", body).status_code == 201
     api.cycle(11)  # attempt 0 exits 1: requeued and relaunched
     api.cycle(1)
     assert [env.get("TRAINPOOL_ATTEMPT") for env in launches] == ["0", "1"]
     assert "TRAINPOOL_RESUME_FROM" not in launches[0]
-    assert launches[1]["TRAINPOOL_RESUME_FROM"] == f"/ckpt/{job['id']}/step-2"
+    assert launches[1]["TRAINPOOL_RESUME_FROM"] == f"{job_folder(DEFAULT_ROOT, job['id'])}/step-2"

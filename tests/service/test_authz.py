@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from scheduler.checkpoint_folder import job_folder
+
 from .api_harness import Api, make_api
 
 ALL = frozenset({"member", "org-admin", "pool-admin"})
@@ -48,7 +50,7 @@ TABLE = [
     Row("POST", "/v1/jobs/{job}/cancel", ALL, POOL),
     Row("GET", "/v1/jobs/{job}/events", ALL, POOL),
     Row("GET", "/v1/jobs/{job}/logs", ALL, POOL, params=lambda org: {"attempt": 0}, launched=True),
-    Row("POST", "/v1/jobs/{job}/checkpoints", ALL, POOL, body=lambda org: {"path": "/ckpt/1", "step": 1}),
+    Row("POST", "/v1/jobs/{job}/checkpoints", ALL, POOL, body=lambda org: {"path": "{folder}/1", "step": 1}),
     Row("GET", "/v1/jobs/{job}/checkpoints", ALL, POOL),
     Row("GET", "/v1/queue", ALL, POOL, params=lambda org: {"org": org}),
     Row("GET", "/v1/nodes", ALL, ALL),
@@ -82,16 +84,21 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
         yield made
 
 
-def _fill(api: Api, row: Row, org: str) -> str:
+def _fill(api: Api, row: Row, org: str) -> dict[str, str]:
     values = {"org": org, "flavor": "h100", "team": "research", "node": "h100-00"}
     if "{job}" in row.path:
         values["job"] = api.submit("pool-admin", org=org)["id"]
+        values["folder"] = job_folder(api.ctx.checkpoint_root, values["job"])
         if row.launched:
             api.cycle(1)
     if "{token}" in row.path:
         made = api.call("pool-admin", "POST", "/v1/tokens", {"role": "member", "org": org, "name": "victim"})
         values["token"] = made.json()["id"]
-    return row.path.format(**values)
+    return values
+
+
+def _filled(body: Any, values: dict[str, str]) -> Any:
+    return {k: v.format(**values) if isinstance(v, str) else v for k, v in body.items()}
 
 
 @pytest.mark.parametrize(
@@ -101,8 +108,9 @@ def _fill(api: Api, row: Row, org: str) -> str:
 )
 def test_the_matrix(api: Api, row: Row, role: str, target: str) -> None:
     org = "a" if target == "own" else "b"
-    path = _fill(api, row, org)
-    body = row.body(org) if row.body else None
+    values = _fill(api, row, org)
+    path = row.path.format(**values)
+    body = _filled(row.body(org), values) if row.body else None
     params = row.params(org) if row.params else {}
     resp = api.call(CALLERS[role], row.method, path, body, **params)
     allowed = role in (row.own if target == "own" else row.other)

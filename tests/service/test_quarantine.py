@@ -8,6 +8,7 @@ from sqlmodel import select
 
 from scheduler.backends.base import GangStatus
 from scheduler.backends.sim import SimBackend
+from scheduler.checkpoint_folder import DEFAULT_ROOT, job_folder
 from scheduler.failures import BLAMED
 from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
 from scheduler.store import jobs as jobstore
@@ -105,12 +106,18 @@ def test_node_that_died_is_not_blamed_for_its_jobs(db_url: str) -> None:
 
 
 class ReportingBackend(SimBackend):
-    """The sim backend, plus the checkpoint a real backend would read from rank 0's folder."""
+    """The sim backend, plus the checkpoint a real backend would read from rank 0's folder:
+    (step, file name in the job's folder)."""
 
     checkpoint: tuple[int, str] | None = None
 
     def gangs(self, now: float) -> list[GangStatus]:
-        return [replace(g, checkpoint=self.checkpoint) for g in super().gangs(now)]
+        return [replace(g, checkpoint=self._manifest(g.job_id)) for g in super().gangs(now)]
+
+    def _manifest(self, job_id: str) -> tuple[int, str] | None:
+        if self.checkpoint is None:
+            return None
+        return self.checkpoint[0], f"{job_folder(DEFAULT_ROOT, job_id)}/{self.checkpoint[1]}"
 
 
 def test_restart_resumes_from_the_checkpoint_the_backend_saw(db_url: str) -> None:
@@ -118,13 +125,13 @@ def test_restart_resumes_from_the_checkpoint_the_backend_saw(db_url: str) -> Non
     pool = Pool(db_url, backend=backend)
     job = pool.submit("a")
     pool.cycle()
-    backend.checkpoint = (40, "/ck/step-40.pt")
+    backend.checkpoint = (40, "step-40.pt")
     pool.cycle(advance=1)
-    backend.checkpoint = (30, "/ck/older.pt")  # an older manifest (a stale read) is not stored
+    backend.checkpoint = (30, "older.pt")  # an older manifest (a stale read) is not stored
     pool.cycle(advance=1)
     with pool.db.read() as s:
         rows = s.exec(select(CheckpointRow).where(CheckpointRow.job_id == job)).all()
-    assert [(r.step, r.path) for r in rows] == [(40, "/ck/step-40.pt")]
+    assert [(r.step, r.path) for r in rows] == [(40, f"{job_folder(DEFAULT_ROOT, job)}/step-40.pt")]
     backend.set_health("h100-00", Health.UNHEALTHY, pool.clock())
     pool.cycle(advance=1)  # lost: infrastructure, requeued and placed on the other node
     assert pool.job(job).restarts == 0, "an infrastructure failure is not charged"
@@ -142,7 +149,7 @@ def test_lost_work_counts_from_the_last_checkpoint_and_recovery_is_timed(db_url:
     pool.submit("a", env={"SIM_DURATION": 10, "SIM_FAIL_ATTEMPTS": 1}, restart={"backoff_seconds": 5})
     pool.cycle()
     pool.cycle(advance=1)  # running since t0 + 1
-    backend.checkpoint = (3, "/ck/3")
+    backend.checkpoint = (3, "3")
     pool.cycle(advance=5)  # the checkpoint is stored at t0 + 6
     lost: list[tuple[str, str, float]] = []
     recovered: list[tuple[str, float]] = []

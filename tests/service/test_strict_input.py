@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from scheduler.checkpoint_folder import DEFAULT_ROOT, job_folder
 from scheduler.config import load_job_spec
 from values.errors import ConfigError
 from values.strict import INT64_MAX
@@ -98,10 +99,11 @@ def test_deeply_nested_json_is_named_as_the_body(api: Api) -> None:
 @pytest.mark.parametrize("value", [2**63, 10**30])
 def test_an_integer_past_64_bits_is_a_422_not_a_500(api: Api, value: int) -> None:
     job = api.submit("member@a")
-    resp = api.call("member@a", "POST", f"/v1/jobs/{job['id']}/checkpoints", {"path": "/x", "step": value})
+    path = f"{job_folder(DEFAULT_ROOT, job['id'])}/step.pt"
+    resp = api.call("member@a", "POST", f"/v1/jobs/{job['id']}/checkpoints", {"path": path, "step": value})
     assert resp.status_code == 422 and resp.json()["errors"][0]["field"] == "step"
     fits = api.call(
-        "member@a", "POST", f"/v1/jobs/{job['id']}/checkpoints", {"path": "/x", "step": INT64_MAX}
+        "member@a", "POST", f"/v1/jobs/{job['id']}/checkpoints", {"path": path, "step": INT64_MAX}
     )
     assert fits.status_code == 201, fits.text
 

@@ -230,6 +230,7 @@ def pod_manifests(
     }
     root = PurePosixPath(checkpoint_root)
     mount = str(root if root.is_absolute() else PurePosixPath("/") / root)
+    folder = launch.env.get("TRAINPOOL_CHECKPOINT_DIR") or str(PurePosixPath(mount) / launch.job_id)
     image = getattr(spec, "image", None) or opts.image  # a per-job image once JobSpec has one
     tolerations = [{"key": r, "operator": "Exists"} for r in opts.resources]
     pods: list[Obj] = []
@@ -277,7 +278,11 @@ def pod_manifests(
             if opts.service_account:
                 pod_spec["serviceAccountName"] = opts.service_account
             if opts.checkpoint_pvc:
-                container["volumeMounts"] = [{"name": "checkpoints", "mountPath": mount}]
+                # Only the job's own folder of the shared volume: another org's checkpoints
+                # are not in the pod at all (kubelet creates the folder on first use).
+                container["volumeMounts"] = [
+                    {"name": "checkpoints", "mountPath": folder, "subPath": launch.job_id}
+                ]
                 pod_spec["volumes"] = [
                     {"name": "checkpoints", "persistentVolumeClaim": {"claimName": opts.checkpoint_pvc}}
                 ]
