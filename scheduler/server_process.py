@@ -56,6 +56,13 @@ class ServerProcess:
             self.proc.wait()
 
 
+def scrape(url: str, token: str) -> str:
+    """The server's /metrics, read with a pool-admin (or the metrics) token."""
+    request = urllib.request.Request(f"{url}/metrics", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return str(resp.read().decode())
+
+
 def cycle_histogram(text: str) -> tuple[dict[float, float], float, float]:
     """Cumulative bucket counts, sum and count of trainpool_scheduling_cycle_seconds."""
     buckets: dict[float, float] = {}

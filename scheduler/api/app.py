@@ -10,13 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from scheduler.api import errors, routes_agents, routes_jobs, routes_pool
+from scheduler.api.auth import authorize_scrape
 from scheduler.api.context import ServerContext
 from scheduler.control.handle import LoopStatus, LoopUnavailable
 from scheduler.control.metrics_relay import render
@@ -76,6 +77,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     @app.get(
         "/metrics",
         tags=["ops"],
+        dependencies=[Depends(authorize_scrape)],
         response_class=Response,
         responses={
             200: {"content": {CONTENT_TYPE_LATEST.split(";")[0]: {}}, "description": "Prometheus text"}

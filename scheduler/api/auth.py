@@ -8,6 +8,7 @@ not leak.
 
 from __future__ import annotations
 
+import hmac
 import time
 
 from fastapi import Request
@@ -52,6 +53,17 @@ async def authenticate(request: Request) -> Principal:
     if not secret or scheme.lower() != "bearer":
         raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", "authorization")
     raise ApiError(401, "invalid, expired or revoked token", "authorization")
+
+
+async def authorize_scrape(request: Request) -> None:
+    """/metrics shows every org's queue, quota and wait figures: the metrics token, or a
+    pool-admin token (an operator's curl)."""
+    ctx: ServerContext = request.app.state.ctx
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+    token = ctx.metrics_token
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(secret.strip().encode(), token.encode()):
+        return
+    require_pool_admin(await authenticate(request))
 
 
 def _verify(ctx: ServerContext, secret: str) -> Principal | None:

@@ -49,6 +49,8 @@ class ServerContext:
     clock: Callable[[], float] = time.time
     # The loop's checkpoint root: a reported checkpoint must lie in the job's folder under it.
     checkpoint_root: str = DEFAULT_ROOT
+    # May read /metrics and nothing else (Prometheus' credential); None: pool-admins only.
+    metrics_token: str | None = None
     # The control loop as the API sees it: wake it, ask it; it runs elsewhere
     # (scheduler.control.root). None in tests that drive no loop.
     loop: LoopHandle | None = None

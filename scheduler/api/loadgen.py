@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from scheduler.server_process import cycle_histogram, window_p99
+from scheduler.server_process import cycle_histogram, scrape, window_p99
 
 
 @dataclass
@@ -168,13 +168,6 @@ orgs: [{name: bench, quotas: {h100: {nominal: 128}}}]
 """
 
 
-def _cycle_histogram(url: str) -> tuple[dict[float, float], float, float]:
-    import urllib.request
-
-    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as resp:
-        return cycle_histogram(resp.read().decode())
-
-
 def bench_new_server(
     db: str | None, *, jobs: int = 10_000, clients: int = 50, workdir: str | None = None
 ) -> LoadResult:
@@ -196,9 +189,9 @@ def bench_new_server(
     env = {"TRAINPOOL_ADMIN_TOKEN": token, "XDG_DATA_HOME": str(work)}
     with ServerProcess(args, work, env) as server:
         url = server.url
-        before = _cycle_histogram(url)
+        before = cycle_histogram(scrape(url, token))
         result = run_load(url, token, jobs=jobs, clients=clients, org="bench", flavor="h100")
-        after = _cycle_histogram(url)
+        after = cycle_histogram(scrape(url, token))
         result.cycles = int(after[2] - before[2])
         if result.cycles:
             result.cycle_mean_ms = (after[1] - before[1]) / result.cycles * 1000

@@ -40,7 +40,7 @@ import httpx
 import yaml
 
 from scheduler.api.loadgen import Connection, LoadResult, run_load
-from scheduler.server_process import ServerProcess, cycle_histogram
+from scheduler.server_process import ServerProcess, cycle_histogram, scrape
 from values.lifecycle import TERMINAL, JobEvent, JobState
 
 SIZES = (1, 5, 20)
@@ -209,13 +209,13 @@ class Churn:
                 "--sim-state", str(self.workdir / "sim.json")]  # fmt: skip
         env = {"TRAINPOOL_ADMIN_TOKEN": self.token, "XDG_DATA_HOME": str(self.workdir)}
         with ServerProcess(args, self.workdir, env) as server:
-            before = cycle_histogram(httpx.get(f"{server.url}/metrics").text)
+            before = cycle_histogram(scrape(server.url, self.token))
             probe = self._start_probe(server.url)
             sent = asyncio.run(self._send(server.url, stream))
             if probe is not None:
                 probe.join()
             self._drain(server.url, sent)
-            after = cycle_histogram(httpx.get(f"{server.url}/metrics").text)
+            after = cycle_histogram(scrape(server.url, self.token))
         self.report.cycles = int(after[2] - before[2])
         if self.report.cycles:
             self.report.cycle_mean_ms = round((after[1] - before[1]) / self.report.cycles * 1000, 2)

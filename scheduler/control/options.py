@@ -39,6 +39,9 @@ class ServerOptions:
     sim_state: str | None = None
     # The first pool-admin token's secret (else TRAINPOOL_ADMIN_TOKEN[_FILE], else a new one).
     admin_token: str | None = None
+    # The secret that may read /metrics and nothing else (else TRAINPOOL_METRICS_TOKEN[_FILE];
+    # none: only pool-admin tokens may).
+    metrics_token: str | None = None
     sim_duration: float = 60.0
     pace: Pace = field(default_factory=Pace)
     lease_ttl: float = 10.0
@@ -49,10 +52,10 @@ class ServerOptions:
     trusted_proxies: tuple[str, ...] = ()
 
 
-def admin_secret_from_env() -> str | None:
-    """TRAINPOOL_ADMIN_TOKEN, or the first line of the file TRAINPOOL_ADMIN_TOKEN_FILE names."""
-    secret = os.environ.get("TRAINPOOL_ADMIN_TOKEN", "").strip()
-    path = os.environ.get("TRAINPOOL_ADMIN_TOKEN_FILE", "").strip()
+def secret_from_env(name: str) -> str | None:
+    """``$NAME``, or the first line of the file ``$NAME_FILE`` names (a mounted Secret)."""
+    secret = os.environ.get(name, "").strip()
+    path = os.environ.get(f"{name}_FILE", "").strip()
     if not secret and path:
         secret = Path(path).read_text().strip().splitlines()[0].strip()
     return secret or None

@@ -42,7 +42,7 @@ from scheduler.control.handle import LoopHandle
 from scheduler.control.loop_host import LoopHost
 from scheduler.control.loop_place import LoopPlace
 from scheduler.control.loop_process import LoopProcess
-from scheduler.control.options import ServerOptions, admin_secret_from_env, checkpoint_root, pool_config
+from scheduler.control.options import ServerOptions, checkpoint_root, pool_config, secret_from_env
 from scheduler.control.wake import Doorbell
 from scheduler.metrics import Metrics
 from scheduler.parent_death import die_with_parent
@@ -87,6 +87,7 @@ class Root:
             ctx = ServerContext(
                 db=db, pool=PoolView.from_config(config), metrics=metrics,
                 checkpoint_root=str(checkpoint_root(self.opts, db)),
+                metrics_token=self.opts.metrics_token or secret_from_env("TRAINPOOL_METRICS_TOKEN"),
             )  # fmt: skip
             ctx.loop = self._start_loop(db, config, metrics)
             self.app = create_app(ctx)
@@ -219,7 +220,9 @@ def _seed(db: Database, config: PoolConfig, admin_token: str | None) -> str | No
         try:
             with db.write() as s:
                 orgstore.seed_from_config(s, config.orgs, time.time())
-                return tokenstore.bootstrap_admin(s, time.time(), admin_token or admin_secret_from_env())
+                return tokenstore.bootstrap_admin(
+                    s, time.time(), admin_token or secret_from_env("TRAINPOOL_ADMIN_TOKEN")
+                )
         except IntegrityError:
             if attempt:
                 raise

@@ -156,7 +156,7 @@ def test_a_job_on_a_node_that_turns_unhealthy_is_moved_without_charging_its_rest
     assert health["verdict"]["state"] == "unhealthy"
     assert health["verdict"]["evidence"]["findings"][0]["kind"] == "node"
     assert [e["state"] for e in health["events"] if e["subject"] == sick][:2] == ["unhealthy", "degraded"]
-    metrics = api.client.get("/metrics").text
+    metrics = api.call("pool-admin", "GET", "/metrics").text
     assert 'trainpool_jobs_moved_total{org="a",reason="health"} 1.0' in metrics
     assert f'trainpool_node_health_state{{node="{sick}",state="unhealthy"}} 1.0' in metrics
     assert 'trainpool_localized_faults_total{kind="node"} 1.0' in metrics

@@ -127,6 +127,19 @@ def test_secure_defaults(defaults) -> None:
     assert agent["args"][agent["args"].index("--node") + 1] == "$(NODE_NAME)"
 
 
+def test_metrics_are_scraped_with_their_own_token(defaults, all_on) -> None:
+    secret = next(
+        d for d in _kind(defaults, "Secret") if d["metadata"]["name"] == "tp-trainpool-metrics-token"
+    )
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    server = _kind(defaults, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = next(e for e in server["env"] if e["name"] == "TRAINPOOL_METRICS_TOKEN")
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "tp-trainpool-metrics-token", "key": "token"}
+    endpoint = _kind(all_on, "ServiceMonitor")[0]["spec"]["endpoints"][0]
+    assert endpoint["authorization"]["credentials"]["key"] == "token"
+    assert endpoint["authorization"]["credentials"]["name"].endswith("-metrics-token")
+
+
 def test_rbac_grants_only_what_the_backend_calls(defaults) -> None:
     def rules(kind: str) -> set[tuple[str, str]]:
         return {

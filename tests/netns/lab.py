@@ -239,7 +239,7 @@ class Lab:
         return resp.json()
 
     def api_text(self, path: str) -> str:
-        return httpx.get(f"{self.url}{path}", timeout=10).text
+        return httpx.get(f"{self.url}{path}", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10).text
 
     def start_agent(self, name: str) -> None:
         host = self.host(name)

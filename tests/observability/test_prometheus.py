@@ -27,6 +27,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "tp_prometheus-test-admin-token-0123456789"
+METRICS_TOKEN = "tp_prometheus-test-scrape-token-0123456789"
 POOL = """
 name: observed
 flavors: [{name: h100}]
@@ -106,6 +107,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _start(work: Path, procs: Procs, prometheus: str) -> Stack:
     (work / "pool.yaml").write_text(POOL)
+    (work / "metrics.token").write_text(METRICS_TOKEN + "\n")  # Prometheus' credential: /metrics only
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     cli = [sys.executable, "-m", "scheduler.cli.main"]
@@ -113,7 +115,8 @@ def _start(work: Path, procs: Procs, prometheus: str) -> Stack:
         *cli, "server", "--db", f"sqlite:///{work / 'pool.db'}", "--pool", str(work / "pool.yaml"),
         "--port", str(port), "--interval", "0.2", "--sim-duration", "3",
         "--sim-state", str(work / "sim.json"),
-    ], env={"TRAINPOOL_ADMIN_TOKEN": ADMIN, "XDG_DATA_HOME": str(work)})  # fmt: skip
+    ], env={"TRAINPOOL_ADMIN_TOKEN": ADMIN, "TRAINPOOL_METRICS_TOKEN_FILE": str(work / "metrics.token"),
+            "XDG_DATA_HOME": str(work)})  # fmt: skip
     _wait(lambda: httpx.get(f"{url}/readyz", timeout=1).status_code == 200, "server ready")
     admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=10)
 
@@ -152,7 +155,11 @@ def _start(work: Path, procs: Procs, prometheus: str) -> Stack:
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ROOT / "deploy" / "prometheus" / "trainpool-rules.yaml")],
         "scrape_configs": [
-            {"job_name": "trainpool", "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
+            {
+                "job_name": "trainpool",
+                "authorization": {"credentials_file": str(work / "metrics.token")},
+                "static_configs": [{"targets": [f"127.0.0.1:{port}"]}],
+            },
             {"job_name": "trainpool-agent", "static_configs": [{"targets": agent_metrics}]},
         ],
     }

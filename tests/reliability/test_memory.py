@@ -29,7 +29,7 @@ def _round(api: Api, tag: str, jobs: int = 64) -> None:
             break
     assert states == {"SUCCEEDED"}
     assert api.call("member@a", "GET", "/v1/jobs", limit=500).status_code == 200
-    assert api.call(None, "GET", "/metrics").status_code == 200
+    assert api.call("pool-admin", "GET", "/metrics").status_code == 200
 
 
 @pytest.mark.slow

@@ -160,3 +160,17 @@ def test_a_maker_revoked_elsewhere_mints_nothing_while_its_auth_is_cached(api: A
         row.revoked_at = api.clock()
         s.add(row)
     assert _mint(api, admin["secret"]).status_code == 401
+
+
+def test_metrics_need_the_scrape_token_or_a_pool_admin(api: Api) -> None:
+    api.ctx.metrics_token = "tp_scrape-only"
+    assert api.client.get("/metrics").status_code == 401, "every org's figures: not for anyone"
+    for who in ("member@a", "org-admin@a"):
+        assert api.call(who, "GET", "/metrics").status_code == 403
+    assert api.call("pool-admin", "GET", "/metrics").status_code == 200
+    scrape = {"Authorization": "Bearer tp_scrape-only"}
+    assert "trainpool_" in api.client.get("/metrics", headers=scrape).text
+    assert api.client.get("/v1/jobs", headers=scrape).status_code == 401, (
+        "the scrape token reads /metrics only"
+    )
+    assert api.client.get("/metrics", headers={"Authorization": "Bearer tp_scrape-onlx"}).status_code == 401

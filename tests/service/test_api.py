@@ -166,7 +166,7 @@ def test_ops_endpoints(api: Api) -> None:
     api.submit("member@a")
     api.cycle()
     api.cycle(1)  # gauges describe the snapshot a cycle decided on
-    text = api.client.get("/metrics").text
+    text = api.call("pool-admin", "GET", "/metrics").text
     assert 'trainpool_running_jobs{flavor="h100",org="a"} 1.0' in text
     assert "trainpool_api_request_seconds_bucket" in text and 'route="/v1/jobs"' in text
     assert "j-" not in text  # no job ids in labels

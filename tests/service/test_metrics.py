@@ -37,7 +37,7 @@ def busy(tmp_path: Path) -> Iterator[str]:
         for _ in range(3):
             api.cycle(1)
         api.call("member@a", "GET", "/v1/jobs/j-missing")
-        yield api.client.get("/metrics").text
+        yield api.call("pool-admin", "GET", "/metrics").text
 
 
 def test_metric_names_and_labels(busy: str) -> None:

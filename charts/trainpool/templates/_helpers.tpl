@@ -27,6 +27,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{ .Values.jobs.namespace | default .Release.Namespace }}
 {{- end -}}
 
+{{- define "trainpool.metricsSecret" -}}
+{{ .Values.metrics.token.existingSecret | default (printf "%s-metrics-token" (include "trainpool.fullname" .)) }}
+{{- end -}}
+
 {{- define "trainpool.adminSecret" -}}
 {{ .Values.adminToken.existingSecret | default (printf "%s-admin-token" (include "trainpool.fullname" .)) }}
 {{- end -}}
