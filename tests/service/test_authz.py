@@ -70,6 +70,7 @@ TABLE = [
     Row("DELETE", "/v1/tokens/{token}", ADMINS, POOL),
     Row("GET", "/v1/usage", ADMINS, POOL, params=lambda org: {"org": org}),
     Row("GET", "/v1/audit", POOL, POOL),
+    Row("GET", "/metrics", POOL, POOL),  # every org's figures (and the scrape token)
 ]
 
 CALLERS = {"member": "member@a", "org-admin": "org-admin@a", "pool-admin": "pool-admin"}
@@ -124,6 +125,7 @@ def test_every_endpoint_has_a_row(api: Api) -> None:
     # The published OpenAPI document is the list of endpoints clients can call.
     paths = api.client.get("/openapi.json").json()["paths"]
     served = {(m.upper(), _shape(p)) for p, ops in paths.items() if p.startswith("/v1") for m in ops}
+    served.add(("GET", "/metrics"))  # the one ops endpoint behind a token
     served -= {s for s in served if s[1].startswith("/v1/agents")}  # tests/agents/test_agent_authz.py
     assert served == {(r.method, _shape(r.path)) for r in TABLE}
 
