@@ -126,12 +126,14 @@ def move(
     **changes: Any,
 ) -> JobRow:
     """Apply ``event`` to ``job`` if legal and if nobody changed the row since it was read.
+    The row's reason and message become the transition's: what users see is why the job
+    is in its current state, never a reason left from an earlier one.
 
     Raises ``IllegalTransition`` (a bug in the caller) or ``StaleWrite`` (lost a race).
     """
     old = JobState(job.state)
     new = transition(old, event)
-    values = {**changes, "state": new.value, "version": job.version + 1}
+    values = {"reason": reason, "message": message, **changes, "state": new.value, "version": job.version + 1}
     if not _guarded_update(session, job, values):
         raise StaleWrite(f"job {job.id} changed under us (version {job.version})")
     record(

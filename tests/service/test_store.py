@@ -276,7 +276,7 @@ def test_reasons_noted_in_bulk_skip_the_jobs_that_moved_since_they_were_read(db_
         stored = [jobstore.get(s, i) for i in ids]
     assert [(j.state, j.reason) for j in stored] == [
         ("PENDING", "waiting_for_capacity"),
-        ("CANCELLED", None),  # not noted: it had left the queue
+        ("CANCELLED", "cancelled"),  # not noted: it had left the queue
         ("PENDING", "waiting_for_capacity"),
     ]
 
