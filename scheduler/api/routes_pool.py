@@ -18,6 +18,7 @@ from scheduler.api.schemas import (
     NewToken,
     Node,
     OrgRequest,
+    QuotaPatch,
     QuotaRequest,
     RevokedToken,
     TeamRequest,
@@ -29,7 +30,7 @@ from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store import tokens as tokenstore
 from scheduler.store import usage as usagestore
-from scheduler.store.tables import TokenRow
+from scheduler.store.tables import QuotaRow, TokenRow
 from scheduler.store.tokens import Principal, Role
 from scheduler.store.view import flavors_of
 from values.errors import validation_problems
@@ -175,18 +176,39 @@ def get_quotas(org: str, ctx: Ctx, who: Who) -> dict[str, Any]:
 
 @router.put("/orgs/{org}/quotas/{flavor}")
 def set_quota(org: str, flavor: str, req: QuotaRequest, ctx: Ctx, who: Who) -> dict[str, Any]:
+    """Replace the quota: a limit left out is no limit."""
     require_pool_admin(who)
+    with ctx.db.write() as s:
+        return _store_quota(s, org, flavor, req.model_dump(), ctx, who)
+
+
+@router.patch("/orgs/{org}/quotas/{flavor}")
+def change_quota(org: str, flavor: str, req: QuotaPatch, ctx: Ctx, who: Who) -> dict[str, Any]:
+    """Change only the fields given; a limit given as null becomes no limit."""
+    require_pool_admin(who)
+    if "nominal" in req.model_fields_set and req.nominal is None:
+        raise ApiError(422, "must be a whole number, not null", "nominal")
+    with ctx.db.write() as s:
+        current = s.get(QuotaRow, (org, flavor), with_for_update=True)
+        fields = _quota_out(current) if current is not None else QuotaRequest().model_dump()
+        return _store_quota(
+            s, org, flavor, {**fields, **req.model_dump(include=req.model_fields_set)}, ctx, who
+        )
+
+
+def _store_quota(
+    s: Session, org: str, flavor: str, fields: dict[str, Any], ctx: ServerContext, who: Principal
+) -> dict[str, Any]:
     try:
-        quota = FlavorQuota(**req.model_dump())
+        quota = FlavorQuota(**fields)
     except ValidationError as exc:
         field, message = validation_problems(exc)[0]
         raise ApiError(422, message, field or "body") from None
-    with ctx.db.write() as s:
-        _existing_org(s, org)
-        if flavor not in {f.name for f in flavors_of(s, ctx.pool)}:
-            raise ApiError(422, f"unknown flavor '{flavor}'", "flavor")
-        row = orgstore.set_quota(s, org, flavor, quota, ctx.clock(), who.token_id)
-        return {"org": org, "flavor": flavor, **_quota_out(row)}
+    _existing_org(s, org)
+    if flavor not in {f.name for f in flavors_of(s, ctx.pool)}:
+        raise ApiError(422, f"unknown flavor '{flavor}'", "flavor")
+    row = orgstore.set_quota(s, org, flavor, quota, ctx.clock(), who.token_id)
+    return {"org": org, "flavor": flavor, **_quota_out(row)}
 
 
 @router.put("/orgs/{org}/teams/{team}")

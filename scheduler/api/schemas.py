@@ -30,6 +30,14 @@ class QuotaRequest(_In):
     lending_limit: Int | None = Field(None, ge=0, le=10_000_000)
 
 
+class QuotaPatch(_In):
+    """Only the fields given change; a limit given as null becomes no limit."""
+
+    nominal: Int | None = Field(None, ge=0, le=10_000_000)
+    borrowing_limit: Int | None = Field(None, ge=0, le=10_000_000)
+    lending_limit: Int | None = Field(None, ge=0, le=10_000_000)
+
+
 class TeamRequest(_In):
     weight: Number = Field(1.0, gt=0, le=1e6)
 

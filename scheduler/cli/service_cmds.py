@@ -435,16 +435,34 @@ def quota_show(org: str, output: OutOpt = Output.table, url: UrlOpt = None, toke
 def quota_set(
     org: str,
     flavor: str,
-    nominal: Annotated[int, typer.Option("--nominal", min=0)],
+    nominal: Annotated[int | None, typer.Option("--nominal", min=0)] = None,
     borrowing_limit: Annotated[int | None, typer.Option("--borrowing-limit", min=0)] = None,
     lending_limit: Annotated[int | None, typer.Option("--lending-limit", min=0)] = None,
+    no_borrowing_limit: Annotated[
+        bool, typer.Option("--no-borrowing-limit", help="Remove the borrowing limit.")
+    ] = False,
+    no_lending_limit: Annotated[
+        bool, typer.Option("--no-lending-limit", help="Remove the lending limit.")
+    ] = False,
     url: UrlOpt = None,
     token: TokenOpt = None,
     context: ContextOpt = None,
 ) -> None:
-    """Set an org's quota for one flavor (pool-admin; audited)."""
-    body = {"nominal": nominal, "borrowing_limit": borrowing_limit, "lending_limit": lending_limit}
-    row = _client(url, token, context).put(f"/v1/orgs/{org}/quotas/{flavor}", body)
+    """Change an org's quota for one flavor: only the values given (pool-admin; audited)."""
+    body: dict[str, int | None] = {}
+    for name, value, unset in (
+        ("nominal", nominal, False),
+        ("borrowing_limit", borrowing_limit, no_borrowing_limit),
+        ("lending_limit", lending_limit, no_lending_limit),
+    ):
+        flag = "--" + name.replace("_", "-")
+        if unset and value is not None:
+            raise ClientError(f"{flag}: give a limit or --no-{flag[2:]}, not both")
+        if value is not None or unset:
+            body[name] = value
+    if not body:
+        raise ClientError("nothing to change: give --nominal, a limit, or --no-...-limit")
+    row = _client(url, token, context).patch(f"/v1/orgs/{org}/quotas/{flavor}", body)
     typer.echo(f"{org}/{flavor}: nominal {row['nominal']}, borrowing_limit {row['borrowing_limit']}, "
                f"lending_limit {row['lending_limit']}")  # fmt: skip
 

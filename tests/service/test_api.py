@@ -224,3 +224,18 @@ def test_a_restarted_job_resumes_from_its_latest_checkpoint(api: Api) -> None:
     assert [env.get("TRAINPOOL_ATTEMPT") for env in launches] == ["0", "1"]
     assert "TRAINPOOL_RESUME_FROM" not in launches[0]
     assert launches[1]["TRAINPOOL_RESUME_FROM"] == f"{job_folder(DEFAULT_ROOT, job['id'])}/step-2"
+
+
+def test_a_quota_patch_changes_only_the_fields_given(api: Api) -> None:
+    path = "/v1/orgs/a/quotas/h100"
+    assert api.call("pool-admin", "PUT", path, {"nominal": 16, "borrowing_limit": 8}).status_code == 200
+    changed = api.call("pool-admin", "PATCH", path, {"lending_limit": 4}).json()
+    assert (changed["nominal"], changed["borrowing_limit"], changed["lending_limit"]) == (16, 8, 4)
+    unlimited = api.call("pool-admin", "PATCH", path, {"borrowing_limit": None}).json()
+    assert unlimited["borrowing_limit"] is None and unlimited["lending_limit"] == 4
+    refused = api.call("pool-admin", "PATCH", path, {"nominal": None})
+    assert refused.status_code == 422 and refused.json()["errors"][0]["field"] == "nominal"
+    assert (
+        api.call("pool-admin", "PATCH", path, {"nominal": 2}).json()["errors"][0]["field"] == "lending_limit"
+    )
+    assert api.call("pool-admin", "GET", "/v1/orgs/a/quotas").json()["h100"]["nominal"] == 16  # nothing lost

@@ -63,6 +63,7 @@ TABLE = [
     Row("GET", "/v1/orgs/{org}", ALL, POOL),
     Row("GET", "/v1/orgs/{org}/quotas", ALL, POOL),
     Row("PUT", "/v1/orgs/{org}/quotas/{flavor}", POOL, POOL, body=lambda org: {"nominal": 16}),
+    Row("PATCH", "/v1/orgs/{org}/quotas/{flavor}", POOL, POOL, body=lambda org: {"nominal": 16}),
     Row("GET", "/v1/orgs/{org}/teams", ALL, POOL),
     Row("PUT", "/v1/orgs/{org}/teams/{team}", ADMINS, POOL, body=lambda org: {"weight": 2.0}),
     Row("POST", "/v1/tokens", ADMINS, POOL, body=lambda org: {"role": "member", "org": org, "name": "x"}),

@@ -183,6 +183,28 @@ def test_admin_commands(live: Live) -> None:
     assert code == 0 and "cordoned" in out
 
 
+def test_quota_set_changes_only_what_it_is_given(live: Live) -> None:
+    def quota() -> dict[str, object]:
+        code, out = live.run("quota", "show", "a", "-o", "json", token="pool-admin")
+        assert code == 0, out
+        row = next(q for q in json.loads(out) if q["flavor"] == "h100")
+        return {k: row[k] for k in ("nominal", "borrowing_limit", "lending_limit")}
+
+    code, out = live.run(
+        "quota", "set", "a", "h100", "--nominal", "16", "--borrowing-limit", "8", "--lending-limit", "4",
+        token="pool-admin",
+    )  # fmt: skip
+    assert code == 0, out
+    code, out = live.run("quota", "set", "a", "h100", "--nominal", "20", token="pool-admin")
+    assert code == 0 and quota() == {"nominal": 20, "borrowing_limit": 8, "lending_limit": 4}
+    code, out = live.run("quota", "set", "a", "h100", "--no-borrowing-limit", token="pool-admin")
+    assert code == 0 and quota() == {"nominal": 20, "borrowing_limit": None, "lending_limit": 4}
+    code, out = live.run("quota", "set", "a", "h100", token="pool-admin")
+    assert code == 1 and "nothing to change" in out
+    code, out = live.run("quota", "set", "a", "h100", "--lending-limit", "30", token="pool-admin")
+    assert code == 1 and "lending_limit" in out and quota()["lending_limit"] == 4  # nothing lost
+
+
 def test_quota_apply_and_teams(live: Live, tmp_path: Path) -> None:
     pool = tmp_path / "pool.yaml"
     pool.write_text(
