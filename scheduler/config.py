@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from scheduler.core.admission import never_runs
 from values.decisions import PreemptReason
 from values.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, Node, PriorityClass, TopologyPath
 from values.errors import ConfigError, Problem, validation_problems
@@ -467,8 +468,9 @@ def _child(node: yaml.Node, part: int | str) -> yaml.Node | None:
 
 
 def job_problems(config: PoolConfig, spec: JobSpec) -> list[Problem]:
-    """What would keep ``spec`` from ever being queued in this pool (the core would
-    reject an unknown org or flavor; ``validate --pool`` says so before submitting)."""
+    """What would keep ``spec`` from ever running in this pool: an unknown org, team,
+    flavor or priority, or what the core would reject (larger than the pool or than its
+    org may ever hold); ``validate --pool`` says so before submitting."""
     problems: list[Problem] = []
     org = next((o for o in config.orgs if o.name == spec.org), None)
     if org is None:
@@ -483,7 +485,9 @@ def job_problems(config: PoolConfig, spec: JobSpec) -> list[Problem]:
                 (f"gang.flavors[{i}]", f"unknown flavor '{flavor}' (flavors: {', '.join(sorted(known))})")
             )
     try:
-        config.priority_value(spec.priority)
+        priority = config.priority_value(spec.priority)
     except ConfigError as exc:
-        problems += exc.problems
+        return problems + exc.problems
+    if not problems and (rejected := never_runs(config.snapshot(), spec, priority)) is not None:
+        problems.append(("gang", f"can never run in this pool: {rejected.message} ({rejected.reason.value})"))
     return problems

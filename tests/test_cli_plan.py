@@ -157,6 +157,22 @@ def test_validate_checks_jobs_against_a_pool(examples, write_file):
     )
 
 
+def test_validate_with_a_pool_catches_what_submit_refuses(examples, write_file):
+    pool = str(examples / "pools" / "small.yaml")
+    huge = write_file(
+        "huge.yaml", "name: j\norg: vision\ngang: {flavor: h100, accelerators: 8, replicas: 7}\n"
+    )
+    result = invoke("validate", "--pool", pool, str(huge))
+    assert_clean_failure(result, "huge.yaml: gang: can never run in this pool:", "(never_fits)")
+    greedy = write_file(
+        "greedy.yaml", "name: j\norg: vision\ngang: {flavor: h100, accelerators: 8, replicas: 6}\n"
+    )
+    result = invoke("validate", "--pool", pool, str(greedy))  # 48 of the pool's 48: vision may hold 32 + 16
+    assert result.exit_code == 0, result.output
+    unchecked = invoke("validate", str(huge))
+    assert unchecked.exit_code == 0 and "not checked against a pool" in unchecked.output
+
+
 def test_validate_refuses_an_alias_bomb(write_file):
     levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
     levels += [

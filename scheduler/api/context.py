@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
+from scheduler.api.admission import Admission
 from scheduler.checkpoint_folder import DEFAULT_ROOT
 from scheduler.control.handle import LoopHandle
 from scheduler.metrics import Metrics
@@ -58,6 +59,8 @@ class ServerContext:
     # database read per request; a revocation reaches other servers within AUTH_TTL.
     auth_cache: dict[str, tuple[Principal | None, float]] = field(default_factory=dict)
     auth_failures: FailureWindow = field(default_factory=FailureWindow)
+    # Refuses at submit what the pool can never run (its shape re-read every few seconds).
+    admission: Admission = field(default_factory=Admission)
     submits: SubmitBatcher = field(init=False)
     # (org, team) pairs seen to exist; orgs and teams are never deleted, so a hit
     # spares the submit path a database read.

@@ -499,9 +499,10 @@ def _validate_one(path: Path, config: PoolConfig | None) -> list[str]:
         if config is not None and (problems := job_problems(config, spec)):
             raise ConfigError(problems, source)
         g = spec.gang
+        checked = "" if config is not None else "; not checked against a pool: give --pool POOL.yaml"
         return [
             f"{source}: OK (job '{spec.name}' of org {spec.org}: {g.replicas} x {g.accelerators} "
-            f"{'|'.join(g.flavors)})"
+            f"{'|'.join(g.flavors)}{checked})"
         ]
     if isinstance(data, dict) and ("running" in data or "usage" in data):
         if config is None:
