@@ -48,10 +48,23 @@ class ServerProc:
             "--port", str(self.port), "--interval", "0.1", "--lease-ttl", "2",
             "--sim-state", str(self.workdir / "sim.json"), "--sim-duration", "0.5", *extra,
         ]  # fmt: skip
-        log = open(self.workdir / f"server-{self.port}-{self.starts}.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+        # A restart keeps the port (clients hold the URL); the port can be held for a
+        # moment after a kill, or taken by another test's probe, so a refused bind is
+        # retried for a while rather than failing the test.
+        for attempt in range(40):
+            path = self.workdir / f"server-{self.port}-{self.starts}-{attempt}.log"
+            with open(path, "wb") as log:
+                self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            try:
+                self.wait_ready()
+                break
+            except RuntimeError:
+                if "address already in use" not in path.read_text(errors="replace"):
+                    raise
+                time.sleep(0.25)
+        else:
+            raise RuntimeError(f"port {self.port} stayed in use for 10 s; see {self.workdir}")
         self.starts += 1
-        self.wait_ready()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
