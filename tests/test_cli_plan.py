@@ -194,3 +194,8 @@ def test_a_reclaims_beneficiary_goes_first_on_the_next_step_as_in_the_service() 
     state = PlanState(now=10.0, pending={"b": PendingJob("b", spec, 0, 5.0)}, running={"v": victim})
     _apply(state, Decisions(preemptions=[Preemption("v", PreemptReason.RECLAIM, beneficiary="b")]))
     assert state.pending["b"].nominated and state.pending["v"].preempted_by == "b"
+
+
+def test_version_prints_the_installed_version():
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output.startswith("trainpool 0.")

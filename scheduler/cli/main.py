@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from agents.cli import agent
@@ -18,6 +20,28 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"trainpool {version('trainpool')}")
+        except PackageNotFoundError:  # run from a checkout without installing
+            typer.echo("trainpool (not installed: version unknown)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Scheduler of a shared accelerator pool: gang jobs, fair-share quotas, health-aware placement."""
+
+
 bench_app.command("soak")(soak)
 app.add_typer(bench_app, name="bench")
 app.add_typer(sim_app, name="sim")
