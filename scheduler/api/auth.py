@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import time
+from typing import NoReturn
 
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
@@ -20,26 +21,18 @@ from scheduler.store import tokens as tokenstore
 from scheduler.store.tokens import Principal, Role
 
 
-async def authenticate(request: Request) -> Principal:
-    """Async so that a cache hit costs no thread hand-off; a miss reads in a thread.
-
-    A valid token is served whatever its address did: the throttle answers only bad
-    tokens, so an attacker behind the same NAT or proxy cannot lock its neighbours out.
-    """
-    ctx = request.app.state.ctx
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
+def bearer(request: Request) -> str | None:
+    """The secret of ``Authorization: Bearer <secret>``, or None."""
+    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
     secret = secret.strip()
-    who: Principal | None = None
-    if scheme.lower() == "bearer" and secret:
-        hit = ctx.auth_cache.get(tokenstore.hash_secret(secret))
-        if hit is not None and hit[1] > time.monotonic():
-            who = hit[0]
-        else:
-            who = await run_in_threadpool(_verify, ctx, secret)
-    if who is not None:
-        request.state.principal = who
-        return who
+    return secret if scheme.lower() == "bearer" and secret else None
+
+
+def refuse_bad_token(request: Request, message: str) -> NoReturn:
+    """Count a failed authentication against its address: 429 past the limit, else 401.
+    Called only for bad tokens, so a valid token is served whatever its address did and
+    an attacker behind the same NAT or proxy cannot lock its neighbours out."""
+    ctx = request.app.state.ctx
     # The peer address as uvicorn saw it: a forwarded header counts only from the
     # proxies the server was told to trust (--trusted-proxy).
     client = request.client.host if request.client is not None else "unknown"
@@ -50,18 +43,32 @@ async def authenticate(request: Request) -> Principal:
         raise ApiError(
             429, "too many requests with bad tokens from this address; wait a minute", "authorization"
         )
-    if not secret or scheme.lower() != "bearer":
-        raise ApiError(401, "missing bearer token (Authorization: Bearer <token>)", "authorization")
-    raise ApiError(401, "invalid, expired or revoked token", "authorization")
+    raise ApiError(401, message, "authorization")
+
+
+async def authenticate(request: Request) -> Principal:
+    """Async so that a cache hit costs no thread hand-off; a miss reads in a thread."""
+    ctx = request.app.state.ctx
+    secret = bearer(request)
+    if secret is None:
+        refuse_bad_token(request, "missing bearer token (Authorization: Bearer <token>)")
+    hit = ctx.auth_cache.get(tokenstore.hash_secret(secret))
+    if hit is not None and hit[1] > time.monotonic():
+        who = hit[0]
+    else:
+        who = await run_in_threadpool(_verify, ctx, secret)
+    if who is None:
+        refuse_bad_token(request, "invalid, expired or revoked token")
+    request.state.principal = who
+    return who
 
 
 async def authorize_scrape(request: Request) -> None:
     """/metrics shows every org's queue, quota and wait figures: the metrics token, or a
     pool-admin token (an operator's curl)."""
     ctx: ServerContext = request.app.state.ctx
-    scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-    token = ctx.metrics_token
-    if token and scheme.lower() == "bearer" and hmac.compare_digest(secret.strip().encode(), token.encode()):
+    secret, token = bearer(request), ctx.metrics_token
+    if token and secret and hmac.compare_digest(secret.encode(), token.encode()):
         return
     require_pool_admin(await authenticate(request))
 

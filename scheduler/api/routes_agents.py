@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from scheduler.api.auth import authenticate, require_pool_admin
+from scheduler.api.auth import authenticate, bearer, refuse_bad_token, require_pool_admin
 from scheduler.api.context import AUTH_TTL, ServerContext, get_ctx
 from scheduler.api.errors import ApiError, forbidden, not_found
 from scheduler.health.peers import Member, assign_peers, round_of
@@ -53,16 +53,9 @@ class Caller:
 
 
 async def agent_caller(request: Request) -> Caller:
-    header = request.headers.get("authorization", "")
-    scheme, _, secret = header.partition(" ")
-    secret = secret.strip()
-    if scheme.lower() == "bearer" and secret.startswith(agentstore.TOKEN_PREFIX):
+    secret = bearer(request)
+    if secret is not None and secret.startswith(agentstore.TOKEN_PREFIX):
         ctx: ServerContext = request.app.state.ctx
-        client = request.client.host if request.client is not None else "unknown"
-        if ctx.auth_failures.blocked(client, time.monotonic()):
-            raise ApiError(
-                429, "too many requests with bad tokens from this address; wait a minute", "authorization"
-            )
         cache = _agent_cache(request.app)
         key = agentstore.hash_secret(secret)
         hit = cache.get(key)
@@ -73,9 +66,8 @@ async def agent_caller(request: Request) -> Caller:
             if len(cache) > 10_000:
                 cache.clear()
             cache[key] = (caller, time.monotonic() + AUTH_TTL)
-        if caller is None:
-            ctx.auth_failures.add(client, time.monotonic())  # counted with bad API tokens
-            raise ApiError(401, "invalid or revoked agent token", "authorization")
+        if caller is None:  # counted with bad API tokens
+            refuse_bad_token(request, "invalid or revoked agent token")
         return caller
     who = await authenticate(request)
     if not who.is_pool_admin:

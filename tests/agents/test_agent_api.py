@@ -11,6 +11,7 @@ from service.api_harness import Api, make_api  # tests/ is on sys.path (rootdir 
 from scheduler.health.metrics import HealthMetrics
 from scheduler.health.service import HealthService
 from scheduler.health.thresholds import Thresholds
+from scheduler.store import agents as agentstore
 from scheduler.store import jobs as jobstore
 from values.lifecycle import JobState
 
@@ -192,3 +193,11 @@ def test_an_agent_whose_clock_jumps_makes_its_node_suspect_not_its_peers(api: Ap
     assert health == {"h100-00": "healthy", "h100-01": "healthy", jumped: "degraded", "h100-03": "healthy"}
     verdict = api.call("member@a", "GET", f"/v1/agents/{jumped}/health").json()["verdict"]
     assert "suspect" in " ".join(verdict["reasons"]) or "silent" in " ".join(verdict["reasons"]), verdict
+
+
+def test_a_valid_agent_token_is_served_from_an_address_throttled_for_bad_ones(api: Api) -> None:
+    register(api, "h100-00")
+    bad = {"Authorization": f"Bearer {agentstore.TOKEN_PREFIX}guess"}
+    codes = [api.client.post("/v1/agents/register", json={}, headers=bad).status_code for _ in range(21)]
+    assert codes[:20] == [401] * 20 and codes[20] == 429
+    assert register(api, "h100-00")["node"] == "h100-00"  # the node's own agent is not locked out
