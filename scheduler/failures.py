@@ -86,10 +86,6 @@ def store_checkpoints(
         for a in allocs
         if (st := statuses.get(gang_key(a.job_id, a.attempt))) is not None and st.checkpoint is not None
     }
-    for job_id, (_, (_, path)) in list(seen.items()):
-        if (problem := outside_problem(path, root, job_id)) is not None:
-            log.warning("job %s reported checkpoint %r, not stored: it %s", job_id, path[:200], problem)
-            del seen[job_id]
     if not seen:
         return
     # Runs every cycle for every gang that reported one: the newest step per job, not
@@ -101,8 +97,13 @@ def store_checkpoints(
     )
     latest: dict[str, int] = {job_id: int(step) for job_id, step in s.exec(stmt).all()}
     for job_id, (attempt, (step, path)) in seen.items():
-        if step > latest.get(job_id, -1):
-            s.add(CheckpointRow(job_id=job_id, attempt=attempt, path=path, step=step, at=now))
+        if step <= latest.get(job_id, -1):
+            continue
+        # Checked only when new: the rule may look at the filesystem (links).
+        if (problem := outside_problem(path, root, job_id)) is not None:
+            log.warning("job %s reported checkpoint %r, not stored: it %s", job_id, path[:200], problem)
+            continue
+        s.add(CheckpointRow(job_id=job_id, attempt=attempt, path=path, step=step, at=now))
 
 
 def lost_work(s: Session, a: AllocationRow, ended: float) -> float:
