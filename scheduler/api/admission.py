@@ -7,13 +7,9 @@ from __future__ import annotations
 import threading
 import time
 
-from sqlmodel import Session
-
 from scheduler.core.admission import never_runs
-from scheduler.store import nodes as nodestore
-from scheduler.store import orgs as orgstore
 from scheduler.store.db import Database
-from scheduler.store.view import PoolView, flavors_of
+from scheduler.store.view import PoolView, pool_shape
 from values.decisions import Rejection
 from values.domain import JobSpec
 from values.snapshot import Snapshot
@@ -30,31 +26,30 @@ class Admission:
         self._answers: dict[tuple[object, ...], Rejection | None] = {}
         self._lock = threading.Lock()
 
-    def stale(self) -> bool:
-        return time.monotonic() - self._read_at > self.refresh
+    def known(self, spec: JobSpec, priority: int) -> tuple[bool, Rejection | None]:
+        """(answered, rejection) from what was read, without I/O or a decide: the event
+        loop's part. Not answered: ask ``problem`` in a worker thread."""
+        if time.monotonic() - self._read_at > self.refresh:
+            return False, None
+        key = _key(spec, priority)
+        return (True, self._answers[key]) if key in self._answers else (False, None)
 
-    def read(self, db: Database, view: PoolView) -> None:
-        """In a worker thread: the pool's shape as stored now."""
-        with db.read() as s:
-            pool = _pool_of(s, view)
-        with self._lock:
-            self._pool, self._read_at, self._answers = pool, time.monotonic(), {}
-
-    def problem(self, spec: JobSpec, priority: int) -> Rejection | None:
-        """None also when the loop has not synced any node yet: nothing to judge by."""
-        pool = self._pool
+    def problem(self, db: Database, view: PoolView, spec: JobSpec, priority: int) -> Rejection | None:
+        """In a worker thread: re-reads the pool's shape if stale, then judges. None also
+        when the loop has not synced any node yet: nothing to judge by."""
+        if time.monotonic() - self._read_at > self.refresh:
+            with db.read() as s:
+                fresh = pool_shape(s, view)
+            with self._lock:
+                self._pool, self._read_at, self._answers = fresh, time.monotonic(), {}
+        pool, answers = self._pool, self._answers
         if pool is None or not pool.nodes:
             return None
-        key = (spec.org, spec.gang, spec.topology, priority)
-        if key not in self._answers:
-            self._answers[key] = never_runs(pool, spec, priority)
-        return self._answers[key]
+        key = _key(spec, priority)
+        if key not in answers:
+            answers[key] = never_runs(pool, spec, priority)
+        return answers[key]
 
 
-def _pool_of(s: Session, view: PoolView) -> Snapshot:
-    return Snapshot(
-        flavors=flavors_of(s, view),
-        nodes=tuple(nodestore.to_node(r) for r in nodestore.list_nodes(s)),
-        orgs=orgstore.domain_orgs(s),
-        policy=view.policy,
-    )
+def _key(spec: JobSpec, priority: int) -> tuple[object, ...]:
+    return (spec.org, spec.gang, spec.topology, priority)

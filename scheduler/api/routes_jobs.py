@@ -93,9 +93,10 @@ async def submit(
     else:
         await run_in_threadpool(_check_owner, ctx, spec)
     priority = _priority(ctx, spec)
-    if ctx.admission.stale():
-        await run_in_threadpool(ctx.admission.read, ctx.db, ctx.pool)
-    if (rejected := ctx.admission.problem(spec, priority)) is not None:
+    answered, rejected = ctx.admission.known(spec, priority)
+    if not answered:
+        rejected = await run_in_threadpool(ctx.admission.problem, ctx.db, ctx.pool, spec, priority)
+    if rejected is not None:
         raise ApiError(422, f"can never run here: {rejected.message} ({rejected.reason.value})", "spec.gang")
     try:
         sub = await ctx.submits.submit_async(

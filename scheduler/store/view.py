@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -137,6 +137,16 @@ class LiveCache:
         return out
 
 
+def pool_shape(session: Session, pool: PoolView) -> Snapshot:
+    """The pool without its jobs: flavors, nodes, orgs with their quotas, policy."""
+    return Snapshot(
+        flavors=flavors_of(session, pool),
+        nodes=tuple(nodestore.to_node(r) for r in nodestore.list_nodes(session)),
+        orgs=orgstore.domain_orgs(session),
+        policy=pool.policy,
+    )
+
+
 def build(session: Session, pool: PoolView, now: float, cache: LiveCache | None = None) -> View:
     allocs = jobstore.live_allocations(session)
     alloc_by_job = {a.job_id: a for a in allocs}
@@ -146,14 +156,11 @@ def build(session: Session, pool: PoolView, now: float, cache: LiveCache | None 
     checkpoints = _last_checkpoints(session, list(alloc_by_job))
     cache.specs.keep([*running_rows, *(row.id for row in pending_rows)])
     running = cache.running(running_rows, allocs, checkpoints, pool)
-    snapshot = Snapshot(
-        flavors=flavors_of(session, pool),
-        nodes=tuple(nodestore.to_node(r) for r in nodestore.list_nodes(session)),
-        orgs=orgstore.domain_orgs(session),
+    snapshot = replace(
+        pool_shape(session, pool),
         running=tuple(running),
         pending=tuple(pending_jobs),
         usage=usagestore.decayed(session, now, pool.policy.half_life_seconds),
-        policy=pool.policy,
     )
     jobs = {**running_rows, **{j.id: j for j in pending_rows}}
     return View(snapshot=snapshot, jobs=jobs, allocations=alloc_by_job)

@@ -84,7 +84,7 @@ def test_a_job_that_fits_is_not_refused_while_nodes_are_down(api: Api) -> None:
 
 
 def test_a_rejected_job_shows_why(api: Api) -> None:
-    api.ctx.admission.read = lambda *_: None  # type: ignore[method-assign]  # as before the first node sync
+    api.ctx.admission.problem = lambda *_: None  # type: ignore[method-assign]  # as before the first node sync
     too_big = api.submit("member@a", gang={"flavor": "h100", "accelerators": 8, "replicas": 5})
     api.cycle()
     job = _job(api, too_big)
