@@ -1,13 +1,16 @@
 """The Grafana dashboards, built with grafana-foundation-sdk from typed panel specs.
 
 Every query is a ``Query`` in a ``PanelSpec``; the real-Prometheus test runs each one
-(``$__rate_interval`` replaced) against a server it scrapes. ``may_be_empty`` marks
-queries over events a short test may not produce (a node degrading, a job moved).
+(``$__rate_interval`` and the template variables replaced by ``expand``) against a
+server it scrapes. ``may_be_empty`` marks queries over events a short test may not
+produce (a node degrading, a job moved).
 """
 
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -15,6 +18,7 @@ Kind = Literal["timeseries", "stat", "heatmap", "bargauge"]
 
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 RATE = "$__rate_interval"
+DASHED_LINE = {"fill": "dash", "dash": [10, 10]}
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,9 @@ class Query:
     expr: str
     legend: str = ""
     may_be_empty: bool = False
+    # Drawn as a dashed line: a threshold (nominal quota) that varies per series, so a
+    # panel-wide fixed threshold cannot draw it.
+    dashed: bool = False
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,19 @@ class PanelSpec:
     width: int = 12
     height: int = 8
     stacked: bool = False
+    repeat: str = ""  # a variable's name: one copy of the panel per selected value
+
+
+@dataclass(frozen=True)
+class Variable:
+    """A multi-select query variable; ``query`` is Grafana's ``label_values(selector, label)``."""
+
+    name: str
+    label: str
+    query: str
+    # What "All" sends: a regex that also matches values that appear after the
+    # dashboard loaded (a new org), unlike the list of the values Grafana knew then.
+    all_value: str = ".*"
 
 
 @dataclass(frozen=True)
@@ -43,20 +63,35 @@ class DashboardSpec:
     description: str
     rows: tuple[tuple[str, tuple[PanelSpec, ...]], ...]
     tags: tuple[str, ...] = field(default=("trainpool",))
+    variables: tuple[Variable, ...] = ()
 
     @property
     def panels(self) -> list[PanelSpec]:
         return [p for _, panels in self.rows for p in panels]
 
+    def all_values(self) -> dict[str, str]:
+        return {v.name: v.all_value for v in self.variables}
 
-def q(expr: str, legend: str = "", *, may_be_empty: bool = False) -> Query:
-    return Query(expr, legend, may_be_empty)
+
+def q(expr: str, legend: str = "", *, may_be_empty: bool = False, dashed: bool = False) -> Query:
+    return Query(expr, legend, may_be_empty, dashed)
 
 
-def quantile(p: float, histogram: str, by: str = "") -> str:
+_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def expand(expr: str, values: Mapping[str, str], rate_interval: str = "30s") -> str:
+    """``expr`` as Grafana sends it to Prometheus once each ``$name`` (or ``${name}``) has
+    the value in ``values``; a variable without one raises KeyError."""
+    given = {"__rate_interval": rate_interval, **values}
+    return _VARIABLE.sub(lambda m: given[m.group(1) or m.group(2)], expr)
+
+
+def quantile(p: float, histogram: str, by: str = "", matchers: str = "") -> str:
     """The p-quantile of a histogram's rate over the dashboard's rate interval."""
     labels = f"le, {by}" if by else "le"
-    return f"histogram_quantile({p}, sum by ({labels}) (rate({histogram}_bucket[{RATE}])))"
+    selector = f"{histogram}_bucket{{{matchers}}}" if matchers else f"{histogram}_bucket"
+    return f"histogram_quantile({p}, sum by ({labels}) (rate({selector}[{RATE}])))"
 
 
 POOL = DashboardSpec(
@@ -111,36 +146,61 @@ POOL = DashboardSpec(
     ),
 )  # fmt: skip
 
+ORG = 'org=~"$org"'
+ORG_FLAVOR = 'org=~"$org", flavor=~"$flavor"'
+
+
+def quota(kind: str) -> str:
+    """One kind of quota per org and flavor, filtered by the dashboard's variables."""
+    return f'sum by (org, flavor) (trainpool_quota_accelerators{{kind="{kind}", {ORG_FLAVOR}}})'
+
+
+# Per org and flavor, never summed over flavors: accelerators of different flavors are
+# not interchangeable and each flavor's quota is its own.
+USED = f"sum by (org, flavor) (trainpool_running_accelerators{{{ORG_FLAVOR}}})"
+NOMINAL = quota("nominal")
+
 ORGS = DashboardSpec(
     "trainpool-orgs",
     "trainpool / Organizations",
-    "Usage against nominal quota and borrowing, fair share, and how long each org's jobs wait.",
+    "Usage of each flavor against the org's nominal quota of it, borrowing, fair share, "
+    "and how long each org's jobs wait.",
     (
         ("Quota", (
-            PanelSpec("Usage against nominal", "timeseries", (
-                q("sum by (org) (trainpool_running_accelerators)", "{{org}} used"),
-                q('sum by (org) (trainpool_quota_accelerators{kind="nominal"})', "{{org}} nominal"),
-            )),
+            PanelSpec("Usage against nominal: $flavor", "timeseries", (
+                # An org running nothing of a flavor has no running series: 0, not a gap,
+                # is what lies under its nominal.
+                q(f"{USED} or 0 * {NOMINAL}", "{{org}} {{flavor}} used"),
+                q(NOMINAL, "{{org}} {{flavor}} nominal", dashed=True),
+            ), repeat="flavor", description="Accelerators the org's running jobs hold; "
+               "dashed: its nominal quota of the flavor."),
             PanelSpec("Borrowed and lent", "timeseries", (
-                q('sum by (org) (trainpool_quota_accelerators{kind="borrowed"})', "{{org}} borrowed"),
-                q('sum by (org) (trainpool_quota_accelerators{kind="lent"})', "{{org}} lent"),
+                q(quota("borrowed"), "{{org}} {{flavor}} borrowed"),
+                q(quota("lent"), "{{org}} {{flavor}} lent"),
             )),
             PanelSpec("Fair share (lower goes first)", "timeseries", (
-                q("trainpool_fair_share", "{{org}}"),
-            )),
-            PanelSpec("Pending jobs by org", "timeseries", (
-                q("sum by (org) (trainpool_pending_jobs)", "{{org}}"),
+                q(f"trainpool_fair_share{{{ORG}}}", "{{org}}"),
+            ), description="The dominant share over all flavors (the metric has no flavor label)."),
+            PanelSpec("Pending jobs by org and flavor", "timeseries", (
+                q(f"sum by (org, flavor) (trainpool_pending_jobs{{{ORG_FLAVOR}}})", "{{org}} {{flavor}}"),
             ), stacked=True),
         )),
         ("Waiting", (
             PanelSpec("Wait time to start (p50, p90) by org", "timeseries", (
-                q(quantile(0.5, "trainpool_job_wait_seconds", "org"), "{{org}} p50", may_be_empty=True),
-                q(quantile(0.9, "trainpool_job_wait_seconds", "org"), "{{org}} p90", may_be_empty=True),
-            ), unit="s", description="Empty while no job started in the window."),
+                q(quantile(0.5, "trainpool_job_wait_seconds", "org", ORG), "{{org}} p50", may_be_empty=True),
+                q(quantile(0.9, "trainpool_job_wait_seconds", "org", ORG), "{{org}} p90", may_be_empty=True),
+            ), unit="s", description="All flavors (the metric has no flavor label); empty while no job "
+               "started in the window."),
             PanelSpec("Jobs started (total) by org", "timeseries", (
-                q("sum by (org) (trainpool_job_wait_seconds_count)", "{{org}}"),
-            )),
+                q(f"sum by (org) (trainpool_job_wait_seconds_count{{{ORG}}})", "{{org}}"),
+            ), description="All flavors (the metric has no flavor label)."),
         )),
+    ),
+    variables=(
+        # From trainpool's own quota gauge: every org and flavor of the pool has a series,
+        # also those with nothing running or pending.
+        Variable("org", "Organization", "label_values(trainpool_quota_accelerators, org)"),
+        Variable("flavor", "Flavor", f"label_values(trainpool_quota_accelerators{{{ORG}}}, flavor)"),
     ),
 )  # fmt: skip
 
@@ -268,6 +328,20 @@ def build(spec: DashboardSpec) -> dict[str, Any]:
         .with_variable(dash.DatasourceVariable("datasource").label("Data source").type("prometheus"))
     )
     ds = dm.DataSourceRef(type_val=DATASOURCE["type"], uid=DATASOURCE["uid"])
+    for v in spec.variables:
+        board = board.with_variable(
+            dash.QueryVariable(v.name)
+            .label(v.label)
+            .datasource(ds)
+            .query(v.query)
+            .multi(True)
+            .include_all(True)
+            .all_value(v.all_value)
+            # Opens on every org and flavor.
+            .current(dm.VariableOption(selected=True, text=["All"], value=["$__all"]))
+            .refresh(dm.VariableRefresh.ON_TIME_RANGE_CHANGED)
+            .sort(dm.VariableSort.ALPHABETICAL_ASC)
+        )
     for row, panels in spec.rows:
         board = board.with_row(dash.Row(row))
         for p in panels:
@@ -285,16 +359,27 @@ def build(spec: DashboardSpec) -> dict[str, Any]:
                 panel = panel.stacking(common_b.StackingConfig().mode(common.StackingMode.NORMAL))
             if p.kind == "heatmap":
                 panel = panel.calculate(False)
+            if p.repeat:
+                panel = panel.repeat(p.repeat).repeat_direction("h")
             for i, query in enumerate(p.queries):
-                target = prometheus.Dataquery().expr(query.expr).ref_id(chr(ord("A") + i)).datasource(ds)
+                ref_id = chr(ord("A") + i)
+                target = prometheus.Dataquery().expr(query.expr).ref_id(ref_id).datasource(ds)
                 if query.legend:
                     target = target.legend_format(query.legend)
                 if p.kind == "heatmap":
                     target = target.format(prometheus_format_heatmap())
                 panel = panel.with_target(target)
+                if query.dashed:
+                    panel = panel.override_by_query(ref_id, [dashed_line()])
             board = board.with_panel(panel)
     data: dict[str, Any] = json.loads(json.dumps(board.build(), cls=JSONEncoder))
     return data
+
+
+def dashed_line() -> Any:
+    from grafana_foundation_sdk.models import dashboard as dm
+
+    return dm.DynamicConfigValue(id_val="custom.lineStyle", value=dict(DASHED_LINE))
 
 
 def prometheus_format_heatmap() -> Any:

@@ -1,17 +1,20 @@
 """A real Prometheus scrapes a real `trainpool server` (sim backend) and two real
 `trainpool agent`s under a small workload; every dashboard query must run and (unless
-marked may_be_empty) return data, and every alert rule must evaluate without error."""
+marked may_be_empty) return data, with its template variables at "All" and, on the
+organizations dashboard, at one org and flavor; every alert rule must evaluate without
+error."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from scheduler.observability.dashboards import DASHBOARDS, RATE
+from scheduler.observability.dashboards import DASHBOARDS, ORGS, DashboardSpec, Query, expand
 from scheduler.observability.rules import all_alerts
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -28,13 +31,16 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = "tp_prometheus-test-admin-token-0123456789"
 METRICS_TOKEN = "tp_prometheus-test-scrape-token-0123456789"
+# Two flavors, so a dashboard query that sums flavors together shows up; the workload
+# uses h100 only.
 POOL = """
 name: observed
-flavors: [{name: h100}]
+flavors: [{name: h100}, {name: a100}]
 node_groups:
   - {flavor: h100, count: 4, accelerators: 8, racks_per_spine: 2, name_prefix: h100}
+  - {flavor: a100, count: 1, accelerators: 8, name_prefix: a100}
 orgs:
-  - {name: a, quotas: {h100: {nominal: 16}}}
+  - {name: a, quotas: {h100: {nominal: 16}, a100: {nominal: 8}}}
   - {name: b, quotas: {h100: {nominal: 16}}}
 """
 
@@ -54,6 +60,15 @@ class Stack:
         resp = httpx.get(f"{self.prometheus}/api/v1/query", params={"query": expr}, timeout=10)
         body: dict[str, Any] = resp.json()
         return body
+
+    def label_values(self, selector: str, label: str) -> set[str]:
+        """What Grafana's ``label_values(selector, label)`` lists (the same API call)."""
+        resp = httpx.get(
+            f"{self.prometheus}/api/v1/label/{label}/values", params={"match[]": selector}, timeout=10
+        )
+        body = resp.json()
+        assert body.get("status") == "success", body
+        return set(body["data"])
 
 
 class Procs:
@@ -177,19 +192,23 @@ def _start(work: Path, procs: Procs, prometheus: str) -> Stack:
     return stack
 
 
-def _panel_queries() -> list[tuple[str, str, Any]]:
+def _panel_queries(
+    dashboards: tuple[DashboardSpec, ...] = DASHBOARDS,
+) -> list[tuple[DashboardSpec, str, Query]]:
     return [
-        (spec.title, panel.title, query)
-        for spec in DASHBOARDS
-        for panel in spec.panels
-        for query in panel.queries
+        (spec, panel.title, query) for spec in dashboards for panel in spec.panels for query in panel.queries
     ]
 
 
-def test_every_dashboard_query_runs_and_returns_data(stack: Stack) -> None:
-    pending = {(d, p, q.expr.replace(RATE, "30s")): q for d, p, q in _panel_queries()}
+def _run_until_data(
+    stack: Stack, queries: Mapping[tuple[str, str, str], Query], timeout: float = 60
+) -> dict[tuple[str, str, str], list[dict[str, Any]]]:
+    """Runs each (dashboard, panel, expr) until it returns data (or is may_be_empty):
+    the series each returned, after asserting none errs and none stays empty."""
+    pending = dict(queries)
     errors: list[str] = []
-    deadline = time.monotonic() + 60
+    results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         for key, query in list(pending.items()):
             body = stack.query(key[2])
@@ -197,11 +216,72 @@ def test_every_dashboard_query_runs_and_returns_data(stack: Stack) -> None:
                 errors.append(f"{key[0]} / {key[1]}: {body.get('error')}")
                 del pending[key]
             elif body["data"]["result"] or query.may_be_empty:
+                results[key] = body["data"]["result"]
                 del pending[key]
-        time.sleep(1)
+        if pending:
+            time.sleep(1)
     assert errors == []
     assert sorted(f"{d} / {p}: {e}" for d, p, e in pending) == [], "queries that returned no data"
+    return results
+
+
+def test_every_dashboard_query_runs_and_returns_data(stack: Stack) -> None:
+    # Variables at "All", as the dashboards open.
+    _run_until_data(stack, {(d.title, p, expand(q.expr, d.all_values())): q for d, p, q in _panel_queries()})
     assert len(_panel_queries()) >= 30
+
+
+def test_org_dashboard_variables_list_the_pools_orgs_and_flavors(stack: Stack) -> None:
+    """Grafana fills ``$org`` and ``$flavor`` from these label_values queries."""
+    variables = {v.name: v for v in ORGS.variables}
+    assert set(variables) == {"org", "flavor"}
+
+    def listed(name: str, values: Mapping[str, str]) -> set[str]:
+        found = re.fullmatch(r"label_values\((.+), (\w+)\)", variables[name].query)
+        assert found, variables[name].query
+        return stack.label_values(expand(found.group(1), values), found.group(2))
+
+    _wait(lambda: listed("org", {}) == {"a", "b"}, "$org lists a and b", timeout=30)
+    assert listed("flavor", {"org": ".*"}) == {"h100", "a100"}
+    assert listed("flavor", {"org": "a"}) == {"h100", "a100"}
+    assert listed("flavor", {"org": "nobody"}) == set()
+
+
+def test_org_dashboard_queries_with_one_org_and_flavor_selected(stack: Stack) -> None:
+    # b: its jobs started first and one of its gangs never fits, so each panel has data.
+    chosen = {"org": "b", "flavor": "h100"}
+    results = _run_until_data(
+        stack, {(d.title, p, expand(q.expr, chosen)): q for d, p, q in _panel_queries((ORGS,))}
+    )
+    for (_, panel, _), series in results.items():
+        for s in series:
+            assert s["metric"].get("org", "b") == "b", f"{panel}: {s['metric']}"
+            assert s["metric"].get("flavor", "h100") == "h100", f"{panel}: {s['metric']}"
+
+
+def test_org_dashboard_usage_and_nominal_are_one_series_per_org_and_flavor(stack: Stack) -> None:
+    (panel,) = [p for p in ORGS.panels if p.repeat == "flavor"]
+    (used,) = [q for q in panel.queries if not q.dashed]
+    (nominal,) = [q for q in panel.queries if q.dashed]
+
+    def series(query: Query, values: Mapping[str, str]) -> dict[tuple[str, str], float]:
+        result = stack.query(expand(query.expr, values))["data"]["result"]
+        assert all(set(s["metric"]) == {"org", "flavor"} for s in result), result
+        return {(s["metric"]["org"], s["metric"]["flavor"]): float(s["value"][1]) for s in result}
+
+    every = ORGS.all_values()
+    # b has no a100 quota row: nominal 0, and 0 used, rather than no line.
+    assert series(nominal, every) == {
+        ("a", "h100"): 16,
+        ("a", "a100"): 8,
+        ("b", "h100"): 16,
+        ("b", "a100"): 0,
+    }
+    assert set(series(used, every)) == {("a", "h100"), ("a", "a100"), ("b", "h100"), ("b", "a100")}
+    assert series(used, every)[("a", "a100")] == 0
+    # One copy of the panel per flavor: the a100 copy shows only a100.
+    assert series(nominal, {"org": ".*", "flavor": "a100"}) == {("a", "a100"): 8, ("b", "a100"): 0}
+    assert series(nominal, {"org": "(a|b)", "flavor": "h100"}) == {("a", "h100"): 16, ("b", "h100"): 16}
 
 
 def test_every_alert_expression_evaluates_without_error(stack: Stack) -> None:
