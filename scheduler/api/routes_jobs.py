@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -12,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from scheduler.api.auth import authenticate, can_see_org, require_org, visible_orgs
 from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, not_found
+from scheduler.api.redact import Redactor
 from scheduler.api.schemas import CheckpointRequest, Event, Job, SubmitRequest
 from scheduler.backends.base import gang_key
 from scheduler.checkpoint_folder import outside_problem
@@ -36,14 +36,6 @@ def _visible_job(s: Session, who: Principal, job_id: str) -> JobRow:
     if not can_see_org(who, job.org):  # the same answer as for no job, so ids do not leak; audited
         raise ApiError(404, f"job '{job_id}' not found", denied=True)
     return job
-
-
-def _allocation(s: Session, job: JobRow) -> dict[str, Any] | None:
-    alloc = jobstore.allocation(s, job.id, job.attempt)
-    if alloc is None or alloc.state == "released":
-        return None
-    nodes = [{"node": n, "replicas": k} for n, k in json.loads(alloc.assignments)]
-    return {"flavor": alloc.flavor, "nodes": nodes, "reason": alloc.reason, "state": alloc.state}
 
 
 def _check_owner(ctx: ServerContext, spec: JobSpec) -> None:
@@ -136,14 +128,17 @@ def list_jobs(
         rows = jobstore.list_jobs(
             s, orgs=orgs, states=state, team=team, name=name, limit=limit, offset=offset
         )
-        return [Job.of(r) for r in rows]
+        allocs = jobstore.current_allocations(s, rows)
+        hide = Redactor(s, who, (r.message for r in rows))
+        return [Job.of(r, allocs.get(r.id), redact=hide) for r in rows]
 
 
 @router.get("/jobs/{job_id}", response_model=Job)
 def get_job(job_id: str, ctx: Ctx, who: Who) -> Job:
     with ctx.db.read() as s:
         job = _visible_job(s, who, job_id)
-        return Job.of(job, _allocation(s, job))
+        hide = Redactor(s, who, [job.message])
+        return Job.of(job, jobstore.allocation(s, job.id, job.attempt), detail=True, redact=hide)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job)
@@ -155,7 +150,7 @@ def cancel_job(job_id: str, ctx: Ctx, who: Who) -> Job:
                 if JobState(job.state) in TERMINAL:
                     raise ApiError(409, f"job '{job_id}' already finished ({job.state}); nothing to cancel")
                 jobstore.cancel(s, job, ctx.clock(), by=who.token_id)
-                out = Job.of(job)
+                out = Job.of(job, jobstore.allocation(s, job.id, job.attempt))
             ctx.wake_loop()  # committed: the loop stops the gang
             return out
         except jobstore.StaleWrite:
@@ -171,7 +166,9 @@ def job_events(
 ) -> list[Event]:
     with ctx.db.read() as s:
         _visible_job(s, who, job_id)
-        return [Event.of(e) for e in jobstore.events(s, job_id, limit)]
+        rows = jobstore.events(s, job_id, limit)
+        hide = Redactor(s, who, (e.message for e in rows))
+        return [Event.of(e, hide) for e in rows]
 
 
 @router.get("/jobs/{job_id}/logs")
@@ -238,6 +235,7 @@ def queue(
         orgs = [org]
     with ctx.db.read() as s:
         rows = jobstore.list_jobs(s, orgs=orgs, states=[JobState.PENDING.value], limit=limit)
+        hide = Redactor(s, who, (r.message for r in rows))
     out = []
     for r in sorted(rows, key=lambda r: (-r.priority, r.submitted_at, r.id)):
         spec = jobstore.spec_of(r)
@@ -247,8 +245,8 @@ def queue(
             {
                 "id": r.id, "name": r.name, "org": r.org, "team": r.team, "priority": spec.priority,
                 "submitted_at": r.submitted_at, "attempt": r.attempt, "flavors": list(spec.gang.flavors),
-                "accelerators": spec.gang.total_accelerators, "reason": r.reason, "message": r.message,
-                "estimated_start": r.estimated_start,
+                "accelerators": spec.gang.total_accelerators, "reason": r.reason,
+                "message": hide.text(r.message), "estimated_start": r.estimated_start,
             }
         )  # fmt: skip
     return out

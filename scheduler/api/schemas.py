@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from scheduler.store.tables import JobEventRow, JobRow, NodeRow, TokenRow
+from scheduler.api.redact import Redactor
+from scheduler.store.tables import AllocationRow, JobEventRow, JobRow, NodeRow, TokenRow
 from scheduler.store.tokens import Role
 from values.domain import Health, JobSpec
 from values.names import Name
@@ -73,7 +74,8 @@ class Job(BaseModel):
     attempt: int
     restarts: int
     submitted_at: float
-    started_at: float | None
+    started_at: float | None  # the first attempt's start
+    attempt_started_at: float | None  # the current attempt's: its limit and elapsed time count from here
     finished_at: float | None
     reason: str | None
     message: str
@@ -81,15 +83,42 @@ class Job(BaseModel):
     failure_class: str | None
     exit_code: int | None
     client_request_id: str | None
+    accelerators: int
+    flavor: str | None  # where the current attempt runs; None until it is placed
+    nodes: list[str]  # the nodes the current attempt holds
     spec: dict[str, Any]
     allocation: dict[str, Any] | None = None
 
     @classmethod
-    def of(cls, row: JobRow, allocation: dict[str, Any] | None = None) -> Job:
+    def of(
+        cls, row: JobRow, alloc: AllocationRow | None = None, *, detail: bool = False,
+        redact: Redactor | None = None,
+    ) -> Job:  # fmt: skip
+        """``alloc``: the current attempt's allocation, if it has one; ``detail`` adds its
+        replicas per node and state (for describe)."""
         data = row.model_dump(
             exclude={"spec", "avoid_nodes", "version", "eligible_at", "preempted_by", "submitted_by"}
         )
-        return cls(**data, spec=json.loads(row.spec), allocation=allocation)
+        if redact is not None:
+            data["message"] = redact.text(data["message"])
+        spec = json.loads(row.spec)
+        gang = spec["gang"]
+        mine = alloc if alloc is not None and alloc.attempt == row.attempt else None
+        held = mine is not None and mine.state != "released"
+        pairs: list[list[Any]] = json.loads(mine.assignments) if held and mine is not None else []
+        allocation = None
+        if detail and held and mine is not None:
+            nodes = [{"node": n, "replicas": k} for n, k in pairs]
+            allocation = {"flavor": mine.flavor, "nodes": nodes, "reason": mine.reason, "state": mine.state}
+        return cls(
+            **data,
+            attempt_started_at=mine.created_at if mine is not None else None,
+            accelerators=gang["replicas"] * gang["accelerators"],
+            flavor=mine.flavor if mine is not None else None,
+            nodes=[n for n, _ in pairs],
+            spec=spec,
+            allocation=allocation,
+        )
 
 
 class Event(BaseModel):
@@ -102,8 +131,9 @@ class Event(BaseModel):
     message: str
 
     @classmethod
-    def of(cls, row: JobEventRow) -> Event:
-        return cls.model_validate(row.model_dump(exclude={"id", "job_id"}))
+    def of(cls, row: JobEventRow, redact: Redactor) -> Event:
+        data = row.model_dump(exclude={"id", "job_id"})
+        return cls.model_validate({**data, "message": redact.text(data["message"])})
 
 
 class Node(BaseModel):

@@ -19,7 +19,6 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
@@ -30,6 +29,8 @@ import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+
+from scheduler.cli.times import is_time_field, local, readable
 
 DEFAULT_URL = "http://127.0.0.1:8642"
 
@@ -160,19 +161,13 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
     return wrapper
 
 
-def when(t: Any) -> str:
-    if t is None:
-        return "-"
-    return datetime.fromtimestamp(float(t), UTC).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def emit(
     rows: Sequence[dict[str, Any]] | dict[str, Any], output: Output, columns: Sequence[str] = ()
 ) -> None:
     if output is Output.json:
         typer.echo(json.dumps(rows, indent=2))
-    elif output is Output.yaml:
-        typer.echo(yaml.safe_dump(rows, sort_keys=False).rstrip())
+    elif output is Output.yaml:  # for people: local times; json keeps Unix seconds
+        typer.echo(yaml.safe_dump(readable(rows), sort_keys=False).rstrip())
     elif output is Output.csv:
         items = [rows] if isinstance(rows, dict) else list(rows)
         cols = list(columns) or (list(items[0]) if items else [])
@@ -192,8 +187,8 @@ def emit(
 
 
 def _cell(column: str, value: Any) -> str:
-    if column.endswith("_at") or column == "estimated_start":
-        return when(value)
+    if is_time_field(column):
+        return local(value)
     if value is None:
         return "-"
     if isinstance(value, list):

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from scheduler.cli.client import Client, ClientError, Connection, Output, emit, err, friendly, when
+from scheduler.cli.client import Client, ClientError, Connection, Output, emit, err, friendly
+from scheduler.cli.times import local, span
 from scheduler.control.loop_place import LoopPlace
 from scheduler.control.wake import Pace
 
@@ -192,7 +193,32 @@ def server(
 
 # --- jobs ----------------------------------------------------------------------------
 
-JOB_COLUMNS = ("id", "name", "org", "state", "attempt", "reason", "submitted_at", "started_at")
+JOB_COLUMNS = ("id", "name", "org", "state", "flavor", "accelerators", "nodes", "age", "elapsed", "attempt",
+               "reason")  # fmt: skip
+_TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"}
+
+
+def job_row(job: dict[str, Any], now: float) -> dict[str, Any]:
+    """A job as a table shows it: where it runs, how old it is, how long this attempt ran."""
+    started, state = job.get("attempt_started_at"), job["state"]
+    ran = started is not None and (state in ("RUNNING", "STOPPING") or state in _TERMINAL)
+    nodes = job.get("nodes") or []
+    return {
+        **job,
+        "flavor": job.get("flavor") or "|".join(job["spec"]["gang"]["flavors"]),
+        "nodes": ",".join(nodes[:2]) + (f" +{len(nodes) - 2}" if len(nodes) > 2 else ""),
+        "age": span(now - job["submitted_at"]),
+        "elapsed": span((job.get("finished_at") or now) - started) if ran and started is not None else "-",
+    }
+
+
+def emit_jobs(jobs: list[dict[str, Any]] | dict[str, Any], output: Output) -> None:
+    if output in (Output.table, Output.csv):
+        now = time.time()
+        jobs = job_row(jobs, now) if isinstance(jobs, dict) else [job_row(j, now) for j in jobs]
+    emit(jobs, output, JOB_COLUMNS)
+
+
 jobs_app = typer.Typer(help="List, describe, cancel jobs and read their events.", no_args_is_help=True)
 
 
@@ -230,7 +256,7 @@ def submit(
                 if job.get("reason") and job["state"] == "PENDING"
                 else ""
             )
-            err.print(f"{when(time.time())}  {job['state']}{reason}", highlight=False)
+            err.print(f"{local(time.time())}  {job['state']}{reason}", highlight=False)
             last = seen
         time.sleep(1.0)
         job = client.get(f"/v1/jobs/{job['id']}")
@@ -321,9 +347,6 @@ def jobs_logs(
             typer.echo("\n".join(fresh))
             shown = (shown + fresh)[-10_000:]
         body = latest
-
-
-_TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "REJECTED"}
 
 
 def new_lines(shown: list[str], latest: list[str]) -> list[str]:

@@ -30,6 +30,8 @@ class Hold:
     nodes: tuple[int, ...]
     # Capacity taken out of the free pool for the gang: (acc, cpu, mem) per node index.
     held: Extra = field(default_factory=dict)
+    # The running job whose release the start waits for last (None: nothing to wait for).
+    last_release: RunningJob | None = None
 
 
 class Releases:
@@ -54,6 +56,9 @@ class Releases:
     def end_of(self, k: int) -> float:
         return self.first(k + 1)[k][0]
 
+    def job_of(self, k: int) -> RunningJob:
+        return self.first(k + 1)[k][1]
+
     def accelerators_until(self, need: int) -> int:
         """The fewest releases that free ``need`` accelerators, or all of them."""
         freed = 0
@@ -75,8 +80,9 @@ def earliest_fit(
     shape: Shape,
     releases: Releases,
     place: Callable[[Extra], list[tuple[int, int]] | None],
-) -> tuple[float, list[tuple[int, int]]] | None:
-    """(start time, placement) after the fewest releases, in end-time order."""
+) -> tuple[float, list[tuple[int, int]], RunningJob | None] | None:
+    """(start time, placement, the last release it waits for) after the fewest releases,
+    in end-time order."""
     need = shape.replicas * shape.acc
     # No search before enough accelerators come free (what is free now counts too).
     k_min = releases.accelerators_until(need - pool.free_total(flavor))
@@ -107,7 +113,7 @@ def earliest_fit(
             lo, lo_extra = mid, mid_extra
         else:
             hi, found = mid, got
-    return releases.end_of(hi - 1), found
+    return releases.end_of(hi - 1), found, releases.job_of(hi - 1)
 
 
 def releases_of(
@@ -209,6 +215,7 @@ def plan_reservation(
         got = earliest_fit(pool, flavor, shape, Releases(everything, len(everything)), place)
         if got is None:
             return None
-        got = (math.inf, got[1])
-    start_at, placement = got
-    return Hold(job_id, flavor, start_at, tuple(i for i, _ in placement), pool.hold(placement, shape))
+        got = (math.inf, got[1], None)
+    start_at, placement, last = got
+    nodes = tuple(i for i, _ in placement)
+    return Hold(job_id, flavor, start_at, nodes, pool.hold(placement, shape), last)

@@ -90,7 +90,7 @@ class Cycle(PreemptSteps, WaitSteps):
             self.pend(
                 job,
                 PendingReason.BACKOFF,
-                f"restart backoff until t={job.eligible_at:g}",
+                "restart backoff after a failure: eligible again at its estimated start",
                 estimated_start=job.eligible_at,
             )
             return False

@@ -336,6 +336,15 @@ def allocation(session: Session, job_id: str, attempt: int) -> AllocationRow | N
     return session.exec(stmt).first()
 
 
+def current_allocations(session: Session, jobs: Sequence[JobRow]) -> dict[str, AllocationRow]:
+    """Each job's allocation for its current attempt, where it has one: one query for a page."""
+    if not jobs:
+        return {}
+    attempt = {j.id: j.attempt for j in jobs}
+    stmt = select(AllocationRow).where(col(AllocationRow.job_id).in_(list(attempt)))
+    return {a.job_id: a for a in session.exec(stmt).all() if a.attempt == attempt[a.job_id]}
+
+
 def live_allocations(session: Session) -> list[AllocationRow]:
     """Allocations still holding nodes: active, or stopping but not yet gone."""
     stmt = select(AllocationRow).where(col(AllocationRow.state).in_(["active", "stopping"]))

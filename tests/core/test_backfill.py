@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from scheduler.core import decide
 from values.decisions import PendingReason, PlaceReason
 from values.snapshot import PendingJob, Policy, Snapshot
 
@@ -336,3 +337,16 @@ def test_borrowing_job_behind_lending_blocked_job_is_blocked() -> None:
             pending={"a2": PendingReason.LENDING, "a3": Pend(PendingReason.BLOCKED, blocked_by="a2")},
         )
     )
+
+
+def test_the_reserved_head_gang_says_which_release_its_estimate_rests_on() -> None:
+    # r1 started at 0 with a 1000 s limit: the reservation starts when it reaches it.
+    status = decide(fragmented(), now=100).pending["g"]
+    assert status.estimated_start == 1000
+    assert status.message.endswith("at the latest when r1 reaches its 1000 s runtime limit"), status.message
+
+
+def test_a_reservation_behind_jobs_without_limits_says_there_is_no_estimate() -> None:
+    status = decide(fragmented(runtime=None), now=100).pending["g"]
+    assert status.estimated_start is None
+    assert "no estimate" in status.message, status.message

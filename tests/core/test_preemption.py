@@ -10,6 +10,7 @@ from values.snapshot import Policy
 
 from .scenario import (
     Case,
+    Pend,
     apply,
     check,
     finish,
@@ -188,6 +189,23 @@ RECLAIMS = [
             [pending("a1")],
             policy=Policy(reclaim=False),
         ),
+    ),
+    Case(
+        "a crash-looping job in its restart backoff reclaims nothing: the borrower runs on",
+        snapshot(
+            POOL2, LENDER, [running("bg", "b", on=["r0-n0", "r0-n1"])], [pending("a1", eligible_at=100)]
+        ),
+        now=50,
+        pending={"a1": Pend(PendingReason.BACKOFF, estimated_start=100)},
+    ),
+    Case(
+        "its backoff over, the job reclaims its guarantee",
+        snapshot(
+            POOL2, LENDER, [running("bg", "b", on=["r0-n0", "r0-n1"])], [pending("a1", eligible_at=100)]
+        ),
+        now=100,
+        preempted={"bg": (RECLAIM, "a1")},
+        pending={"a1": PendingReason.PREEMPTING},
     ),
 ]
 

@@ -9,7 +9,7 @@ import math
 from typing import TYPE_CHECKING
 
 from scheduler.core.actions.base import Action, Ask, Outcome
-from scheduler.core.backfill import plan_reservation
+from scheduler.core.backfill import Hold, plan_reservation
 from values.decisions import PendingReason, Reservation
 
 if TYPE_CHECKING:
@@ -50,7 +50,19 @@ class Reserve(Action):
         cycle.pend(
             job,
             PendingReason.RESERVED,
-            f"holds {len(hold.nodes)} {f} node(s) for its start",
+            f"holds {len(hold.nodes)} {f} node(s) for its start{_basis(cycle, hold)}",
             estimated_start=start,
         )
         return Outcome.WAITING
+
+
+def _basis(cycle: Cycle, hold: Hold) -> str:
+    """What the estimate rests on: the release it waits for last. Runtime limits are upper
+    bounds, so the start is at the latest then."""
+    last = hold.last_release
+    if last is None or math.isinf(hold.start_at):
+        return "; it waits for jobs without a runtime limit, so no estimate"
+    if last.terminating or last.id in cycle.stopping:
+        return f"; at the latest when {last.id} has stopped (its grace period ends)"
+    limit = last.spec.max_runtime_seconds
+    return f"; at the latest when {last.id} reaches its {limit:g} s runtime limit"
