@@ -281,6 +281,17 @@ def warnings(config: PoolConfig) -> list[str]:
     return out
 
 
+def job_warnings(spec: JobSpec) -> list[str]:
+    """What in a job spec loads but is not honoured everywhere."""
+    out = []
+    if spec.image is not None:
+        out.append(
+            f"image '{spec.image}' is used by the kubernetes backend only: on the ray backend the "
+            "command runs in the Ray workers' environment and the image is ignored"
+        )
+    return out
+
+
 def validate_model(model: type[M], data: Any, source: str, root: Any = None) -> M:
     """``model.model_validate(data)``; every problem as a ``ConfigError`` naming the field."""
     if not isinstance(data, dict):

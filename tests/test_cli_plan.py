@@ -157,6 +157,18 @@ def test_validate_checks_jobs_against_a_pool(examples, write_file):
     )
 
 
+def test_validate_warns_that_a_jobs_image_is_for_the_kubernetes_backend(examples, write_file):
+    job = write_file("job.yaml", "name: j\norg: vision\ngang: {flavor: h100}\nimage: ghcr.io/ml/train:2\n")
+    result = invoke("validate", "--pool", str(examples / "pools" / "small.yaml"), str(job))
+    assert result.exit_code == 0, result.output
+    assert f"{job}: OK (job 'j'" in result.stdout
+    assert (
+        f"{job}: warning: image 'ghcr.io/ml/train:2' is used by the kubernetes backend only" in result.stdout
+    )
+    bad = write_file("bad.yaml", "name: j\norg: vision\ngang: {flavor: h100}\nimage: 'Not An Image'\n")
+    assert_clean_failure(invoke("validate", str(bad)), "bad.yaml:4: image: 'Not An Image' is not a container")
+
+
 def test_validate_with_a_pool_catches_what_submit_refuses(examples, write_file):
     pool = str(examples / "pools" / "small.yaml")
     huge = write_file(

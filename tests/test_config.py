@@ -16,6 +16,7 @@ from scheduler.config import (
     NodeGroup,
     PolicyConfig,
     job_problems,
+    job_warnings,
     load_job_spec,
     load_pool_config,
     parse_pool_config,
@@ -247,6 +248,56 @@ def test_job_spec_errors_name_the_field(write_file):
     with pytest.raises(ConfigError) as info:
         load_job_spec(path)
     assert info.value.lines() == [f"{path}:4: gang.replicas: must be at least 1 (got 0)"]
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        "python:3.11-slim",
+        "pytorch",
+        "registry.example.com:5000/ml/train:1.4",
+        "nvcr.io/nvidia/pytorch:24.05-py3",
+        "ghcr.io/org/train@sha256:" + "0" * 64,
+        "localhost/a__b/c--d:v1@sha256:" + "a" * 64,
+    ],
+)
+def test_a_job_names_its_container_image(image: str):
+    assert load_job_spec(f"name: j\norg: nlp\ngang: {{flavor: h100}}\nimage: '{image}'\n").image == image
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("Python:3.11", "image: 'Python:3.11' is not a container image reference"),  # upper-case path
+        ("my image", "image: 'my image' is not a container image reference"),
+        ("https://ghcr.io/org/train", "is not a container image reference"),  # a URL, not a reference
+        ("'train:'", "image: 'train:' is not a container image reference"),  # a tag left empty
+        ("a//b", "is not a container image reference"),
+        ("train@sha256:abc", "is not a container image reference"),  # digest too short
+        ("train:" + "t" * 129, "is not a container image reference"),  # tags are at most 128
+        ("a/" + "b" * 300, "image: the repository name is longer than 255 characters"),
+        ("x" * 513, "image: must be at most 512 characters long"),
+        ("''", "image: must be at least 1 characters long"),
+        ("3", "image: must be a string (got 3)"),
+        ("[python]", "image: must be a string"),
+    ],
+)
+def test_a_bad_image_is_refused_naming_the_field_and_line(write_file, value: str, message: str):
+    path = write_file("job.yaml", f"name: j\norg: nlp\ngang: {{flavor: h100}}\nimage: {value}\n")
+    with pytest.raises(ConfigError) as info:
+        load_job_spec(path)
+    assert len(info.value.lines()) == 1 and info.value.lines()[0].startswith(f"{path}:4: image: ")
+    assert message in info.value.lines()[0], info.value.lines()
+
+
+def test_an_image_is_a_warning_for_the_backends_that_ignore_it():
+    plain = load_job_spec("name: j\norg: nlp\ngang: {flavor: h100}\n")
+    assert plain.image is None and job_warnings(plain) == []
+    spec = load_job_spec("name: j\norg: nlp\ngang: {flavor: h100}\nimage: train:1\n")
+    assert job_warnings(spec) == [
+        "image 'train:1' is used by the kubernetes backend only: on the ray backend the command runs "
+        "in the Ray workers' environment and the image is ignored"
+    ]
 
 
 def test_format_validation_error_uses_dots_and_indexes():

@@ -22,6 +22,31 @@ MAX_ACCELERATORS_PER_NODE = 64
 MAX_LAUNCH_CHARS = 32 * 1024
 
 
+# A container image reference as registries and the kubelet parse it (the grammar of the
+# distribution project's reference package): [host[:port]/]path[:tag][@digest], the path
+# lower-case. A wrong one would otherwise be found only when the pod fails to start.
+MAX_IMAGE_CHARS = 512
+MAX_IMAGE_NAME_CHARS = 255  # the registries' limit on host and path together
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST_PART = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_HOST = rf"(?:{_HOST_PART}(?:\.{_HOST_PART})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
+IMAGE_PATTERN = re.compile(
+    rf"(?P<name>(?:{_HOST}/)?{_PATH_PART}(?:/{_PATH_PART})*)"
+    r"(?::[\w][\w.-]{0,127})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
+
+
+def image_problem(ref: str) -> str | None:
+    """Why ``ref`` is not a container image reference, or None when it is one."""
+    example = "e.g. registry.example.com/ml/train:1.4 or python:3.11-slim"
+    if (found := IMAGE_PATTERN.fullmatch(ref)) is None:
+        return f"'{ref[:80]}' is not a container image reference ([registry/]path[:tag][@digest], {example})"
+    if len(found["name"]) > MAX_IMAGE_NAME_CHARS:
+        return f"the repository name is longer than {MAX_IMAGE_NAME_CHARS} characters"
+    return None
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -152,6 +177,17 @@ class JobSpec(_Frozen):
     checkpoint: CheckpointPolicy = CheckpointPolicy()
     command: tuple[str, ...] = Field((), max_length=256)
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
+    # The container image of the job's pods on the kubernetes backend (else the backend's
+    # `image` option); the ray backend runs commands in its workers' environment and
+    # ignores it, with a warning.
+    image: str | None = Field(None, min_length=1, max_length=MAX_IMAGE_CHARS)
+
+    @field_validator("image")
+    @classmethod
+    def _image_reference(cls, v: str | None) -> str | None:
+        if v is not None and (problem := image_problem(v)) is not None:
+            raise ValueError(problem)
+        return v
 
     @field_validator("env")
     @classmethod

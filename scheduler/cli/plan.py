@@ -23,7 +23,15 @@ from rich.console import Console
 from rich.table import Table
 
 from scheduler.applier import apply_decisions, nominated
-from scheduler.config import PoolConfig, job_problems, load_pool_config, load_yaml, read_text, validate_model
+from scheduler.config import (
+    PoolConfig,
+    job_problems,
+    job_warnings,
+    load_pool_config,
+    load_yaml,
+    read_text,
+    validate_model,
+)
 from scheduler.config import warnings as config_warnings
 from values.decisions import Decisions, Placement, Preemption, Rejection
 from values.domain import JobSpec
@@ -503,7 +511,7 @@ def _validate_one(path: Path, config: PoolConfig | None) -> list[str]:
         return [
             f"{source}: OK (job '{spec.name}' of org {spec.org}: {g.replicas} x {g.accelerators} "
             f"{'|'.join(g.flavors)}{checked})"
-        ]
+        ] + [f"{source}: warning: {w}" for w in job_warnings(spec)]
     if isinstance(data, dict) and ("running" in data or "usage" in data):
         if config is None:
             validate_model(StateFile, data, source, root)

@@ -135,6 +135,24 @@ def test_launch_makes_one_pod_per_replica_on_its_node_owned_by_a_headless_servic
     assert _phase(b, launch.key) is None
 
 
+def test_a_jobs_own_image_runs_its_pods_and_other_jobs_get_the_backends_image(
+    api: CoreApi, make_backend
+) -> None:
+    api.add_node("gpu-a")
+    api.add_node("gpu-b")
+    b = make_backend(image="registry.example.com/base:1")
+    own = _launch("j-own", nodes=(("gpu-a", 1), ("gpu-b", 1)), image="nvcr.io/nvidia/pytorch:24.05-py3")
+    default = _launch("j-default", nodes=(("gpu-a", 1),))
+    b.launch(own, 0.0)
+    b.launch(default, 0.0)
+    images = {p["metadata"]["name"]: [c["image"] for c in p["spec"]["containers"]] for p in api.pods()}
+    assert images == {
+        "tp-j-own-0-0": ["nvcr.io/nvidia/pytorch:24.05-py3"],
+        "tp-j-own-0-1": ["nvcr.io/nvidia/pytorch:24.05-py3"],
+        "tp-j-default-0-0": ["registry.example.com/base:1"],
+    }
+
+
 def test_a_launch_retried_by_a_restarted_server_meets_409_and_adopts_the_gang(
     api: CoreApi, make_backend
 ) -> None:

@@ -83,6 +83,7 @@ def test_names_are_dns_labels_and_stay_distinct_when_shortened() -> None:
         ({"master_port": "70000"}, "master_port: 70000 is outside"),
         ({"resources": "nvidia.com/gpu"}, "resources: 'nvidia.com/gpu' is not NAME=FLAVOR"),
         ({"namespace": "Bad_NS"}, "namespace: 'Bad_NS' is not a valid Kubernetes name"),
+        ({"image": "Train Image"}, "image: 'Train Image' is not a container image reference"),
     ],
 )
 def test_wrong_options_name_the_option(raw: dict[str, str], message: str) -> None:

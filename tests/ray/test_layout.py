@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from scheduler.backends.ray import labels as lb
-from scheduler.backends.ray.layout import replica_env, replicas
+from scheduler.backends.ray.layout import ignored_image, replica_env, replicas
 from values.domain import Health, Node, TopologyPath
 
 
@@ -73,3 +73,10 @@ def test_replica_env_sets_rank_variables_and_the_pool_wins_over_the_job() -> Non
     assert env["RANK"] == "1" and env["WORLD_SIZE"] == "2" and env["LOCAL_RANK"] == "0"
     assert env["FOO"] == "bar" and env["TRAINPOOL_JOB_ID"] == "j" and env["TRAINPOOL_NODE"] == "n2"
     assert env["ASCEND_RT_VISIBLE_DEVICES"] == "0,1"
+
+
+def test_a_jobs_image_is_warned_about_once_at_its_first_attempt() -> None:
+    assert ignored_image("j-1", 0, None) is None
+    assert ignored_image("j-1", 3, "train:1") is None  # said at attempt 0 already
+    warning = ignored_image("j-1", 0, "train:1")
+    assert warning is not None and warning.startswith("job j-1: image 'train:1' is ignored")

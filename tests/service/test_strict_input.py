@@ -44,6 +44,8 @@ def _job_count(api: Api) -> int:
         ({"grace_period_seconds": "30"}, "spec.grace_period_seconds", "must be a number"),
         ({"max_runtime_seconds": True}, "spec.max_runtime_seconds", "must be a number"),
         ({"gang": {"replicas": 2.0}}, "spec.gang.replicas", "whole number"),
+        ({"image": "Not An Image"}, "spec.image", "'Not An Image' is not a container image reference"),
+        ({"image": "x" * 600}, "spec.image", "at most 512 characters"),
     ],
 )
 def test_a_loose_type_is_refused_and_named_not_converted(

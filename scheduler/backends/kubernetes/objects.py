@@ -231,7 +231,7 @@ def pod_manifests(
     root = PurePosixPath(checkpoint_root)
     mount = str(root if root.is_absolute() else PurePosixPath("/") / root)
     folder = launch.env.get("TRAINPOOL_CHECKPOINT_DIR") or str(PurePosixPath(mount) / launch.job_id)
-    image = getattr(spec, "image", None) or opts.image  # a per-job image once JobSpec has one
+    image = spec.image or opts.image
     tolerations = [{"key": r, "operator": "Exists"} for r in opts.resources]
     pods: list[Obj] = []
     rank = 0

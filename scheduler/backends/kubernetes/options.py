@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from values.domain import MAX_IMAGE_CHARS, image_problem
+
 DEFAULT_RESOURCES = {"nvidia.com/gpu": "nvidia-gpu", "huawei.com/Ascend910": "ascend910"}
 
 
@@ -70,6 +72,11 @@ def parse_options(raw: dict[str, str]) -> KubeOptions:
                 key != "namespace" and re.match(r"^[a-z0-9.-]{1,253}$", text)
             ):
                 raise OptionError(f"--backend-opt {key}: '{text}' is not a valid Kubernetes name")
+            values[key] = text
+        elif key == "image":
+            # The rule a job's own `image:` follows (values.domain.image_problem).
+            if (problem := image_problem(text)) is not None or len(text) > MAX_IMAGE_CHARS:
+                raise OptionError(f"--backend-opt image: {problem or 'too long'}")
             values[key] = text
         else:
             if not text:

@@ -34,6 +34,7 @@ from scheduler.backends.ray.layout import (
     KV_PREFIX,
     NAMESPACE,
     actor_name,
+    ignored_image,
     kv_key,
     loss_detection_seconds,
     placement_group_name,
@@ -120,6 +121,8 @@ class RayBackend:
         if found:
             self._adopt(launch.key, json.loads(found))  # launched by a previous server
             return
+        if (warning := ignored_image(launch.job_id, launch.attempt, launch.spec.image)) is not None:
+            log.warning("%s", warning)
         self._refresh_nodes()
         targets = []
         for node, _ in launch.assignments:

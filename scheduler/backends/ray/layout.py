@@ -93,6 +93,18 @@ def replica_env(
     return env
 
 
+def ignored_image(job_id: str, attempt: int, image: str | None) -> str | None:
+    """The warning for a job spec's ``image``, which this backend cannot honour (a
+    replica runs in its Ray worker's own environment): said at the job's first
+    attempt only, so once per job however often it restarts."""
+    if image is None or attempt != 0:
+        return None
+    return (
+        f"job {job_id}: image '{image}' is ignored: the ray backend runs the command in the Ray "
+        "workers' environment (only the kubernetes backend runs a job's image)"
+    )
+
+
 def placement_group_name(key: str) -> str:
     return f"tp:{key}"
 
