@@ -77,6 +77,8 @@ def test_example_jobs_are_valid_for_the_small_pool(examples, small_pool):
         spec = load_job_spec(path)
         if spec.name == "vit-giant":  # rejected on purpose: never fits, but well formed
             continue
+        if path.name == "embedded-hello.yaml":  # for the pool `trainpool up` starts: tests/embedded
+            continue
         assert job_problems(small_pool, spec) == [], path
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import signal
 import tempfile
@@ -21,6 +22,31 @@ ConfigOpt = Annotated[
 def _fail(message: str) -> typer.Exit:
     err.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(2)
+
+
+def instructions(
+    url: str, data_dir: Path, config: Path, default_pool: bool, cwd: Path | None = None
+) -> list[str]:
+    """What `up` tells its user to type in another shell: the server and token through
+    the environment (which wins over any context of the client's config file), then a
+    first job: the example written for the default pool, else how to check one's own
+    job against the pool before submitting it."""
+    from scheduler.embedded.runtime import example_job
+
+    token_file = shlex.quote(str(data_dir / "admin-token"))
+    lines = [
+        "use it from another shell:",
+        f"  export TRAINPOOL_URL={url}",
+        f"  export TRAINPOOL_TOKEN=$(cat {token_file})",
+        "  trainpool nodes list",
+    ]
+    example = example_job(cwd) if default_pool else None
+    if example is not None:
+        lines.append(f"  trainpool submit {shlex.quote(str(example))} --wait    # a first job, 2 x 2 sim-gpu")
+    else:
+        pool = shlex.quote(str(config))
+        lines.append(f"  trainpool validate --pool {pool} JOB.yaml && trainpool submit JOB.yaml --wait")
+    return lines
 
 
 def up(
@@ -50,10 +76,8 @@ def up(
         raise _fail(str(exc)) from None
     typer.echo(f"trainpool is up: {pool.url}  (data in {pool.data_dir})")
     typer.echo(f"admin token: {pool.token}  (kept in {pool.data_dir / 'admin-token'}, mode 0600)")
-    typer.echo("use it from another shell:")
-    typer.echo(f"  export TRAINPOOL_URL={pool.url}")
-    typer.echo(f"  export TRAINPOOL_TOKEN=$(cat {pool.data_dir / 'admin-token'})")
-    typer.echo("  trainpool nodes list; trainpool submit examples/jobs/...")
+    for line in instructions(pool.url, pool.data_dir, pool.config_path, default_pool=config is None):
+        typer.echo(line)
     typer.echo("Ctrl-C stops the pool.")
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

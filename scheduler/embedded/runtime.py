@@ -32,6 +32,21 @@ def default_config_path() -> Path:
     return Path(str(resources.files("scheduler.embedded") / "embedded-pool.yaml"))
 
 
+# The first job `trainpool up` suggests, written for the default pool.
+EXAMPLE_JOB = Path("examples") / "jobs" / "embedded-hello.yaml"
+
+
+def example_job(cwd: Path | None = None) -> Path | None:
+    """The example job as its user can type it: relative when the current folder is the
+    repository, else its path in the checkout this package runs from; None for an
+    installed package, which ships no examples."""
+    here = Path.cwd() if cwd is None else cwd
+    if (here / EXAMPLE_JOB).is_file():
+        return EXAMPLE_JOB
+    checkout = Path(__file__).resolve().parents[2] / EXAMPLE_JOB
+    return checkout if checkout.is_file() else None
+
+
 def default_data_dir() -> Path:
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "trainpool" / "embedded"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,6 +22,7 @@ pytestmark = [
     pytest.mark.xdist_group("ray"),
     pytest.mark.timeout(420),
 ]
+ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
@@ -46,6 +48,9 @@ def test_up_serves_the_pool_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
             if m := re.match(r"trainpool is up: (http://\S+)", line):
                 url = m.group(1)
         assert url is not None, "".join(lines)
+        while not lines[-1].startswith("Ctrl-C stops the pool"):
+            lines.append(proc.stdout.readline())
+            assert lines[-1], f"trainpool up exited early: {''.join(lines)}"
         token = (tmp_path / "admin-token").read_text().strip()
         assert oct((tmp_path / "admin-token").stat().st_mode & 0o777) == "0o600"
         http = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=10)
@@ -63,6 +68,19 @@ def test_up_serves_the_pool_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         assert state == "SUCCEEDED"
         logs = http.get(f"/v1/jobs/{job['id']}/logs").json()["lines"]
         assert any("rank 0 of 2" in ln for ln in logs) and any("rank 1 of 2" in ln for ln in logs)
+
+        # The first job `up` suggests, submitted as it says (from the repository).
+        submit = next(ln for ln in lines if ln.strip().startswith("trainpool submit"))
+        words = shlex.split(submit, comments=True)
+        env = {**ENV, "TRAINPOOL_URL": url, "TRAINPOOL_TOKEN": token}
+        done = subprocess.run(
+            trainpool(*words[1:]), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        first = next(j for j in http.get("/v1/jobs").json() if j["name"] == "hello-embedded")
+        assert first["state"] == "SUCCEEDED", first
+        logs = http.get(f"/v1/jobs/{first['id']}/logs").json()["lines"]
+        assert any("rank 0 of 2 on node-" in ln for ln in logs), logs
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C
         out, _ = proc.communicate(timeout=150)  # a loaded CI machine: Ray stops slowly
