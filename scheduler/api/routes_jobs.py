@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 from starlette.concurrency import run_in_threadpool
 
 from scheduler.api.auth import authenticate, can_see_org, require_org, visible_orgs
@@ -180,22 +180,28 @@ def job_logs(
     tail: Annotated[int, Query(ge=1, le=10_000)] = 200,
     replica: Annotated[int | None, Query(ge=0, le=100_000)] = None,
 ) -> dict[str, Any]:
-    """The backend's log lines for one attempt (default: the current one), of one replica
-    (by rank) or of all, each line prefixed with its rank."""
+    """The backend's log lines for one attempt (default: the latest one that has logs: a
+    restarted job's new attempt has none until it launches), of one replica (by rank) or
+    of all, each line prefixed with its rank."""
     with ctx.db.read() as s:
         job = _visible_job(s, who, job_id)
-    which = job.attempt if attempt is None else attempt
-    lines = None
-    if ctx.loop is not None:
+    tried = [attempt] if attempt is not None else range(job.attempt, max(-1, job.attempt - _LOOK_BACK), -1)
+    loop = ctx.loop
+    for which in tried:
+        if loop is None:
+            break
         try:
-            lines = ctx.loop.logs(gang_key(job.id, which), tail, ctx.clock(), replica)
+            lines = loop.logs(gang_key(job.id, which), tail, ctx.clock(), replica)
         except LoopUnavailable as exc:
             raise ApiError(503, f"logs come from the control loop's backend: {exc}") from None
-    if lines is None:
-        raise ApiError(
-            404, f"no logs for attempt {which} of job '{job_id}' (the backend keeps none)", "attempt"
-        )
-    return {"job_id": job.id, "attempt": which, "state": job.state, "lines": lines}
+        if lines is not None:
+            return {"job_id": job.id, "attempt": which, "current_attempt": job.attempt, "state": job.state,
+                    "lines": lines}  # fmt: skip
+    which = job.attempt if attempt is None else attempt
+    raise ApiError(404, f"no logs for attempt {which} of job '{job_id}' (the backend keeps none)", "attempt")
+
+
+_LOOK_BACK = 20  # attempts searched for logs, newest first: bounded work per request
 
 
 @router.post("/jobs/{job_id}/checkpoints", status_code=201)
@@ -214,7 +220,9 @@ def list_checkpoints(job_id: str, ctx: Ctx, who: Who) -> list[dict[str, Any]]:
     with ctx.db.read() as s:
         _visible_job(s, who, job_id)
         stmt = (
-            select(CheckpointRow).where(CheckpointRow.job_id == job_id).order_by(col(CheckpointRow.at).desc())
+            select(CheckpointRow)
+            .where(CheckpointRow.job_id == job_id)
+            .order_by(*jobstore.checkpoint_order(newest_first=True))  # the top one is the resume point
         )
         return [r.model_dump(exclude={"id"}) for r in s.exec(stmt.limit(100)).all()]
 

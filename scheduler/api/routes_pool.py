@@ -7,19 +7,17 @@ from collections import Counter
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import ValidationError
 from sqlmodel import Session
 
 from scheduler.api.auth import authenticate, forget_tokens, require_org, require_pool_admin, visible_orgs
 from scheduler.api.context import ServerContext, get_ctx
 from scheduler.api.errors import ApiError, forbidden, not_found
+from scheduler.api.routes_quota import existing_org, quota_out
 from scheduler.api.schemas import (
     HealthReport,
     NewToken,
     Node,
     OrgRequest,
-    QuotaPatch,
-    QuotaRequest,
     RevokedToken,
     TeamRequest,
     Token,
@@ -30,12 +28,9 @@ from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store import tokens as tokenstore
 from scheduler.store import usage as usagestore
-from scheduler.store.tables import QuotaRow, TokenRow
+from scheduler.store.tables import TokenRow
 from scheduler.store.tokens import Principal, Role
-from scheduler.store.view import flavors_of
-from values.errors import validation_problems
 from values.names import Name
-from values.quotas import FlavorQuota
 
 router = APIRouter(prefix="/v1", tags=["pool"])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
@@ -43,8 +38,16 @@ Who = Annotated[Principal, Depends(authenticate)]
 
 
 @router.get("/whoami")
-def whoami(who: Who) -> dict[str, Any]:
-    return {"token_id": who.token_id, "role": who.role.value, "org": who.org}
+def whoami(ctx: Ctx, who: Who) -> dict[str, Any]:
+    """The token the request came with: its role, org, name and lifetime."""
+    with ctx.db.read() as s:
+        row = s.get(TokenRow, who.token_id)
+    return {
+        "token_id": who.token_id, "role": who.role.value, "org": who.org,
+        "name": row.name if row is not None else "",
+        "created_at": row.created_at if row is not None else None,
+        "expires_at": row.expires_at if row is not None else None,
+    }  # fmt: skip
 
 
 # --- nodes ---------------------------------------------------------------------------
@@ -125,18 +128,9 @@ def _org_out(s: Session, name: str, weight: float) -> dict[str, Any]:
     return {
         "name": name,
         "weight": weight,
-        "quotas": {q.flavor: _quota_out(q) for q in orgstore.quotas(s, name)},
+        "quotas": {q.flavor: quota_out(q) for q in orgstore.quotas(s, name)},
         "teams": [{"name": t.name, "weight": t.weight} for t in orgstore.teams(s, name)],
     }
-
-
-def _quota_out(q: Any) -> dict[str, Any]:
-    return {"nominal": q.nominal, "borrowing_limit": q.borrowing_limit, "lending_limit": q.lending_limit}
-
-
-def _existing_org(s: Session, org: str) -> None:
-    if orgstore.get_org(s, org) is None:
-        raise not_found("org", org)
 
 
 @router.get("/orgs")
@@ -166,56 +160,11 @@ def get_org(org: str, ctx: Ctx, who: Who) -> dict[str, Any]:
         return _org_out(s, row.name, row.weight)
 
 
-@router.get("/orgs/{org}/quotas")
-def get_quotas(org: str, ctx: Ctx, who: Who) -> dict[str, Any]:
-    require_org(who, org)
-    with ctx.db.read() as s:
-        _existing_org(s, org)
-        return {q.flavor: _quota_out(q) for q in orgstore.quotas(s, org)}
-
-
-@router.put("/orgs/{org}/quotas/{flavor}")
-def set_quota(org: str, flavor: str, req: QuotaRequest, ctx: Ctx, who: Who) -> dict[str, Any]:
-    """Replace the quota: a limit left out is no limit."""
-    require_pool_admin(who)
-    with ctx.db.write() as s:
-        return _store_quota(s, org, flavor, req.model_dump(), ctx, who)
-
-
-@router.patch("/orgs/{org}/quotas/{flavor}")
-def change_quota(org: str, flavor: str, req: QuotaPatch, ctx: Ctx, who: Who) -> dict[str, Any]:
-    """Change only the fields given; a limit given as null becomes no limit."""
-    require_pool_admin(who)
-    if "nominal" in req.model_fields_set and req.nominal is None:
-        raise ApiError(422, "must be a whole number, not null", "nominal")
-    with ctx.db.write() as s:
-        current = s.get(QuotaRow, (org, flavor), with_for_update=True)
-        fields = _quota_out(current) if current is not None else QuotaRequest().model_dump()
-        return _store_quota(
-            s, org, flavor, {**fields, **req.model_dump(include=req.model_fields_set)}, ctx, who
-        )
-
-
-def _store_quota(
-    s: Session, org: str, flavor: str, fields: dict[str, Any], ctx: ServerContext, who: Principal
-) -> dict[str, Any]:
-    try:
-        quota = FlavorQuota(**fields)
-    except ValidationError as exc:
-        field, message = validation_problems(exc)[0]
-        raise ApiError(422, message, field or "body") from None
-    _existing_org(s, org)
-    if flavor not in {f.name for f in flavors_of(s, ctx.pool)}:
-        raise ApiError(422, f"unknown flavor '{flavor}'", "flavor")
-    row = orgstore.set_quota(s, org, flavor, quota, ctx.clock(), who.token_id)
-    return {"org": org, "flavor": flavor, **_quota_out(row)}
-
-
 @router.put("/orgs/{org}/teams/{team}")
 def set_team(org: str, team: Name, req: TeamRequest, ctx: Ctx, who: Who) -> dict[str, Any]:
     require_org(who, org, admin=True)
     with ctx.db.write() as s:
-        _existing_org(s, org)
+        existing_org(s, org)
         row = orgstore.set_team(s, org, team, req.weight, ctx.clock(), who.token_id)
         return {"org": org, "name": row.name, "weight": row.weight}
 
@@ -224,7 +173,7 @@ def set_team(org: str, team: Name, req: TeamRequest, ctx: Ctx, who: Who) -> dict
 def list_teams(org: str, ctx: Ctx, who: Who) -> list[dict[str, Any]]:
     require_org(who, org)
     with ctx.db.read() as s:
-        _existing_org(s, org)
+        existing_org(s, org)
         return [{"org": t.org, "name": t.name, "weight": t.weight} for t in orgstore.teams(s, org)]
 
 
@@ -243,7 +192,7 @@ def create_token(req: TokenRequest, ctx: Ctx, who: Who) -> NewToken:
         require_org(who, req.org, admin=True)
     with ctx.db.write() as s:
         if req.org is not None:
-            _existing_org(s, req.org)
+            existing_org(s, req.org)
         now = ctx.clock()
         expires = _expiry_within_makers(s, req, who, now)
         row, secret = tokenstore.create(s, req.role, req.org, req.name, now, who.token_id, expires_at=expires)
@@ -300,7 +249,7 @@ def usage(
     who: Who,
     since: Annotated[float | None, Query(ge=0)] = None,
     until: Annotated[float | None, Query(ge=0)] = None,
-    by: Literal["org", "team", "flavor"] = "org",
+    by: Literal["org", "team", "flavor", "user"] = "org",
     org: Annotated[str | None, Query(max_length=63)] = None,
 ) -> list[dict[str, object]]:
     """Accelerator-hours; org-admins see their own org, pool-admins every org."""
@@ -316,14 +265,24 @@ def usage(
     if end <= start:
         raise ApiError(422, "must be after 'since'", "until")
     with ctx.db.read() as s:
+        if by == "user":
+            return usagestore.by_user(s, since=start, until=end, now=now, orgs=orgs)
         return usagestore.report(s, since=start, until=end, by=by, orgs=orgs)
 
 
 @router.get("/audit")
-def audit(ctx: Ctx, who: Who, limit: Annotated[int, Query(ge=1, le=10_000)] = 200) -> list[dict[str, Any]]:
+def audit(
+    ctx: Ctx,
+    who: Who,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 200,
+    since: Annotated[float | None, Query(ge=0)] = None,
+    action: Annotated[str | None, Query(max_length=64, description="An action, or a family: quota.")] = None,
+    actor: Annotated[str | None, Query(max_length=32, description="A token id.")] = None,
+) -> list[dict[str, Any]]:
+    """Changes and denials, newest first (pool-admin)."""
     require_pool_admin(who)
     with ctx.db.read() as s:
         return [
             {**a.model_dump(exclude={"detail"}), "detail": json.loads(a.detail)}
-            for a in orgstore.audit_log(s, limit)
+            for a in orgstore.audit_log(s, limit, since=since, action=action, actor=actor)
         ]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import httpx
 import typer
@@ -37,6 +37,23 @@ DEFAULT_URL = "http://127.0.0.1:8642"
 
 class ClientError(Exception):
     """Shown to the user as one line; the CLI exits non-zero."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status, where the server answered
+
+
+class Unreachable(ClientError):
+    """No answer from the server (refused, timed out, or it said 502-504: not ready)."""
+
+
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="Server URL (else TRAINPOOL_URL, else the context).")
+]
+TokenOpt = Annotated[
+    str | None, typer.Option("--token", help="Bearer token (else TRAINPOOL_TOKEN, else the context).")
+]
+ContextOpt = Annotated[str | None, typer.Option("--context", help="A named context of the config file.")]
 
 
 def config_path() -> Path:
@@ -86,6 +103,10 @@ class Connection:
         )
 
 
+def connect(url: str | None, token: str | None, context: str | None) -> Client:
+    return Client(Connection.resolve(url, token, context))
+
+
 class Client:
     def __init__(self, conn: Connection, timeout: float = 30.0) -> None:
         headers = {"Authorization": f"Bearer {conn.token}"} if conn.token else {}
@@ -99,12 +120,14 @@ class Client:
         try:
             resp = self._http.request(method, path, json=json, params=clean)
         except httpx.TransportError as exc:
-            raise ClientError(
+            raise Unreachable(
                 f"cannot reach the server at {self.conn.url} ({exc.__class__.__name__}); "
                 "is `trainpool server` running, and is --url / TRAINPOOL_URL right?"
             ) from None
+        if resp.status_code in (502, 503, 504):
+            raise Unreachable(f"{_detail(resp)} (HTTP {resp.status_code})", resp.status_code)
         if resp.status_code >= 400:
-            raise ClientError(f"{_detail(resp)} (HTTP {resp.status_code})")
+            raise ClientError(f"{_detail(resp)} (HTTP {resp.status_code})", resp.status_code)
         return resp.json() if resp.content else None
 
     def get(self, path: str, **params: Any) -> Any:
@@ -113,11 +136,11 @@ class Client:
     def post(self, path: str, body: Any = None) -> Any:
         return self.request("POST", path, json=body)
 
-    def put(self, path: str, body: Any) -> Any:
-        return self.request("PUT", path, json=body)
+    def put(self, path: str, body: Any, **params: Any) -> Any:
+        return self.request("PUT", path, json=body, params=params)
 
-    def patch(self, path: str, body: Any) -> Any:
-        return self.request("PATCH", path, json=body)
+    def patch(self, path: str, body: Any, **params: Any) -> Any:
+        return self.request("PATCH", path, json=body, params=params)
 
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
@@ -147,8 +170,16 @@ class Output(StrEnum):
     csv = "csv"
 
 
+OutOpt = Annotated[Output, typer.Option("-o", "--output", help="table, json, yaml (csv where noted).")]
+
+
+# Exit codes: 1 the server said no (or the job did not succeed), 2 bad usage (click's),
+# 3 no answer from the server; scripts retry on 3 only.
+EXIT_REFUSED, EXIT_UNREACHABLE = 1, 3
+
+
 def friendly(fn: Callable[P, R]) -> Callable[P, R]:
-    """One clear line on stderr and exit 1 instead of a traceback."""
+    """One clear line on stderr and an exit code instead of a traceback."""
 
     @wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
@@ -156,7 +187,7 @@ def friendly(fn: Callable[P, R]) -> Callable[P, R]:
             return fn(*args, **kwargs)
         except ClientError as exc:
             err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(1) from None
+            raise typer.Exit(EXIT_UNREACHABLE if isinstance(exc, Unreachable) else EXIT_REFUSED) from None
 
     return wrapper
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlmodel import col, select
+from sqlmodel import select
 
 from scheduler.backends.base import Backend, BackendError, Launch
 from scheduler.checkpoint_folder import DEFAULT_ROOT, job_folder, outside_problem
@@ -82,7 +82,7 @@ def _resume_points(db: Database, job_ids: list[str], checkpoint_root: str) -> di
         stmt = (
             select(CheckpointRow)
             .where(among(CheckpointRow.job_id, job_ids))
-            .order_by(col(CheckpointRow.at), col(CheckpointRow.step), col(CheckpointRow.id))
+            .order_by(*jobstore.checkpoint_order())
         )
         rows = s.exec(stmt).all()
     # Later rows overwrite earlier.

@@ -19,7 +19,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from scheduler.store.keys import among
-from scheduler.store.tables import AllocationRow, JobEventRow, JobRow
+from scheduler.store.tables import AllocationRow, CheckpointRow, JobEventRow, JobRow
 from values.domain import JobSpec
 from values.lifecycle import JobEvent, JobState, transition
 
@@ -343,6 +343,14 @@ def current_allocations(session: Session, jobs: Sequence[JobRow]) -> dict[str, A
     attempt = {j.id: j.attempt for j in jobs}
     stmt = select(AllocationRow).where(col(AllocationRow.job_id).in_(list(attempt)))
     return {a.job_id: a for a in session.exec(stmt).all() if a.attempt == attempt[a.job_id]}
+
+
+def checkpoint_order(*, newest_first: bool = False) -> tuple[Any, ...]:
+    """The order of a job's checkpoints: by time, then step, then id; a checkpoint without
+    a step comes before one with. Spelled out because SQLite and PostgreSQL sort NULL at
+    opposite ends: the resume point and the list users see must be the same row on both."""
+    keys = (col(CheckpointRow.at), func.coalesce(col(CheckpointRow.step), -1), col(CheckpointRow.id))
+    return tuple(k.desc() for k in keys) if newest_first else keys
 
 
 def live_allocations(session: Session) -> list[AllocationRow]:

@@ -16,8 +16,24 @@ def audit(session: Session, now: float, actor: str | None, action: str, target: 
     session.add(AuditRow(at=now, actor=actor, action=action, target=target, detail=json.dumps(detail)))
 
 
-def audit_log(session: Session, limit: int = 200) -> list[AuditRow]:
-    return list(session.exec(select(AuditRow).order_by(col(AuditRow.id).desc()).limit(limit)).all())
+def audit_log(
+    session: Session,
+    limit: int = 200,
+    *,
+    since: float | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+) -> list[AuditRow]:
+    """Newest first; ``action`` matches an action or, ending in a dot, its family."""
+    stmt = select(AuditRow)
+    if since is not None:
+        stmt = stmt.where(col(AuditRow.at) >= since)
+    if action:
+        stmt = stmt.where(col(AuditRow.action).startswith(action) if action.endswith(".") else
+                          AuditRow.action == action)  # fmt: skip
+    if actor:
+        stmt = stmt.where(AuditRow.actor == actor)
+    return list(session.exec(stmt.order_by(col(AuditRow.id).desc()).limit(limit)).all())
 
 
 def ensure_org(session: Session, name: str, now: float, weight: float = 1.0) -> OrgRow:

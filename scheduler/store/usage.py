@@ -8,10 +8,11 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
+from sqlalchemy import or_
 from sqlmodel import Session, col, select
 
 from quota.fairshare import decay
-from scheduler.store.tables import AllocationRow, UsageRow
+from scheduler.store.tables import AllocationRow, JobRow, TokenRow, UsageRow
 
 INTERVAL = 3600.0
 # Buckets older than this many half-lives weigh < 0.1 %: not worth reading.
@@ -50,6 +51,33 @@ def decayed(session: Session, now: float, half_life: float) -> dict[str, dict[st
     return {org: dict(flavors) for org, flavors in out.items()}
 
 
+def by_user(
+    session: Session, *, since: float, until: float, now: float, orgs: list[str] | None
+) -> list[dict[str, object]]:
+    """Accelerator-hours per org and user (the submitting token's name, else its id),
+    from the allocations themselves: the hourly ledger has no user, and who submitted
+    what is an accounting question (Slurm's ``sreport user``), not a fair-share one."""
+    stmt = (
+        select(AllocationRow, JobRow.submitted_by, TokenRow.name)
+        .join(JobRow, col(JobRow.id) == col(AllocationRow.job_id))
+        .join(TokenRow, col(TokenRow.id) == col(JobRow.submitted_by), isouter=True)
+        .where(col(AllocationRow.created_at) < until)
+        .where(or_(col(AllocationRow.released_at).is_(None), col(AllocationRow.released_at) > since))
+    )
+    if orgs is not None:
+        stmt = stmt.where(col(AllocationRow.org).in_(orgs))
+    totals: dict[tuple[str, str], float] = defaultdict(float)
+    for alloc, token_id, token_name in session.exec(stmt).all():
+        end = min(until, now if alloc.released_at is None else alloc.released_at)
+        start = max(since, alloc.created_at)
+        if end > start:
+            totals[(alloc.org, token_name or token_id or "(unknown)")] += alloc.accelerators * (end - start)
+    return [
+        {"org": org, "user": user, "accelerator_hours": round(secs / 3600.0, 6)}
+        for (org, user), secs in sorted(totals.items())
+    ]
+
+
 def report(
     session: Session,
     *,
@@ -69,6 +97,7 @@ def report(
         key = {"org": (r.org,), "team": (r.org, r.team), "flavor": (r.flavor,)}[by]
         totals[key] += r.accelerator_seconds
     fields = {"org": ("org",), "team": ("org", "team"), "flavor": ("flavor",)}[by]
+    # A job submitted without a team is charged to the org alone: "" in the ledger's key.
     return [
         {**dict(zip(fields, key, strict=True)), "accelerator_hours": round(secs / 3600.0, 6)}
         for key, secs in sorted(totals.items())

@@ -62,6 +62,7 @@ TABLE = [
     Row("POST", "/v1/orgs", POOL, POOL, body=lambda org: {"name": f"new-{secrets.token_hex(3)}"}),
     Row("GET", "/v1/orgs/{org}", ALL, POOL),
     Row("GET", "/v1/orgs/{org}/quotas", ALL, POOL),
+    Row("GET", "/v1/orgs/{org}/standing", ALL, POOL),
     Row("PUT", "/v1/orgs/{org}/quotas/{flavor}", POOL, POOL, body=lambda org: {"nominal": 16}),
     Row("PATCH", "/v1/orgs/{org}/quotas/{flavor}", POOL, POOL, body=lambda org: {"nominal": 16}),
     Row("GET", "/v1/orgs/{org}/teams", ALL, POOL),

@@ -3,65 +3,24 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 import yaml
-from typer.testing import CliRunner
 
+from scheduler.cli.jobs_cmds import new_lines
 from scheduler.cli.main import app
-from scheduler.cli.service_cmds import new_lines
 
-from .api_harness import Api, make_api
+from .cli_harness import Live, live_server, runner  # noqa: F401  (the fixture "live")
 from .conftest import free_port
 
-runner = CliRunner()
 JOB = """
 name: cli-job
 org: a
 gang: {flavor: h100, replicas: 1, accelerators: 8}
 env: {SIM_DURATION: "5"}
 """
-
-
-class Live:
-    def __init__(self, api: Api, url: str) -> None:
-        self.api = api
-        self.url = url
-
-    def run(self, *args: str, token: str = "member@a", **env: str) -> tuple[int, str]:
-        full_env = {"TRAINPOOL_URL": self.url, "TRAINPOOL_TOKEN": self.api.tokens[token], **env}
-        result = runner.invoke(app, list(args), env=full_env)
-        return result.exit_code, result.output
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    api = make_api(f"sqlite:///{tmp_path_factory.mktemp('cli') / 'pool.db'}")
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(api.client.app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    stop = threading.Event()
-
-    def drive() -> None:  # the control loop, in fast-forward: 1 virtual second per 50 ms
-        while not stop.is_set():
-            api.cycle(1.0)
-            stop.wait(0.05)
-
-    driver = threading.Thread(target=drive, daemon=True)
-    driver.start()
-    yield Live(api, f"http://127.0.0.1:{port}")
-    stop.set()
-    server.should_exit = True
-    thread.join(timeout=10)
-    driver.join(timeout=10)
 
 
 @pytest.fixture
@@ -141,9 +100,9 @@ def test_a_bad_job_file_names_the_field(live: Live, tmp_path: Path) -> None:
     assert code == 1 and "gang.replicas" in out and "Traceback" not in out
 
 
-def test_unreachable_server(live: Live) -> None:
+def test_an_unreachable_server_exits_3_not_1(live: Live) -> None:
     code, out = live.run("jobs", "list", TRAINPOOL_URL=f"http://127.0.0.1:{free_port()}")
-    assert code == 1 and "cannot reach the server" in out
+    assert code == 3 and "cannot reach the server" in out
 
 
 def test_contexts_from_the_config_file(live: Live, tmp_path: Path) -> None:
@@ -163,7 +122,7 @@ def test_contexts_from_the_config_file(live: Live, tmp_path: Path) -> None:
     result = runner.invoke(app, ["orgs", "--context", "admin", "-o", "json"], env=env)
     assert result.exit_code == 0, result.output
     assert {o["name"] for o in json.loads(result.output)} == {"a", "b"}
-    assert runner.invoke(app, ["orgs"], env=env).exit_code == 1  # the current context is unreachable
+    assert runner.invoke(app, ["orgs"], env=env).exit_code == 3  # the current context is unreachable
     result = runner.invoke(app, ["orgs", "--context", "nope"], env=env)
     assert result.exit_code == 1 and "no context 'nope'" in result.output
 
@@ -211,7 +170,7 @@ def test_quota_apply_and_teams(live: Live, tmp_path: Path) -> None:
         "flavors: [{name: h100}]\n"
         "orgs:\n"
         "  - {name: a, quotas: {h100: {nominal: 20}}, teams: [{name: vision, weight: 2}]}\n"
-        "  - {name: c, quotas: {h100: {nominal: 4}}}\n"
+        "  - {name: c, quotas: {h100: {nominal: 0, borrowing_limit: 4}}}\n"
     )
     code, out = live.run("quota", "apply", str(pool), token="pool-admin")
     assert code == 0, out

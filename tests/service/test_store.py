@@ -310,3 +310,19 @@ def test_an_unchanged_running_job_is_the_same_object_in_the_next_snapshot(db_url
     assert after[ids[0]] is not first[ids[0]]
     assert after[ids[0]].last_checkpoint_at == pool.clock()  # type: ignore[attr-defined]
     assert all(after[i] is first[i] for i in ids[1:])
+
+
+def test_the_resume_point_and_the_listed_top_checkpoint_are_one_row_on_every_database(db_url: str) -> None:
+    from sqlmodel import select
+
+    from scheduler.control.act import _resume_points
+    from scheduler.store.tables import CheckpointRow
+
+    db = open_database(db_url)
+    with db.write() as s:  # two reports in the same second: one without a step, one at step 5
+        s.add(CheckpointRow(job_id="j-1", attempt=0, path="/ck/j-1/with-step", step=5, at=100.0))
+        s.add(CheckpointRow(job_id="j-1", attempt=0, path="/ck/j-1/no-step", step=None, at=100.0))
+    assert _resume_points(db, ["j-1"], "/ck") == {"j-1": "/ck/j-1/with-step"}
+    with db.read() as s:
+        top = s.exec(select(CheckpointRow).order_by(*jobstore.checkpoint_order(newest_first=True))).first()
+    assert top is not None and top.path == "/ck/j-1/with-step"
