@@ -29,6 +29,12 @@ class PendingJob:
     nominated: bool = False
     # Accelerator-seconds held in earlier attempts (see RunningJob.service).
     service: float = 0.0
+    # Requeued after an infrastructure failure or a health move (not its own fault): in
+    # the fair order it goes first among its org's jobs of its priority.
+    expedite: bool = False
+    # The nodes its interrupted attempt held, less the one that failed it, in rank order:
+    # offered first, so that it comes back where it was (its topology kept).
+    prefer_nodes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,6 +1,7 @@
 """The order in which the cycle considers pending jobs.
 
-Fair (the default): within an org, priority then age; across orgs, the org whose next job
+Fair (the default): within an org, priority, then jobs back after an infrastructure
+failure (expedited), then response ratio or age; across orgs, the org whose next job
 fits within its nominal quota goes first, then an org whose next job would borrow but a
 later one fits within its nominal, then orgs that would only borrow; within each tier the
 smallest weighted dominant share with decayed usage goes first. Shares are recomputed as
@@ -47,37 +48,41 @@ Turn = tuple[PendingJob, PendingStatus | None]
 
 _submitted_then_id = attrgetter("submitted_at", "id")
 _priority = attrgetter("priority")
+_expedite = attrgetter("expedite")
 
 
 def within_org_key(j: PendingJob) -> tuple[int, float, str]:
     return (-j.priority, j.submitted_at, j.id)
 
 
-def by_priority_then_age(jobs: list[PendingJob]) -> list[PendingJob]:
-    """``jobs`` sorted in place by ``within_org_key``, in two C-keyed stable sorts (no
-    Python key per job): submit time and id, then priority descending, which keeps that
-    order on ties."""
+def by_priority_then_age(jobs: list[PendingJob], expedite: bool = False) -> list[PendingJob]:
+    """``jobs`` sorted in place by ``within_org_key``, in C-keyed stable sorts (no Python
+    key per job): submit time and id, then priority descending, which keeps that order on
+    ties. With ``expedite``, expedited jobs go first within their priority."""
     jobs.sort(key=_submitted_then_id)
+    if expedite and any(map(_expedite, jobs)):
+        jobs.sort(key=_expedite, reverse=True)
     jobs.sort(key=_priority, reverse=True)
     return jobs
 
 
 def by_priority_then_ratio(jobs: list[PendingJob], now: float) -> list[PendingJob]:
-    """``jobs`` sorted by priority, then highest response ratio (wait + limit) / limit,
-    then age (``WithinOrg.RESPONSE_RATIO``)."""
+    """``jobs`` sorted by priority, then expedited first, then highest response ratio
+    (wait + limit) / limit, then age (``WithinOrg.RESPONSE_RATIO``)."""
     limits = [j.spec.max_runtime_seconds for j in jobs]
     known = [x for x in limits if x]
     if not known:
-        return by_priority_then_age(jobs)
+        return by_priority_then_age(jobs, expedite=True)
     usual = statistics.median(known)
     # The keys built in one comprehension, not by a key function: one Python call per
     # waiting job per cycle was the larger part of this sort.
     ranked = [
-        (-j.priority, -(now - j.submitted_at + (x or usual)) / (x or usual), j.submitted_at, j.id, j)
+        (-j.priority, not j.expedite, -(now - j.submitted_at + (x or usual)) / (x or usual), j.submitted_at,
+         j.id, j)
         for j, x in zip(jobs, limits, strict=True)
-    ]
+    ]  # fmt: skip
     ranked.sort()  # ids are unique: the job itself is never compared
-    return [r[4] for r in ranked]
+    return [r[5] for r in ranked]
 
 
 def queue_order(jobs: list[PendingJob], inputs: QueueInputs) -> Iterator[Turn]:
@@ -114,7 +119,10 @@ def _fair(jobs: list[PendingJob], inputs: QueueInputs) -> Iterator[Turn]:
         queues.setdefault(j.spec.org, []).append(j)
     ratio = inputs.within_org is WithinOrg.RESPONSE_RATIO
     for org, q in queues.items():
-        queues[org] = by_priority_then_ratio(q, inputs.now) if ratio else by_priority_then_age(q)
+        # An expedited job (back after a failure that was not its own) heads its org's
+        # jobs of its priority; only in the org's own queue, so other orgs' fair share and
+        # higher priorities keep their turn.
+        queues[org] = by_priority_then_ratio(q, inputs.now) if ratio else by_priority_then_age(q, True)
     book, half_life, failed_alike = inputs.book, inputs.half_life_seconds, inputs.failed_alike
     capacity = {f: c for f, c in book.capacity.items() if c > 0}
 

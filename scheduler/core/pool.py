@@ -213,18 +213,23 @@ class PoolState:
         extra: dict[int, tuple[int, float, float]] | None = None,
         ignore_health: bool = False,
         empty: bool = False,
+        prefer: tuple[str, ...] = (),
     ) -> list[tuple[int, int]] | None:
         """Nodes for the whole gang as (node index, replicas), or None if it does not fit.
 
         Packs into one rack if any can hold it (best fit), else one spine, else across
         spines; a required ``fit.level`` stops there. ``empty`` asks whether it would fit on an
-        empty, healthy pool (for rejecting gangs that never can).
+        empty, healthy pool (for rejecting gangs that never can). ``prefer``: nodes to use
+        first where they have room (see ``_pack_preferring``); it changes where the gang
+        goes, never whether it fits, so failures stay memoisable without it.
         """
         level, required, avoid = fit.level, fit.required, fit.avoid
         if empty:
             return self._fits_empty(flavor, s, fit)
         if s.replicas == 1 and extra is None and not ignore_health:
-            i = self.best_fit_single(flavor, s, avoid)
+            i = self._preferred_single(flavor, s, avoid, prefer) if prefer else None
+            if i is None:
+                i = self.best_fit_single(flavor, s, avoid)
             return None if i is None else [(i, 1)]
         per_node: dict[int, int] = {}
         # The hot loop of a placement search: slots() inlined, and a node without the
@@ -260,14 +265,56 @@ class PoolState:
                 per_node[i] = n
         if sum(per_node.values()) < s.replicas:
             return None
+        kept = [i for n in prefer if (i := self.index.get(n)) is not None and i in per_node] if prefer else []
         if not ignore_health:
-            single = self._single_node(per_node, s)
+            whole = next((i for i in kept if per_node[i] >= s.replicas), None)
+            single = [(whole, s.replicas)] if whole is not None else self._single_node(per_node, s)
             if single is not None:
                 return single
             per_node = {i: n for i, n in per_node.items() if not self.degraded[i]}
             if sum(per_node.values()) < s.replicas:
                 return None
+            kept = [i for i in kept if i in per_node]
+        if kept:
+            return self._pack_preferring(per_node, kept, s.replicas, level, required)
         return self._pack(per_node, s.replicas, level, required)
+
+    def _preferred_single(
+        self, flavor: str, s: Shape, avoid: frozenset[str], prefer: tuple[str, ...]
+    ) -> int | None:
+        for name in prefer:
+            i = self.index.get(name)
+            if i is not None and self.flavor[i] == flavor and self.usable[i] and self._fits_one(i, s, avoid):
+                return i
+        return None
+
+    def _pack_preferring(
+        self, per_node: dict[int, int], kept: list[int], r: int, level: str | None, required: bool
+    ) -> list[tuple[int, int]] | None:
+        """The preferred nodes first, in their order (a gang back after a failure keeps
+        its ranks where they were), then the nodes nearest to them: their racks, then
+        their spines, then the rest with the most room first. Under a required level, the
+        rest must come from the preferred nodes' own rack or spine; where that has no room
+        the gang is packed afresh, as if nothing were preferred."""
+        racks = {self.rack[i] for i in kept}
+        spines = {self.spine[i] for i in kept}
+        bound = required and level in ("rack", "spine")
+        if bound and len(racks if level == "rack" else spines) > 1:
+            return self._pack(per_node, r, level, required)
+        have = sum(per_node[i] for i in kept)
+        if have >= r:
+            return self._fill(per_node, kept, r)
+        chosen = set(kept)
+        rest = [i for i in per_node if i not in chosen]
+        if bound:
+            if level == "rack":
+                rest = [i for i in rest if self.rack[i] in racks]
+            else:
+                rest = [i for i in rest if self.spine[i] in spines]
+            if have + sum(per_node[i] for i in rest) < r:
+                return self._pack(per_node, r, level, required)
+        rest.sort(key=lambda i: (self.rack[i] not in racks, self.spine[i] not in spines, -per_node[i], i))
+        return self._fill(per_node, kept + rest, r)
 
     def _scan(
         self, flavor: str, s: Shape, extra: dict[int, tuple[int, float, float]] | None, any_health: bool

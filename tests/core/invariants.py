@@ -279,7 +279,7 @@ def check_nominal_guarantee(snap: Snapshot, d: Decisions, now: float) -> None:
 def _first_jobs(snap: Snapshot, d: Decisions, now: float) -> list[PendingJob]:
     rejected = {r.job_id for r in d.rejections}
     firsts: dict[str, PendingJob] = {}
-    for j in sorted(snap.pending, key=lambda j: (-j.priority, j.submitted_at, j.id)):
+    for j in sorted(snap.pending, key=lambda j: (-j.priority, not j.expedite, j.submitted_at, j.id)):
         if j.id in rejected or j.eligible_at > now:
             continue
         firsts.setdefault(j.spec.org, j)

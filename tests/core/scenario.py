@@ -146,6 +146,8 @@ def pending(
     eligible_at: float = 0.0,
     avoid: Iterable[str] = (),
     preempted_by: str | None = None,
+    expedite: bool = False,
+    prefer: Iterable[str] = (),
 ) -> PendingJob:
     s = spec(
         id,
@@ -168,6 +170,8 @@ def pending(
         eligible_at=eligible_at,
         avoid_nodes=frozenset(avoid),
         preempted_by=preempted_by,
+        expedite=expedite,
+        prefer_nodes=tuple(prefer),
     )
 
 
@@ -406,7 +410,7 @@ def describe_snapshot(snap: Snapshot, now: float) -> str:
             f"pending {j.id} org={j.spec.org} {g.flavors} {g.replicas}x{g.accelerators} cpu={g.cpu} "
             f"prio={j.priority} sub={j.submitted_at} limit={j.spec.max_runtime_seconds} "
             f"topo={j.spec.topology} elig={j.eligible_at} avoid={sorted(j.avoid_nodes)} "
-            f"by={j.preempted_by} nominated={j.nominated}"
+            f"by={j.preempted_by} nominated={j.nominated} expedite={j.expedite} prefer={j.prefer_nodes}"
         )
     lines.append(f"usage={dict(snap.usage)}")
     return "\n  ".join(["snapshot:", *lines])

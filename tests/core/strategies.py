@@ -148,6 +148,8 @@ def pending_job(draw: st.DrawFn, snap: Snapshot, id: str, now: float = NOW, big:
         accepted.append("tpu")
     node_names = [n.name for n in snap.nodes]
     running_ids = [r.id for r in snap.running]
+    # Back after an infrastructure failure: first in its org and priority, some nodes preferred.
+    expedite = draw(st.integers(0, 4)) == 0
     return pending(
         id,
         org,
@@ -163,6 +165,8 @@ def pending_job(draw: st.DrawFn, snap: Snapshot, id: str, now: float = NOW, big:
         eligible_at=draw(st.sampled_from((0.0,) * 7 + (now + 100,))),
         avoid=draw(st.lists(st.sampled_from(node_names), max_size=2)),
         preempted_by=draw(st.one_of(st.none(), st.sampled_from(running_ids))) if running_ids else None,
+        expedite=expedite,
+        prefer=draw(st.lists(st.sampled_from(node_names), max_size=4, unique=True)) if expedite else (),
     )
 
 

@@ -46,15 +46,15 @@ class Allocate(Action):
         return None
 
     def place(self, cycle: Cycle, job: PendingJob, f: str, shape: Shape, verdict: Verdict) -> bool:
-        fit = cycle.fit_of(job)
-        key = ("place", f, shape, fit)
-        nodes = None if key in cycle.memo else cycle.pool.place(f, shape, fit)
+        fit, prefer = cycle.fit_of(job), job.prefer_nodes
+        key = ("place", f, shape, fit)  # where a gang is preferred does not change whether it fits
+        nodes = None if key in cycle.memo else cycle.pool.place(f, shape, fit, prefer=prefer)
         hold = cycle.holds.get(f)
         backfill = False
         if nodes is None:
             cycle.memo[key] = _FAIL
             if hold is not None and cycle.ends_before(job, hold.start_at):
-                nodes = cycle.pool.place(f, shape, fit, extra=hold.held)
+                nodes = cycle.pool.place(f, shape, fit, extra=hold.held, prefer=prefer)
                 backfill = nodes is not None
             if nodes is None:
                 return False
