@@ -18,12 +18,17 @@ the reason ``service`` instead of ``tiresias``; every other number of every summ
 every other policy's digest, stayed the same. And when trainpool's default ranked an
 org's jobs by highest response ratio instead of age (issue 14, ``WithinOrg``): only
 `trainpool`'s summaries and digests changed (synthetic average JCT 3.89 h -> 3.05 h).
-A rewrite is for a decision change meant and explained, never to make a speed change
-pass.
+And when the digest stopped covering the wording of pending messages (issue 19: the
+reserved head gang names the release its estimate rests on): written by the code of
+9064d57 and of the tree after that change, the two digests were equal, and the summaries
+the same as before. A rewrite is for a decision change meant and explained, never to make
+a speed change pass.
 
-For each policy they hold the JSON summary (``wall_s`` left out: it is a timing) and a
+For each policy they hold the JSON summary (``wall_s`` and the scored ``estimates`` left
+out) and a
 SHA-256 over every cycle's time and decisions (placements with their nodes, preemptions
-with their beneficiaries, reservations, rejections, and every pending job's reason), so a
+with their beneficiaries, reservations, rejections, and every pending job's reason,
+estimate and blocker, not the wording of its message), so a
 change that moves one job to another node, or one reason, in one cycle fails here. The
 summary is compared through JSON, exactly (floats included): the same decisions in the same
 order give the same arithmetic.
@@ -89,7 +94,8 @@ class DecisionDigest:
         self.digests.append(h)
 
         def observe(snap: Snapshot, now: float, dec: Decisions) -> None:
-            pending = sorted(dec.pending.items())
+            # Reasons, estimates and blockers are decisions; the messages' wording is not.
+            pending = sorted((k, (v.reason, v.estimated_start, v.blocked_by)) for k, v in dec.pending.items())
             h.update(repr((now, dec.placements, dec.preemptions, dec.reservations, dec.rejections)).encode())
             h.update(repr(pending).encode())
 
@@ -111,7 +117,9 @@ def replay(req: SimRequest) -> dict[str, Any]:
         out = run(req)
     finally:
         engine.Simulation.__init__ = original  # type: ignore[method-assign]
-    summaries = [{k: v for k, v in s.items() if k != "wall_s"} for s in out.summaries]
+    # Left out: the wall time, and the scored start estimates (predictions about the
+    # decisions, pinned by their own tests; they change when the forecast improves).
+    summaries = [{k: v for k, v in s.items() if k not in ("wall_s", "estimates")} for s in out.summaries]
     return {
         "summaries": json.loads(json.dumps(summaries)),
         "decision_sha256": [h.hexdigest() for h in digest.digests],
