@@ -426,6 +426,7 @@ def _check_graph(root: yaml.Node, source: str) -> None:
             raise _graph_error(node, source, f"nested deeper than {MAX_YAML_DEPTH} levels")
         if isinstance(node, yaml.MappingNode):
             _check_keys(node, source)
+            _keys_as_text(node)
         on_path.add(key)
         stack.append((node, depth, True))
         stack.extend((child, depth + 1, False) for child in _children(node))
@@ -440,6 +441,17 @@ def _check_keys(node: yaml.MappingNode, source: str) -> None:
             if key.value in seen:
                 raise _graph_error(key, source, f"duplicate key '{key.value}'")
             seen.add(key.value)
+
+
+_BOOL_TAG, _STR_TAG = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:str"
+
+
+def _keys_as_text(node: yaml.MappingNode) -> None:
+    # YAML 1.1 reads a plain (unquoted: no style) `on`, `off`, `yes` or `no` as a boolean,
+    # also as a key; every key in our files is a name, so `restart.on` stays the text "on".
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode) and key.tag == _BOOL_TAG and not key.style:
+            key.tag = _STR_TAG
 
 
 def _codepoint(character: int | str) -> str:

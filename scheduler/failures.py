@@ -19,8 +19,10 @@ from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
 from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, AuditRow, CheckpointRow, JobEventRow, JobRow, NodeRow
+from values.decisions import PreemptReason
 from values.domain import Health
 from values.lifecycle import JobEvent
+from values.restarts import FailureCategory, category_named
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,42 @@ def killed_by_signal(exit_code: int | None) -> bool:
     that may be the node's doing. A plain non-zero exit is the job's own verdict on
     itself and never blames the node: a pool of buggy jobs must not cordon itself."""
     return exit_code is not None and (exit_code < 0 or 128 < exit_code < 160)
+
+
+def category_of(exit_code: int | None, message: str) -> FailureCategory:
+    """The category of a gang's own failure (a non-zero exit), by what its backend saw:
+    SIGKILL is the kernel OOM killer's signal (nobody else sends it to a job the pool did
+    not ask to stop), and Kubernetes names OOMKilled where it knows; other signals are
+    crashes; the rest are the job's exits."""
+    if exit_code in (137, -9) or "OOMKilled" in message:
+        return FailureCategory.OOM
+    if killed_by_signal(exit_code):
+        return FailureCategory.SIGNAL
+    return FailureCategory.EXIT
+
+
+def restart_counts(s: Session, job: JobRow) -> dict[FailureCategory, int]:
+    """The restarts the job had in its earlier attempts, per category: from its events,
+    so they survive a restart of the server and need no counter of their own. A restart
+    event's reason is its category; a move off an unhealthy node is a health preemption."""
+    stmt = (
+        select(JobEventRow.event, JobEventRow.reason, func.count())
+        .where(
+            JobEventRow.job_id == job.id,
+            JobEventRow.attempt < job.attempt,
+            col(JobEventRow.event).in_([JobEvent.RESTART.value, JobEvent.PREEMPT.value]),
+        )
+        .group_by(col(JobEventRow.event), col(JobEventRow.reason))
+    )
+    counts: dict[FailureCategory, int] = {}
+    for event, reason, n in s.exec(stmt).all():
+        if event == JobEvent.PREEMPT.value:
+            category = FailureCategory.HEALTH if reason == PreemptReason.HEALTH.value else None
+        else:
+            category = category_named(reason)
+        if category is not None:
+            counts[category] = counts.get(category, 0) + int(n)
+    return counts
 
 
 def quarantine(s: Session, rule: QuarantineRule, nodes: set[str], now: float) -> list[str]:
@@ -127,9 +165,11 @@ def recovery(s: Session, job: JobRow, now: float) -> tuple[str, float] | None:
         .order_by(col(JobEventRow.id).desc())
     )
     interrupted = s.exec(stmt).first()
-    if interrupted is not None:
-        reason = (
-            "preempted" if interrupted.event == JobEvent.PREEMPT.value else (interrupted.reason or "restart")
-        )
-        return reason, max(0.0, now - interrupted.at)
-    return None
+    if interrupted is None:
+        return None
+    if interrupted.event == JobEvent.PREEMPT.value:
+        reason = "preempted"
+    else:  # the metric's label is the failure's class, as the restarts counter's is
+        category = category_named(interrupted.reason)
+        reason = category.failure_class if category is not None else (interrupted.reason or "restart")
+    return reason, max(0.0, now - interrupted.at)

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from values.names import Name
+from values.restarts import RestartPolicy
 from values.strict import Bool, Int, Number
 
 MAX_REPLICAS = 4096
@@ -143,13 +144,6 @@ class Gang(_Frozen):
 class TopologyConstraint(_Frozen):
     level: Literal["rack", "spine"] = "rack"
     mode: Literal["required", "preferred"] = "preferred"
-
-
-class RestartPolicy(_Frozen):
-    # Charged only for the job's own failures; infrastructure failures are free.
-    max_restarts: Int = Field(3, ge=0, le=1000)
-    backoff_seconds: Number = Field(30.0, ge=0, le=86_400)
-    backoff_max_seconds: Number = Field(600.0, ge=0, le=86_400)
 
 
 class CheckpointPolicy(_Frozen):

@@ -93,6 +93,9 @@ TRANSITIONS: dict[tuple[JobState, JobEvent], JobState] = {
     (_S.PREEMPTED, _E.REQUEUE): _S.PENDING,
     # It finished on its own during the grace period of its preemption: done, not requeued.
     (_S.PREEMPTED, _E.SUCCEEDED): _S.SUCCEEDED,
+    # Moved off an unhealthy node, and its restart policy allows no more such moves
+    # (restart.on.health): it stays down once its gang is gone.
+    (_S.PREEMPTED, _E.FAILED): _S.FAILED,
     # Cancelled while it was being stopped for preemption: it stays down.
     (_S.PREEMPTED, _E.CANCEL): _S.CANCELLED,
     # The failed gang is fully stopped: back to the queue with the next attempt number

@@ -19,6 +19,7 @@ from scheduler.store.tables import AllocationRow, CheckpointRow, JobRow
 from scheduler.store.view import assignments_of
 from values.domain import JobSpec
 from values.lifecycle import JobEvent, JobState
+from values.restarts import FailureCategory
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,9 @@ def act(
                 out.launched.append(fresh.id)
             else:
                 restart(
-                    s, fresh, live, now, out, specs, infra=True, node=None, message=f"launch failed: {error}"
-                )
+                    s, fresh, live, now, out, specs, category=FailureCategory.INFRASTRUCTURE, node=None,
+                    message=f"launch failed: {error}",
+                )  # fmt: skip
 
 
 def _resume_points(db: Database, job_ids: list[str], checkpoint_root: str) -> dict[str, str]:

@@ -31,15 +31,17 @@ from scheduler.store.db import Database
 from scheduler.store.keys import among
 from scheduler.store.tables import AllocationRow, JobRow
 from scheduler.store.view import View
-from values.decisions import Decisions, Placement, Preemption, Rejection
+from values.decisions import Decisions, Placement, Preemption, PreemptReason, Rejection
 from values.domain import JobSpec
 from values.lifecycle import IllegalTransition, JobEvent, JobState
+from values.restarts import FailureCategory, Verdict
 
 log = logging.getLogger(__name__)
 
 # Usage of a running gang is charged this often (and always when it ends): fair share
 # decays over days, so a coarser ledger costs nothing and spares a write per gang per cycle.
 ACCRUE_EVERY = 30.0
+INFRA = FailureCategory.INFRASTRUCTURE
 
 
 # --- what the backend reports against what the store says ---------------------------
@@ -133,7 +135,7 @@ def _active(
                 now,
                 out,
                 specs,
-                infra=True,
+                category=INFRA,
                 node=None,
                 message="the backend no longer runs the gang",
             )
@@ -149,24 +151,23 @@ def _active(
         out.finished.append((job.id, JobState.SUCCEEDED.value))
     elif st.phase is Phase.FAILED:
         restart(
-            s, job, a, now, out, specs, infra=False, node=st.node, message=st.message, exit_code=st.exit_code,
-            settled=st.settled,
+            s, job, a, now, out, specs, category=failures.category_of(st.exit_code, st.message), node=st.node,
+            message=st.message, exit_code=st.exit_code, settled=st.settled,
         )  # fmt: skip
         _hold_until_gone(st, key, acts)
     elif st.phase in (Phase.LOST, Phase.STOPPED):
         restart(
-            s, job, a, now, out, specs, infra=True, node=st.node, message=st.message or st.phase.value,
+            s, job, a, now, out, specs, category=INFRA, node=st.node, message=st.message or st.phase.value,
             settled=st.settled,
         )  # fmt: skip
         _hold_until_gone(st, key, acts)
     elif job.state == JobState.RUNNING and _timed_out(specs.get(job), a, now):
-        jobstore.move(
-            s, job, JobEvent.FAILED, now, reason="timeout", message="ran past max_runtime_seconds",
-            failure_class="timeout", finished_at=now,
+        # Stopped like a preemption (its grace to checkpoint), then requeued or failed.
+        restart(
+            s, job, a, now, out, specs, category=FailureCategory.TIMEOUT, node=None,
+            message="ran past max_runtime_seconds", settled=False,
         )  # fmt: skip
-        jobstore.request_stop(s, job, now)
         acts.stops.append((key, specs.get(job).grace_period_seconds))
-        out.finished.append((job.id, JobState.FAILED.value))
 
 
 def _stopping(
@@ -199,7 +200,23 @@ def _stopping(
     elif job.state in (JobState.PREEMPTED, JobState.RESTARTING):
         if job.state == JobState.PREEMPTED:  # gone now: a checkpoint saved in the grace period counts
             out.lost.append((job.org, "preempted", failures.lost_work(s, a, a.released_at or now)))
+            if job.reason == PreemptReason.HEALTH.value and not _moved_again(s, job, now, out, specs):
+                return
         _requeue(s, job, now)
+
+
+def _moved_again(s: Session, job: JobRow, now: float, out: Outcome, specs: jobstore.SpecCache) -> bool:
+    """A job moved off an unhealthy node goes back to the queue unless its restart policy
+    allows no more such moves (``restart.on.health``): then it fails."""
+    verdict = _verdict(s, job, specs.get(job), FailureCategory.HEALTH)
+    if not verdict.restart:
+        jobstore.move(
+            s, job, JobEvent.FAILED, now, reason=FailureCategory.HEALTH.value,
+            message=f"moved off an unhealthy node; {verdict.why}", failure_class="infrastructure",
+            finished_at=now,
+        )  # fmt: skip
+        out.finished.append((job.id, JobState.FAILED.value))
+    return verdict.restart
 
 
 def _started(s: Session, job: JobRow, now: float, out: Outcome) -> None:
@@ -241,47 +258,53 @@ def restart(
     out: Outcome,
     specs: jobstore.SpecCache,
     *,
-    infra: bool,
+    category: FailureCategory,
     node: str | None,
     message: str,
     exit_code: int | None = None,
     settled: bool = True,
 ) -> None:
-    """A gang ended by failure: back to the queue, or FAILED when the job's own budget is
-    spent. With ``settled`` False its replicas are still going: the job stays RESTARTING
-    and its allocation stopping (capacity held) until ``_stopping`` sees them gone."""
+    """A gang ended by a failure of ``category``: back to the queue, or FAILED where the
+    job's restart policy allows no more. With ``settled`` False its replicas are still
+    going: the job stays RESTARTING and its allocation stopping (capacity held) until
+    ``_stopping`` sees them gone."""
     spec = specs.get(job)
-    cls = "infrastructure" if infra else "job"
-    out.lost.append((job.org, cls, failures.lost_work(s, a, now)))
+    cls = category.failure_class
+    if category is not FailureCategory.TIMEOUT:  # a timed-out gang still has its grace to checkpoint
+        out.lost.append((job.org, cls, failures.lost_work(s, a, now)))
     if settled:
         _release(s, a, now)
     elif a.state == "active":
         a.state, a.stop_requested_at = "stopping", now
         s.add(a)
-    if not infra and job.restarts >= spec.restart.max_restarts:
+    verdict = _verdict(s, job, spec, category)
+    text = f"{message or 'failed'}; {verdict.why}"
+    if not verdict.restart:
         jobstore.move(
-            s, job, JobEvent.FAILED, now, reason=cls, message=message or "failed",
-            failure_class=cls, exit_code=exit_code, finished_at=now,
+            s, job, JobEvent.FAILED, now, reason=category.value, message=text, failure_class=cls,
+            exit_code=exit_code, finished_at=now,
         )  # fmt: skip
         out.finished.append((job.id, JobState.FAILED.value))
         return
-    restarts = job.restarts + (0 if infra else 1)
-    backoff = 0.0
-    if not infra:
-        backoff = min(spec.restart.backoff_seconds * 2 ** (restarts - 1), spec.restart.backoff_max_seconds)
     # Only the node that failed the job (infrastructure) is avoided; a job's own non-zero
     # exit names a node too, but says nothing against it (that is quarantine's business).
     # Only the latest such node: accumulated, a long job that outlived a few repaired
     # nodes of a small flavor would avoid all of them and never be placed again; a node
     # that keeps failing jobs is kept off pool-wide by quarantine and the health model.
-    avoid = {node} if node and infra else set()
+    avoid = {node} if node and category.infrastructure else set()
     jobstore.move(
-        s, job, JobEvent.RESTART, now, reason=cls, message=message, failure_class=cls, exit_code=exit_code,
-        restarts=restarts, eligible_at=now + backoff, avoid_nodes=json.dumps(sorted(avoid)),
+        s, job, JobEvent.RESTART, now, reason=category.value, message=text, failure_class=cls,
+        exit_code=exit_code, restarts=job.restarts + (0 if category.infrastructure else 1),
+        eligible_at=now + verdict.backoff, avoid_nodes=json.dumps(sorted(avoid)),
     )  # fmt: skip
     out.restarted.append((job.id, cls))
     if settled:
         _requeue(s, job, now)
+
+
+def _verdict(s: Session, job: JobRow, spec: JobSpec, category: FailureCategory) -> Verdict:
+    """The job's restart policy on this failure, given its earlier restarts (stored)."""
+    return spec.restart.verdict(category, failures.restart_counts(s, job), job.restarts)
 
 
 def _requeue(s: Session, job: JobRow, now: float) -> None:

@@ -46,6 +46,13 @@ def _job_count(api: Api) -> int:
         ({"gang": {"replicas": 2.0}}, "spec.gang.replicas", "whole number"),
         ({"image": "Not An Image"}, "spec.image", "'Not An Image' is not a container image reference"),
         ({"image": "x" * 600}, "spec.image", "at most 512 characters"),
+        ({"restart": {"on": {"gpu": 1}}}, "spec.restart.on.gpu", "'gpu' is not a failure category"),
+        (
+            {"restart": {"on": {"oom": True}}},
+            "spec.restart.on.oom",
+            "'always', 'never' or a number of restarts",
+        ),
+        ({"restart": {"on": {"exit": -1}}}, "spec.restart.on.exit", "from 0 to 1000 (got -1)"),
     ],
 )
 def test_a_loose_type_is_refused_and_named_not_converted(

@@ -1,0 +1,158 @@
+"""Which failures restart a job: the failure categories the backends can tell apart, the
+job's restart policy, and the one rule that decides (``RestartPolicy.verdict``), which the
+service's control loop and the simulator both apply. Pure, no I/O.
+
+A spec's ``restart.on`` names a rule per category: ``always``, ``never``, or a number of
+restarts for failures of that category. A category it does not name keeps the default,
+which is what a spec meant before categories existed: infrastructure failures and health
+moves always restart, a timeout never does, and the job's own failures (oom, signal, exit)
+share ``max_restarts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from values.strict import Int, Number
+
+MAX_RESTARTS = 1000
+
+
+class FailureCategory(StrEnum):
+    # Not the job's fault: free (no backoff), and the job is requeued at the head of its
+    # org's queue with its surviving nodes offered first.
+    # A replica was lost: its node died or left the pool, its pod was evicted or deleted
+    # outside trainpool, its actor died; or the backend lost the gang or could not launch it.
+    INFRASTRUCTURE = "infrastructure"
+    HEALTH = "health"  # moved off a node the health model judged unhealthy
+    # The job's own: charged, with exponential backoff.
+    OOM = "oom"  # killed for memory: exit 137 (SIGKILL, the OOM killer's signal) or OOMKilled
+    SIGNAL = "signal"  # killed by another signal (SIGSEGV, SIGBUS, SIGABRT, ...)
+    EXIT = "exit"  # exited non-zero, or could not start (its image or config is wrong)
+    TIMEOUT = "timeout"  # ran past max_runtime_seconds
+
+    @property
+    def infrastructure(self) -> bool:
+        return self in _NOT_ITS_FAULT
+
+    @property
+    def failure_class(self) -> str:
+        """The coarser class stored on the job and used as the metrics' label."""
+        if self in _NOT_ITS_FAULT:
+            return "infrastructure"
+        return "timeout" if self is FailureCategory.TIMEOUT else "job"
+
+
+_NOT_ITS_FAULT = frozenset({FailureCategory.INFRASTRUCTURE, FailureCategory.HEALTH})
+# Failures of these categories that ``on`` does not name share ``max_restarts``.
+SHARED_BUDGET = frozenset({FailureCategory.OOM, FailureCategory.SIGNAL, FailureCategory.EXIT})
+
+Rule = Literal["always", "never"] | int
+# The rule of a category `on` does not name; None: the shared ``max_restarts``.
+DEFAULT_RULES: Mapping[FailureCategory, Rule | None] = {
+    FailureCategory.INFRASTRUCTURE: "always",
+    FailureCategory.HEALTH: "always",
+    FailureCategory.OOM: None,
+    FailureCategory.SIGNAL: None,
+    FailureCategory.EXIT: None,
+    FailureCategory.TIMEOUT: "never",
+}
+
+_CATEGORIES = ", ".join(c.value for c in FailureCategory)
+
+
+def _category(value: Any) -> Any:
+    if isinstance(value, str) and value not in FailureCategory.__members__.values():
+        raise ValueError(f"'{value[:40]}' is not a failure category (use one of {_CATEGORIES})")
+    return value
+
+
+def _rule(value: Any) -> Any:
+    # One message for every wrong value, instead of one per member of the union.
+    if value in ("always", "never") and isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_RESTARTS:
+        return value
+    raise ValueError(
+        f"must be 'always', 'never' or a number of restarts from 0 to {MAX_RESTARTS} (got {value!r:.40})"
+    )
+
+
+Category = Annotated[FailureCategory, BeforeValidator(_category)]
+RuleValue = Annotated[
+    Literal["always", "never"] | Annotated[int, Field(ge=0, le=MAX_RESTARTS)], BeforeValidator(_rule)
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    restart: bool
+    backoff: float  # seconds before the next attempt may start
+    why: str  # which rule decided, for the job's events
+
+
+class RestartPolicy(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # The restarts that the job's own failures (oom, signal, exit) share, where ``on``
+    # does not name their category.
+    max_restarts: Int = Field(3, ge=0, le=MAX_RESTARTS)
+    # Before each restart after the job's own failure: doubling from this, up to the max.
+    backoff_seconds: Number = Field(30.0, ge=0, le=86_400)
+    backoff_max_seconds: Number = Field(600.0, ge=0, le=86_400)
+    on: dict[Category, RuleValue] = Field(default_factory=dict, max_length=len(FailureCategory))
+
+    def rule(self, category: FailureCategory) -> Rule | None:
+        """The rule that applies to ``category``; None: the shared ``max_restarts``."""
+        return self.on[category] if category in self.on else DEFAULT_RULES[category]
+
+    def verdict(
+        self, category: FailureCategory, earlier: Mapping[FailureCategory, int], charged: int
+    ) -> Verdict:
+        """Whether a failure of ``category`` restarts the job. ``earlier``: the restarts it
+        already had, per category; ``charged``: those after its own failures (the backoff
+        doubles with each)."""
+        rule = self.rule(category)
+        where = f"restart.on.{category.value}" if category in self.on else "default"
+        if rule is None:
+            used = sum(n for c, n in earlier.items() if c in SHARED_BUDGET and c not in self.on)
+            ok, limit, where = used < self.max_restarts, self.max_restarts, "max_restarts"
+        elif rule == "always" or rule == "never":
+            ok = rule == "always"
+            why = f"{category.value} failures {'always' if ok else 'never'} restart ({where})"
+            return Verdict(ok, self._backoff(category, charged) if ok else 0.0, why)
+        else:
+            used, limit = earlier.get(category, 0), rule
+            ok = used < limit
+        if ok:
+            why = f"restart {used + 1} of {limit} ({where})"
+        else:
+            why = f"no restart left: {limit} allowed ({where})"
+        return Verdict(ok, self._backoff(category, charged) if ok else 0.0, why)
+
+    def _backoff(self, category: FailureCategory, charged: int) -> float:
+        if category.infrastructure:
+            return 0.0
+        return min(self.backoff_seconds * 2.0 ** min(charged, 64), self.backoff_max_seconds)
+
+
+# Restart events stored before categories named the class: the job's own failure counts
+# as a non-zero exit (all three own categories shared max_restarts, as they still do).
+_LEGACY = {"job": FailureCategory.EXIT}
+
+
+def category_named(reason: str | None) -> FailureCategory | None:
+    """The category a stored restart event's reason names, or None."""
+    if reason is None:
+        return None
+    if reason in _LEGACY:
+        return _LEGACY[reason]
+    try:
+        return FailureCategory(reason)
+    except ValueError:
+        return None
