@@ -49,6 +49,16 @@ class JobEvent(StrEnum):
     REJECT = "reject"
 
 
+class RequeueReason(StrEnum):
+    """Why a job went back to the queue: the requeue event's reason."""
+
+    PREEMPTED = "preempted"  # stopped for another job: back in its place by priority and age
+    RESTART = "restart"  # its own failure: eligible again after its backoff
+    # Not its own fault (a lost node, a health move): at the head of its org's queue, its
+    # surviving nodes offered first.
+    EXPEDITED = "expedited"
+
+
 _S = JobState
 _E = JobEvent
 

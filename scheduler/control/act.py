@@ -11,7 +11,7 @@ from scheduler.backends.base import Backend, BackendError, Launch
 from scheduler.checkpoint_folder import DEFAULT_ROOT, job_folder, outside_problem
 from scheduler.control.fence import Fence
 from scheduler.control.outcome import Actions, Outcome
-from scheduler.control.persist import restart
+from scheduler.control.restarts import restart
 from scheduler.store import jobs as jobstore
 from scheduler.store.db import Database
 from scheduler.store.keys import among

@@ -23,6 +23,7 @@ from scheduler.backends.base import FINISHED, SURVIVOR_GRACE, GangStatus, Phase,
 from scheduler.control.fence import Fence
 from scheduler.control.observe import Observation
 from scheduler.control.outcome import Actions, ApplyOptions, Outcome
+from scheduler.control.restarts import moved_off, release, requeue, restart
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
@@ -34,7 +35,7 @@ from scheduler.store.view import View
 from values.decisions import Decisions, Placement, Preemption, PreemptReason, Rejection
 from values.domain import JobSpec
 from values.lifecycle import IllegalTransition, JobEvent, JobState
-from values.restarts import FailureCategory, Verdict
+from values.restarts import FailureCategory
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def _active(
         _started(s, job, now, out)
     if st.phase is Phase.SUCCEEDED:
         jobstore.move(s, job, JobEvent.SUCCEEDED, now, reason="exit", exit_code=0, finished_at=st.at or now)
-        _release(s, a, now)
+        release(s, a, now)
         acts.forgets.append(key)
         out.finished.append((job.id, JobState.SUCCEEDED.value))
     elif st.phase is Phase.FAILED:
@@ -187,7 +188,7 @@ def _stopping(
             grace = specs.get(job).grace_period_seconds if st.phase not in FINISHED else SURVIVOR_GRACE
             acts.stops.append((key, grace))
         return
-    _release(s, a, st.at if st is not None and st.at is not None else now)
+    release(s, a, st.at if st is not None and st.at is not None else now)
     if st is not None:
         acts.forgets.append(key)
     if beneficiary is not None and beneficiary.state == JobState.PENDING and not beneficiary.nominated:
@@ -200,23 +201,10 @@ def _stopping(
     elif job.state in (JobState.PREEMPTED, JobState.RESTARTING):
         if job.state == JobState.PREEMPTED:  # gone now: a checkpoint saved in the grace period counts
             out.lost.append((job.org, "preempted", failures.lost_work(s, a, a.released_at or now)))
-            if job.reason == PreemptReason.HEALTH.value and not _moved_again(s, job, now, out, specs):
-                return
-        _requeue(s, job, now)
-
-
-def _moved_again(s: Session, job: JobRow, now: float, out: Outcome, specs: jobstore.SpecCache) -> bool:
-    """A job moved off an unhealthy node goes back to the queue unless its restart policy
-    allows no more such moves (``restart.on.health``): then it fails."""
-    verdict = _verdict(s, job, specs.get(job), FailureCategory.HEALTH)
-    if not verdict.restart:
-        jobstore.move(
-            s, job, JobEvent.FAILED, now, reason=FailureCategory.HEALTH.value,
-            message=f"moved off an unhealthy node; {verdict.why}", failure_class="infrastructure",
-            finished_at=now,
-        )  # fmt: skip
-        out.finished.append((job.id, JobState.FAILED.value))
-    return verdict.restart
+        if job.state == JobState.PREEMPTED and job.reason == PreemptReason.HEALTH.value:
+            moved_off(s, job, a, now, out, specs)
+        else:
+            requeue(s, job, now)
 
 
 def _started(s: Session, job: JobRow, now: float, out: Outcome) -> None:
@@ -242,73 +230,6 @@ def _hold_until_gone(st: GangStatus, key: str, acts: Actions) -> None:
         acts.forgets.append(key)
     else:
         acts.stops.append((key, SURVIVOR_GRACE))
-
-
-def _release(s: Session, a: AllocationRow, at: float) -> None:
-    a.state = "released"
-    a.released_at = at
-    s.add(a)
-
-
-def restart(
-    s: Session,
-    job: JobRow,
-    a: AllocationRow,
-    now: float,
-    out: Outcome,
-    specs: jobstore.SpecCache,
-    *,
-    category: FailureCategory,
-    node: str | None,
-    message: str,
-    exit_code: int | None = None,
-    settled: bool = True,
-) -> None:
-    """A gang ended by a failure of ``category``: back to the queue, or FAILED where the
-    job's restart policy allows no more. With ``settled`` False its replicas are still
-    going: the job stays RESTARTING and its allocation stopping (capacity held) until
-    ``_stopping`` sees them gone."""
-    spec = specs.get(job)
-    cls = category.failure_class
-    if category is not FailureCategory.TIMEOUT:  # a timed-out gang still has its grace to checkpoint
-        out.lost.append((job.org, cls, failures.lost_work(s, a, now)))
-    if settled:
-        _release(s, a, now)
-    elif a.state == "active":
-        a.state, a.stop_requested_at = "stopping", now
-        s.add(a)
-    verdict = _verdict(s, job, spec, category)
-    text = f"{message or 'failed'}; {verdict.why}"
-    if not verdict.restart:
-        jobstore.move(
-            s, job, JobEvent.FAILED, now, reason=category.value, message=text, failure_class=cls,
-            exit_code=exit_code, finished_at=now,
-        )  # fmt: skip
-        out.finished.append((job.id, JobState.FAILED.value))
-        return
-    # Only the node that failed the job (infrastructure) is avoided; a job's own non-zero
-    # exit names a node too, but says nothing against it (that is quarantine's business).
-    # Only the latest such node: accumulated, a long job that outlived a few repaired
-    # nodes of a small flavor would avoid all of them and never be placed again; a node
-    # that keeps failing jobs is kept off pool-wide by quarantine and the health model.
-    avoid = {node} if node and category.infrastructure else set()
-    jobstore.move(
-        s, job, JobEvent.RESTART, now, reason=category.value, message=text, failure_class=cls,
-        exit_code=exit_code, restarts=job.restarts + (0 if category.infrastructure else 1),
-        eligible_at=now + verdict.backoff, avoid_nodes=json.dumps(sorted(avoid)),
-    )  # fmt: skip
-    out.restarted.append((job.id, cls))
-    if settled:
-        _requeue(s, job, now)
-
-
-def _verdict(s: Session, job: JobRow, spec: JobSpec, category: FailureCategory) -> Verdict:
-    """The job's restart policy on this failure, given its earlier restarts (stored)."""
-    return spec.restart.verdict(category, failures.restart_counts(s, job), job.restarts)
-
-
-def _requeue(s: Session, job: JobRow, now: float) -> None:
-    jobstore.move(s, job, JobEvent.REQUEUE, now, attempt=job.attempt + 1, reason=None, message="")
 
 
 # --- what the core decided ------------------------------------------------------------
@@ -361,7 +282,7 @@ class _Store:
                 nodes = ", ".join(f"{n}x{k}" for n, k in p.assignments)
                 jobstore.move(
                     s, job, JobEvent.ADMIT, now, reason=p.reason.value, message=f"{p.flavor} on {nodes}",
-                    estimated_start=None, nominated=False,
+                    estimated_start=None, nominated=False, expedite=False, prefer_nodes="[]",
                 )  # fmt: skip
                 s.add(alloc)
                 s.flush()

@@ -105,6 +105,10 @@ class JobRow(SQLModel, table=True):
     preempted_by: str | None = Field(default=None, max_length=32)
     # Victims were stopped for this job and have exited: it goes first until admitted.
     nominated: bool = False
+    # Back after an infrastructure failure or a health move: first in its org and priority,
+    # offered ``prefer_nodes`` (JSON, rank order) first; both cleared on admission.
+    expedite: bool = False
+    prefer_nodes: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
     started_at: float | None = None
     finished_at: float | None = None
     # The latest decision about the job, for `queue` and `describe`.

@@ -216,4 +216,6 @@ def _pending(job: JobRow, spec: JobSpec) -> PendingJob:
         avoid_nodes=frozenset(json.loads(job.avoid_nodes)),
         preempted_by=job.preempted_by,
         nominated=job.nominated,
+        expedite=job.expedite,
+        prefer_nodes=tuple(json.loads(job.prefer_nodes)),
     )

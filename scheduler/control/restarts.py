@@ -1,0 +1,146 @@
+"""Restarts: what the control loop does when an attempt ends early. Every early end has a
+failure category; the job's restart policy (``RestartPolicy.verdict``, the one rule, which
+the simulator applies too) says whether it goes back to the queue, and a job whose failure
+was not its own goes back expedited, offered the nodes it still had.
+
+Called inside the persist and act phases' transactions.
+"""
+
+from __future__ import annotations
+
+import json
+
+from sqlmodel import Session
+
+from scheduler import failures
+from scheduler.control.outcome import Outcome
+from scheduler.store import jobs as jobstore
+from scheduler.store.nodes import effective_health
+from scheduler.store.tables import AllocationRow, JobRow, NodeRow
+from scheduler.store.view import assignments_of
+from values.domain import Health, JobSpec
+from values.lifecycle import JobEvent, JobState, RequeueReason
+from values.restarts import FailureCategory, Verdict
+
+
+def release(s: Session, a: AllocationRow, at: float) -> None:
+    a.state = "released"
+    a.released_at = at
+    s.add(a)
+
+
+def restart(
+    s: Session,
+    job: JobRow,
+    a: AllocationRow,
+    now: float,
+    out: Outcome,
+    specs: jobstore.SpecCache,
+    *,
+    category: FailureCategory,
+    node: str | None,
+    message: str,
+    exit_code: int | None = None,
+    settled: bool = True,
+) -> None:
+    """A gang ended by a failure of ``category``: back to the queue, or FAILED where the
+    job's restart policy allows no more. With ``settled`` False its replicas are still
+    going: the job stays RESTARTING and its allocation stopping (capacity held) until
+    persist sees them gone and requeues it."""
+    spec = specs.get(job)
+    cls = category.failure_class
+    if category is not FailureCategory.TIMEOUT:  # a timed-out gang still has its grace to checkpoint
+        out.lost.append((job.org, cls, failures.lost_work(s, a, now)))
+    if settled:
+        release(s, a, now)
+    elif a.state == "active":
+        a.state, a.stop_requested_at = "stopping", now
+        s.add(a)
+    verdict = _verdict(s, job, spec, category)
+    text = f"{message or 'failed'}; {verdict.why}"
+    if not verdict.restart:
+        jobstore.move(
+            s, job, JobEvent.FAILED, now, reason=category.value, message=text, failure_class=cls,
+            exit_code=exit_code, finished_at=now,
+        )  # fmt: skip
+        out.finished.append((job.id, JobState.FAILED.value))
+        return
+    # Only the node that failed the job (infrastructure) is avoided; a job's own non-zero
+    # exit names a node too, but says nothing against it (that is quarantine's business).
+    # Only the latest such node: accumulated, a long job that outlived a few repaired
+    # nodes of a small flavor would avoid all of them and never be placed again; a node
+    # that keeps failing jobs is kept off pool-wide by quarantine and the health model.
+    avoid = {node} if node and category.infrastructure else set()
+    # Not its fault: it goes first in its org, back on what is left of its nodes.
+    prefer = surviving(s, a, node) if category.infrastructure else "[]"
+    jobstore.move(
+        s, job, JobEvent.RESTART, now, reason=category.value, message=text, failure_class=cls,
+        exit_code=exit_code, restarts=job.restarts + (0 if category.infrastructure else 1),
+        eligible_at=now + verdict.backoff, avoid_nodes=json.dumps(sorted(avoid)),
+        expedite=category.infrastructure, prefer_nodes=prefer,
+    )  # fmt: skip
+    out.restarted.append((job.id, cls))
+    if settled:
+        requeue(s, job, now)
+
+
+def _verdict(s: Session, job: JobRow, spec: JobSpec, category: FailureCategory) -> Verdict:
+    """The job's restart policy on this failure, given its earlier restarts (stored)."""
+    return spec.restart.verdict(category, failures.restart_counts(s, job), job.restarts)
+
+
+def surviving(s: Session, a: AllocationRow, failed: str | None) -> str:
+    """The allocation's nodes in rank order, as JSON, less ``failed`` and any node now
+    gone, unhealthy or cordoned: where an expedited job is offered room first."""
+    out: list[str] = []
+    for name, _ in assignments_of(a):
+        row = s.get(NodeRow, name) if name != failed and name not in out else None
+        if (
+            row is not None
+            and row.present
+            and not row.cordoned
+            and effective_health(row) is not Health.UNHEALTHY
+        ):
+            out.append(name)
+    return json.dumps(out)
+
+
+def requeue(s: Session, job: JobRow, now: float, **changes: object) -> None:
+    """Back to the queue with the next attempt number; the event says why, and an
+    expedited job's says which nodes it is offered first."""
+    if job.expedite or changes.get("expedite"):
+        reason = RequeueReason.EXPEDITED
+        nodes = json.loads(str(changes.get("prefer_nodes", job.prefer_nodes)))
+        where = f"; its nodes {', '.join(nodes)} are offered first" if nodes else ""
+        message = f"requeued at the head of its org's queue after an infrastructure failure{where}"
+    else:
+        reason = RequeueReason.PREEMPTED if job.state == JobState.PREEMPTED else RequeueReason.RESTART
+        message = ""
+    jobstore.move(
+        s,
+        job,
+        JobEvent.REQUEUE,
+        now,
+        attempt=job.attempt + 1,
+        reason=reason.value,
+        message=message,
+        **changes,
+    )
+
+
+def moved_off(
+    s: Session, job: JobRow, a: AllocationRow, now: float, out: Outcome, specs: jobstore.SpecCache
+) -> None:
+    """A job moved off an unhealthy node, its gang gone: back to the queue expedited, on
+    what is left of its nodes, unless its restart policy allows no more such moves
+    (``restart.on.health``): then it fails."""
+    verdict = _verdict(s, job, specs.get(job), FailureCategory.HEALTH)
+    if verdict.restart:
+        requeue(s, job, now, expedite=True, prefer_nodes=surviving(s, a, None))
+        return
+    jobstore.move(
+        s, job, JobEvent.FAILED, now, reason=FailureCategory.HEALTH.value,
+        message=f"moved off an unhealthy node; {verdict.why}", failure_class="infrastructure",
+        finished_at=now,
+    )  # fmt: skip
+    out.finished.append((job.id, JobState.FAILED.value))
