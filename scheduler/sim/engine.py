@@ -26,6 +26,7 @@ from scheduler.sim.record import JobRecord, SimResult, Timeline
 from scheduler.sim.trace import TraceJob
 from values.decisions import Decisions, Placement, Preemption, PreemptReason, Rejection
 from values.domain import Health, JobSpec
+from values.restarts import FailureCategory
 from values.snapshot import PendingJob, RunningJob, Snapshot
 
 Decide = Callable[[Snapshot, float], Decisions]
@@ -372,8 +373,11 @@ class Simulation:
         job.rec.end = self.now
         self._finished += 1
 
-    def _interrupt(self, job: SimJob, kept: float, failure: bool, preempted_by: str | None) -> None:
-        """End the attempt: keep ``kept`` seconds of progress, lose the rest, queue again."""
+    def _interrupt(
+        self, job: SimJob, kept: float, failure: bool, preempted_by: str | None, requeue: bool = True
+    ) -> None:
+        """End the attempt: keep ``kept`` seconds of progress, lose the rest, queue again
+        (or, without ``requeue``, end the job as failed)."""
         held = self.now - job.start
         lost = max(0.0, held - kept) * job.acc
         if failure:
@@ -384,6 +388,10 @@ class Simulation:
         self._release(job)
         job.remaining -= kept
         job.attempt += 1
+        if not requeue:
+            job.rec.failed = True
+            self._finished += 1
+            return
         self._enqueue(job, preempted_by)
 
     def _node_failed(self, node: str) -> None:
@@ -396,7 +404,10 @@ class Simulation:
             job = self.jobs[job_id]
             assert job.running is not None
             kept = job.saved if job.running.terminating else self._checkpointed(job, self.now)
-            self._interrupt(job, kept, failure=True, preempted_by=None)
+            # The service's rule for a lost node (trace jobs keep its default, always).
+            earlier = {FailureCategory.INFRASTRUCTURE: job.rec.failures}
+            again = job.spec.restart.verdict(FailureCategory.INFRASTRUCTURE, earlier, 0).restart
+            self._interrupt(job, kept, failure=True, preempted_by=None, requeue=again)
         self._want_cycle()
 
     # -- progress and checkpoints --------------------------------------------------------

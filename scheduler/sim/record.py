@@ -27,6 +27,7 @@ class JobRecord:
     preemptions: int = 0
     failures: int = 0
     rejected: str | None = None
+    failed: bool = False  # its restart policy allowed no more restarts after a failure
 
     @property
     def completed(self) -> bool:

@@ -16,6 +16,7 @@ from scheduler.sim.policies import get_policy
 from scheduler.sim.pool import pool_from_quotas
 from scheduler.sim.trace import TraceJob
 from values.decisions import Decisions, Placement, PlaceReason, Preemption, PreemptReason
+from values.restarts import RestartPolicy
 from values.snapshot import Snapshot
 
 NO_FAILURES = FailureModel("none", None, checkpoint_interval_s=1000.0, restart_overhead_s=300.0)
@@ -180,3 +181,18 @@ def test_one_reclaim_takes_at_most_two_intervals_when_the_grace_is_shorter() -> 
     waits = metrics.guarantee_waits(tl, result.nominal, result.capacity, allowance)
     assert waits["longest_wait_s"] == 110 and waits["waits_over_allowance"] == 0
     assert metrics.guarantee_violations(tl, allowance)["longest_s"] == 110
+
+
+def test_a_node_failure_follows_the_jobs_restart_policy_as_the_service_does() -> None:
+    # One restart allowed after infrastructure failures: the second lost node ends it.
+    pool = pool_from_quotas({"a": 2}, {"a"}, node_size=8)
+    sim = Simulation(pool, [TraceJob("1", "a", 0.0, 8, 5000.0)], get_policy("trainpool"), NO_FAILURES, CONFIG,
+                     decide=first_fit())  # fmt: skip
+    job = sim.jobs["j1"]
+    job.spec = job.spec.model_copy(
+        update={"restart": RestartPolicy.model_validate({"on": {"infrastructure": 1}})}
+    )
+    sim._failures = ScriptedFailures([(1500.0, 0), (3500.0, 0)])  # type: ignore[assignment]
+    result = sim.run()
+    assert (job.rec.failures, job.rec.failed, job.rec.end) == (2, True, None)
+    assert result.unfinished == 0 and result.node_failures == 2
