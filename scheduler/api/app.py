@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from scheduler.api import errors, routes_agents, routes_jobs, routes_pool, routes_quota
+from scheduler.api import errors, routes_agents, routes_jobs, routes_pool, routes_quota, routes_snapshot
 from scheduler.api.auth import authorize_scrape
 from scheduler.api.context import ServerContext
 from scheduler.control.handle import LoopStatus, LoopUnavailable
@@ -44,6 +44,7 @@ def create_app(ctx: ServerContext) -> FastAPI:
     app.include_router(routes_jobs.router)
     app.include_router(routes_pool.router)
     app.include_router(routes_quota.router)
+    app.include_router(routes_snapshot.router)
     app.include_router(routes_agents.router)
     _install_latency(app, ctx)
 

@@ -72,6 +72,7 @@ TABLE = [
     Row("DELETE", "/v1/tokens/{token}", ADMINS, POOL),
     Row("GET", "/v1/usage", ADMINS, POOL, params=lambda org: {"org": org}),
     Row("GET", "/v1/audit", POOL, POOL),
+    Row("GET", "/v1/snapshot", ADMINS, ADMINS),
     Row("GET", "/metrics", POOL, POOL),  # every org's figures (and the scrape token)
 ]
 
