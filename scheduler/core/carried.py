@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import bisect
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from scheduler.core.pool import PoolState
@@ -333,6 +335,19 @@ def carry_for(snap: Snapshot) -> _Carry | None:
 def forget() -> None:
     """Drop this thread's carried state: the next cycle charges from scratch."""
     _local.carry = None
+
+
+@contextmanager
+def apart() -> Iterator[None]:
+    """Cycles inside this block carry their own state, and this thread's is given back
+    untouched afterwards: a forecast's cycles in virtual time would otherwise leave the
+    live loop's carry in the future, and its next cycle would charge the way back."""
+    saved = getattr(_local, "carry", None)
+    _local.carry = None
+    try:
+        yield
+    finally:
+        _local.carry = saved
 
 
 def charged(snap: Snapshot) -> Charged:
