@@ -111,15 +111,14 @@ def _growth(r: float, h: float, n: int) -> float:
 @dataclass(frozen=True)
 class Runtimes:
     """How long the replay lets a job run. Without ratios for its org: its runtime limit.
-    With them: the ``percentile`` of the runtime/limit ratios of the org's finished jobs
-    whose limits were of the same size (within a power of two; of all the org's jobs where
-    too few were), among those that ran longer than this one has so far (a job past most
-    of its peers is likely a long one; past all of them, it runs to its limit)."""
+    With them: the ``percentile`` of the org's runtime/limit ratios, among the finished
+    jobs that ran longer than this one has so far (a job past most of its peers is likely
+    a long one; past all of them, it runs to its limit). One distribution per org: ratios
+    kept apart by the size of the limit (per power of two) measured worse on the tuning
+    trace (scheduler/sim/README.md)."""
 
     ratios: Mapping[str, Sequence[float]] = field(default_factory=dict)  # per org, sorted, in (0, 1]
     percentile: float = 50.0
-    # The same per org and limit octave (``octave``), where there were enough of them.
-    by_size: Mapping[tuple[str, int], Sequence[float]] = field(default_factory=dict)
 
     @property
     def learned(self) -> bool:
@@ -128,9 +127,9 @@ class Runtimes:
     def at(self, percentile: float) -> Runtimes:
         return replace(self, percentile=percentile)
 
-    def fraction(self, org: str, limit: float, ran: float) -> float:
+    def fraction(self, org: str, ran: float) -> float:
         """The fraction of its limit a job of ``org`` that has run ``ran`` of it will run."""
-        got = self.by_size.get((org, octave(limit))) or self.ratios.get(org)
+        got = self.ratios.get(org)
         if not got:
             return 1.0
         i = bisect.bisect_right(got, ran)
@@ -146,7 +145,7 @@ class Runtimes:
         if limit is None:
             return None
         ran = max(0.0, now - started_at) / limit
-        return max(started_at + self.fraction(spec.org, limit, ran) * limit, now)
+        return max(started_at + self.fraction(spec.org, ran) * limit, now)
 
     def words(self) -> str:
         if not self.learned:
@@ -154,28 +153,18 @@ class Runtimes:
         return f"at the p{self.percentile:g} of its org's runtime/limit"
 
 
-def octave(limit: float) -> int:
-    """Limits within the same power of two are of one size."""
-    return math.frexp(limit)[1]
-
-
 def learn(
     samples: Iterable[tuple[str, float, float]], min_samples: int = 10, percentile: float = 50.0
 ) -> Runtimes:
-    """Runtimes from finished jobs' (org, runtime, limit) in seconds: an org (or an org's
-    limit octave) with fewer than ``min_samples`` is left out, and its jobs run to their
-    limits (or as the org's do). A ratio above 1 (a job past its limit) counts as 1."""
+    """Runtimes from finished jobs' (org, runtime, limit) in seconds: an org with fewer
+    than ``min_samples`` is left out (its jobs run to their limits). A ratio above 1 (a job
+    past its limit) counts as 1."""
     per: dict[str, list[float]] = {}
-    sized: dict[tuple[str, int], list[float]] = {}
     for org, ran, limit in samples:
         if limit > 0 and ran >= 0:
-            ratio = min(1.0, max(ran / limit, 1e-9))
-            per.setdefault(org, []).append(ratio)
-            sized.setdefault((org, octave(limit)), []).append(ratio)
+            per.setdefault(org, []).append(min(1.0, max(ran / limit, 1e-9)))
     return Runtimes(
-        {o: tuple(sorted(r)) for o, r in sorted(per.items()) if len(r) >= min_samples},
-        percentile,
-        {k: tuple(sorted(r)) for k, r in sorted(sized.items()) if len(r) >= min_samples},
+        {o: tuple(sorted(r)) for o, r in sorted(per.items()) if len(r) >= min_samples}, percentile
     )
 
 
