@@ -12,6 +12,7 @@ from scheduler.cli.embedded_cmds import demo, up
 from scheduler.cli.plan import plan, validate
 from scheduler.cli.service_cmds import register
 from scheduler.cli.soak_cmd import soak
+from scheduler.cli.whatif_cmd import whatif
 from scheduler.sim.cli import sim_app
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ app.command("demo")(demo)
 app.command("plan")(plan)
 app.command("validate")(validate)
 app.command("agent")(agent)
+app.command("whatif")(whatif)
 register(app)
 
 

@@ -178,6 +178,7 @@ def forecast(
     first: Decisions | None = None,
     wanted: Collection[str] | None = None,
     decide: Decide = core_decide,
+    to_horizon: bool = False,
 ) -> Forecast:
     """An estimate for every job still pending after ``decide(snapshot, now)`` (``first``
     where the caller has it already), or for those of them in ``wanted``. Where runtimes
@@ -188,7 +189,7 @@ def forecast(
         targets = [j for j in first.pending if wanted is None or j in wanted]
         growth = budget.growth()
         main = _Replay(snapshot, now, runtimes, decide)
-        main.run(first, set(targets), budget, growth)
+        main.run(first, set(targets), budget, growth, to_horizon)
         upper = None
         if high is not None and runtimes.learned:
             upper = _Replay(snapshot, now, runtimes.at(high), decide)
@@ -244,12 +245,16 @@ class _Replay:
             else:
                 self._ends(r.id, runtimes.end(r.spec, r.started_at, now))
 
-    def run(self, first: Decisions, targets: set[str], budget: Budget, growth: float) -> None:
+    def run(
+        self, first: Decisions, targets: set[str], budget: Budget, growth: float, to_horizon: bool = False
+    ) -> None:
+        """Until every target started, or (``to_horizon``: for what-if) until the budget
+        or the horizon ends it or nothing is left to happen."""
         self.steps = 1
         self._apply(first, self.now, targets)
         self.last = first.pending
         horizon = self.now + budget.horizon_s
-        while targets:
+        while targets or to_horizon:
             if self.steps >= budget.steps:
                 self.cut = "steps"
                 return

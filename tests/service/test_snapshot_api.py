@@ -73,3 +73,35 @@ def test_a_file_that_is_no_snapshot_is_named_with_its_problem(tmp_path: Path) ->
     with pytest.raises(ConfigError, match=r"x.json: taken_at: must be a number"):
         load(json.dumps({"format": "trainpool-snapshot/1", "taken_at": "soon", "scope": "pool",
                          "snapshot": {"flavors": [], "nodes": [], "orgs": []}}), "x.json")  # fmt: skip
+
+
+def test_whatif_replays_the_live_pool_with_a_change_and_saves_its_snapshot(api: Api, tmp_path: Path) -> None:
+    import threading
+    import time
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from scheduler.cli.main import app
+
+    from .conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(api.client.app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    try:
+        env = {"TRAINPOOL_URL": f"http://127.0.0.1:{port}", "TRAINPOOL_TOKEN": api.tokens["org-admin@a"]}
+        saved = tmp_path / "snap.json"
+        args = ["whatif", "--add-nodes", "h100:2", "--hours", "2", "--save", str(saved), "-o", "json"]
+        result = CliRunner().invoke(app, args, env=env)
+        assert result.exit_code == 0, result.output
+        out = json.loads(result.output[result.output.index("{") :])
+        other = next(r for r in out["orgs"] if r["org"] == "org-1")  # b, as a's admin sees it
+        assert (other["waiting"], other["started"], other["started_changed"]) == (1, 0, 1)
+        assert "secret" not in saved.read_text()
+        again = CliRunner().invoke(app, ["whatif", "--snapshot", str(saved), "--drain", "nope"], env=env)
+        assert again.exit_code == 1 and "--drain: no node 'nope'" in again.output
+    finally:
+        server.should_exit = True
