@@ -5,7 +5,10 @@
 3. **snapshot** (``store/view.py``) and **decide** (the pure core);
 4. **persist** the decisions (``persist.persist_decisions``): one transaction;
 5. **act** (``act.py``): the backend launches, stops and forgets, once;
-6. the pending jobs' reasons are noted (short transactions, so the API is not held).
+6. **forecast** (``forecasting.py``): every pending job's estimated start, from the core's
+   forward replay, refreshed within a budget, not every cycle;
+7. the pending jobs' reasons and estimates are noted (short transactions, so the API is
+   not held).
 
 Only the holder of the leader lease runs a cycle; the others keep trying to take the
 lease, so one of them takes over within ``lease_ttl`` when the leader dies. A cycle is
@@ -22,15 +25,17 @@ import socket
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from scheduler.backends.base import Backend
 from scheduler.control.act import act
 from scheduler.control.fence import Fence, NotLeader
+from scheduler.control.forecasting import Forecaster, ForecastSettings, learned_runtimes
 from scheduler.control.observe import observe
 from scheduler.control.outcome import Actions, ApplyOptions, Outcome
 from scheduler.control.persist import note_pending, persist_decisions, persist_observation
 from scheduler.control.wake import Pace, Wake
+from scheduler.core.forecast import Runtimes
 from scheduler.metrics import Metrics, set_all
 from scheduler.store import lease
 from scheduler.store import nodes as nodestore
@@ -54,6 +59,7 @@ class LoopSettings:
     lease_ttl: float = 10.0
     holder: str = field(default_factory=default_holder)
     apply: ApplyOptions = field(default_factory=ApplyOptions)
+    forecast: ForecastSettings = field(default_factory=ForecastSettings)
 
 
 class Ticker:
@@ -92,6 +98,7 @@ class ControlLoop:
         self.last_cycle_at: float | None = None
         # Seconds each phase of the last cycle took, by name (the bench and the metric).
         self.phases: dict[str, float] = {}
+        self.forecaster = Forecaster(self.settings.forecast, self._learned_runtimes)
 
     @property
     def is_leader(self) -> bool:
@@ -103,6 +110,10 @@ class ControlLoop:
 
             self._decide = decide
         return self._decide(snapshot, now)
+
+    def _learned_runtimes(self) -> Runtimes:
+        with self.db.read() as s:
+            return learned_runtimes(s, self.settings.forecast)
 
     def cycle(self) -> Outcome | None:
         """One cycle; None when another process holds the lease."""
@@ -133,7 +144,9 @@ class ControlLoop:
             tick("persist_decisions")
             act(self.db, self.backend, fence, acts, now, out, self._live.specs, opts.checkpoint_root)
             tick("act")
-            note_pending(self.db, view, decisions, fence, now)
+            pending = self.forecaster.statuses(view.snapshot, now, decisions)
+            tick("forecast")
+            note_pending(self.db, view, replace(decisions, pending=pending), fence, now)
             tick("note_pending")
         except NotLeader:
             log.warning("lost the leader lease during a cycle; stepping down")

@@ -40,6 +40,22 @@ def sim(
     runtime_estimate: float = typer.Option(
         1.0, "--runtime-estimate", help="Job runtime limit = this x run time (backfill input)."
     ),
+    estimates: bool = typer.Option(
+        True, "--estimates/--no-estimates", help="Record every job's start estimate and score it."
+    ),
+    estimate_steps: int = typer.Option(64, "--estimate-steps", min=2, help="Decide calls per forecast."),
+    estimate_refresh: float = typer.Option(
+        300.0, "--estimate-refresh", min=0.0, help="Least virtual seconds between forecasts."
+    ),
+    estimate_runtimes: str = typer.Option(
+        "50",
+        "--estimate-runtimes",
+        help="Runtimes the forecast assumes: 'limits', or a percentile of the org's learned "
+        "runtime/limit ratios.",
+    ),
+    estimate_range: str = typer.Option(
+        "90", "--estimate-range", help="The range's runtime percentile, or 'none'."
+    ),
     seed: int = typer.Option(0, "--seed"),
     max_jobs: int | None = typer.Option(None, "--max-jobs", help="Replay only the first N jobs."),
     out: Path | None = typer.Option(None, "--out", help="Write summary.json, summary.md and plots here."),
@@ -55,6 +71,13 @@ def sim(
 ) -> None:
     from scheduler.sim.run import SimRequest, run
 
+    try:
+        estimate_config = _estimate_config(
+            estimates, estimate_steps, estimate_refresh, estimate_runtimes, estimate_range
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     request = SimRequest(
         trace=trace,
         format=fmt,
@@ -73,6 +96,7 @@ def sim(
         grace_s=grace,
         runtime_estimate=runtime_estimate,
         max_jobs=max_jobs,
+        estimates=estimate_config,
         command="trainpool sim " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
     )
     try:
@@ -93,6 +117,32 @@ def sim(
         (out / "summary.md").write_text(table)
         write_plots(outcome.results, out)
     typer.echo(json.dumps(_clean(document), indent=2) if as_json else table)
+
+
+def _estimate_config(on: bool, steps: int, refresh: float, runtimes: str, spread: str) -> Any:
+    from scheduler.core.forecast import Budget
+    from scheduler.sim.estimates import EstimateConfig
+
+    if not on:
+        return None
+
+    def percentile(text: str, option: str, word: str) -> float | None:
+        if text == word:
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = -1.0
+        if not 0 < value <= 100:
+            raise ValueError(f"{option}: '{text}' is neither '{word}' nor a percentile in (0, 100]")
+        return value
+
+    return EstimateConfig(
+        budget=Budget(steps=steps),
+        refresh_s=refresh,
+        percentile=percentile(runtimes, "--estimate-runtimes", "limits"),
+        high=percentile(spread, "--estimate-range", "none"),
+    )
 
 
 def _clean(value: Any) -> Any:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 
 from quota.fairshare import accumulate
 from scheduler.applier import apply_decisions, nominated
+from scheduler.sim.estimates import EstimateConfig, Estimator
 from scheduler.sim.failures import FailureModel, FailureStream
 from scheduler.sim.policies.base import SimPolicy
 from scheduler.sim.pool import SimPool, job_spec
@@ -43,6 +44,7 @@ class SimConfig:
     grace_s: float = 30.0  # preempted jobs hold their nodes this long (SIGTERM, then kill)
     runtime_estimate: float = 1.0  # max_runtime_seconds = estimate x run time + restart overhead
     seed: int = 0
+    estimates: EstimateConfig | None = None  # start estimates to record (None: none)
 
 
 class SimJob:
@@ -136,6 +138,7 @@ class Simulation:
         # Running attempts by when their next checkpoint is due: a cycle touches only
         # the jobs that checkpointed since the last one, not every running job.
         self._ckpt_due: list[tuple[float, str, int]] = []
+        self.estimator = Estimator(config.estimates, decide) if config.estimates is not None else None
 
     # -- setup -------------------------------------------------------------------------
 
@@ -191,6 +194,7 @@ class Simulation:
             cycles=self.cycles,
             wall_s=time.perf_counter() - started,
             unfinished=total - self._finished,
+            forecasts=None if self.estimator is None else vars(self.estimator.stats),
         )
 
     def _handle(self, kind: int, ref: str) -> None:
@@ -265,6 +269,8 @@ class Simulation:
         if self._observer is not None:
             self._observer(snap, now, decisions)
         self.apply(decisions)
+        if self.estimator is not None:
+            self.estimator.after_cycle(snap, now, decisions, self.jobs)
         wake = self.policy.next_wakeup(self, now)
         if wake is not None and wake > now and (self._wake_at is None or wake < self._wake_at):
             self._wake_at = wake
@@ -368,6 +374,8 @@ class Simulation:
         job.attained += held * job.acc
 
     def _complete(self, job: SimJob) -> None:
+        if self.estimator is not None:
+            self.estimator.learn(job.spec.org, self.now - job.start, job.spec.max_runtime_seconds)
         self._release(job)
         job.remaining = 0.0
         job.rec.end = self.now

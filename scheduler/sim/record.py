@@ -11,6 +11,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+@dataclass(frozen=True, slots=True)
+class EstimateRecord:
+    """A start estimate the job was shown while it waited for its first start."""
+
+    kind: str  # "submit": the first one it got; "later": the first one an hour (or so) later
+    made_at: float
+    start: float | None  # None: unknown
+    basis: str | None = None
+    high: float | None = None  # the range's upper end, where there is one
+
+
 @dataclass(slots=True)
 class JobRecord:
     id: str
@@ -28,6 +39,7 @@ class JobRecord:
     failures: int = 0
     rejected: str | None = None
     failed: bool = False  # its restart policy allowed no more restarts after a failure
+    estimates: list[EstimateRecord] = field(default_factory=list)
 
     @property
     def completed(self) -> bool:
@@ -128,6 +140,9 @@ class SimResult:
     cycles: int
     wall_s: float = 0.0
     unfinished: int = 0
+    # The forecasts that made the jobs' estimates: how many, their steps and wall time;
+    # None where no estimates were recorded.
+    forecasts: dict[str, float] | None = None
 
     def progress_at_end(self) -> tuple[float, int, int]:
         """(virtual time, jobs finished, jobs) as a progress bar's last tick shows them."""

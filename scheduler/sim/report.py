@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from scheduler.sim import metrics
+from scheduler.sim import accuracy, metrics
 from scheduler.sim.failures import FailureModel, young_daly_loss
 from scheduler.sim.record import SimResult
 
@@ -54,6 +54,17 @@ def summarize(
         },
         "cycles": result.cycles,
         "wall_s": result.wall_s,
+        "estimates": _estimates(result),
+    }
+
+
+def _estimates(result: SimResult) -> dict[str, Any] | None:
+    if result.forecasts is None:
+        return None
+    return {
+        "at_submit": accuracy.accuracy(result.jobs, "submit"),
+        "an_hour_later": accuracy.accuracy(result.jobs, "later"),
+        "forecasts": dict(result.forecasts),
     }
 
 
@@ -107,13 +118,43 @@ def markdown(summaries: Sequence[dict[str, Any]], header: dict[str, Any]) -> str
             f"| {fl['young_daly_expected_failure_acc_h']:,.0f} | {fl['lost_preemption_acc_h']:,.0f} "
             f"| {_pct(fl['goodput'])} | {rejected} | {s['unfinished']} |"
         )
+    lines += _estimate_table(summaries)
     lines += ["", "Policies:"]
     lines += [f"- `{s['policy']}`: {s['description']}" for s in summaries]
     lines += ["", "Metric definitions:", "", *_definitions()]
     return "\n".join(lines) + "\n"
 
 
+def _estimate_table(summaries: Sequence[dict[str, Any]]) -> list[str]:
+    rows = [s for s in summaries if s.get("estimates")]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Start estimates (error = estimated - actual first start; positive: pessimistic; "
+        "relative to the lead, actual start - when estimated):",
+        "",
+        "| policy | when | which jobs | n | median abs error h | median rel error | within 15 min "
+        "| within 25% | bias h | in range | unknown | forecasts | steps (max) | forecast s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in rows:
+        e = s["estimates"]
+        fc = e["forecasts"]
+        for when, key in (("submit", "at_submit"), ("1 h later", "an_hour_later")):
+            for group, label in (("waited_over_10m", "waited > 10 min"), ("all", "all")):
+                f = {k: math.nan if v is None else v for k, v in e[key][group].items()}
+                lines.append(
+                    f"| {s['policy']} | {when} | {label} | {f['jobs']} | {_h(f['median_abs_error_s'])} "
+                    f"| {_pct(f['median_rel_error'])} | {_pct(f['within_15m'])} | {_pct(f['within_25pct'])} "
+                    f"| {_h(f['bias_s'])} | {_pct(f['in_range'])} | {f['unknown']} | {fc['forecasts']:,.0f} "
+                    f"| {fc['steps']:,.0f} ({fc['most_steps']:.0f}) | {fc['wall_s']:,.1f} |"
+                )
+    return lines
+
+
 def _definitions() -> list[str]:
     doc = metrics.__doc__ or ""
     body = doc.split("Definitions (also printed in the report):", 1)[-1]
-    return [line.rstrip() for line in body.strip().splitlines()]
+    more = (accuracy.__doc__ or "").split("Definitions (also printed in the report):", 1)[-1]
+    return [line.rstrip() for line in (body.strip() + "\n" + more.strip()).splitlines()]

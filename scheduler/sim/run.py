@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from scheduler.sim.engine import Decide, SimConfig, Simulation
+from scheduler.sim.estimates import EstimateConfig
 from scheduler.sim.failures import FailureModel, parse_failures
 from scheduler.sim.policies import get_policy, resolve
 from scheduler.sim.pool import SimPool, assign_orgs, gang_shape, pool_from_config, pool_from_quotas
@@ -42,6 +43,8 @@ class SimRequest:
     grace_s: float = 30.0
     runtime_estimate: float = 1.0
     max_jobs: int | None = None
+    # Start estimates recorded and scored (``sim/estimates.py``); None: not recorded.
+    estimates: EstimateConfig | None = field(default_factory=EstimateConfig)
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -90,6 +93,7 @@ def prepare(req: SimRequest) -> tuple[SimPool, list[TraceJob], FailureModel, dic
         "interval_s": req.interval_s,
         "grace_s": req.grace_s,
         "runtime_estimate": req.runtime_estimate,
+        "estimates": _estimate_header(req.estimates),
         "capacity": pool.capacity,
         "nodes": len(pool.nodes),
         "orgs": {o.name: o.quota(pool.flavor).nominal for o in pool.orgs},
@@ -114,7 +118,7 @@ def run(
     if jobs is not None and jobs < 1:
         raise TraceError("--jobs: must be >= 1")
     pool, trace, model, header = prepare(req)
-    config = SimConfig(req.interval_s, req.grace_s, req.runtime_estimate, req.seed)
+    config = SimConfig(req.interval_s, req.grace_s, req.runtime_estimate, req.seed, req.estimates)
     workers = min(len(names), jobs if jobs is not None else usable_cpus())
     replay = _Replay(pool, trace, model, config, 2 * req.interval_s + req.grace_s)
     if decide is not None or workers <= 1:
@@ -180,6 +184,21 @@ def _offered_load(jobs: list[TraceJob], capacity: int) -> float:
     span = jobs[-1].submit - jobs[0].submit
     work = sum(j.gpus * j.duration for j in jobs)
     return work / (capacity * span) if span > 0 and capacity > 0 else 0.0
+
+
+def _estimate_header(cfg: EstimateConfig | None) -> dict[str, Any] | None:
+    if cfg is None:
+        return None
+    b = cfg.budget
+    return {
+        "steps": b.steps,
+        "horizon_s": b.horizon_s,
+        "resolution_s": b.resolution_s,
+        "refresh_s": cfg.refresh_s,
+        "runtime_percentile": cfg.percentile,
+        "range_percentile": cfg.high,
+        "later_s": cfg.later_s,
+    }
 
 
 def _check(req: SimRequest) -> None:
