@@ -219,6 +219,13 @@ def _estimate(
     return Estimate(start, basis, runtimes.words(), hi)
 
 
+# A job that waited for these did not wait for nodes: when it could start is not told by
+# the release of the nodes it got.
+_NOT_FOR_NODES = frozenset(
+    {PendingReason.QUOTA, PendingReason.LENDING, PendingReason.BLOCKED, PendingReason.BACKOFF}
+)
+
+
 class _Replay:
     """The pool's state in virtual time: what runs (and when it ends), what waits."""
 
@@ -237,6 +244,7 @@ class _Replay:
         self.steps = 0
         self.cut: str | None = None  # "steps" or "horizon" where the budget ended it
         self._window_start = now  # the first event of the step being decided
+        self._freed: dict[str, float] = {}  # node -> its last release in this step
         self._decayed_to = now
         for r in snap.running:
             self._charge(r, 1)
@@ -328,6 +336,7 @@ class _Replay:
 
     def _release(self, until: float) -> float:
         """Every release and backoff end up to ``until``; the time of the last of them."""
+        self._freed = {}
         last = self.t
         ends, end_at = self.ends, self.end_at
         while ends and ends[0][0] <= until:
@@ -344,6 +353,9 @@ class _Replay:
 
     def _finish(self, r: RunningJob, at: float) -> None:
         self._charge(r, -1)
+        freed = self._freed
+        for node, _ in r.assignments:
+            freed[node] = max(freed.get(node, at), at)
         if not r.terminating:
             return
         # A victim (or a job moved off a failing node) queues again; the job it was
@@ -362,17 +374,30 @@ class _Replay:
         if ben is not None and not ben.nominated:
             self.pending[ben.id] = replace(ben, nominated=True)
 
+    def _started_at(self, job_id: str, assignments: tuple[tuple[str, int], ...], t: float) -> float:
+        """When a job placed by the step decided at ``t`` would have started: a step
+        gathers several releases, and one that waited for nodes could start once the
+        nodes it got were free (the latest of their releases in the step). One that
+        waited for quota, or got no node freed in the step, starts at ``t``: what let it
+        in is not known, and ``t`` is the latest it can be."""
+        before = self.last.get(job_id)
+        if t == self.now or before is None or before.reason in _NOT_FOR_NODES:
+            return t
+        freed = [self._freed[n] for n, _ in assignments if n in self._freed]
+        return max(self._window_start, max(freed)) if freed else t
+
     def _apply(self, d: Decisions, t: float, targets: set[str]) -> None:
         runtimes = self.runtimes
         for p in d.placements:
             job = self.pending.pop(p.job_id)
             spec = job.spec
+            start = self._started_at(job.id, p.assignments, t)
             r = RunningJob(
                 id=job.id,
                 spec=spec,
                 priority=job.priority,
                 submitted_at=job.submitted_at,
-                started_at=t,
+                started_at=start,
                 flavor=p.flavor,
                 assignments=p.assignments,
                 service=job.service,
@@ -380,10 +405,12 @@ class _Replay:
             )
             self.running[r.id] = r
             self._charge(r, 1)
-            self._ends(r.id, runtimes.end(spec, t, t))
+            # From its own start: a job that started earlier in the step may have ended
+            # before the step's time already (it ends at the next step, in the past).
+            self._ends(r.id, runtimes.end(spec, start, start))
             if job.id in targets:
                 targets.discard(job.id)
-                self.started[job.id] = (t, self._window_start)
+                self.started[job.id] = (start, self._window_start)
         for v in d.preemptions:
             victim = self.running.get(v.job_id)
             if victim is None or victim.terminating:

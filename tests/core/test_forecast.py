@@ -225,3 +225,17 @@ def test_the_step_spacing_reaches_the_horizon_within_the_budget(steps: int):
 def test_span_words():
     assert [span(s) for s in (59, 2700, 7800, 3 * 86_400 + 4 * 3600)] == ["0m", "45m", "2h 10m", "3d 4h"]
     assert math.isclose(Budget(steps=50_000).growth(), 0.0)
+
+
+def test_jobs_placed_by_one_step_start_when_the_nodes_they_got_were_freed():
+    # Three nodes free at 120, 130 and 150: one step (a loop interval from 100) gathers
+    # all three releases and decides at 150, but b, c and d start as their nodes come free.
+    snap = snapshot(
+        rack("r0", 3),
+        [org("a", h100=24)],
+        [running(f"a{i}", on=[f"r0-n{i}"], runtime=end) for i, end in enumerate((120, 130, 150))],
+        [pending(j, runtime=1000, submitted=i) for i, j in enumerate("bcd")],
+        policy=BY_AGE,
+    )
+    got = forecast(snap, 100)
+    assert (got.steps, starts(got.estimates)) == (2, {"b": 120.0, "c": 130.0, "d": 150.0})
