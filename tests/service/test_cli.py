@@ -154,10 +154,10 @@ def test_quota_set_changes_only_what_it_is_given(live: Live) -> None:
         token="pool-admin",
     )  # fmt: skip
     assert code == 0, out
-    code, out = live.run("quota", "set", "a", "h100", "--nominal", "20", token="pool-admin")
-    assert code == 0 and quota() == {"nominal": 20, "borrowing_limit": 8, "lending_limit": 4}
+    code, out = live.run("quota", "set", "a", "h100", "--nominal", "12", token="pool-admin")
+    assert code == 0 and quota() == {"nominal": 12, "borrowing_limit": 8, "lending_limit": 4}
     code, out = live.run("quota", "set", "a", "h100", "--no-borrowing-limit", token="pool-admin")
-    assert code == 0 and quota() == {"nominal": 20, "borrowing_limit": None, "lending_limit": 4}
+    assert code == 0 and quota() == {"nominal": 12, "borrowing_limit": None, "lending_limit": 4}
     code, out = live.run("quota", "set", "a", "h100", token="pool-admin")
     assert code == 1 and "nothing to change" in out
     code, out = live.run("quota", "set", "a", "h100", "--lending-limit", "30", token="pool-admin")
@@ -169,7 +169,7 @@ def test_quota_apply_and_teams(live: Live, tmp_path: Path) -> None:
     pool.write_text(
         "flavors: [{name: h100}]\n"
         "orgs:\n"
-        "  - {name: a, quotas: {h100: {nominal: 20}}, teams: [{name: vision, weight: 2}]}\n"
+        "  - {name: a, quotas: {h100: {nominal: 10}}, teams: [{name: vision, weight: 2}]}\n"
         "  - {name: c, quotas: {h100: {nominal: 0, borrowing_limit: 4}}}\n"
     )
     code, out = live.run("quota", "apply", str(pool), token="pool-admin")
