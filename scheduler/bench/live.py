@@ -34,7 +34,16 @@ from values.lifecycle import JobState
 from values.quotas import FlavorQuota, Org
 
 FLAVOR = "h100"
-PHASES = ("observe", "persist_observation", "snapshot", "decide", "persist_decisions", "act", "note_pending")
+PHASES = (
+    "observe",
+    "persist_observation",
+    "snapshot",
+    "decide",
+    "persist_decisions",
+    "act",
+    "forecast",
+    "note_pending",
+)
 SUBMIT_BATCH = 2_000  # submissions per transaction while filling the store
 
 
