@@ -56,7 +56,7 @@ def standings(
         idle = {}
         for o in orgs:
             q = o.quota(flavor)
-            lendable = q.nominal if q.lending_limit is None else min(q.nominal, q.lending_limit)
+            lendable = q.nominal - q.guaranteed_private
             idle[o.name] = min(lendable, max(0, q.nominal - use[o.name]))
         wanted = sum(excess.values())
         from_unassigned = min(wanted, max(0, cap - sum(nominal.values())))

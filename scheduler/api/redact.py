@@ -16,8 +16,9 @@ from sqlmodel import Session, col, select
 from scheduler.api.auth import can_see_org
 from scheduler.store.tables import JobRow
 from scheduler.store.tokens import Principal
+from values.names import JOB_ID_PATTERN
 
-JOB_ID = re.compile(r"\bj-[0-9a-f]{12}\b")
+JOB_ID = re.compile(rf"\b{JOB_ID_PATTERN}\b")
 HIDDEN = "a job of another org"
 
 

@@ -26,6 +26,7 @@ from scheduler.store.tokens import Principal
 from scheduler.store.view import flavors_of, pool_shape
 from values.errors import validation_problems
 from values.quotas import FlavorQuota
+from values.snapshot import Snapshot
 
 router = APIRouter(prefix="/v1", tags=["quotas"])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
@@ -100,13 +101,21 @@ def _over_commit(s: Session, ctx: ServerContext, org: str, flavor: str, nominal:
     current = s.get(QuotaRow, (org, flavor))
     before = others + (current.nominal if current is not None else 0)
     after = others + nominal
-    capacity = sum(n.accelerators for n in pool_shape(s, ctx.pool).nodes if n.flavor == flavor)
+    capacity = capacity_of(pool_shape(s, ctx.pool))[flavor]
     if after <= capacity or after <= before:
         return None
     return (
         f"the orgs' nominal {flavor} quotas would sum to {after}, and the pool has {capacity}: "
         "guarantees beyond the pool cannot all be met at once"
     )
+
+
+def capacity_of(shape: Snapshot) -> Counter[str]:
+    """Accelerators per flavor over the pool's nodes, as the core's quota book counts them."""
+    out: Counter[str] = Counter({f.name: 0 for f in shape.flavors})
+    for n in shape.nodes:
+        out[n.flavor] += n.accelerators
+    return out
 
 
 @router.get("/orgs/{org}/standing")
@@ -122,9 +131,7 @@ def standing(org: str, ctx: Ctx, who: Who) -> list[dict[str, Any]]:
         held: Counter[tuple[str, str]] = Counter()
         for a in allocs:
             held[(a.org, a.flavor)] += a.accelerators
-        capacity: Counter[str] = Counter({f.name: 0 for f in shape.flavors})
-        for n in shape.nodes:
-            capacity[n.flavor] += n.accelerators
+        capacity = capacity_of(shape)
         reclaiming = _reclaiming(s, org, [a for a in allocs if a.state == "stopping" and a.preempted_for])
         quotas = {q.flavor: q for q in orgstore.quotas(s, org)}
     got = standings(shape.orgs, capacity, held)

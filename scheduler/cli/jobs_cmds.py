@@ -33,10 +33,13 @@ from scheduler.cli.client import (
     friendly,
 )
 from scheduler.cli.times import local, relative, span
+from values.lifecycle import TERMINAL as FINISHED
+from values.lifecycle import JobState
+from values.names import JOB_ID_PATTERN
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED", "REJECTED")
-UNFINISHED = ("PENDING", "ADMITTED", "STARTING", "RUNNING", "PREEMPTED", "RESTARTING")
-JOB_ID = re.compile(r"j-[0-9a-f]{12}")
+TERMINAL = tuple(s.value for s in JobState if s in FINISHED)
+UNFINISHED = tuple(s.value for s in JobState if s not in FINISHED)
+JOB_ID = re.compile(JOB_ID_PATTERN)
 JOB_COLUMNS = ("id", "name", "org", "state", "flavor", "accelerators", "nodes", "age", "elapsed", "attempt",
                "reason")  # fmt: skip
 

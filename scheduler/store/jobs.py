@@ -42,7 +42,7 @@ INSERT_EVENT = insert(JobEventRow.__table__)  # type: ignore[attr-defined]
 
 
 def new_job_id() -> str:
-    return "j-" + secrets.token_hex(6)
+    return "j-" + secrets.token_hex(6)  # the shape of values.names.JOB_ID_PATTERN
 
 
 def spec_of(job: JobRow) -> JobSpec:
