@@ -103,6 +103,7 @@ def test_describe_shows_local_iso_times_and_json_keeps_seconds(live: Live, tmp_p
 
 def test_jobs_are_addressed_by_name_within_an_org(live: Live, tmp_path: Path) -> None:
     older = submitted(live, spec(tmp_path, "same-name", SIM_DURATION="1"))
+    until(lambda: live.api.clock() > older["submitted_at"])  # newer by its submit time, not by a tie
     newer = submitted(live, spec(tmp_path, "same-name", SIM_DURATION="1"))
     theirs = submitted(live, spec(tmp_path, "same-name", "b", SIM_DURATION="1"), token="member@b")
     code, out = live.run("jobs", "describe", "same-name", "-o", "json")
