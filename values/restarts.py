@@ -11,7 +11,7 @@ share ``max_restarts``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -156,3 +156,36 @@ def category_named(reason: str | None) -> FailureCategory | None:
         return FailureCategory(reason)
     except ValueError:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class Return:
+    """How a gang interrupted through no fault of its own goes back to the queue: first in
+    its org (``expedite``), offered ``prefer`` (its nodes in rank order, less the failed
+    one and any no longer usable) so that it comes back where it was, and kept off
+    ``avoid``. Only the node that failed it is avoided, and only for this job: accumulated,
+    a long job that outlived a few repaired nodes of a small flavor would avoid all of them
+    and never be placed again; a node that keeps failing jobs is kept off pool-wide by
+    quarantine and the health model."""
+
+    expedite: bool
+    prefer: tuple[str, ...]
+    avoid: frozenset[str]
+
+
+def returning(
+    category: FailureCategory,
+    nodes: Sequence[str],
+    failed: str | None,
+    usable: Callable[[str], bool],
+) -> Return:
+    """The one rule the service's loop and the simulator apply to a restarted gang whose
+    attempt ran on ``nodes`` (rank order) and ended in ``category``: a job's own failure
+    (oom, signal, exit, timeout) names a node too, but says nothing against it."""
+    if not category.infrastructure:
+        return Return(expedite=False, prefer=(), avoid=frozenset())
+    prefer: list[str] = []
+    for name in nodes:
+        if name != failed and name not in prefer and usable(name):
+            prefer.append(name)
+    return Return(expedite=True, prefer=tuple(prefer), avoid=frozenset({failed} if failed else ()))

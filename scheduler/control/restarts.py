@@ -9,6 +9,7 @@ Called inside the persist and act phases' transactions.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from sqlmodel import Session
 
@@ -20,7 +21,7 @@ from scheduler.store.tables import AllocationRow, JobRow, NodeRow
 from scheduler.store.view import assignments_of
 from values.domain import Health, JobSpec
 from values.lifecycle import JobEvent, JobState, RequeueReason
-from values.restarts import FailureCategory, Verdict
+from values.restarts import FailureCategory, Verdict, returning
 
 
 def release(s: Session, a: AllocationRow, at: float) -> None:
@@ -65,19 +66,12 @@ def restart(
         )  # fmt: skip
         out.finished.append((job.id, JobState.FAILED.value))
         return
-    # Only the node that failed the job (infrastructure) is avoided; a job's own non-zero
-    # exit names a node too, but says nothing against it (that is quarantine's business).
-    # Only the latest such node: accumulated, a long job that outlived a few repaired
-    # nodes of a small flavor would avoid all of them and never be placed again; a node
-    # that keeps failing jobs is kept off pool-wide by quarantine and the health model.
-    avoid = {node} if node and category.infrastructure else set()
-    # Not its fault: it goes first in its org, back on what is left of its nodes.
-    prefer = surviving(s, a, node) if category.infrastructure else "[]"
+    back = returning(category, nodes_of(a), node, usable(s))
     jobstore.move(
         s, job, JobEvent.RESTART, now, reason=category.value, message=text, failure_class=cls,
         exit_code=exit_code, restarts=job.restarts + (0 if category.infrastructure else 1),
-        eligible_at=now + verdict.backoff, avoid_nodes=json.dumps(sorted(avoid)),
-        expedite=category.infrastructure, prefer_nodes=prefer,
+        eligible_at=now + verdict.backoff, avoid_nodes=json.dumps(sorted(back.avoid)),
+        expedite=back.expedite, prefer_nodes=json.dumps(back.prefer),
     )  # fmt: skip
     out.restarted.append((job.id, cls))
     if settled:
@@ -89,20 +83,24 @@ def _verdict(s: Session, job: JobRow, spec: JobSpec, category: FailureCategory) 
     return spec.restart.verdict(category, failures.restart_counts(s, job), job.restarts)
 
 
-def surviving(s: Session, a: AllocationRow, failed: str | None) -> str:
-    """The allocation's nodes in rank order, as JSON, less ``failed`` and any node now
-    gone, unhealthy or cordoned: where an expedited job is offered room first."""
-    out: list[str] = []
-    for name, _ in assignments_of(a):
-        row = s.get(NodeRow, name) if name != failed and name not in out else None
-        if (
+def nodes_of(a: AllocationRow) -> list[str]:
+    return [name for name, _ in assignments_of(a)]
+
+
+def usable(s: Session) -> Callable[[str], bool]:
+    """Whether a node may be offered to a returning gang: present, not cordoned, not
+    unhealthy."""
+
+    def ok(name: str) -> bool:
+        row = s.get(NodeRow, name)
+        return (
             row is not None
             and row.present
             and not row.cordoned
             and effective_health(row) is not Health.UNHEALTHY
-        ):
-            out.append(name)
-    return json.dumps(out)
+        )
+
+    return ok
 
 
 def requeue(s: Session, job: JobRow, now: float, **changes: object) -> None:
@@ -136,7 +134,8 @@ def moved_off(
     (``restart.on.health``): then it fails."""
     verdict = _verdict(s, job, specs.get(job), FailureCategory.HEALTH)
     if verdict.restart:
-        requeue(s, job, now, expedite=True, prefer_nodes=surviving(s, a, None))
+        back = returning(FailureCategory.HEALTH, nodes_of(a), None, usable(s))
+        requeue(s, job, now, expedite=back.expedite, prefer_nodes=json.dumps(back.prefer))
         return
     jobstore.move(
         s, job, JobEvent.FAILED, now, reason=FailureCategory.HEALTH.value,

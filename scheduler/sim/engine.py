@@ -27,7 +27,7 @@ from scheduler.sim.record import JobRecord, SimResult, Timeline
 from scheduler.sim.trace import TraceJob
 from values.decisions import Decisions, Placement, Preemption, PreemptReason, Rejection
 from values.domain import Health, JobSpec
-from values.restarts import FailureCategory
+from values.restarts import FailureCategory, Return, returning
 from values.snapshot import PendingJob, RunningJob, Snapshot
 
 Decide = Callable[[Snapshot, float], Decisions]
@@ -54,6 +54,7 @@ class SimJob:
         "acc",
         "attained",
         "attempt",
+        "avoid",
         "ckpt_at",
         "next_ckpt",
         "org_idx",
@@ -82,6 +83,7 @@ class SimJob:
         self.attained = 0.0  # accelerator-seconds held over finished attempts
         self.pending: PendingJob | None = None
         self.running: RunningJob | None = None
+        self.avoid: frozenset[str] = frozenset()  # the node that failed its latest attempt
 
     @property
     def id(self) -> str:
@@ -120,6 +122,7 @@ class Simulation:
         self._on_node: dict[str, set[str]] = {n.name: set() for n in pool.nodes}
         self._node_names = [n.name for n in pool.nodes]
         self._any_unhealthy = any(n.health == Health.UNHEALTHY for n in pool.nodes)
+        self._unusable = {n.name for n in pool.nodes if n.health == Health.UNHEALTHY or n.cordoned}
         self.alloc = [0] * len(self.org_names)
         self._pending_acc = [0] * len(self.org_names)
         self._pending_sizes: list[Counter[int]] = [Counter() for _ in self.org_names]
@@ -310,16 +313,21 @@ class Simulation:
         if ben is not None and ben.pending is not None:
             ben.pending = nominated(ben.pending)
 
-    def _enqueue(self, job: SimJob, preempted_by: str | None) -> None:
+    def _enqueue(self, job: SimJob, preempted_by: str | None, back: Return | None = None) -> None:
         rec = job.rec
+        if back is not None:
+            job.avoid = back.avoid
         job.pending = PendingJob(
             id=job.id,
             spec=job.spec,
             priority=self.policy.priority(job, self.now),
             submitted_at=rec.submit,
             attempt=job.attempt,
+            avoid_nodes=job.avoid,
             preempted_by=preempted_by,
             service=job.attained,
+            expedite=back is not None and back.expedite,
+            prefer_nodes=() if back is None else back.prefer,
         )
         self.pending[job.id] = job
         self._pending_acc[job.org_idx] += job.acc
@@ -382,10 +390,17 @@ class Simulation:
         self._finished += 1
 
     def _interrupt(
-        self, job: SimJob, kept: float, failure: bool, preempted_by: str | None, requeue: bool = True
+        self,
+        job: SimJob,
+        kept: float,
+        failure: bool,
+        preempted_by: str | None,
+        requeue: bool = True,
+        back: Return | None = None,
     ) -> None:
         """End the attempt: keep ``kept`` seconds of progress, lose the rest, queue again
-        (or, without ``requeue``, end the job as failed)."""
+        (as ``back`` says, for a gang interrupted through no fault of its own) or, without
+        ``requeue``, end the job as failed."""
         held = self.now - job.start
         lost = max(0.0, held - kept) * job.acc
         if failure:
@@ -400,7 +415,7 @@ class Simulation:
             job.rec.failed = True
             self._finished += 1
             return
-        self._enqueue(job, preempted_by)
+        self._enqueue(job, preempted_by, back)
 
     def _node_failed(self, node: str) -> None:
         self._schedule_failure(self.now)
@@ -415,8 +430,19 @@ class Simulation:
             # The service's rule for a lost node (trace jobs keep its default, always).
             earlier = {FailureCategory.INFRASTRUCTURE: job.rec.failures}
             again = job.spec.restart.verdict(FailureCategory.INFRASTRUCTURE, earlier, 0).restart
-            self._interrupt(job, kept, failure=True, preempted_by=None, requeue=again)
+            # Replaced at once (the failure model), the failed node is avoided by this
+            # job all the same, as the service avoids it.
+            back = returning(
+                FailureCategory.INFRASTRUCTURE,
+                [name for name, _ in job.running.assignments],
+                node,
+                self._usable,
+            )
+            self._interrupt(job, kept, failure=True, preempted_by=None, requeue=again, back=back)
         self._want_cycle()
+
+    def _usable(self, node: str) -> bool:
+        return node not in self._unusable
 
     # -- progress and checkpoints --------------------------------------------------------
 

@@ -196,3 +196,33 @@ def test_a_node_failure_follows_the_jobs_restart_policy_as_the_service_does() ->
     result = sim.run()
     assert (job.rec.failures, job.rec.failed, job.rec.end) == (2, True, None)
     assert result.unfinished == 0 and result.node_failures == 2
+
+
+def test_a_gang_that_loses_a_node_goes_back_expedited_onto_its_surviving_node_as_in_the_service() -> None:
+    # A two-node gang and a one-node job of the same org; the gang loses one node
+    # (replaced at once): it is requeued at the head of its org's queue, offered the node
+    # it kept, and kept off the one that failed (the service's rule: one owner,
+    # ``values.restarts.returning``), and it comes back on the node it kept.
+    from scheduler.core import decide
+
+    seen: list[tuple[float, Snapshot, Decisions]] = []
+
+    def recording(snap: Snapshot, now: float) -> Decisions:
+        out = decide(snap, now)
+        seen.append((now, snap, out))
+        return out
+
+    pool = pool_from_quotas({"a": 4}, {"a"}, node_size=8)
+    jobs = [TraceJob("1", "a", 0.0, 16, 5000.0), TraceJob("2", "a", 0.0, 8, 9000.0)]
+    sim = Simulation(pool, jobs, get_policy("trainpool"), NO_FAILURES, CONFIG, decide=recording)
+    sim._failures = ScriptedFailures([(1500.0, 0)])  # type: ignore[assignment]
+    sim.run()
+    places = [(now, p) for now, _, out in seen for p in out.placements if p.job_id == "j1"]
+    (_, first), (at, again) = places
+    failed = pool.nodes[0].name
+    kept = tuple(n for n, _ in first.assignments if n != failed)
+    assert failed in {n for n, _ in first.assignments} and len(kept) == 1
+    back = next(p for _, snap, _ in seen for p in snap.pending if p.id == "j1" and p.attempt == 1)
+    assert back.expedite and back.prefer_nodes == kept and back.avoid_nodes == frozenset({failed})
+    assert at >= 1500.0 and kept[0] in {n for n, _ in again.assignments}
+    assert failed not in {n for n, _ in again.assignments}
