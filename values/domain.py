@@ -107,9 +107,12 @@ DEFAULT_PRIORITY_CLASSES = (
 
 
 class Gang(_Frozen):
-    """``replicas`` x per-replica resources, placed all together or not at all."""
+    """``replicas`` x per-replica resources, placed all together or not at all. An
+    elastic gang (``min_replicas`` below ``replicas``) starts at the largest size in
+    [min_replicas, replicas] that fits; all-or-nothing applies to its minimum."""
 
-    replicas: Int = Field(1, ge=1, le=MAX_REPLICAS)
+    replicas: Int = Field(1, ge=1, le=MAX_REPLICAS)  # the most it runs with
+    min_replicas: Int | None = Field(None, ge=1, le=MAX_REPLICAS)  # None: as replicas (rigid)
     accelerators: Int = Field(1, ge=0, le=MAX_ACCELERATORS_PER_NODE)
     # Accepted flavors in order of preference; the core takes the first that fits
     # without borrowing, else the first that fits at all.
@@ -136,9 +139,30 @@ class Gang(_Frozen):
             raise ValueError("flavors must not repeat")
         return v
 
+    @model_validator(mode="after")
+    def _minimum_within(self) -> Gang:
+        if self.min_replicas is not None and self.min_replicas > self.replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed replicas ({self.replicas})")
+        return self
+
     @property
     def total_accelerators(self) -> int:
+        """What the gang asks for at its largest."""
         return self.replicas * self.accelerators
+
+    @property
+    def least(self) -> int:
+        """The fewest replicas it runs with."""
+        return self.replicas if self.min_replicas is None else self.min_replicas
+
+    @property
+    def elastic(self) -> bool:
+        return self.least < self.replicas
+
+    @property
+    def least_accelerators(self) -> int:
+        """What it needs at the least: what quota and room are checked against."""
+        return self.least * self.accelerators
 
 
 class TopologyConstraint(_Frozen):

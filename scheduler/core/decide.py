@@ -103,11 +103,12 @@ class Cycle(PreemptSteps, WaitSteps):
         unknown = [f for f in g.flavors if f not in self.flavors]
         if unknown:
             return RejectReason.UNKNOWN_FLAVOR, f"flavor '{unknown[0]}' does not exist"
-        shape, q = shape_of(job), g.total_accelerators
+        shape, q = shape_of(job), g.least_accelerators
         if not any(self.fits_empty(job, f, shape) for f in g.flavors):
+            least = f"at least {g.least}" if g.elastic else f"{g.replicas}"
             return (
                 RejectReason.NEVER_FITS,
-                f"{g.replicas} x {g.accelerators} {'/'.join(g.flavors)} does not fit even an empty pool",
+                f"{least} x {g.accelerators} {'/'.join(g.flavors)} does not fit even an empty pool",
             )
         if all(q > self.book.most_holdable(org, f) for f in g.flavors):
             limits = ", ".join(f"{self.book.most_holdable(org, f):g} {f}" for f in g.flavors)
@@ -199,7 +200,7 @@ class Cycle(PreemptSteps, WaitSteps):
     def walk(self, job: PendingJob) -> None:
         """Offer ``job`` to the actions in turn until one settles it; else it waits."""
         g, shape = job.spec.gang, self.facts(job).shape
-        q = g.total_accelerators
+        q = g.least_accelerators
         ask = Ask(job, shape, [(f, self.book.check(job.spec.org, f, q)) for f in g.flavors])
         outcome = None
         for action in self.walk_actions:

@@ -155,7 +155,7 @@ def _fair(jobs: list[PendingJob], inputs: QueueInputs) -> Iterator[Turn]:
         if max(room.values(), default=0) >= 1:
             for i in range(begin, len(queue)):
                 g = queue[i].spec.gang
-                q = g.replicas * g.accelerators
+                q = g.least_accelerators
                 if q and any(room.get(f, 0) >= q for f in g.flavors):
                     at = i
                     break
@@ -169,7 +169,7 @@ def _fair(jobs: list[PendingJob], inputs: QueueInputs) -> Iterator[Turn]:
         room first, and the org's job must reclaim it from them, a preemption and two
         cycles later). Its own order is kept: its next job still goes first. 2: borrowers."""
         g = j.spec.gang
-        if fits(org, g.flavors, g.total_accelerators):
+        if fits(org, g.flavors, g.least_accelerators):
             return 0
         return 1 if later_fits(org) else 2
 

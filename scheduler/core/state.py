@@ -21,9 +21,11 @@ Extra = dict[int, tuple[int, float, float]]
 _SHAPES: dict[tuple[int, int, float, float], Shape] = {}
 
 
-def shape_of(job: PendingJob | RunningJob) -> Shape:
+def shape_of(job: PendingJob, replicas: int | None = None) -> Shape:
+    """The pending job's shape at ``replicas``, by default at its least: what it needs to
+    start (an elastic gang's minimum)."""
     g = job.spec.gang
-    key = (g.replicas, g.accelerators, g.cpu, g.memory_gb)
+    key = (g.least if replicas is None else replicas, g.accelerators, g.cpu, g.memory_gb)
     shape = _SHAPES.get(key)
     if shape is None:  # a handful of distinct shapes: share them, hash them once
         shape = _SHAPES.setdefault(key, Shape(*key))

@@ -26,12 +26,13 @@ class WaitSteps(CycleState):
         """Why a job that quota allowed on ``f`` waits for nodes there."""
         reason, blocker = self.capacity_reason(job, f, shape)
         g = job.spec.gang
+        size = f"{'its minimum ' if g.elastic else ''}{shape.replicas} x {g.accelerators}"
         messages = {
             PendingReason.TOPOLOGY: f"no single {job.spec.topology.level if job.spec.topology else 'rack'} "
-            f"has room for {g.replicas} x {g.accelerators} {f}",
+            f"has room for {size} {f}",
             PendingReason.RESERVED_FOR: f"room on {f} is held for {blocker}",
             PendingReason.HEALTH: f"room on {f} exists only on unhealthy, degraded or cordoned nodes",
-            PendingReason.CAPACITY: f"no set of {f} nodes has room for {g.replicas} x {g.accelerators}",
+            PendingReason.CAPACITY: f"no set of {f} nodes has room for {size}",
         }
         est = self.holds[f].start_at if reason is PendingReason.RESERVED_FOR and f in self.holds else None
         self.pend(
@@ -112,7 +113,7 @@ class WaitSteps(CycleState):
                 self.blocked[(job.spec.org, f)] = (job.id, self.quota_free_at(job, f))
 
     def quota_free_at(self, job: PendingJob, f: str) -> float | None:
-        org, q = job.spec.org, job.spec.gang.total_accelerators
+        org, q = job.spec.org, job.spec.gang.least_accelerators
         excess = self.book.over_ceiling(org, f, q)
         holdings = self.carried.holdings
         if holdings is not None:  # (expected end, accelerators) per running job, carried

@@ -116,13 +116,16 @@ def spec(
     preemptible: bool = True,
     cpu: float = 1.0,
     mem: float = 4.0,
+    least: int | None = None,
 ) -> JobSpec:
     fl = (flavors,) if isinstance(flavors, str) else flavors
     return JobSpec(
         name=name,
         org=org,
         priority=_PRIORITY_NAMES.get(prio, "custom"),
-        gang=Gang(replicas=replicas, accelerators=acc, flavors=fl, cpu=cpu, memory_gb=mem),
+        gang=Gang(
+            replicas=replicas, min_replicas=least, accelerators=acc, flavors=fl, cpu=cpu, memory_gb=mem
+        ),
         topology=topology,
         max_runtime_seconds=runtime,
         preemptible=preemptible,
@@ -148,11 +151,14 @@ def pending(
     preempted_by: str | None = None,
     expedite: bool = False,
     prefer: Iterable[str] = (),
+    least: int | None = None,
 ) -> PendingJob:
+    """``least``: an elastic gang's minimum (``replicas`` is its most)."""
     s = spec(
         id,
         org,
         replicas=replicas,
+        least=least,
         acc=acc,
         flavors=flavors,
         prio=prio,

@@ -1,6 +1,12 @@
 """``allocate``: place the job now, within its org's guarantee first, then on borrowed
 quota, on any flavor it accepts; on capacity a reservation holds, only if it ends before
-the reservation starts (EASY backfill)."""
+the reservation starts (EASY backfill).
+
+An elastic gang is placed at the largest size in [min_replicas, replicas] that fits now
+on the same terms as its minimum: within its org's guarantee where its minimum is (it
+does not borrow for extra replicas, which would make the whole gang a reclaim victim),
+borrowing where its minimum must; never on held capacity beyond its minimum. Room and
+quota only shrink as the size grows, so the largest size is found by bisection."""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from quota.accounting import Verdict
 from scheduler.core.actions.base import Action, Ask, Outcome
 from scheduler.core.backfill import Hold
 from scheduler.core.pool import Shape
+from scheduler.core.state import shape_of
 from values.decisions import Placement, PlaceReason
 from values.snapshot import PendingJob, RunningJob
 
@@ -37,7 +44,7 @@ class Allocate(Action):
                 if self.place(cycle, job, f, ask.shape, verdict):
                     return Outcome.PLACED
                 ask.capacity_fail = ask.capacity_fail or f
-        q = job.spec.gang.total_accelerators
+        q = job.spec.gang.least_accelerators
         for f, verdict in ask.verdicts:
             # The shared pool is used up because the nodes are full, not because lending
             # limits bind: the job waits for nodes, and may reserve them like any gang.
@@ -47,6 +54,13 @@ class Allocate(Action):
 
     def place(self, cycle: Cycle, job: PendingJob, f: str, shape: Shape, verdict: Verdict) -> bool:
         fit, prefer = cycle.fit_of(job), job.prefer_nodes
+        if job.spec.gang.elastic:
+            larger = self.largest(cycle, job, f, verdict)
+            if larger is not None:
+                k, on = larger
+                verdict = cycle.book.check(job.spec.org, f, k * shape.acc)
+                self.placed(cycle, job, f, self.commit(cycle, job, f, shape_of(job, k), on, None), verdict)
+                return True
         key = ("place", f, shape, fit)  # where a gang is preferred does not change whether it fits
         nodes = None if key in cycle.memo else cycle.pool.place(f, shape, fit, prefer=prefer)
         hold = cycle.holds.get(f)
@@ -59,6 +73,48 @@ class Allocate(Action):
             if nodes is None:
                 return False
         assignments = self.commit(cycle, job, f, shape, nodes, hold if backfill else None)
+        self.placed(cycle, job, f, assignments, verdict, backfill)
+        return True
+
+    @staticmethod
+    def largest(
+        cycle: Cycle, job: PendingJob, f: str, verdict: Verdict
+    ) -> tuple[int, list[tuple[int, int]]] | None:
+        """The largest size above the elastic gang's minimum that fits on ``f`` now on
+        its minimum's quota terms, and its nodes; None: only the minimum may fit."""
+        g, org = job.spec.gang, job.spec.org
+        allowed = (Verdict.NOMINAL,) if verdict is Verdict.NOMINAL else (Verdict.NOMINAL, Verdict.BORROWED)
+        fit, prefer, book, pool = cycle.fit_of(job), job.prefer_nodes, cycle.book, cycle.pool
+
+        def probe(k: int) -> list[tuple[int, int]] | None:
+            if book.check(org, f, k * g.accelerators) not in allowed:
+                return None
+            return pool.place(f, shape_of(job, k), fit, prefer=prefer)
+
+        lo, hi = g.least + 1, g.replicas
+        nodes = probe(hi)  # the common case on a pool with room
+        if nodes is not None:
+            return hi, nodes
+        best = None
+        hi -= 1
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            nodes = probe(mid)
+            if nodes is None:
+                hi = mid - 1
+            else:
+                best, lo = (mid, nodes), mid + 1
+        return best
+
+    @staticmethod
+    def placed(
+        cycle: Cycle,
+        job: PendingJob,
+        f: str,
+        assignments: tuple[tuple[str, int], ...],
+        verdict: Verdict,
+        backfill: bool = False,
+    ) -> None:
         if backfill:
             reason = PlaceReason.BACKFILL
         else:
@@ -66,7 +122,6 @@ class Allocate(Action):
         org = job.spec.org
         borrowed = cycle.book.borrowed(org, f, cycle.promised.get((org, f), 0))
         cycle.out.placements.append(Placement(job.id, f, assignments, reason, borrowed))
-        return True
 
     @staticmethod
     def commit(

@@ -88,7 +88,7 @@ def _victims(
     """Victims of lower queues, in order, until ``job`` fits in ``free`` (updated then);
     none if it does not fit even then, or fits already (it waits for another reason)."""
     gang = job.spec.gang
-    per, need = gang.accelerators, gang.replicas
+    per, need = gang.accelerators, gang.least
     if per == 0:
         return []
     rooms = Counter(free.values())
