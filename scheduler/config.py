@@ -103,6 +103,7 @@ class PolicyConfig(_Frozen):
     half_life_seconds: Number = Field(7 * 86_400.0, gt=0, le=10 * 365 * 86_400)
     move_off_unhealthy: Bool = True
     min_runtime_yields_to: tuple[PreemptReason, ...] = (PreemptReason.HEALTH,)
+    grow_after_seconds: Number = Field(1800.0, ge=0, le=30 * 86_400)
     actions: tuple[str, ...] = Field(DEFAULT_ACTIONS, min_length=1, max_length=32)
 
     @field_validator("min_runtime_yields_to")

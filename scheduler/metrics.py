@@ -83,6 +83,10 @@ class Metrics:
         self.preemptions = PromCounter(
             "trainpool_preemptions", "Jobs preempted, by reason.", ["org", "reason"], registry=r
         )
+        self.resizes = PromCounter(
+            "trainpool_resizes", "Elastic gangs restarted at another size, by direction (grow, shrink).",
+            ["org", "direction"], registry=r,
+        )  # fmt: skip
         self.restarts = PromCounter(
             "trainpool_restarts", "Jobs restarted after a failure, by failure class.", ["reason"], registry=r
         )
@@ -184,8 +188,11 @@ class Metrics:
         started: Iterable[tuple[str, float]],
         preempted: Iterable[tuple[str, str]],
         restarted: Iterable[tuple[str, str]],
+        resized: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.cycle_seconds.observe(seconds)
+        for org, direction in resized:
+            self.resizes.labels(org, direction).inc()
         for org, wait in started:
             self.wait_seconds.labels(org).observe(wait)
         for org, reason in preempted:

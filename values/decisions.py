@@ -22,6 +22,7 @@ class PreemptReason(StrEnum):
     PRIORITY = "priority"  # a higher-priority job of the same org needs the capacity
     HEALTH = "health"  # the job runs on an unhealthy node and is moved elsewhere
     SERVICE = "service"  # a job with less attained service needs the room (least_attained)
+    GROW = "grow"  # an elastic gang restarts larger, into room nobody waits for
 
 
 class PendingReason(StrEnum):
@@ -60,6 +61,15 @@ class Preemption:
     reason: PreemptReason
     beneficiary: str | None  # the pending job this makes room for (None for HEALTH)
     message: str = ""
+    # A resize of an elastic gang rather than a plain stop: it restarts from its
+    # checkpoint at ``resize_to`` replicas, first in the queue, offered ``keep`` (its
+    # ranks kept, in rank order) first (a shrink keeps its minimum; a grow keeps all).
+    keep: tuple[tuple[str, int], ...] = ()
+    resize_to: int | None = None
+
+    @property
+    def resize(self) -> bool:
+        return self.resize_to is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,9 @@ class RequeueReason(StrEnum):
     # Not its own fault (a lost node, a health move): at the head of its org's queue, its
     # surviving nodes offered first.
     EXPEDITED = "expedited"
+    # An elastic gang stopped to grow or shrink: first in the whole queue (nominated),
+    # offered the ranks it keeps, at the largest size that fits then.
+    RESIZED = "resized"
 
 
 _S = JobState

@@ -35,6 +35,10 @@ class PendingJob:
     # The nodes its interrupted attempt held, less the one that failed it, in rank order:
     # offered first, so that it comes back where it was (its topology kept).
     prefer_nodes: tuple[str, ...] = ()
+    # An elastic gang stopped to grow or shrink: it restarts at no more than this size
+    # (nominated, its kept ranks preferred), so that it does not take back at once the
+    # room a shrink gave up, nor more than a grow found idle.
+    resize_to: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +88,7 @@ class WithinOrg(StrEnum):
     RESPONSE_RATIO = "response_ratio"
 
 
-DEFAULT_ACTIONS = ("evacuate", "allocate", "preempt", "reserve")
+DEFAULT_ACTIONS = ("evacuate", "allocate", "preempt", "reserve", "grow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +109,9 @@ class Policy:
     # Preemptions that may stop a job before its min_runtime (reclaim never may): a move
     # off a failing node is not worth waiting for; a higher priority waits by default.
     min_runtime_yields_to: tuple[PreemptReason, ...] = (PreemptReason.HEALTH,)
+    # An elastic gang does not grow before its attempt ran this long (anti-flap: a shrink
+    # or a grow is a restart, and each restart costs the work since its checkpoint).
+    grow_after_seconds: float = 1800.0
     # The cycle's named actions in the order they run (``scheduler/core/actions``); the
     # switches above tune them (evacuate: move_off_unhealthy; preempt: reclaim and
     # priority_preemption; reserve: backfill). An action not listed does not run.

@@ -177,6 +177,7 @@ class ControlLoop:
             [(org_of.get(job, "unknown"), wait) for job, wait in out.started],
             [(org_of.get(job, "unknown"), reason) for job, reason in out.preempted],
             out.restarted,
+            [(org_of.get(job, "unknown"), direction) for job, direction in out.resized],
         )
 
     def run(self, wake: Wake) -> None:

@@ -19,6 +19,7 @@ class Outcome:
     launched: list[str] = field(default_factory=list)
     started: list[tuple[str, float]] = field(default_factory=list)  # (job, seconds since submit)
     preempted: list[tuple[str, str]] = field(default_factory=list)  # (job, reason)
+    resized: list[tuple[str, str]] = field(default_factory=list)  # (job, "grow" | "shrink")
     restarted: list[tuple[str, str]] = field(default_factory=list)  # (job, failure class)
     finished: list[tuple[str, str]] = field(default_factory=list)  # (job, final state)
     rejected: list[str] = field(default_factory=list)

@@ -282,7 +282,7 @@ class _Store:
                 nodes = ", ".join(f"{n}x{k}" for n, k in p.assignments)
                 jobstore.move(
                     s, job, JobEvent.ADMIT, now, reason=p.reason.value, message=f"{p.flavor} on {nodes}",
-                    estimated_start=None, nominated=False, expedite=False, prefer_nodes="[]",
+                    estimated_start=None, nominated=False, expedite=False, prefer_nodes="[]", resize_to=None,
                 )  # fmt: skip
                 s.add(alloc)
                 s.flush()
@@ -308,11 +308,21 @@ class _Store:
             self.out.skipped.append(p.job_id)
             return False
         text = p.message or (f"to make room for {p.beneficiary}" if p.beneficiary else reason)
-        jobstore.move(s, job, JobEvent.PREEMPT, now, reason=reason, message=text, preempted_by=p.beneficiary)
+        # A resize comes back first, offered the ranks it keeps (``requeue`` says so).
+        resize = {
+            "expedite": True, "nominated": True, "prefer_nodes": json.dumps([n for n, _ in p.keep]),
+            "resize_to": p.resize_to,
+        }  # fmt: skip
+        jobstore.move(
+            s, job, JobEvent.PREEMPT, now, reason=reason, message=text, preempted_by=p.beneficiary,
+            **(resize if p.resize else {}),
+        )  # fmt: skip
         a.state, a.preempted_for, a.stop_requested_at = "stopping", p.beneficiary, now
         s.add(a)
         self.acts.stops.append((gang_key(job.id, job.attempt), self.specs.get(job).grace_period_seconds))
         self.out.preempted.append((p.job_id, reason))
+        if p.resize:
+            self.out.resized.append((p.job_id, "grow" if p.reason is PreemptReason.GROW else "shrink"))
         return True
 
     def reject(self, r: Rejection) -> bool:

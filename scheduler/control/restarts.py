@@ -106,7 +106,14 @@ def usable(s: Session) -> Callable[[str], bool]:
 def requeue(s: Session, job: JobRow, now: float, **changes: object) -> None:
     """Back to the queue with the next attempt number; the event says why, and an
     expedited job's says which nodes it is offered first."""
-    if job.expedite or changes.get("expedite"):
+    if job.state == JobState.PREEMPTED and job.resize_to is not None:
+        reason = RequeueReason.RESIZED
+        nodes = json.loads(job.prefer_nodes)
+        message = (
+            f"an elastic gang resized: restarts from its checkpoint at {job.resize_to} replicas, first in "
+            f"the queue, on its nodes {', '.join(nodes)} first"
+        )
+    elif job.expedite or changes.get("expedite"):
         reason = RequeueReason.EXPEDITED
         nodes = json.loads(str(changes.get("prefer_nodes", job.prefer_nodes)))
         where = f"; its nodes {', '.join(nodes)} are offered first" if nodes else ""

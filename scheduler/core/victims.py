@@ -5,13 +5,19 @@ least work (most recent checkpoint), as Kueue and KAI do; victims are added unti
 beneficiary fits (quota and nodes), then each one whose removal still leaves it fitting
 is dropped again, so the set is minimal. Nothing is preempted unless the beneficiary fits
 afterwards.
+
+An elastic gang above its minimum is a victim for its surplus only: it is shrunk (its
+ranks beyond the minimum released, the rest kept) rather than stopped whole, and within a
+priority it goes before jobs that could only be stopped whole. A shrink is a restart from
+its checkpoint (the backends cannot take ranks out of a running collective): the gang
+stops, and comes back first at its minimum, offered the nodes it kept.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from quota.accounting import QuotaBook, Verdict
 from scheduler.core.pool import Fit, PoolState, Shape
@@ -26,6 +32,32 @@ Extra = dict[int, tuple[int, float, float]]
 class Victim:
     job: RunningJob
     reason: PreemptReason
+    # What it gives up: the whole job, or for a shrunk elastic gang its surplus ranks
+    # (a RunningJob of the same id on those ranks' nodes only).
+    part: RunningJob
+    keep: tuple[tuple[str, int], ...] = ()  # a shrunk gang's ranks kept, in rank order
+
+
+def victim(r: RunningJob, reason: PreemptReason) -> Victim:
+    """``r`` as a victim: shrunk to its minimum where it is an elastic gang above it."""
+    least = r.spec.gang.least
+    if least >= sum(n for _, n in r.assignments):
+        return Victim(r, reason, r)
+    keep: list[tuple[str, int]] = []
+    give: list[tuple[str, int]] = []
+    left = least
+    for node, n in r.assignments:
+        k = min(n, left)
+        left -= k
+        if k:
+            keep.append((node, k))
+        if n - k:
+            give.append((node, n - k))
+    return Victim(r, reason, replace(r, assignments=tuple(give)), tuple(keep))
+
+
+def shrinkable(r: RunningJob) -> bool:
+    return r.spec.gang.least < sum(n for _, n in r.assignments)
 
 
 def victim_class(book: QuotaBook, org: str, flavor: str) -> int:
@@ -36,7 +68,7 @@ def victim_class(book: QuotaBook, org: str, flavor: str) -> int:
 def victim_tail(r: RunningJob) -> tuple[object, ...]:
     """The rest of the victim order: the job's own facts (fixed while the object lives)."""
     lost_since = r.last_checkpoint_at if r.last_checkpoint_at is not None else r.started_at
-    return (r.priority, -lost_since, -r.started_at, r.id)
+    return (r.priority, not shrinkable(r), -lost_since, -r.started_at, r.id)
 
 
 class _Release:
@@ -51,13 +83,13 @@ class _Release:
         self.jobs: list[Victim] = []
 
     def add(self, v: Victim) -> None:
-        pool, acc = self.pool, v.job.spec.gang.accelerators
-        pool.release_of((v.job,), into=self.extra)
+        pool, acc, part = self.pool, v.job.spec.gang.accelerators, v.part
+        pool.release_of((part,), into=self.extra)
         self.freed += sum(
-            n * acc for node, n in v.job.assignments if node in pool.index and pool.usable[pool.index[node]]
+            n * acc for node, n in part.assignments if node in pool.index and pool.usable[pool.index[node]]
         )
         if self.statement is not None:
-            self.statement.charge(v.job.spec.org, self.flavor, -v.job.accelerators)
+            self.statement.charge(v.job.spec.org, self.flavor, -part.accelerators)
         self.jobs.append(v)
 
 
@@ -130,7 +162,7 @@ def find_victims(
                 if got is not None:
                     return got
             current = key[:2]
-            v = Victim(r, PreemptReason.PRIORITY if r.spec.org == org else PreemptReason.RECLAIM)
+            v = victim(r, PreemptReason.PRIORITY if r.spec.org == org else PreemptReason.RECLAIM)
             if protected(r, v.reason):
                 continue  # it has not run its min_runtime yet
             if v.reason is PreemptReason.RECLAIM and budgeted:
@@ -139,7 +171,7 @@ def find_victims(
                 o = r.spec.org
                 if not book.above_nominal(o, flavor, live.get((o, flavor), 0) - released.get(o, 0)):
                     continue
-                released[o] = released.get(o, 0) + r.accelerators
+                released[o] = released.get(o, 0) + v.part.accelerators
             prefix.append(v)
             whole.add(v)
         return attempt() if prefix else None
@@ -164,7 +196,7 @@ def _choose(
     org, need = job.spec.org, shape.replicas * shape.acc
     on_node: dict[int, list[Victim]] = {}
     for v in prefix:
-        for node, _ in v.job.assignments:
+        for node, _ in v.part.assignments:
             i = pool.index.get(node)
             if i is not None:
                 on_node.setdefault(i, []).append(v)
@@ -175,7 +207,7 @@ def _choose(
 
     def take(v: Victim) -> None:
         picked.add(v.job.id)
-        released[v.job.spec.org] = released.get(v.job.spec.org, 0) + v.job.accelerators
+        released[v.job.spec.org] = released.get(v.job.spec.org, 0) + v.part.accelerators
         rel.add(v)
 
     def still_borrowing(v: Victim) -> bool:

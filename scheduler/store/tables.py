@@ -106,9 +106,12 @@ class JobRow(SQLModel, table=True):
     # Victims were stopped for this job and have exited: it goes first until admitted.
     nominated: bool = False
     # Back after an infrastructure failure or a health move: first in its org and priority,
-    # offered ``prefer_nodes`` (JSON, rank order) first; both cleared on admission.
+    # offered ``prefer_nodes`` (JSON, rank order) first; both cleared on admission. An
+    # elastic gang stopped to resize is expedited and nominated too, and restarts at
+    # ``resize_to`` replicas at most (all three cleared on admission).
     expedite: bool = False
     prefer_nodes: str = Field(default="[]", sa_column=Column(Text, nullable=False, default="[]"))
+    resize_to: int | None = None
     started_at: float | None = None
     finished_at: float | None = None
     # The latest decision about the job, for `queue` and `describe`.

@@ -218,4 +218,5 @@ def _pending(job: JobRow, spec: JobSpec) -> PendingJob:
         nominated=job.nominated,
         expedite=job.expedite,
         prefer_nodes=tuple(json.loads(job.prefer_nodes)),
+        resize_to=job.resize_to,
     )

@@ -198,14 +198,18 @@ def running(
     preemptible: bool = True,
     cpu: float = 1.0,
     mem: float = 4.0,
+    most: int | None = None,
+    least: int | None = None,
 ) -> RunningJob:
-    """A running job; ``on`` maps node -> replicas (a plain list means one replica each)."""
+    """A running job; ``on`` maps node -> replicas (a plain list means one replica each).
+    An elastic gang runs with those replicas of its ``most``, ``least`` at the least."""
     assignments = tuple(on.items()) if isinstance(on, Mapping) else tuple((n, 1) for n in on)
     replicas = sum(r for _, r in assignments)
     s = spec(
         id,
         org,
-        replicas=replicas,
+        replicas=most or replicas,
+        least=least,
         acc=acc,
         flavors=flavor,
         prio=prio,

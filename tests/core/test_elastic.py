@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from scheduler.core import decide
-from values.decisions import PendingReason, PlaceReason, RejectReason
+from values.decisions import PendingReason, PlaceReason, PreemptReason, RejectReason
 from values.domain import Gang
 from values.snapshot import Policy
 
@@ -153,3 +153,102 @@ def test_it_starts_at_the_largest_size_that_fits(busy: list[int], most: int, lea
     k = sum(n for _, n in p.assignments)
     assert least <= k <= most and rigid_fits(k)
     assert k == most or not rigid_fits(k + 1)
+
+
+# -- shrink: an elastic gang gives up its surplus before anyone is stopped whole ---------
+
+N = [n.name for n in FOUR]
+
+
+def stops(
+    snap: object, now: float = 0.0
+) -> dict[str, tuple[PreemptReason, str | None, tuple[tuple[str, int], ...]]]:
+    return {p.job_id: (p.reason, p.beneficiary, p.keep) for p in decide(snap, now).preemptions}  # type: ignore[arg-type]
+
+
+def test_a_borrowing_elastic_gang_is_shrunk_to_its_minimum_for_a_reclaim() -> None:
+    snap = snapshot(
+        FOUR, [org("a", h100=16), org("b", h100=16)],
+        running=[running("eb", "b", on=N, most=4, least=2)],
+        pending=[pending("ja", "a", replicas=2)],
+    )  # fmt: skip
+    assert stops(snap) == {"eb": (PreemptReason.RECLAIM, "ja", ((N[0], 1), (N[1], 1)))}
+    (p,) = decide(snap, 0.0).preemptions
+    assert "shrinks to 2 of 4 replicas" in p.message
+
+
+def test_it_is_shrunk_before_a_rigid_job_that_would_lose_less_is_stopped_whole() -> None:
+    # Both b's jobs borrow; the rigid one checkpointed last (cheaper to stop whole), yet
+    # the elastic gang gives up a replica instead.
+    snap = snapshot(
+        FOUR, [org("a", h100=16), org("b", h100=16)],
+        running=[
+            running("rb", "b", on=N[:2], checkpoint=90.0),
+            running("eb", "b", on=N[2:], most=2, least=1, checkpoint=10.0),
+        ],
+        pending=[pending("ja", "a")],
+    )  # fmt: skip
+    assert stops(snap, 100.0) == {"eb": (PreemptReason.RECLAIM, "ja", ((N[2], 1),))}
+
+
+def test_for_contrast_a_rigid_gang_there_is_stopped_whole() -> None:
+    snap = snapshot(
+        FOUR, [org("a", h100=16), org("b", h100=16)],
+        running=[
+            running("rb", "b", on=N[:2], checkpoint=90.0), running("eb", "b", on=N[2:], checkpoint=10.0)
+        ],
+        pending=[pending("ja", "a")],
+    )  # fmt: skip
+    assert stops(snap, 100.0) == {"rb": (PreemptReason.RECLAIM, "ja", ())}
+
+
+def test_a_gang_at_its_minimum_is_stopped_whole() -> None:
+    snap = snapshot(
+        FOUR, [org("a", h100=32), org("b", h100=0)],
+        running=[running("eb", "b", on=N, most=8, least=4)],
+        pending=[pending("ja", "a", replicas=2)],
+    )  # fmt: skip
+    assert stops(snap) == {"eb": (PreemptReason.RECLAIM, "ja", ())}
+
+
+# -- grow: into room nobody waits for, within nominal, not before grow_after_seconds ---
+
+
+def growing(*pending_jobs: object, nominal: int = 32, now: float = 2000.0) -> dict[str, object]:
+    snap = snapshot(
+        FOUR, [org("a", h100=nominal), org("b", h100=0)],
+        running=[running("e", on=N[:2], most=4, least=1)],
+        pending=list(pending_jobs),  # type: ignore[arg-type]
+    )  # fmt: skip
+    return {p.job_id: p for p in decide(snap, now).preemptions}
+
+
+def test_an_elastic_gang_grows_into_idle_room_keeping_its_ranks() -> None:
+    (p,) = growing().values()  # type: ignore[misc]
+    assert (p.reason, p.beneficiary, p.keep) == (PreemptReason.GROW, None, ((N[0], 1), (N[1], 1)))
+    assert "grows from 2 to 4 of 4 replicas" in p.message
+
+
+def test_extra_replicas_do_not_borrow_it_grows_to_its_nominal() -> None:
+    (p,) = growing(nominal=24).values()  # type: ignore[misc]
+    assert "grows from 2 to 3 of 4" in p.message
+
+
+def test_it_does_not_grow_before_grow_after_seconds() -> None:
+    assert growing(now=1000.0) == {}
+
+
+def test_it_does_not_grow_into_room_a_pending_job_waits_for() -> None:
+    # b's three-node job cannot start on the two idle nodes: that room is what it waits for.
+    assert growing(pending("big", "b", replicas=3)) == {}
+
+
+def test_it_grows_when_the_pending_job_waits_for_another_flavor() -> None:
+    snap = snapshot(
+        [FOUR, rack("x", 1, flavor="a100")], [org("a", h100=32, a100=16), org("b", h100=0)],
+        running=[running("e", on=N[:2], most=4, least=1), running("busy", on=["x-n0"], flavor="a100")],
+        pending=[pending("other", "a", flavors="a100")],
+    )  # fmt: skip
+    d = decide(snap, 2000.0)
+    assert d.pending["other"].reason is PendingReason.RESERVED  # it waits, on a100
+    assert [(p.job_id, p.reason) for p in d.preemptions] == [("e", PreemptReason.GROW)]

@@ -79,10 +79,12 @@ class Pool:
         **extra: Any,
     ) -> str:
         env = {k: str(v) for k, v in extra.pop("env", {}).items()}
+        gang = {"replicas": replicas, "accelerators": accelerators, "flavor": "h100"}
+        if "min_replicas" in extra:
+            gang["min_replicas"] = extra.pop("min_replicas")
         spec = JobSpec.model_validate(
-            {"name": extra.pop("name", "train"), "org": org, "gang": {"replicas": replicas,
-             "accelerators": accelerators, "flavor": "h100"}, "env": env, **extra}
-        )  # fmt: skip
+            {"name": extra.pop("name", "train"), "org": org, "gang": gang, "env": env, **extra}
+        )
         self.clock.t += 0.001  # distinct submit times: the queue order is then the test's order
         with self.db.write() as s:
             sub = jobstore.submit(

@@ -28,12 +28,15 @@ every policy's digests changed on both workloads. On the synthetic one (frequent
 failures) trainpool's owed waits over the allowance went 15 -> 10 (longest 3,685 s ->
 2,341 s) for more reclaims (83 -> 124) and an average JCT 4% higher (13,267 s -> 13,813
 s); on the VC slice every figure moved by under 8%. A rewrite is for a decision change
-meant and explained, never to make a speed change pass.
+meant and explained, never to make a speed change pass. The digest's form changed once
+without a decision changing (issue 15: preemptions gained ``keep`` and ``resize_to``, a
+resize's kept ranks and size, and their messages left the digest): before rewriting,
+the tree's replays were checked against the old digests computed in the old form.
 
 For each policy they hold the JSON summary (``wall_s`` and the scored ``estimates`` left
 out) and a
 SHA-256 over every cycle's time and decisions (placements with their nodes, preemptions
-with their beneficiaries, reservations, rejections, and every pending job's reason,
+with their beneficiaries and kept ranks, reservations, rejections, and every pending job's reason,
 estimate and blocker, not the wording of its message), so a
 change that moves one job to another node, or one reason, in one cycle fails here. The
 summary is compared through JSON, exactly (floats included): the same decisions in the same
@@ -100,9 +103,11 @@ class DecisionDigest:
         self.digests.append(h)
 
         def observe(snap: Snapshot, now: float, dec: Decisions) -> None:
-            # Reasons, estimates and blockers are decisions; the messages' wording is not.
+            # Reasons, estimates, blockers and a resize's kept ranks are decisions; the
+            # messages' wording is not.
             pending = sorted((k, (v.reason, v.estimated_start, v.blocked_by)) for k, v in dec.pending.items())
-            h.update(repr((now, dec.placements, dec.preemptions, dec.reservations, dec.rejections)).encode())
+            stops = [(p.job_id, p.reason, p.beneficiary, p.keep, p.resize_to) for p in dec.preemptions]
+            h.update(repr((now, dec.placements, stops, dec.reservations, dec.rejections)).encode())
             h.update(repr(pending).encode())
 
         return observe

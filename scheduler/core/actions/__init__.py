@@ -11,12 +11,13 @@ from collections.abc import Iterable
 from scheduler.core.actions.allocate import Allocate
 from scheduler.core.actions.base import Action, Ask, Outcome
 from scheduler.core.actions.evacuate import Evacuate
+from scheduler.core.actions.grow import Grow
 from scheduler.core.actions.least_attained import LeastAttained
 from scheduler.core.actions.preempt import Preempt
 from scheduler.core.actions.reserve import Reserve
 
 ACTIONS: dict[str, Action] = {
-    a.name: a for a in (Evacuate(), Allocate(), Preempt(), Reserve(), LeastAttained())
+    a.name: a for a in (Evacuate(), Allocate(), Preempt(), Reserve(), LeastAttained(), Grow())
 }
 
 __all__ = ["ACTIONS", "Action", "Ask", "Outcome", "resolve", "unknown"]

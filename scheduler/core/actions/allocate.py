@@ -91,7 +91,7 @@ class Allocate(Action):
                 return None
             return pool.place(f, shape_of(job, k), fit, prefer=prefer)
 
-        lo, hi = g.least + 1, g.replicas
+        lo, hi = g.least + 1, min(g.replicas, job.resize_to or g.replicas)
         nodes = probe(hi)  # the common case on a pool with room
         if nodes is not None:
             return hi, nodes

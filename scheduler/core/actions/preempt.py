@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from quota.accounting import Verdict
 from scheduler.core.actions.base import Action, Ask, Outcome
-from scheduler.core.victims import find_victims
+from scheduler.core.victims import Victim, find_victims
 from values.decisions import PendingReason, Preemption
 
 if TYPE_CHECKING:
@@ -65,13 +65,30 @@ class Preempt(Action):
                 cycle.memo[key] = _FAIL
                 continue
             victims, placement, released = found
-            cycle.claim(job, f, shape, placement, released, [v.job for v in victims])
+            cycle.claim(job, f, shape, placement, released, [v.part for v in victims])
             for v in victims:
                 cycle.stopping.add(v.job.id)
-                cycle.live[(v.job.spec.org, f)] -= v.job.accelerators
+                cycle.live[(v.job.spec.org, f)] -= v.part.accelerators
                 cycle.out.preemptions.append(
-                    Preemption(v.job.id, v.reason, job.id, f"makes room for {job.id} ({v.reason.value})")
+                    Preemption(
+                        v.job.id,
+                        v.reason,
+                        job.id,
+                        _message(v, job.id),
+                        keep=v.keep,
+                        resize_to=sum(n for _, n in v.keep) if v.keep else None,
+                    )
                 )
             cycle.pend(job, PendingReason.PREEMPTING, f"{len(victims)} job(s) asked to stop to make room")
             return Outcome.PREEMPTING
         return None
+
+
+def _message(v: Victim, beneficiary: str) -> str:
+    if not v.keep:
+        return f"makes room for {beneficiary} ({v.reason.value})"
+    kept = sum(n for _, n in v.keep)
+    return (
+        f"shrinks to {kept} of {sum(n for _, n in v.job.assignments)} replicas to make room for "
+        f"{beneficiary} ({v.reason.value}); restarts from its checkpoint"
+    )
