@@ -56,6 +56,12 @@ def sim(
     estimate_range: str = typer.Option(
         "90", "--estimate-range", help="The range's runtime percentile, or 'none'."
     ),
+    elastic: float = typer.Option(
+        0.0, "--elastic", help="Share of multi-replica jobs made elastic (minimum: half their replicas)."
+    ),
+    grow_after: float | None = typer.Option(
+        None, "--grow-after", help="Seconds an elastic gang runs before it may grow (default: the policy's)."
+    ),
     seed: int = typer.Option(0, "--seed"),
     max_jobs: int | None = typer.Option(None, "--max-jobs", help="Replay only the first N jobs."),
     out: Path | None = typer.Option(None, "--out", help="Write summary.json, summary.md and plots here."),
@@ -96,6 +102,8 @@ def sim(
         grace_s=grace,
         runtime_estimate=runtime_estimate,
         max_jobs=max_jobs,
+        elastic=elastic,
+        grow_after_s=grow_after,
         estimates=estimate_config,
         command="trainpool sim " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
     )

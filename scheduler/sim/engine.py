@@ -22,7 +22,7 @@ from scheduler.applier import apply_decisions, nominated
 from scheduler.sim.estimates import EstimateConfig, Estimator
 from scheduler.sim.failures import FailureModel, FailureStream
 from scheduler.sim.policies.base import SimPolicy
-from scheduler.sim.pool import SimPool, job_spec
+from scheduler.sim.pool import SimPool, elastic, job_spec
 from scheduler.sim.record import JobRecord, SimResult, Timeline
 from scheduler.sim.trace import TraceJob
 from values.decisions import Decisions, Placement, Preemption, PreemptReason, Rejection
@@ -45,6 +45,10 @@ class SimConfig:
     runtime_estimate: float = 1.0  # max_runtime_seconds = estimate x run time + restart overhead
     seed: int = 0
     estimates: EstimateConfig | None = None  # start estimates to record (None: none)
+    # The share of multi-replica trace jobs made elastic (``pool.elastic``), and the
+    # policy's grow_after_seconds for them (None: the policy's own).
+    elastic: float = 0.0
+    grow_after_s: float | None = None
 
 
 class SimJob:
@@ -59,10 +63,13 @@ class SimJob:
         "next_ckpt",
         "org_idx",
         "pending",
+        "rate",
         "rec",
         "remaining",
+        "resize",
         "running",
         "saved",
+        "size_acc",
         "spec",
         "start",
         "work_start",
@@ -84,6 +91,11 @@ class SimJob:
         self.pending: PendingJob | None = None
         self.running: RunningJob | None = None
         self.avoid: frozenset[str] = frozenset()  # the node that failed its latest attempt
+        # Running: accelerators held, and progress per second (an elastic gang at k of
+        # its n replicas progresses at k/n: linear scaling, the documented model).
+        self.size_acc = rec.accelerators
+        self.rate = 1.0
+        self.resize: Preemption | None = None  # the resize it is stopping for
 
     @property
     def id(self) -> str:
@@ -108,6 +120,11 @@ class Simulation:
             decide = core_decide
         self.pool, self.policy, self.model, self.config = pool, policy, failures, config
         self._decide, self._observer, self._progress = decide, observer, progress
+        core = policy.core
+        if config.grow_after_s is not None:
+            core = replace(core, grow_after_seconds=config.grow_after_s)
+        self._core = core
+        self._small: set[str] = set()  # running elastic gangs below their most: they may grow
         self.org_names = tuple(o.name for o in pool.orgs)
         self._org_idx = {o: i for i, o in enumerate(self.org_names)}
         self.nominal = [pool.nominal(o) for o in self.org_names]
@@ -136,6 +153,7 @@ class Simulation:
         self.cycles = 0
         self.node_failures = 0
         self.preemptions: Counter[str] = Counter()
+        self.resizes: Counter[str] = Counter()  # elastic gangs restarted at another size
         self.timeline = Timeline(orgs=self.org_names)
         self._failures = FailureStream(failures, len(pool.nodes), config.seed)
         # Running attempts by when their next checkpoint is due: a cycle touches only
@@ -149,6 +167,8 @@ class Simulation:
         overhead = self.model.restart_overhead_s
         limit = min(max(tj.duration, 1.0) * self.config.runtime_estimate + overhead, 365 * 86_400.0)
         spec = job_spec(tj, self.pool, limit)
+        if self.config.elastic > 0:
+            spec = elastic(spec, tj.id, self.config.elastic, self.config.seed)
         if spec.name in self.jobs:
             raise ValueError(f"job id '{tj.id}' appears twice in the trace")
         rec = JobRecord(
@@ -193,6 +213,7 @@ class Simulation:
             nominal=dict(zip(self.org_names, self.nominal, strict=True)),
             weights={o.name: o.weight for o in self.pool.orgs},
             preemptions=dict(self.preemptions),
+            resizes=dict(self.resizes),
             node_failures=self.node_failures,
             cycles=self.cycles,
             wall_s=time.perf_counter() - started,
@@ -220,8 +241,9 @@ class Simulation:
             if kind == FINISH:
                 self._complete(job)
             else:
-                beneficiary = job.running.preempted_for
-                self._interrupt(job, job.saved, failure=False, preempted_by=beneficiary)
+                beneficiary, resize = job.running.preempted_for, job.resize
+                job.resize = None
+                self._interrupt(job, job.saved, failure=False, preempted_by=beneficiary, resize=resize)
                 self._nominate(beneficiary)
             self._want_cycle()
         self._record()
@@ -258,13 +280,13 @@ class Simulation:
             running=tuple([j.running for j in self.running.values() if j.running is not None]),
             pending=tuple([j.pending for j in self.pending.values() if j.pending is not None]),
             usage={o: {flavor: u} for o, u in zip(self.org_names, self._usage, strict=True)},
-            policy=self.policy.core,
+            policy=self._core,
         )
 
     def _cycle(self) -> None:
         now = self.now
-        if not self.pending and not self._any_unhealthy:
-            return  # decide() has nothing to do: no job waits and nobody must move
+        if not self.pending and not self._any_unhealthy and not self._small:
+            return  # decide() has nothing to do: no job waits, nobody must move or may grow
         self._last_cycle = now
         self.cycles += 1
         snap = self.snapshot(now)
@@ -282,16 +304,19 @@ class Simulation:
     def apply(self, decisions: Decisions) -> None:
         apply_decisions(decisions, _Effects(self))
 
-    def preempt(self, job_id: str, beneficiary: str | None, reason: str) -> bool:
-        job = self.running.get(job_id)
+    def preempt(self, p: Preemption) -> bool:
+        job = self.running.get(p.job_id)
         if job is None or job.running is None or job.running.terminating:
             return False
         job.saved = self._checkpointed(job, self.now)
-        job.running = replace(job.running, terminating=True, preempted_for=beneficiary)
-        self.preemptions[reason] += 1
+        job.running = replace(job.running, terminating=True, preempted_for=p.beneficiary)
+        self.preemptions[p.reason.value] += 1
         job.rec.preemptions += 1
-        if reason == PreemptReason.HEALTH.value:
-            job.rec.preemptions -= 1  # a move, not a preemption for someone else
+        if p.reason in (PreemptReason.HEALTH, PreemptReason.GROW):
+            job.rec.preemptions -= 1  # a move or a grow, not a preemption for someone else
+        if p.resize:
+            job.resize = p
+            self.resizes["grow" if p.reason is PreemptReason.GROW else "shrink"] += 1
         self._push(self.now + self.config.grace_s, EXIT, f"{job.id}#{job.attempt}")
         return True
 
@@ -313,10 +338,20 @@ class Simulation:
         if ben is not None and ben.pending is not None:
             ben.pending = nominated(ben.pending)
 
-    def _enqueue(self, job: SimJob, preempted_by: str | None, back: Return | None = None) -> None:
+    def _enqueue(
+        self,
+        job: SimJob,
+        preempted_by: str | None,
+        back: Return | None = None,
+        resize: Preemption | None = None,
+    ) -> None:
+        """Into the queue: as ``back`` says after a failure not its own; after a resize
+        (as the service requeues one) first, at its new size, its kept ranks first."""
         rec = job.rec
         if back is not None:
             job.avoid = back.avoid
+        if resize is not None:
+            back = Return(expedite=True, prefer=tuple(n for n, _ in resize.keep), avoid=job.avoid)
         job.pending = PendingJob(
             id=job.id,
             spec=job.spec,
@@ -328,6 +363,8 @@ class Simulation:
             service=job.attained,
             expedite=back is not None and back.expedite,
             prefer_nodes=() if back is None else back.prefer,
+            nominated=resize is not None,
+            resize_to=None if resize is None else resize.resize_to,
         )
         self.pending[job.id] = job
         self._pending_acc[job.org_idx] += job.acc
@@ -365,21 +402,30 @@ class Simulation:
         self.running[job.id] = job
         for node, _ in assignments:
             self._on_node[node].add(job.id)
-        self.alloc[job.org_idx] += job.acc
+        g = job.spec.gang
+        if g.elastic:
+            size = sum(n for _, n in assignments)
+            job.size_acc, job.rate = size * g.accelerators, size / g.replicas
+            if size < g.replicas:
+                self._small.add(job.id)  # a cycle when it may grow, room or not
+                self._push(now + self._core.grow_after_seconds, WAKE, "")
+        self.alloc[job.org_idx] += job.size_acc
         if job.rec.first_start is None:
             job.rec.first_start = now
-        self._push(job.work_start + job.remaining, FINISH, f"{job.id}#{job.attempt}")
+        self._push(job.work_start + job.remaining / job.rate, FINISH, f"{job.id}#{job.attempt}")
 
     def _release(self, job: SimJob) -> None:
         assert job.running is not None
         for node, _ in job.running.assignments:
             self._on_node[node].discard(job.id)
         del self.running[job.id]
+        self._small.discard(job.id)
         job.running = None
-        self.alloc[job.org_idx] -= job.acc
+        self.alloc[job.org_idx] -= job.size_acc
         held = self.now - job.start
         job.rec.held_s += held
-        job.attained += held * job.acc
+        job.rec.unheld_acc_s += held * (job.acc - job.size_acc)
+        job.attained += held * job.size_acc
 
     def _complete(self, job: SimJob) -> None:
         if self.estimator is not None:
@@ -397,12 +443,13 @@ class Simulation:
         preempted_by: str | None,
         requeue: bool = True,
         back: Return | None = None,
+        resize: Preemption | None = None,
     ) -> None:
         """End the attempt: keep ``kept`` seconds of progress, lose the rest, queue again
         (as ``back`` says, for a gang interrupted through no fault of its own) or, without
         ``requeue``, end the job as failed."""
         held = self.now - job.start
-        lost = max(0.0, held - kept) * job.acc
+        lost = max(0.0, held * job.rate - kept) * job.size_acc / job.rate
         if failure:
             job.rec.lost_failure_acc_s += lost
             job.rec.failures += 1
@@ -415,7 +462,7 @@ class Simulation:
             job.rec.failed = True
             self._finished += 1
             return
-        self._enqueue(job, preempted_by, back)
+        self._enqueue(job, preempted_by, back, resize)
 
     def _node_failed(self, node: str) -> None:
         self._schedule_failure(self.now)
@@ -447,9 +494,11 @@ class Simulation:
     # -- progress and checkpoints --------------------------------------------------------
 
     def _checkpointed(self, job: SimJob, t: float) -> float:
-        """Progress (seconds of work) saved by the attempt's last checkpoint at ``t``."""
-        done = min(max(t - job.work_start, 0.0), job.remaining)
-        interval = self.model.checkpoint_interval_s
+        """Progress (seconds of work at full size) saved by the attempt's last checkpoint
+        at ``t``; checkpoints come every interval of the attempt's own progress."""
+        rate = job.rate
+        done = min(max(t - job.work_start, 0.0) * rate, job.remaining)
+        interval = self.model.checkpoint_interval_s * rate
         return math.floor(done / interval) * interval
 
     def _refresh_checkpoints(self, now: float) -> None:
@@ -460,9 +509,9 @@ class Simulation:
             if job.running is None or job.attempt != attempt:
                 continue  # that attempt has ended
             saved = self._checkpointed(job, now)
-            job.next_ckpt = job.work_start + saved + self.model.checkpoint_interval_s
+            job.next_ckpt = job.work_start + saved / job.rate + self.model.checkpoint_interval_s
             later.append((job.next_ckpt, job_id, attempt))
-            at = job.work_start + saved if saved > 0 else None
+            at = job.work_start + saved / job.rate if saved > 0 else None
             r = job.running
             if at != job.ckpt_at and r is not None:
                 job.ckpt_at = at
@@ -537,7 +586,7 @@ class _Effects:
         return True
 
     def preempt(self, preemption: Preemption) -> bool:
-        return self.engine.preempt(preemption.job_id, preemption.beneficiary, preemption.reason.value)
+        return self.engine.preempt(preemption)
 
     def reject(self, rejection: Rejection) -> bool:
         return self.engine.reject(rejection)

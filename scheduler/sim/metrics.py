@@ -300,7 +300,7 @@ def losses(jobs: Sequence[JobRecord]) -> dict[str, float]:
     all accelerator time held (useful = completed jobs' accelerators x run time)."""
     lost_fail = sum(j.lost_failure_acc_s for j in jobs) / 3600
     lost_pre = sum(j.lost_preemption_acc_s for j in jobs) / 3600
-    held = sum(j.held_s * j.accelerators for j in jobs)
+    held = sum(j.held_s * j.accelerators - j.unheld_acc_s for j in jobs)
     useful = sum(j.duration * j.accelerators for j in completed(jobs))
     return {
         "lost_failure_acc_h": lost_fail,

@@ -130,6 +130,27 @@ def job_spec(job: TraceJob, pool: SimPool, max_runtime: float | None) -> JobSpec
     )
 
 
+def elastic(spec: JobSpec, job_id: str, fraction: float, seed: int) -> JobSpec:
+    """``spec`` made elastic for a ``fraction`` of multi-replica jobs, picked by a hash of
+    (seed, job id): its minimum is half its replicas, rounded up. The documented model:
+    throughput is linear in size (k of n replicas progress at k/n, ``engine``), so its
+    runtime limit, which holds for its whole run, is scaled for a run at its minimum."""
+    g = spec.gang
+    if g.replicas < 2:
+        return spec
+    digest = hashlib.blake2b(f"{seed}:elastic:{job_id}".encode(), digest_size=8).digest()
+    if int.from_bytes(digest, "big") / 2**64 >= fraction:
+        return spec
+    least = (g.replicas + 1) // 2
+    limit = spec.max_runtime_seconds
+    return spec.model_copy(
+        update={
+            "gang": g.model_copy(update={"min_replicas": least}),
+            "max_runtime_seconds": None if limit is None else min(limit * g.replicas / least, 365 * 86_400.0),
+        }
+    )
+
+
 def assign_orgs(jobs: list[TraceJob], quotas: Mapping[str, int], seed: int) -> list[TraceJob]:
     """Give tenant-less jobs (format ``philly``) an org: a hash of (seed, job id) picks a tenant
     with probability proportional to its quota nodes. Deterministic and order-independent."""

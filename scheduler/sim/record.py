@@ -35,6 +35,9 @@ class JobRecord:
     held_s: float = 0.0  # wall seconds the job held its accelerators, all attempts
     lost_failure_acc_s: float = 0.0
     lost_preemption_acc_s: float = 0.0
+    # Accelerator-seconds below its full size while it held nodes (an elastic gang that
+    # ran smaller); 0 for a rigid one.
+    unheld_acc_s: float = 0.0
     preemptions: int = 0
     failures: int = 0
     rejected: str | None = None
@@ -143,6 +146,7 @@ class SimResult:
     # The forecasts that made the jobs' estimates: how many, their steps and wall time;
     # None where no estimates were recorded.
     forecasts: dict[str, float] | None = None
+    resizes: dict[str, int] = field(default_factory=dict)  # elastic gangs: grow, shrink
 
     def progress_at_end(self) -> tuple[float, int, int]:
         """(virtual time, jobs finished, jobs) as a progress bar's last tick shows them."""

@@ -47,6 +47,7 @@ def summarize(
         "guarantee_violations": metrics.guarantee_violations(tl, allowance_s),
         "guarantee_waits": metrics.guarantee_waits(tl, result.nominal, result.capacity, allowance_s),
         "preemptions": {"total": sum(result.preemptions.values()), "by_reason": result.preemptions},
+        **({"resizes": result.resizes} if result.resizes else {}),
         "failures": {
             "node_failures_hitting_jobs": result.node_failures,
             **metrics.losses(jobs),

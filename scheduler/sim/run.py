@@ -43,6 +43,8 @@ class SimRequest:
     grace_s: float = 30.0
     runtime_estimate: float = 1.0
     max_jobs: int | None = None
+    elastic: float = 0.0  # share of multi-replica jobs made elastic (``pool.elastic``)
+    grow_after_s: float | None = None  # the policy's grow_after_seconds, overridden
     # Start estimates recorded and scored (``sim/estimates.py``); None: not recorded.
     estimates: EstimateConfig | None = field(default_factory=EstimateConfig)
     command: str = ""
@@ -93,6 +95,18 @@ def prepare(req: SimRequest) -> tuple[SimPool, list[TraceJob], FailureModel, dic
         "interval_s": req.interval_s,
         "grace_s": req.grace_s,
         "runtime_estimate": req.runtime_estimate,
+        **(
+            {
+                "elastic": {
+                    "fraction": req.elastic,
+                    "min_replicas": "half, rounded up",
+                    "grow_after_s": req.grow_after_s,
+                    "model": "throughput linear in size",
+                }
+            }
+            if req.elastic > 0
+            else {}
+        ),
         "estimates": _estimate_header(req.estimates),
         "capacity": pool.capacity,
         "nodes": len(pool.nodes),
@@ -118,7 +132,15 @@ def run(
     if jobs is not None and jobs < 1:
         raise TraceError("--jobs: must be >= 1")
     pool, trace, model, header = prepare(req)
-    config = SimConfig(req.interval_s, req.grace_s, req.runtime_estimate, req.seed, req.estimates)
+    config = SimConfig(
+        req.interval_s,
+        req.grace_s,
+        req.runtime_estimate,
+        req.seed,
+        req.estimates,
+        req.elastic,
+        req.grow_after_s,
+    )
     workers = min(len(names), jobs if jobs is not None else usable_cpus())
     replay = _Replay(pool, trace, model, config, 2 * req.interval_s + req.grace_s)
     if decide is not None or workers <= 1:
@@ -208,6 +230,8 @@ def _check(req: SimRequest) -> None:
         (req.grace_s >= 0, "--grace: must be >= 0 seconds"),
         (req.runtime_estimate >= 1.0, "--runtime-estimate: must be >= 1 (a lower limit kills jobs)"),
         (req.max_jobs is None or req.max_jobs >= 1, "--max-jobs: must be >= 1"),
+        (0.0 <= req.elastic <= 1.0, "--elastic: must be a fraction in [0, 1]"),
+        (req.grow_after_s is None or req.grow_after_s >= 0, "--grow-after: must be >= 0 seconds"),
         (req.pool is None or req.pool.is_file(), f"--pool: {req.pool} does not exist or is not a file"),
     ]
     for ok, message in checks:

@@ -226,3 +226,27 @@ def test_a_gang_that_loses_a_node_goes_back_expedited_onto_its_surviving_node_as
     assert back.expedite and back.prefer_nodes == kept and back.avoid_nodes == frozenset({failed})
     assert at >= 1500.0 and kept[0] in {n for n, _ in again.assignments}
     assert failed not in {n for n, _ in again.assignments}
+
+
+def test_an_elastic_gang_runs_at_the_rate_of_its_size_and_grows_into_idle_room() -> None:
+    # Four nodes; a rigid two-node job holds half the pool for 5,000 s. The elastic gang
+    # (4 replicas, at least 2) starts at two at 60 s, at half speed (the linear model),
+    # checkpointing every 1,000 s of its own time: 2,000 s of its 10,000 s of work saved
+    # when the room frees at 5,000 s. Nobody waits for the room: it grows to four (a
+    # restart from the checkpoint: out after the 30 s grace, back at the next cycle,
+    # 5,060 s, 300 s overhead) and does the remaining 8,000 s at full speed.
+    from scheduler.core import decide
+
+    pool = pool_from_quotas({"a": 4}, {"a"}, node_size=8)
+    jobs = [TraceJob("1", "a", 0.0, 16, 5000.0), TraceJob("2", "a", 1.0, 32, 10_000.0)]
+    model = FailureModel("none", None, checkpoint_interval_s=1000.0, restart_overhead_s=300.0)
+    sim = Simulation(pool, jobs, get_policy("trainpool"), model, CONFIG, decide=decide)
+    gang = sim.jobs["j2"]
+    gang.spec = gang.spec.model_copy(update={"gang": gang.spec.gang.model_copy(update={"min_replicas": 2})})
+    result = sim.run()
+    rec = gang.rec
+    assert result.resizes == {"grow": 1} and rec.preemptions == 0
+    assert rec.first_start == 60.0  # the next cycle after its arrival
+    assert rec.end == 5060.0 + 300.0 + 8000.0
+    # It held 16 of its 32 accelerators until it stopped to grow.
+    assert rec.unheld_acc_s == (5030.0 - 60.0) * 16
