@@ -10,7 +10,7 @@ import re
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from values.names import Name
 from values.restarts import RestartPolicy
@@ -139,11 +139,13 @@ class Gang(_Frozen):
             raise ValueError("flavors must not repeat")
         return v
 
-    @model_validator(mode="after")
-    def _minimum_within(self) -> Gang:
-        if self.min_replicas is not None and self.min_replicas > self.replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must not exceed replicas ({self.replicas})")
-        return self
+    @field_validator("min_replicas")
+    @classmethod
+    def _minimum_within(cls, v: int | None, info: ValidationInfo) -> int | None:
+        most = info.data.get("replicas")
+        if v is not None and most is not None and v > most:
+            raise ValueError(f"min_replicas ({v}) must not exceed replicas ({most})")
+        return v
 
     @property
     def total_accelerators(self) -> int:

@@ -18,11 +18,11 @@ from scheduler.checkpoint_folder import outside_problem
 from scheduler.control.handle import LoopUnavailable
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
-from scheduler.store.tables import CheckpointRow, JobRow
+from scheduler.store.tables import CheckpointRow, JobEventRow, JobRow
 from scheduler.store.tokens import Principal
 from scheduler.store.view import flavors_of
 from values.domain import JobSpec
-from values.lifecycle import TERMINAL, IllegalTransition, JobState
+from values.lifecycle import TERMINAL, IllegalTransition, JobEvent, JobState, RequeueReason
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
@@ -137,8 +137,11 @@ def list_jobs(
 def get_job(job_id: str, ctx: Ctx, who: Who) -> Job:
     with ctx.db.read() as s:
         job = _visible_job(s, who, job_id)
-        hide = Redactor(s, who, [job.message])
-        return Job.of(job, jobstore.allocation(s, job.id, job.attempt), detail=True, redact=hide)
+        events = jobstore.events(s, job.id)
+        hide = Redactor(s, who, [job.message, *(e.message for e in events)])
+        out = Job.of(job, jobstore.allocation(s, job.id, job.attempt), detail=True, redact=hide)
+        out.resizes = resizes(events, hide)
+        return out
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job)
@@ -253,8 +256,31 @@ def queue(
             {
                 "id": r.id, "name": r.name, "org": r.org, "team": r.team, "priority": spec.priority,
                 "submitted_at": r.submitted_at, "attempt": r.attempt, "flavors": list(spec.gang.flavors),
-                "accelerators": spec.gang.total_accelerators, "reason": r.reason,
+                "accelerators": spec.gang.total_accelerators,
+                "min_accelerators": spec.gang.least_accelerators, "reason": r.reason,
                 "message": hide.text(r.message), "estimated_start": r.estimated_start,
             }
         )  # fmt: skip
+    return out
+
+
+def resizes(events: list[JobEventRow], hide: Redactor) -> list[dict[str, Any]]:
+    """An elastic gang's resizes: each stop that the requeue after it calls a resize."""
+    out: list[dict[str, Any]] = []
+    stop: JobEventRow | None = None
+    for e in events:
+        if e.event == JobEvent.PREEMPT.value:
+            stop = e
+        elif (
+            e.event == JobEvent.REQUEUE.value and e.reason == RequeueReason.RESIZED.value and stop is not None
+        ):
+            out.append(
+                {
+                    "at": stop.at,
+                    "attempt": stop.attempt,
+                    "reason": stop.reason,
+                    "message": hide.text(stop.message),
+                }
+            )
+            stop = None
     return out

@@ -83,11 +83,18 @@ class Job(BaseModel):
     failure_class: str | None
     exit_code: int | None
     client_request_id: str | None
-    accelerators: int
+    accelerators: int  # what the current attempt holds; while none: what it asks for at its most
+    # Gang size: what the current attempt runs with (None while it holds no nodes), and
+    # an elastic gang's range (min = max for a rigid one).
+    replicas: int | None
+    min_replicas: int
+    max_replicas: int
     flavor: str | None  # where the current attempt runs; None until it is placed
     nodes: list[str]  # the nodes the current attempt holds
     spec: dict[str, Any]
     allocation: dict[str, Any] | None = None
+    # Each time an elastic gang was restarted at another size (describe only).
+    resizes: list[dict[str, Any]] | None = None
 
     @classmethod
     def of(
@@ -110,10 +117,14 @@ class Job(BaseModel):
         if detail and held and mine is not None:
             nodes = [{"node": n, "replicas": k} for n, k in pairs]
             allocation = {"flavor": mine.flavor, "nodes": nodes, "reason": mine.reason, "state": mine.state}
+        size = sum(k for _, k in pairs) if held else None
         return cls(
             **data,
             attempt_started_at=mine.created_at if mine is not None else None,
-            accelerators=gang["replicas"] * gang["accelerators"],
+            accelerators=(gang["replicas"] if size is None else size) * gang["accelerators"],
+            replicas=size,
+            min_replicas=gang.get("min_replicas") or gang["replicas"],
+            max_replicas=gang["replicas"],
             flavor=mine.flavor if mine is not None else None,
             nodes=[n for n, _ in pairs],
             spec=spec,

@@ -389,14 +389,19 @@ def queue(
     rows = connect(url, token, context).get("/v1/queue", org=org, flavor=flavor)
     if output in (Output.table, Output.csv):
         now = time.time()
-        rows = [{**r, "starts": relative(r["estimated_start"], now), "age": span(now - r["submitted_at"])}
-                for r in rows]  # fmt: skip
+        rows = [{**r, "starts": relative(r["estimated_start"], now), "age": span(now - r["submitted_at"]),
+                 "accelerators": _range(r["min_accelerators"], r["accelerators"])} for r in rows]  # fmt: skip
     emit(
         rows,
         output,
         ("id", "name", "org", "priority", "accelerators", "age", "reason", "starts", "estimated_start",
          "message"),
     )  # fmt: skip
+
+
+def _range(least: int, most: int) -> str | int:
+    """An elastic gang's accelerators as 'least-most' (it starts with what fits between)."""
+    return most if least == most else f"{least}-{most}"
 
 
 def register(app: typer.Typer) -> None:

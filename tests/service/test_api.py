@@ -58,6 +58,10 @@ def test_submit_is_idempotent_with_a_client_request_id(api: Api) -> None:
         ({"name": "x", "org": "a", "gang": {"flavor": "h100"}, "bogus": 1}, "spec.bogus"),
         ({"name": "x", "org": "a", "gang": {"flavor": "h100", "cpu": "lots"}}, "spec.gang.cpu"),
         ({"name": "x", "org": "a"}, "spec.gang"),
+        (
+            {"name": "x", "org": "a", "gang": {"flavor": "h100", "replicas": 2, "min_replicas": 3}},
+            "spec.gang.min_replicas",
+        ),
     ],
 )
 def test_bad_specs_get_a_422_naming_the_field(api: Api, spec: dict[str, object], field: str) -> None:
@@ -239,3 +243,21 @@ def test_a_quota_patch_changes_only_the_fields_given(api: Api) -> None:
         api.call("pool-admin", "PATCH", path, {"nominal": 2}).json()["errors"][0]["field"] == "lending_limit"
     )
     assert api.call("pool-admin", "GET", "/v1/orgs/a/quotas").json()["h100"]["nominal"] == 16  # nothing lost
+
+
+def test_an_elastic_gang_shows_its_size_and_range_and_the_queue_its_minimum(api: Api) -> None:
+    # Org a's guarantee is two of the four nodes: the gang (1 to 4 replicas) starts with
+    # two (extra replicas do not borrow); b's elastic gang needs at least three, and waits.
+    mine = api.submit(
+        "member@a", gang={"flavor": "h100", "replicas": 4, "min_replicas": 1, "accelerators": 8}
+    )
+    api.cycle()
+    got = api.call("member@a", "GET", f"/v1/jobs/{mine['id']}").json()
+    assert (got["replicas"], got["min_replicas"], got["max_replicas"], got["accelerators"]) == (2, 1, 4, 16)
+    assert got["resizes"] == []
+    theirs = api.submit(
+        "member@b", "b", gang={"flavor": "h100", "replicas": 4, "min_replicas": 3, "accelerators": 8}
+    )
+    api.cycle()
+    (row,) = api.call("member@b", "GET", "/v1/queue").json()
+    assert (row["id"], row["accelerators"], row["min_accelerators"]) == (theirs["id"], 32, 24)

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import json
 
+from scheduler.api.routes_jobs import resizes
 from scheduler.metrics import Metrics
 from scheduler.store import jobs as jobstore
 from values.lifecycle import JobState
 from values.snapshot import Policy
 
 from .harness import Pool, nodes, orgs
+
+
+class _Plain:
+    def text(self, message: str) -> str:
+        return message
 
 
 def _on(pool: Pool, job: str) -> list[str]:
@@ -65,6 +71,9 @@ def test_a_borrowing_elastic_gang_shrinks_for_a_reclaim_and_grows_back(db_url: s
         preempts = [(e.reason, e.message) for e in jobstore.events(s, elastic) if e.event == "preempt"]
     assert [r for r, _ in preempts] == ["reclaim", "grow"]
     assert preempts[1][1].startswith("grows from 2 to 4 of 4 replicas")
+    with pool.db.read() as s:  # what `jobs describe` lists as its resizes
+        listed = resizes(jobstore.events(s, elastic), _Plain())
+    assert [(r["attempt"], r["reason"]) for r in listed] == [(0, "reclaim"), (1, "grow")]
     assert pool.loop.metrics.resizes.labels("b", "shrink")._value.get() == 1
     assert pool.loop.metrics.resizes.labels("b", "grow")._value.get() == 1
 
