@@ -25,10 +25,12 @@ def _env(folder: Path, **extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
-def _ddp(folder: Path, port: int, attempt: int, *args: str) -> list[subprocess.Popen[str]]:
+def _ddp(folder: Path, port: int, attempt: int, *args: str, world: int = 2) -> list[subprocess.Popen[str]]:
     procs = []
-    for rank in range(2):
-        env = _env(folder, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    for rank in range(world):
+        env = _env(
+            folder, RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        )
         env["TRAINPOOL_ATTEMPT"] = str(attempt)
         cmd = [sys.executable, str(TRAIN / "ddp_train.py"), *args]
         procs.append(
@@ -60,6 +62,19 @@ def test_ddp_stopped_by_sigterm_resumes_where_it_saved(tmp_path: Path) -> None:
         f"attempt 0 first 0 last {saved} stopped",
         f"attempt 1 first {saved + 1} last {saved + 7} done",
     ]
+
+
+def test_ddp_resumes_its_checkpoint_at_another_world_size(tmp_path: Path) -> None:
+    # An elastic gang's resize: stopped at two ranks, restarted at three (a grow) from
+    # the checkpoint; the model state is rank 0's, the same whatever the world size.
+    first = _ddp(tmp_path, 29654, 0, "--steps", "10", "--checkpoint-every", "5")
+    outs = [p.communicate(timeout=120)[0] for p in first]
+    assert [p.returncode for p in first] == [0, 0], outs
+    second = _ddp(tmp_path, 29655, 1, "--steps", "16", "--checkpoint-every", "5", world=3)
+    outs = [p.communicate(timeout=120)[0] for p in second]
+    assert [p.returncode for p in second] == [0, 0, 0], outs
+    assert "resumed from step 9" in outs[0] and "backend gloo world 3 attempt 1" in outs[0]
+    assert "step 10 loss" in outs[0] and "step 0 loss" not in outs[0], "started over"
 
 
 def test_ddp_own_failure_exits_non_zero(tmp_path: Path) -> None:
