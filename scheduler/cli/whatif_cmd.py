@@ -69,6 +69,9 @@ def whatif(
         typer.Option("--add-nodes", help="flavor:count, nodes shaped like the flavor's; repeatable."),
     ] = None,
     hours: Annotated[float, typer.Option("--hours", min=0.1, max=24 * 30, help="How far to replay.")] = 24.0,
+    plot_to: Annotated[
+        Path | None, typer.Option("--plot", help="Write a PNG of each org's holdings, as is and changed.")
+    ] = None,
     output: OutOpt = Output.table,
     url: UrlOpt = None,
     token: TokenOpt = None,
@@ -120,6 +123,12 @@ def whatif(
     before = replay(saved.snapshot, saved.taken_at, hours)
     after = replay(changed, saved.taken_at, hours)
     rows = side_by_side(before, after)
+    if plot_to is not None:
+        from scheduler.sim.whatif import plot
+
+        err.print(
+            f"plot written to {plot(before, after, hours, '; '.join(change.words()) or 'no change', plot_to)}"
+        )
     if output is Output.json:
         out: Any = {"scope": saved.scope, "taken_at": saved.taken_at, "hours": hours,
                     "change": change.words(), "steps": [before.steps, after.steps], "orgs": rows}  # fmt: skip

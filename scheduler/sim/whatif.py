@@ -17,6 +17,7 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 from scheduler.core.decide import decide as core_decide
 from scheduler.core.forecast import Budget, forecast
@@ -108,6 +109,9 @@ class Replay:
     orgs: dict[str, dict[str, object]]
     steps: int
     reached_h: float  # how far the replay got, in hours after the snapshot
+    # Accelerators held per org from each decide call on (hours after the snapshot).
+    held: tuple[tuple[float, dict[str, int]], ...] = ()
+    nominal: dict[str, int] = field(default_factory=dict)  # per org, over all flavors
 
 
 def replay(snap: Snapshot, now: float, hours: float, steps: int = 400) -> Replay:
@@ -152,7 +156,45 @@ def replay(snap: Snapshot, now: float, hours: float, steps: int = 400) -> Replay
     names = sorted({o.name for o in snap.orgs} | set(outcome))
     rows = {org: outcome[org].row(org, hours, capacity) for org in names}
     reached = min(got.reached, horizon) - now
-    return Replay(rows, got.steps, round(reached / 3600, 3) if math.isfinite(reached) else hours)
+    timeline = tuple(((t - now) / 3600, h) for t, h in seen if t <= horizon)
+    nominal = {o.name: sum(q.nominal for q in o.quotas.values()) for o in snap.orgs}
+    return Replay(
+        rows, got.steps, round(reached / 3600, 3) if math.isfinite(reached) else hours, timeline, nominal
+    )
+
+
+def plot(before: Replay, after: Replay, hours: float, change: str, path: Path) -> Path:
+    """Accelerators each org holds over the replayed hours, as it is (solid) and with the
+    change (dashed), its nominal dotted: where people would rather look than read."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    orgs = sorted({o for _, h in before.held + after.held for o in h} | set(before.nominal))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, org in enumerate(orgs):
+        c = colors[i % len(colors)]
+        for replay_, style, tag in ((before, "-", "as is"), (after, "--", "changed")):
+            xs = [t for t, _ in replay_.held] + [hours]
+            ys = [h.get(org, 0) for _, h in replay_.held]
+            if ys:
+                ax.step(xs, [*ys, ys[-1]], where="post", linestyle=style, color=c, label=f"{org} ({tag})")
+        if before.nominal.get(org):
+            ax.axhline(before.nominal[org], color=c, linestyle=":", linewidth=0.8)
+    ax.set_xlabel("hours from the snapshot")
+    ax.set_ylabel("accelerators held (dotted: nominal)")
+    ax.set_title(f"what if: {change}", fontsize=10)
+    ax.set_xlim(0, hours)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def side_by_side(before: Replay, after: Replay) -> list[dict[str, object]]:

@@ -101,6 +101,23 @@ def test_whatif_replays_the_live_pool_with_a_change_and_saves_its_snapshot(api: 
         other = next(r for r in out["orgs"] if r["org"] == "org-1")  # b, as a's admin sees it
         assert (other["waiting"], other["started"], other["started_changed"]) == (1, 0, 1)
         assert "secret" not in saved.read_text()
+        picture = tmp_path / "whatif.png"
+        drawn = CliRunner().invoke(
+            app,
+            [
+                "whatif",
+                "--snapshot",
+                str(saved),
+                "--add-nodes",
+                "h100:2",
+                "--hours",
+                "2",
+                "--plot",
+                str(picture),
+            ],
+        )
+        assert drawn.exit_code == 0, drawn.output
+        assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         again = CliRunner().invoke(app, ["whatif", "--snapshot", str(saved), "--drain", "nope"], env=env)
         assert again.exit_code == 1 and "--drain: no node 'nope'" in again.output
     finally:
