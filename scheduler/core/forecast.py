@@ -35,7 +35,7 @@ from enum import StrEnum
 from quota.fairshare import accumulate
 from scheduler.core import carried
 from scheduler.core.decide import decide as core_decide
-from values.decisions import Decisions, PendingReason, PendingStatus
+from values.decisions import Decisions, PendingReason, PendingStatus, Preemption
 from values.domain import JobSpec
 from values.snapshot import PendingJob, RunningJob, Snapshot
 
@@ -245,6 +245,7 @@ class _Replay:
         self.cut: str | None = None  # "steps" or "horizon" where the budget ended it
         self._window_start = now  # the first event of the step being decided
         self._freed: dict[str, float] = {}  # node -> its last release in this step
+        self._resizes: dict[str, Preemption] = {}  # elastic gangs stopping to resize
         self._decayed_to = now
         for r in snap.running:
             self._charge(r, 1)
@@ -361,6 +362,7 @@ class _Replay:
         # A victim (or a job moved off a failing node) queues again; the job it was
         # stopped for goes first from now on, as the loop nominates it.
         held = max(0.0, at - r.started_at) * r.accelerators
+        resize = self._resizes.pop(r.id, None)  # requeued as the loop requeues a resize
         self.pending[r.id] = PendingJob(
             id=r.id,
             spec=r.spec,
@@ -369,6 +371,10 @@ class _Replay:
             attempt=1,
             preempted_by=r.preempted_for,
             service=r.service + held,
+            nominated=resize is not None,
+            expedite=resize is not None,
+            prefer_nodes=() if resize is None else tuple(n for n, _ in resize.keep),
+            resize_to=None if resize is None else resize.resize_to,
         )
         ben = self.pending.get(r.preempted_for) if r.preempted_for else None
         if ben is not None and not ben.nominated:
@@ -417,6 +423,8 @@ class _Replay:
                 continue
             self.running[victim.id] = replace(victim, terminating=True, preempted_for=v.beneficiary)
             self._ends(victim.id, t + victim.spec.grace_period_seconds)
+            if v.resize:
+                self._resizes[victim.id] = v
         for rej in d.rejections:
             self.pending.pop(rej.job_id, None)
             targets.discard(rej.job_id)

@@ -252,3 +252,26 @@ def test_it_grows_when_the_pending_job_waits_for_another_flavor() -> None:
     d = decide(snap, 2000.0)
     assert d.pending["other"].reason is PendingReason.RESERVED  # it waits, on a100
     assert [(p.job_id, p.reason) for p in d.preemptions] == [("e", PreemptReason.GROW)]
+
+
+def test_the_forecast_brings_a_shrunk_gang_back_at_its_minimum_beside_the_job_it_made_room_for() -> None:
+    # The reclaim shrinks b's gang to two; in the forecast, as in the loop, the gang comes
+    # back first at two (not four, which would take the room back), and a's job starts.
+    from scheduler.core.forecast import Budget, forecast
+
+    snap = snapshot(
+        FOUR, [org("a", h100=16), org("b", h100=16)],
+        running=[running("eb", "b", on=N, most=4, least=2, runtime=10_000.0)],
+        pending=[pending("ja", "a", replicas=2, runtime=600.0)],
+    )  # fmt: skip
+    seen: list[object] = []
+
+    def watched(s: object, t: float) -> object:
+        seen.extend(p for p in s.pending if p.id == "eb")  # type: ignore[attr-defined]
+        return decide(s, t)  # type: ignore[arg-type]
+
+    got = forecast(snap, 0.0, budget=Budget(steps=8), high=None, decide=watched)  # type: ignore[arg-type]
+    back = seen[0]
+    assert (back.nominated, back.resize_to, back.prefer_nodes) == (True, 2, (N[0], N[1]))  # type: ignore[attr-defined]
+    est = got.estimates["ja"]
+    assert est.start is not None and est.start <= 60.0, est  # after eb's 30 s grace
