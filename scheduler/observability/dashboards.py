@@ -274,6 +274,10 @@ RELIABILITY = DashboardSpec(
             PanelSpec("Preemptions (total) by org", "bargauge", (
                 q("sum by (org) (trainpool_preemptions_total)", "{{org}}"),
             )),
+            PanelSpec("Elastic resizes per hour", "timeseries", (
+                q(f"sum by (direction) (rate(trainpool_resizes_total[{RATE}])) * 3600", "{{direction}}"),
+            ), description="Elastic gangs restarted smaller for a reclaim or a priority (shrink) or "
+               "larger into idle room (grow)."),
         )),
         ("Cost to running jobs", (
             PanelSpec("Lost accelerator-hours per hour, by reason", "timeseries", (

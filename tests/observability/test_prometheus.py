@@ -149,16 +149,20 @@ def _start(work: Path, procs: Procs, prometheus: str) -> Stack:
             "--probe-interval", "0.5", "--report-interval", "1",
         ])  # fmt: skip
 
-    # A small workload: org b borrows the whole pool, then org a reclaims its nominal
-    # (preemptions); one job fails once (a restart charged to the job).
-    def submit(org: str, env: dict[str, str], replicas: int = 1) -> None:
-        spec = {"name": "w", "org": org, "gang": {"flavor": "h100", "accelerators": 8, "replicas": replicas},
-                "env": env, "restart": {"backoff_seconds": 0}}  # fmt: skip
+    # A small workload: org b borrows the whole pool (two one-node jobs and an elastic
+    # gang of one to two), then org a reclaims its nominal (preemptions; the elastic gang
+    # shrinks first, a resize); one job fails once (a restart charged to the job).
+    def submit(org: str, env: dict[str, str], replicas: int = 1, least: int | None = None) -> None:
+        gang = {"flavor": "h100", "accelerators": 8, "replicas": replicas}
+        if least is not None:
+            gang["min_replicas"] = least
+        spec = {"name": "w", "org": org, "gang": gang, "env": env, "restart": {"backoff_seconds": 0}}
         resp = admin.post("/v1/jobs", json={"spec": spec})
         assert resp.status_code == 201, resp.text
 
-    for _ in range(4):
+    for _ in range(2):
         submit("b", {"SIM_DURATION": "600"})
+    submit("b", {"SIM_DURATION": "600"}, replicas=2, least=1)
     _wait(lambda: admin.get("/metrics").text.count("trainpool_running_jobs{") > 0, "b running")
     submit("a", {"SIM_DURATION": "600"})
     submit("a", {"SIM_DURATION": "1", "SIM_FAIL_ATTEMPTS": "1"})
