@@ -71,6 +71,11 @@ class Preemption:
     def resize(self) -> bool:
         return self.resize_to is not None
 
+    @property
+    def kept_nodes(self) -> tuple[str, ...]:
+        """A resize's kept ranks' nodes, in rank order: where it is offered room first."""
+        return tuple(n for n, _ in self.keep)
+
 
 @dataclass(frozen=True, slots=True)
 class Reservation:

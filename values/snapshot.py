@@ -62,8 +62,13 @@ class RunningJob:
     min_runtime: float = 0.0
 
     @property
+    def replicas(self) -> int:
+        """What this attempt runs with (an elastic gang may run below spec.gang.replicas)."""
+        return sum(n for _, n in self.assignments)
+
+    @property
     def accelerators(self) -> int:
-        return self.spec.gang.accelerators * sum(n for _, n in self.assignments)
+        return self.spec.gang.accelerators * self.replicas
 
     @property
     def expected_end(self) -> float | None:

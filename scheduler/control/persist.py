@@ -309,14 +309,14 @@ class _Store:
             return False
         text = p.message or (f"to make room for {p.beneficiary}" if p.beneficiary else reason)
         # A resize comes back first, offered the ranks it keeps (``requeue`` says so).
-        resize = {
-            "expedite": True, "nominated": True, "prefer_nodes": json.dumps([n for n, _ in p.keep]),
-            "resize_to": p.resize_to,
-        }  # fmt: skip
-        jobstore.move(
-            s, job, JobEvent.PREEMPT, now, reason=reason, message=text, preempted_by=p.beneficiary,
-            **(resize if p.resize else {}),
+        resize = (
+            {"expedite": True, "nominated": True, "prefer_nodes": json.dumps(p.kept_nodes),
+             "resize_to": p.resize_to}
+            if p.resize else {}
         )  # fmt: skip
+        jobstore.move(
+            s, job, JobEvent.PREEMPT, now, reason=reason, message=text, preempted_by=p.beneficiary, **resize
+        )
         a.state, a.preempted_for, a.stop_requested_at = "stopping", p.beneficiary, now
         s.add(a)
         self.acts.stops.append((gang_key(job.id, job.attempt), self.specs.get(job).grace_period_seconds))

@@ -373,7 +373,7 @@ class _Replay:
             service=r.service + held,
             nominated=resize is not None,
             expedite=resize is not None,
-            prefer_nodes=() if resize is None else tuple(n for n, _ in resize.keep),
+            prefer_nodes=() if resize is None else resize.kept_nodes,
             resize_to=None if resize is None else resize.resize_to,
         )
         ben = self.pending.get(r.preempted_for) if r.preempted_for else None

@@ -9,7 +9,7 @@ best-fit node without scanning the flavor.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from values.domain import Health, Node
@@ -26,6 +26,29 @@ class Shape:
     acc: int
     cpu: float
     mem: float
+
+
+def largest_size(
+    lo: int, hi: int, probe: Callable[[int], list[tuple[int, int]] | None]
+) -> tuple[int, list[tuple[int, int]]] | None:
+    """The largest gang size in [lo, hi] that ``probe`` places (and where), for an elastic
+    gang: room and quota only shrink as the size grows, so it bisects; the whole size is
+    tried first, the common case on a pool with room. ``probe`` must not change the pool."""
+    if lo > hi:
+        return None
+    nodes = probe(hi)
+    if nodes is not None:
+        return hi, nodes
+    best = None
+    hi -= 1
+    while lo <= hi:
+        mid = (lo + hi) // 2
+        nodes = probe(mid)
+        if nodes is None:
+            hi = mid - 1
+        else:
+            best, lo = (mid, nodes), mid + 1
+    return best
 
 
 def replicas_in(s: Shape, acc: float, cpu: float, mem: float) -> int:

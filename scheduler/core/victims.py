@@ -37,12 +37,17 @@ class Victim:
     part: RunningJob
     keep: tuple[tuple[str, int], ...] = ()  # a shrunk gang's ranks kept, in rank order
 
+    @property
+    def kept(self) -> int:
+        """Replicas a shrunk gang keeps (0: stopped whole)."""
+        return sum(n for _, n in self.keep)
+
 
 def victim(r: RunningJob, reason: PreemptReason) -> Victim:
     """``r`` as a victim: shrunk to its minimum where it is an elastic gang above it."""
-    least = r.spec.gang.least
-    if least >= sum(n for _, n in r.assignments):
+    if not shrinkable(r):
         return Victim(r, reason, r)
+    least = r.spec.gang.least
     keep: list[tuple[str, int]] = []
     give: list[tuple[str, int]] = []
     left = least
@@ -57,7 +62,7 @@ def victim(r: RunningJob, reason: PreemptReason) -> Victim:
 
 
 def shrinkable(r: RunningJob) -> bool:
-    return r.spec.gang.least < sum(n for _, n in r.assignments)
+    return r.spec.gang.least < r.replicas
 
 
 def victim_class(book: QuotaBook, org: str, flavor: str) -> int:

@@ -351,7 +351,7 @@ class Simulation:
         if back is not None:
             job.avoid = back.avoid
         if resize is not None:
-            back = Return(expedite=True, prefer=tuple(n for n, _ in resize.keep), avoid=job.avoid)
+            back = Return(expedite=True, prefer=resize.kept_nodes, avoid=job.avoid)
         job.pending = PendingJob(
             id=job.id,
             spec=job.spec,
@@ -404,7 +404,7 @@ class Simulation:
             self._on_node[node].add(job.id)
         g = job.spec.gang
         if g.elastic:
-            size = sum(n for _, n in assignments)
+            size = job.running.replicas
             job.size_acc, job.rate = size * g.accelerators, size / g.replicas
             if size < g.replicas:
                 self._small.add(job.id)  # a cycle when it may grow, room or not

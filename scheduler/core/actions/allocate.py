@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from quota.accounting import Verdict
 from scheduler.core.actions.base import Action, Ask, Outcome
 from scheduler.core.backfill import Hold
-from scheduler.core.pool import Shape
+from scheduler.core.pool import Shape, largest_size
 from scheduler.core.state import shape_of
 from values.decisions import Placement, PlaceReason
 from values.snapshot import PendingJob, RunningJob
@@ -91,20 +91,7 @@ class Allocate(Action):
                 return None
             return pool.place(f, shape_of(job, k), fit, prefer=prefer)
 
-        lo, hi = g.least + 1, min(g.replicas, job.resize_to or g.replicas)
-        nodes = probe(hi)  # the common case on a pool with room
-        if nodes is not None:
-            return hi, nodes
-        best = None
-        hi -= 1
-        while lo <= hi:
-            mid = (lo + hi) // 2
-            nodes = probe(mid)
-            if nodes is None:
-                hi = mid - 1
-            else:
-                best, lo = (mid, nodes), mid + 1
-        return best
+        return largest_size(g.least + 1, min(g.replicas, job.resize_to or g.replicas), probe)
 
     @staticmethod
     def placed(

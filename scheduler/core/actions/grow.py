@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from quota.accounting import Verdict
 from scheduler.core.actions.base import Action
-from scheduler.core.pool import ANYWHERE, Fit, Shape
+from scheduler.core.pool import ANYWHERE, Fit, Shape, largest_size
 from values.decisions import Preemption, PreemptReason
 from values.snapshot import RunningJob
 
@@ -44,7 +44,7 @@ def _may_grow(cycle: Cycle, r: RunningJob) -> bool:
         g.elastic
         and not r.terminating
         and r.id not in cycle.stopping
-        and sum(n for _, n in r.assignments) < g.replicas
+        and r.replicas < g.replicas
         and cycle.now - r.started_at >= cycle.policy.grow_after_seconds
     )
 
@@ -62,31 +62,24 @@ def _flavors_waited_for(cycle: Cycle) -> set[str]:
 
 def _grow(cycle: Cycle, r: RunningJob) -> None:
     g, f, pool, book = r.spec.gang, r.flavor, cycle.pool, cycle.book
-    size = sum(n for _, n in r.assignments)
+    size = r.replicas
     own = pool.release_of((r,))
     prefer = tuple(n for n, _ in r.assignments)
     t = r.spec.topology
     fit = Fit(t.level, True) if t is not None and t.mode == "required" else ANYWHERE
-    best: tuple[int, list[tuple[int, int]]] | None = None
     surplus = (size - g.least) * g.accelerators
     allowed = (
         (Verdict.NOMINAL,)
         if book.within_nominal(r.spec.org, f, -surplus)
         else (Verdict.NOMINAL, Verdict.BORROWED)
     )
-    lo, hi = size + 1, g.replicas
-    while lo <= hi:  # room and quota only shrink as the size grows
-        k = (lo + hi) // 2
-        within = book.check(r.spec.org, f, (k - size) * g.accelerators) in allowed
-        nodes = (
-            pool.place(f, Shape(k, g.accelerators, g.cpu, g.memory_gb), fit, extra=own, prefer=prefer)
-            if within
-            else None
-        )
-        if nodes is None:
-            hi = k - 1
-        else:
-            best, lo = (k, nodes), k + 1
+
+    def probe(k: int) -> list[tuple[int, int]] | None:
+        if book.check(r.spec.org, f, (k - size) * g.accelerators) not in allowed:
+            return None
+        return pool.place(f, Shape(k, g.accelerators, g.cpu, g.memory_gb), fit, extra=own, prefer=prefer)
+
+    best = largest_size(size + 1, g.replicas, probe)
     if best is None:
         return
     k, nodes = best

@@ -76,7 +76,7 @@ class Preempt(Action):
                         job.id,
                         _message(v, job.id),
                         keep=v.keep,
-                        resize_to=sum(n for _, n in v.keep) if v.keep else None,
+                        resize_to=v.kept or None,
                     )
                 )
             cycle.pend(job, PendingReason.PREEMPTING, f"{len(victims)} job(s) asked to stop to make room")
@@ -87,8 +87,7 @@ class Preempt(Action):
 def _message(v: Victim, beneficiary: str) -> str:
     if not v.keep:
         return f"makes room for {beneficiary} ({v.reason.value})"
-    kept = sum(n for _, n in v.keep)
     return (
-        f"shrinks to {kept} of {sum(n for _, n in v.job.assignments)} replicas to make room for "
+        f"shrinks to {v.kept} of {v.job.replicas} replicas to make room for "
         f"{beneficiary} ({v.reason.value}); restarts from its checkpoint"
     )
