@@ -203,7 +203,10 @@ def test_usage_by_team_and_by_user(live: Live, tmp_path: Path) -> None:
     code, out = live.run("teams", "set", "a", "vision", token="org-admin@a")
     assert code == 0, out
     made = submitted(live, spec(tmp_path, "teamed", team="vision", SIM_DURATION="30"))
+    # Its own teamless job: the live pool is shared, and which other tests ran before varies.
+    loose = submitted(live, spec(tmp_path, "teamless", SIM_DURATION="30"))
     until(lambda: job(live, made["id"])["state"] == "SUCCEEDED", timeout=30)
+    until(lambda: job(live, loose["id"])["state"] == "SUCCEEDED", timeout=30)
     code, out = live.run("usage", "--by", "team", "--since", "0", "-o", "json", token="org-admin@a")
     teams = {r["team"]: r["accelerator_hours"] for r in json.loads(out)}
     assert code == 0 and teams["vision"] > 0
