@@ -24,6 +24,7 @@ from values.decisions import PreemptReason
 from values.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, Node, PriorityClass, TopologyPath
 from values.errors import ConfigError, Problem, validation_problems
 from values.names import Name
+from values.progress import ProgressRule
 from values.quotas import Org
 from values.snapshot import DEFAULT_ACTIONS, Ordering, PendingJob, Policy, RunningJob, Snapshot, WithinOrg
 from values.strict import Bool, Int, Number
@@ -142,6 +143,7 @@ class PoolConfig(_Frozen):
     nodes: tuple[Node, ...] = Field((), max_length=MAX_POOL_NODES)
     node_groups: tuple[NodeGroup, ...] = Field((), max_length=10_000)
     policy: PolicyConfig = PolicyConfig()
+    progress: ProgressRule = ProgressRule()
 
     @model_validator(mode="after")
     def _cross_check(self) -> PoolConfig:

@@ -144,12 +144,17 @@ def store_checkpoints(
         s.add(CheckpointRow(job_id=job_id, attempt=attempt, path=path, step=step, at=now))
 
 
-def lost_work(s: Session, a: AllocationRow, ended: float) -> float:
-    """Accelerator-seconds of this attempt after its newest checkpoint (all of it without one)."""
+def last_checkpoint_at(s: Session, a: AllocationRow) -> float | None:
+    """When the newest checkpoint of this attempt was stored; None without one."""
     stmt = select(func.max(CheckpointRow.at)).where(
         CheckpointRow.job_id == a.job_id, CheckpointRow.at >= a.created_at
     )
-    since = s.exec(stmt).one() or a.created_at
+    return s.exec(stmt).one()
+
+
+def lost_work(s: Session, a: AllocationRow, ended: float) -> float:
+    """Accelerator-seconds of this attempt after its newest checkpoint (all of it without one)."""
+    since = last_checkpoint_at(s, a) or a.created_at
     return a.accelerators * max(0.0, ended - since)
 
 

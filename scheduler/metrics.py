@@ -87,6 +87,16 @@ class Metrics:
             "trainpool_resizes", "Elastic gangs restarted at another size, by direction (grow, shrink).",
             ["org", "direction"], registry=r,
         )  # fmt: skip
+        self.effective_time_ratio = Gauge(
+            "trainpool_job_effective_time_ratio",
+            "Of the accelerator time the org's jobs held in the last 24 h, the share that went into "
+            "work that was kept (not startup, restart overhead, or work lost since a checkpoint).",
+            ["org"], registry=r,
+        )  # fmt: skip
+        self.progress_verdicts = PromCounter(
+            "trainpool_progress_verdicts", "Verdicts on running gangs' progress reports (hang, straggler).",
+            ["org", "verdict"], registry=r,
+        )  # fmt: skip
         self.restarts = PromCounter(
             "trainpool_restarts", "Jobs restarted after a failure, by failure class.", ["reason"], registry=r
         )
@@ -189,8 +199,11 @@ class Metrics:
         preempted: Iterable[tuple[str, str]],
         restarted: Iterable[tuple[str, str]],
         resized: Iterable[tuple[str, str]] = (),
+        verdicts: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.cycle_seconds.observe(seconds)
+        for org, verdict in verdicts:
+            self.progress_verdicts.labels(org, verdict).inc()
         for org, direction in resized:
             self.resizes.labels(org, direction).inc()
         for org, wait in started:

@@ -1,5 +1,5 @@
 """The training-side SDK: where to checkpoint, how to report one, where to resume from,
-and how to leave cleanly when the pool stops the job.
+how to report progress, and how to leave cleanly when the pool stops the job.
 
 Plain PyTorch::
 
@@ -11,6 +11,7 @@ Plain PyTorch::
         start = state["step"] + 1
     for step in range(start, steps):
         train_one_step()
+        sdk.report_progress(step)             # every rank; cheap (no I/O most steps)
         if sdk.should_stop():                 # SIGTERM arrived: preemption or a move
             save_and_report(step)
             break
@@ -153,6 +154,88 @@ def _post(c: Context, record: dict[str, Any]) -> None:
         ).raise_for_status()
     except httpx.HTTPError as exc:  # the manifest is already written; the API is a second path
         log.warning("could not post the checkpoint to %s: %s", c.url, exc)
+
+
+# --- progress ------------------------------------------------------------------------
+
+PROGRESS_FOLDER = "trainpool-progress"
+# A rank writes its progress file at most this often by default: the backend reads it
+# every few seconds, and the pool's hang limit is minutes.
+PROGRESS_EVERY = 5.0
+_RECENT = 16  # step times the median is taken over
+
+
+class _Progress:
+    """One process's reporter: the step times it measured, and when it last wrote."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.last_call: float | None = None
+        self.last_write = float("-inf")
+        self.recent: list[float] = []
+
+
+_progress = _Progress()
+
+
+def progress_file(folder: str | Path, rank_: int) -> Path:
+    return Path(folder) / PROGRESS_FOLDER / f"rank-{rank_}.json"
+
+
+def report_progress(
+    step: int, step_seconds: float | None = None, ctx: Context | None = None, every: float = PROGRESS_EVERY
+) -> None:
+    """Say that this rank finished ``step``. Call it from every rank, every step: it
+    keeps the step time in memory and writes a small file beside the checkpoints at most
+    every few seconds, so a step costs no I/O. ``step_seconds``: the rank's own compute
+    time for the step, where the code measures it (time to the collective); by default,
+    the wall time since the last call. In synchronous training every rank's wall time is
+    the slowest rank's, so only the compute time tells the pool which rank is slow.
+    ``every``: the seconds between writes; the pool's limits should be many of them."""
+    if step < 0:
+        raise ValueError(f"step: must be >= 0, got {step}")
+    if step_seconds is not None and not step_seconds >= 0:
+        raise ValueError(f"step_seconds: must be >= 0, got {step_seconds}")
+    now = time.monotonic()
+    p = _progress
+    with p.lock:
+        took = step_seconds if step_seconds is not None else (now - p.last_call if p.last_call else None)
+        p.last_call = now
+        if took is not None:
+            p.recent = [*p.recent[-(_RECENT - 1) :], float(took)]
+        if now - p.last_write < every:
+            return
+        p.last_write = now
+        recent = sorted(p.recent)
+    c = _ctx(ctx)
+    me = rank()
+    median = recent[len(recent) // 2] if recent else None
+    record = {"attempt": c.attempt, "rank": me, "step": int(step), "step_seconds": median, "at": time.time()}
+    path = progress_file(c.checkpoint_dir, me)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(record))
+        os.replace(tmp, path)
+    except OSError as exc:  # progress is advice to the pool; training goes on without it
+        log.warning("could not write progress to %s: %s", path, exc)
+
+
+def read_progress(folder: str | Path, attempt: int) -> list[dict[str, Any]]:
+    """Every rank's latest progress record of ``attempt`` in ``folder``; skips others'
+    and half-written files."""
+    out = []
+    for path in sorted((Path(folder) / PROGRESS_FOLDER).glob("rank-*.json")):
+        try:
+            data = json.loads(path.read_text())
+            if int(data["attempt"]) != attempt:
+                continue
+            seconds = data.get("step_seconds")
+            out.append({"rank": int(data["rank"]), "step": int(data["step"]),
+                        "step_seconds": None if seconds is None else float(seconds)})  # fmt: skip
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 # --- stopping with grace ---------------------------------------------------------------

@@ -111,7 +111,7 @@ def test_a_job_file_writes_on_as_a_plain_yaml_key() -> None:
         (
             "on: {gpu: 2}",
             "restart.on.gpu: invalid key: 'gpu' is not a failure category (use one of "
-            "infrastructure, health, oom, signal, exit, timeout)",
+            "infrastructure, health, oom, signal, exit, timeout, hang, straggler)",
         ),
         (
             "on: {oom: -1}",

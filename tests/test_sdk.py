@@ -122,3 +122,25 @@ def test_sigterm_to_one_rank_stops_all_ranks_in_the_same_step(tmp_path: Path) ->
             p.kill()
     assert [p.returncode for p in procs] == [0, 0]
     assert outs[0] == outs[1] and outs[0].startswith("stopped at ")
+
+
+def test_progress_is_written_at_most_every_interval_with_the_median_step_time(
+    pool_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sdk, "_progress", sdk._Progress())
+    monkeypatch.setenv("RANK", "1")
+    sdk.report_progress(0, step_seconds=0.5, every=3600)  # the first report is written at once
+    for step, seconds in enumerate([0.5, 0.7, 9.0, 0.6], start=1):
+        sdk.report_progress(step, step_seconds=seconds, every=3600)
+    assert sdk.read_progress(pool_env, attempt=2) == [{"rank": 1, "step": 0, "step_seconds": 0.5}]
+    sdk.report_progress(5, step_seconds=0.6, every=0)
+    # The median of the recent step times: one slow step (9 s) does not move it.
+    assert sdk.read_progress(pool_env, attempt=2) == [{"rank": 1, "step": 5, "step_seconds": 0.6}]
+    assert sdk.read_progress(pool_env, attempt=3) == []  # another attempt's files are not this one's
+
+
+def test_bad_progress_is_refused_with_the_field(pool_env: Path) -> None:
+    with pytest.raises(ValueError, match="step: must be >= 0"):
+        sdk.report_progress(-1)
+    with pytest.raises(ValueError, match="step_seconds: must be >= 0"):
+        sdk.report_progress(1, step_seconds=float("nan"))

@@ -6,7 +6,7 @@ A spec's ``restart.on`` names a rule per category: ``always``, ``never``, or a n
 restarts for failures of that category. A category it does not name keeps the default,
 which is what a spec meant before categories existed: infrastructure failures and health
 moves always restart, a timeout never does, and the job's own failures (oom, signal, exit)
-share ``max_restarts``.
+share ``max_restarts``; a hang and a straggler's move restart up to 3 times each.
 """
 
 from __future__ import annotations
@@ -35,20 +35,30 @@ class FailureCategory(StrEnum):
     SIGNAL = "signal"  # killed by another signal (SIGSEGV, SIGBUS, SIGABRT, ...)
     EXIT = "exit"  # exited non-zero, or could not start (its image or config is wrong)
     TIMEOUT = "timeout"  # ran past max_runtime_seconds
+    # Stopped by the pool from what its progress reports said (values.progress): not
+    # charged and requeued first, like infrastructure, but with a limit of their own by
+    # default, since a job whose own code deadlocks hangs on every node.
+    HANG = "hang"  # no rank advanced for the hang limit
+    STRAGGLER = "straggler"  # moved off the node of a rank slower than its peers
 
     @property
     def infrastructure(self) -> bool:
+        """Not the job's fault: no backoff, not charged, first in its org's queue."""
         return self in _NOT_ITS_FAULT
 
     @property
     def failure_class(self) -> str:
         """The coarser class stored on the job and used as the metrics' label."""
-        if self in _NOT_ITS_FAULT:
+        if self in (FailureCategory.INFRASTRUCTURE, FailureCategory.HEALTH):
             return "infrastructure"
-        return "timeout" if self is FailureCategory.TIMEOUT else "job"
+        if self in (FailureCategory.TIMEOUT, FailureCategory.HANG, FailureCategory.STRAGGLER):
+            return self.value
+        return "job"
 
 
-_NOT_ITS_FAULT = frozenset({FailureCategory.INFRASTRUCTURE, FailureCategory.HEALTH})
+_NOT_ITS_FAULT = frozenset(
+    {FailureCategory.INFRASTRUCTURE, FailureCategory.HEALTH, FailureCategory.HANG, FailureCategory.STRAGGLER}
+)
 # Failures of these categories that ``on`` does not name share ``max_restarts``.
 SHARED_BUDGET = frozenset({FailureCategory.OOM, FailureCategory.SIGNAL, FailureCategory.EXIT})
 
@@ -61,6 +71,8 @@ DEFAULT_RULES: Mapping[FailureCategory, Rule | None] = {
     FailureCategory.SIGNAL: None,
     FailureCategory.EXIT: None,
     FailureCategory.TIMEOUT: "never",
+    FailureCategory.HANG: 3,
+    FailureCategory.STRAGGLER: 3,
 }
 
 _CATEGORIES = ", ".join(c.value for c in FailureCategory)

@@ -10,6 +10,10 @@ are visible (CUDA available), else gloo on the CPU.
 Progress lines (rank 0): ``step N loss X``; ``resumed from step K`` or ``starting at step 0``.
 Each attempt's first and last steps are appended to ``progress.log`` in the checkpoint
 folder, so a test can check that a restarted job continued instead of starting over.
+
+Every rank reports each step to the pool (``sdk.report_progress``) with its own compute
+time: the forward pass, up to DDP's first all-reduce (which runs in backward, where a
+fast rank waits for a slow one). That is how the pool tells a slow rank from its peers.
 """
 
 from __future__ import annotations
@@ -36,6 +40,18 @@ def parse() -> argparse.Namespace:
     p.add_argument("--step-seconds", type=float, default=0.0, help="extra sleep per step (demos)")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--fail-at-step", type=int, default=-1, help="exit 3 at this step (tests)")
+    p.add_argument(
+        "--hang-at-step",
+        type=int,
+        default=-1,
+        help="in the first attempt, rank --hang-rank stops stepping at this step (tests)",
+    )
+    p.add_argument("--hang-rank", type=int, default=0)
+    p.add_argument(
+        "--progress-every", type=float, default=sdk.PROGRESS_EVERY, help="seconds between progress writes"
+    )
+    p.add_argument("--slow-node", default="", help="a rank on this pool node computes slower (tests)")
+    p.add_argument("--slow-seconds", type=float, default=0.0, help="its extra compute time per step")
     return p.parse_args()
 
 
@@ -93,19 +109,30 @@ def main() -> int:
 
     loss_fn = nn.MSELoss()
     step = start - 1
+    slow = args.slow_seconds if args.slow_node and os.environ.get("TRAINPOOL_NODE") == args.slow_node else 0.0
     for step in range(start, args.steps):
         if step == args.fail_at_step:
             print(f"failing on purpose at step {step}", file=sys.stderr, flush=True)
             return 3
+        if step == args.hang_at_step and rank == args.hang_rank and attempt == "0":
+            print(f"rank {rank} hangs on purpose at step {step}", file=sys.stderr, flush=True)
+            while True:  # like a collective that never returns: deaf to SIGTERM's flag
+                time.sleep(3600)
+        began = time.perf_counter()
         x, y = batch(step, rank, args.batch, device)
         opt.zero_grad()
-        loss = loss_fn(ddp(x), y)
+        out = ddp(x)
+        if slow:
+            time.sleep(slow)  # a slow device: more compute time before the collective
+        computed = time.perf_counter() - began
+        loss = loss_fn(out, y)
         loss.backward()
         opt.step()
         if rank == 0:
             print(f"step {step} loss {loss.item():.5f}", flush=True)
         if args.step_seconds:
             time.sleep(args.step_seconds)
+        sdk.report_progress(step, computed + args.step_seconds, every=args.progress_every)
         if sdk.should_stop():  # every rank agrees, then all save and leave in the same step
             save(step)
             _progress(ckdir, rank, attempt, start, step, "stopped")

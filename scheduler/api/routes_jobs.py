@@ -16,13 +16,16 @@ from scheduler.api.schemas import CheckpointRequest, Event, Job, SubmitRequest
 from scheduler.backends.base import gang_key
 from scheduler.checkpoint_folder import outside_problem
 from scheduler.control.handle import LoopUnavailable
+from scheduler.store import goodput as goodputstore
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
+from scheduler.store import progress as progressstore
 from scheduler.store.tables import CheckpointRow, JobEventRow, JobRow
 from scheduler.store.tokens import Principal
 from scheduler.store.view import flavors_of
 from values.domain import JobSpec
 from values.lifecycle import TERMINAL, IllegalTransition, JobEvent, JobState, RequeueReason
+from values.progress import GangProgress, RankTrack
 
 router = APIRouter(prefix="/v1", tags=["jobs"])
 Ctx = Annotated[ServerContext, Depends(get_ctx)]
@@ -141,7 +144,29 @@ def get_job(job_id: str, ctx: Ctx, who: Who) -> Job:
         hide = Redactor(s, who, [job.message, *(e.message for e in events)])
         out = Job.of(job, jobstore.allocation(s, job.id, job.attempt), detail=True, redact=hide)
         out.resizes = resizes(events, hide)
+        out.progress = progress_view(progressstore.get(s, job.id), job.attempt, ctx.clock())
+        out.goodput = goodputstore.of_job(s, job.id, ctx.clock()).as_dict()
         return out
+
+
+def progress_view(p: GangProgress | None, attempt: int, now: float) -> dict[str, Any] | None:
+    """What describe shows of an attempt's progress: its step, rate, how long since its
+    stalest rank advanced, and each rank (a straggler marked with how long it has been)."""
+    if p is None or p.attempt != attempt:
+        return None
+    return {
+        "step": p.step,
+        "steps_per_second": p.steps_per_second(),
+        "median_step_seconds": p.median_step_seconds,
+        "seconds_since_progress": round(max(0.0, now - p.last_advance), 1),
+        "ranks": [_rank_view(r, now) for r in p.ranks],
+    }
+
+
+def _rank_view(r: RankTrack, now: float) -> dict[str, Any]:
+    slow = None if r.slow_since is None else round(max(0.0, now - r.slow_since), 1)
+    return {"rank": r.rank, "node": r.node, "step": r.step, "step_seconds": r.step_seconds,
+            "slow_for_seconds": slow}  # fmt: skip
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=Job)

@@ -23,6 +23,7 @@ from scheduler.api.schemas import (
     Token,
     TokenRequest,
 )
+from scheduler.store import goodput as goodputstore
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
@@ -267,7 +268,11 @@ def usage(
     with ctx.db.read() as s:
         if by == "user":
             return usagestore.by_user(s, since=start, until=end, now=now, orgs=orgs)
-        return usagestore.report(s, since=start, until=end, by=by, orgs=orgs)
+        rows = usagestore.report(s, since=start, until=end, by=by, orgs=orgs)
+        if by == "org":  # and how much of it went into work that was kept
+            spent = goodputstore.by_org(s, [str(r["org"]) for r in rows], start, end, now)
+            rows = [{**r, **spent[str(r["org"])].as_dict()} for r in rows]
+        return rows
 
 
 @router.get("/audit")

@@ -95,6 +95,10 @@ class Job(BaseModel):
     allocation: dict[str, Any] | None = None
     # Each time an elastic gang was restarted at another size (describe only).
     resizes: list[dict[str, Any]] | None = None
+    # The current attempt's progress, from what its ranks report (describe only).
+    progress: dict[str, Any] | None = None
+    # Of the accelerator time its attempts held, what was kept and what was lost (describe only).
+    goodput: dict[str, Any] | None = None
 
     @classmethod
     def of(

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from values.domain import JobSpec, Node
+from values.progress import RankReport
 
 
 class Phase(StrEnum):
@@ -73,6 +74,9 @@ class GangStatus:
     # where the backend can see it (the Ray backend reads rank 0's manifest on its node).
     # The loop stores it; backends that cannot see it leave None and jobs use the API.
     checkpoint: tuple[int, str] | None = None
+    # Each rank's latest progress report of this attempt (``sdk.report_progress``), where
+    # the backend can see them (the Ray backend reads them beside the checkpoints).
+    progress: tuple[RankReport, ...] = ()
     # Every replica of this attempt is gone (or its node is): only then is the capacity free.
     settled: bool = False
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from scheduler.backends.base import GangStatus, Phase
+from values.progress import RankReport
 
 
 class ReplicaState(StrEnum):
@@ -136,10 +137,11 @@ def status_of(
     now: float,
     window: float,
     checkpoint: tuple[int, str] | None = None,
+    progress: tuple[RankReport, ...] = (),
 ) -> GangStatus:
     """What a backend reports for one gang: its replicas, judged by :func:`gang_phase`."""
     j = gang_phase(replicas, stop_requested_at=stop_requested_at, now=now, window=window)
     return GangStatus(
         key=key, job_id=job_id, attempt=attempt, phase=j.phase, exit_code=j.exit_code, message=j.message,
-        node=j.node, at=j.at, checkpoint=checkpoint, settled=j.settled,
+        node=j.node, at=j.at, checkpoint=checkpoint, progress=progress, settled=j.settled,
     )  # fmt: skip

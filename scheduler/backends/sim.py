@@ -3,7 +3,12 @@
 A job's spec env steers it: ``SIM_DURATION`` (seconds, else the backend default),
 ``SIM_EXIT_CODE`` (its exit code, default 0), ``SIM_FAIL_ATTEMPTS`` (attempts below this
 number exit 1, so a job can fail a few times and then succeed). Time is whatever ``now``
-the loop passes in.
+the loop passes in. Progress, for jobs that report it: ``SIM_STEP_SECONDS`` (each rank's
+step time), ``SIM_HANG_AFTER`` (seconds after the start when every rank stops stepping,
+in attempts below ``SIM_HANG_ATTEMPTS``, default 1), ``SIM_SLOW_NODE`` and
+``SIM_SLOW_FACTOR`` (a rank on that node computes this many times slower, and the gang
+steps at its pace); ``SIM_CHECKPOINT_EVERY`` (rank 0 reports a checkpoint every this many
+seconds of stepping).
 
 With a ``state_path`` the gangs survive a restart of the server, as a real cluster's
 would, at a cost of O(changes): every launch, stop, forget and health change appends one
@@ -29,6 +34,7 @@ from scheduler.backends.base import FINISHED, BackendError, GangStatus, Launch
 from scheduler.backends.gang_phase import EXITED, FINAL, LOST, RUNNING, Replica, decided_at, status_of
 from scheduler.backends.registry import BackendSettings
 from values.domain import Health, Node
+from values.progress import RankReport
 
 
 @dataclass
@@ -47,6 +53,13 @@ class SimGang:
     lost_at: float | None = None
     # Accelerators held per node, to check that nobody ever overcommits a node.
     held: dict[str, int] | None = None
+    # Progress reports (see the module's docstring); None: the job reports none.
+    step_seconds: float | None = None
+    hang_after: float | None = None
+    slow_node: str | None = None
+    slow_factor: float = 1.0
+    checkpoint_every: float | None = None
+    checkpoint_dir: str | None = None
 
 
 class SimBackend:
@@ -149,6 +162,14 @@ class SimBackend:
             exit_code=exit_code,
             start_delay=self.start_delay,
             held=held,
+            step_seconds=_float(env.get("SIM_STEP_SECONDS"), 0.0) or None,
+            hang_after=_float(env.get("SIM_HANG_AFTER"), -1.0)
+            if launch.attempt < _int(env.get("SIM_HANG_ATTEMPTS"), 1) and env.get("SIM_HANG_AFTER")
+            else None,
+            slow_node=env.get("SIM_SLOW_NODE") or None,
+            slow_factor=_float(env.get("SIM_SLOW_FACTOR"), 1.0),
+            checkpoint_every=_float(env.get("SIM_CHECKPOINT_EVERY"), 0.0) or None,
+            checkpoint_dir=launch.env.get("TRAINPOOL_CHECKPOINT_DIR"),
         )
         self._index(self._gangs[launch.key])
         self.launches += 1
@@ -218,10 +239,48 @@ class SimBackend:
                 self._on_node.setdefault(n, set()).add(g.key)
 
     def _status(self, g: SimGang, now: float) -> GangStatus:
+        replicas = self._replicas(g, now)
         return status_of(
-            g.key, g.job_id, g.attempt, self._replicas(g, now), stop_requested_at=g.stop_requested_at,
-            now=now, window=self.correlation_window,
+            g.key, g.job_id, g.attempt, replicas, stop_requested_at=g.stop_requested_at,
+            now=now, window=self.correlation_window, checkpoint=self._checkpoint(g, replicas, now),
+            progress=self._progress(g, replicas, now),
         )  # fmt: skip
+
+    @staticmethod
+    def _worked(g: SimGang, r: Replica, now: float) -> float:
+        """Seconds replica ``r`` has stepped: from the start to its exit or now, less a hang."""
+        if r.state != RUNNING and r.state != EXITED:
+            return 0.0
+        began = g.launched_at + g.start_delay
+        until = min(now, r.at) if r.state == EXITED and r.at is not None else now
+        if g.hang_after is not None:
+            until = min(until, began + g.hang_after)
+        return max(0.0, until - began)
+
+    def _progress(self, g: SimGang, replicas: list[Replica], now: float) -> tuple[RankReport, ...]:
+        """Each rank's step: the gang steps at its slowest rank's pace (a rank on
+        ``slow_node`` computes ``slow_factor`` times slower) and stops stepping
+        ``hang_after`` seconds in; a replica reports while it runs, and its last step after."""
+        if g.step_seconds is None:
+            return ()
+        pace = g.step_seconds * (g.slow_factor if g.slow_node in g.nodes else 1.0)
+        out = []
+        for r in replicas:
+            if r.state == RUNNING or r.state == EXITED:
+                own = g.step_seconds * (g.slow_factor if r.node == g.slow_node else 1.0)
+                out.append(RankReport(r.rank, int(self._worked(g, r, now) / pace), own, r.node))
+        return tuple(out)
+
+    def _checkpoint(self, g: SimGang, replicas: list[Replica], now: float) -> tuple[int, str] | None:
+        """Rank 0 checkpoints every ``checkpoint_every`` seconds of stepping (not while hung)."""
+        if g.checkpoint_every is None or g.checkpoint_dir is None or not replicas:
+            return None
+        saves = int(self._worked(g, replicas[0], now) / g.checkpoint_every)
+        if saves < 1:
+            return None
+        pace = (g.step_seconds or 1.0) * (g.slow_factor if g.slow_node in g.nodes else 1.0)
+        step = int(saves * g.checkpoint_every / pace)
+        return step, f"{g.checkpoint_dir.rstrip('/')}/sim-{g.attempt}-{step}"
 
     def _replicas(self, g: SimGang, now: float) -> list[Replica]:
         """One replica per node, as a real gang behaves: a failing job's rank 0 exits with

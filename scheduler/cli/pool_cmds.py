@@ -336,14 +336,17 @@ def usage(
     token: TokenOpt = None,
     context: ContextOpt = None,
 ) -> None:
-    """Accelerator-hours by org, team, flavor or user (-o csv for spreadsheets)."""
+    """Accelerator-hours by org, team, flavor or user (-o csv for spreadsheets); by org,
+    also the share of them that went into work that was kept (effective_time_ratio; -o json
+    splits what was lost by reason)."""
     columns = {"org": ("org",), "team": ("org", "team"), "flavor": ("flavor",), "user": ("org", "user")}
     if by not in columns:
         raise ClientError(f"--by: '{by}' is not one of {', '.join(columns)}")
     rows = connect(url, token, context).get("/v1/usage", since=_since(since), by=by, org=org)
     if by == "team" and output is not Output.json:
         rows = [{**r, "team": r["team"] or "(no team)"} for r in rows]
-    emit(rows, output, (*columns[by], "accelerator_hours"))
+    extra = ("effective_time_ratio",) if by == "org" else ()
+    emit(rows, output, (*columns[by], "accelerator_hours", *extra))
 
 
 @friendly

@@ -37,6 +37,7 @@ from scheduler.control.persist import note_pending, persist_decisions, persist_o
 from scheduler.control.wake import Pace, Wake
 from scheduler.core.forecast import Runtimes
 from scheduler.metrics import Metrics, set_all
+from scheduler.store import goodput as goodputstore
 from scheduler.store import lease
 from scheduler.store import nodes as nodestore
 from scheduler.store.db import Database
@@ -45,6 +46,8 @@ from values.decisions import Decisions
 from values.snapshot import Snapshot
 
 log = logging.getLogger(__name__)
+
+GOODPUT_WINDOW = 86_400.0  # trainpool_job_effective_time_ratio looks back this far
 
 Decide = Callable[[Snapshot, float], Decisions]
 
@@ -172,12 +175,19 @@ class ControlLoop:
         if out.quarantined or self.cycles % 30 == 1:
             with self.db.read() as s:
                 self.metrics.quarantined.set(len(nodestore.quarantined(s)))
+        if self.cycles % 30 == 1:  # a day's ratio moves slowly
+            now = self.clock()
+            with self.db.read() as s:
+                spent = goodputstore.by_org(s, [o.name for o in snap.orgs], now - GOODPUT_WINDOW, now, now)
+            set_all(self.metrics.effective_time_ratio,
+                    {(org, ): g.ratio for org, g in spent.items() if g.ratio is not None})  # fmt: skip
         self.metrics.observe_cycle(
             seconds,
             [(org_of.get(job, "unknown"), wait) for job, wait in out.started],
             [(org_of.get(job, "unknown"), reason) for job, reason in out.preempted],
             out.restarted,
             [(org_of.get(job, "unknown"), direction) for job, direction in out.resized],
+            out.verdicts,
         )
 
     def run(self, wake: Wake) -> None:
@@ -196,9 +206,8 @@ class ControlLoop:
                 retry = min(wake.pace.interval, wake.pace.min_gap * 2**failures)
                 log.exception("control-loop cycle failed; retrying in %.2fs", retry)
                 expected = time.monotonic() + retry
-            foreseen = self._expected_change()
-            if foreseen is not None:
-                expected = foreseen if expected is None else min(expected, foreseen)
+            if expected is None:  # a failed cycle keeps its backoff: a change may already be due
+                expected = self._expected_change()
             if not wake.wait(time.monotonic(), expected):
                 break
         if self.epoch is not None:
@@ -214,13 +223,16 @@ class ControlLoop:
         """When the backend expects its next change (a gang's exit it can foresee), on
         the monotonic clock, so the loop need not wait for the interval to see it. An
         optional ``next_change_at(now) -> float | None`` of the backend, on the loop's
-        clock (the sim backend foresees every exit; Ray, a held exit's decision)."""
+        clock (the sim backend foresees every exit; Ray, a held exit's decision).
+
+        Asked for the first change after the last cycle's observation, not after now: an
+        exit due while that cycle ran is not seen yet, and is due at once."""
         hook = getattr(self.backend, "next_change_at", None)
         if hook is None or not self.is_leader:
             return None
         try:
             now = self.clock()
-            at = hook(now)
+            at = hook(self.last_cycle_at if self.last_cycle_at is not None else now)
         except Exception:
             log.exception("the backend's next_change_at failed; polling at the interval")
             return None

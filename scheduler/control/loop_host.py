@@ -46,7 +46,7 @@ class LoopHost:
         settings = LoopSettings(
             pace=opts.pace,
             lease_ttl=opts.lease_ttl,
-            apply=ApplyOptions(checkpoint_root=str(checkpoint_root(opts, db))),
+            apply=ApplyOptions(checkpoint_root=str(checkpoint_root(opts, db)), progress=config.progress),
         )
         loop = ControlLoop(db, backend, PoolView.from_config(config), settings=settings, metrics=metrics)
         timing = Wake(opts.pace, doorbell)

@@ -9,6 +9,7 @@ from scheduler.checkpoint_folder import DEFAULT_ROOT
 from scheduler.quarantine import QuarantineRule
 from scheduler.store.tables import AllocationRow, JobRow
 from values.domain import JobSpec
+from values.progress import ProgressRule
 
 
 @dataclass
@@ -30,6 +31,8 @@ class Outcome:
     # (reason, seconds) from a failure or preemption to the job running again.
     recovered: list[tuple[str, float]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # decisions dropped: the job changed meanwhile
+    # Verdicts on gangs' progress: (org, "hang" | "straggler").
+    verdicts: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class ApplyOptions:
     # across its attempts so that a restart finds what the previous attempt wrote.
     checkpoint_root: str = DEFAULT_ROOT
     quarantine: QuarantineRule = field(default_factory=QuarantineRule)
+    progress: ProgressRule = field(default_factory=ProgressRule)
 
 
 @dataclass

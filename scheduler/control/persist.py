@@ -20,10 +20,11 @@ from sqlmodel import Session, col, select
 from scheduler import failures
 from scheduler.applier import apply_decisions
 from scheduler.backends.base import FINISHED, SURVIVOR_GRACE, GangStatus, Phase, gang_key
+from scheduler.control import progress_watch
 from scheduler.control.fence import Fence
 from scheduler.control.observe import Observation
 from scheduler.control.outcome import Actions, ApplyOptions, Outcome
-from scheduler.control.restarts import moved_off, release, requeue, restart
+from scheduler.control.restarts import STOPPED_WITH_GRACE, moved_off, release, requeue, restart
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
@@ -35,7 +36,7 @@ from scheduler.store.view import View
 from values.decisions import Decisions, Placement, Preemption, PreemptReason, Rejection
 from values.domain import JobSpec
 from values.lifecycle import IllegalTransition, JobEvent, JobState
-from values.restarts import FailureCategory
+from values.restarts import FailureCategory, category_named
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ def persist_observation(
         ids = [a.job_id for a in allocs] + [a.preempted_for for a in allocs if a.preempted_for]
         jobs = _locked_jobs(s, ids)
         failures.store_checkpoints(s, allocs, statuses, now, opts.checkpoint_root)
+        tracked = progress_watch.Tracked.load(s, allocs)
         blames: set[str] = set()
         for a in allocs:
             st = statuses.pop(gang_key(a.job_id, a.attempt), None)
@@ -88,6 +90,12 @@ def persist_observation(
                         )
                         blames.add(blamed)
                     _active(s, job, a, st, now, acts, out, specs)
+                    if st is not None and st.progress:
+                        slow = progress_watch.judge(
+                            s, job, a, st, tracked, now, opts.progress, out, acts, specs
+                        )
+                        if slow is not None:
+                            blames.add(slow)
                 else:
                     _stopping(s, job, a, st, now, acts, out, specs, jobs.get(a.preempted_for or ""))
             except IllegalTransition:
@@ -199,8 +207,11 @@ def _stopping(
         jobstore.move(s, job, JobEvent.SUCCEEDED, now, reason="exit", exit_code=0, finished_at=st.at or now)
         out.finished.append((job.id, JobState.SUCCEEDED.value))
     elif job.state in (JobState.PREEMPTED, JobState.RESTARTING):
-        if job.state == JobState.PREEMPTED:  # gone now: a checkpoint saved in the grace period counts
+        # Gone now: a checkpoint saved in the grace period counts.
+        if job.state == JobState.PREEMPTED:
             out.lost.append((job.org, "preempted", failures.lost_work(s, a, a.released_at or now)))
+        elif (category := category_named(job.reason)) is not None and category in STOPPED_WITH_GRACE:
+            out.lost.append((job.org, category.failure_class, failures.lost_work(s, a, a.released_at or now)))
         if job.state == JobState.PREEMPTED and job.reason == PreemptReason.HEALTH.value:
             moved_off(s, job, a, now, out, specs)
         else:

@@ -23,6 +23,10 @@ from values.domain import Health, JobSpec
 from values.lifecycle import JobEvent, JobState, RequeueReason
 from values.restarts import FailureCategory, Verdict, returning
 
+# The pool stops these gangs itself, with their grace to checkpoint: what they lose is
+# known once they are gone.
+STOPPED_WITH_GRACE = frozenset({FailureCategory.TIMEOUT, FailureCategory.HANG, FailureCategory.STRAGGLER})
+
 
 def release(s: Session, a: AllocationRow, at: float) -> None:
     a.state = "released"
@@ -50,7 +54,7 @@ def restart(
     persist sees them gone and requeues it."""
     spec = specs.get(job)
     cls = category.failure_class
-    if category is not FailureCategory.TIMEOUT:  # a timed-out gang still has its grace to checkpoint
+    if category not in STOPPED_WITH_GRACE:  # those count theirs once gone (persist._stopping)
         out.lost.append((job.org, cls, failures.lost_work(s, a, now)))
     if settled:
         release(s, a, now)

@@ -278,8 +278,19 @@ RELIABILITY = DashboardSpec(
                 q(f"sum by (direction) (rate(trainpool_resizes_total[{RATE}])) * 3600", "{{direction}}"),
             ), description="Elastic gangs restarted smaller for a reclaim or a priority (shrink) or "
                "larger into idle room (grow)."),
+            PanelSpec("Progress verdicts per hour", "timeseries", (
+                q(f"sum by (verdict) (rate(trainpool_progress_verdicts_total[{RATE}])) * 3600",
+                  "{{verdict}}"),
+            ), description="Gangs whose ranks stopped stepping (hang: restarted from the checkpoint) or "
+               "with a rank slower than its peers (straggler: its node blamed, the gang moved once that "
+               "pays)."),
         )),
         ("Cost to running jobs", (
+            PanelSpec("Effective training time ratio (24 h) by org", "timeseries", (
+                q("max by (org) (trainpool_job_effective_time_ratio)", "{{org}}"),
+            ), unit="percentunit", description="Of the accelerator time each org's jobs held in the last "
+               "day, the share that went into work that was kept; `trainpool usage -o json` splits the rest "
+               "by reason (startup, restart overhead, failure, hang, straggler, preemption)."),
             PanelSpec("Lost accelerator-hours per hour, by reason", "timeseries", (
                 q(f"sum by (reason) (rate(trainpool_lost_accelerator_seconds_total[{RATE}]))", "{{reason}}"),
             ), description="Work since each interrupted gang's last checkpoint (all of it without one)."),

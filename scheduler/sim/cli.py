@@ -33,6 +33,18 @@ def sim(
     ),
     load: float | None = typer.Option(None, "--load", help="Scale arrivals to this offered load."),
     failures: str = typer.Option("philly", "--failures", help="none, philly, llama3 or mtbf=SECONDS."),
+    hangs: str = typer.Option(
+        "none", "--hangs", help="Gangs that stop stepping: none, llama3 or mtbf=SECONDS."
+    ),
+    hang_detect: float = typer.Option(
+        600.0, "--hang-detect", help="Seconds from a hang to the pool's stop (its hang limit)."
+    ),
+    hang_detection: bool = typer.Option(
+        True, "--hang-detection/--no-hang-detection", help="Without it, a hang lasts --hang-undetected."
+    ),
+    hang_undetected: float = typer.Option(
+        7200.0, "--hang-undetected", help="Seconds an undetected hang lasts (someone notices)."
+    ),
     checkpoint_interval: float = typer.Option(3600.0, "--checkpoint-interval", help="Seconds."),
     restart_overhead: float = typer.Option(300.0, "--restart-overhead", help="Seconds per restart."),
     interval: float = typer.Option(60.0, "--interval", help="Scheduling cycle interval, seconds."),
@@ -95,6 +107,9 @@ def sim(
         policy=policy,
         load=load,
         failures=failures,
+        hangs=hangs,
+        hang_detect_s=hang_detect if hang_detection else None,
+        hang_undetected_s=hang_undetected,
         checkpoint_interval_s=checkpoint_interval,
         restart_overhead_s=restart_overhead,
         seed=seed,

@@ -35,7 +35,7 @@ Observer = Callable[[Snapshot, float, Decisions], None]
 Progress = Callable[[float, int, int], None]
 
 # Simultaneous events: capacity is released before arrivals, the cycle comes last.
-FINISH, EXIT, FAIL, ARRIVE, WAKE, CYCLE = range(6)
+FINISH, EXIT, HANG, UNHANG, FAIL, ARRIVE, WAKE, CYCLE = range(8)
 
 
 @dataclass(frozen=True)
@@ -60,6 +60,7 @@ class SimJob:
         "attempt",
         "avoid",
         "ckpt_at",
+        "hung_at",
         "next_ckpt",
         "org_idx",
         "pending",
@@ -86,6 +87,7 @@ class SimJob:
         self.work_start = 0.0
         self.saved = 0.0  # progress kept when a preemption was decided
         self.ckpt_at: float | None = None
+        self.hung_at: float | None = None  # the running attempt's gang stopped stepping then
         self.next_ckpt = math.inf  # when the running attempt's next checkpoint is due
         self.attained = 0.0  # accelerator-seconds held over finished attempts
         self.pending: PendingJob | None = None
@@ -239,7 +241,15 @@ class Simulation:
             if job.running is None or job.attempt != int(attempt):
                 return  # stale: the attempt already ended another way
             if kind == FINISH:
+                if job.hung_at is not None:
+                    return  # hung before its end: it never gets there
                 self._complete(job)
+            elif kind == HANG:
+                job.hung_at = self.now
+                self._push(self.now + self.model.hang_lasts_s, UNHANG, ref)
+                return
+            elif kind == UNHANG:
+                self._unhang(job)
             else:
                 beneficiary, resize = job.running.preempted_for, job.resize
                 job.resize = None
@@ -413,6 +423,10 @@ class Simulation:
         if job.rec.first_start is None:
             job.rec.first_start = now
         self._push(job.work_start + job.remaining / job.rate, FINISH, f"{job.id}#{job.attempt}")
+        job.hung_at = None
+        hang = self.model.first_hang(self.config.seed, job.id, job.attempt, len(assignments))
+        if hang is not None and hang < job.remaining / job.rate:
+            self._push(job.work_start + hang, HANG, f"{job.id}#{job.attempt}")
 
     def _release(self, job: SimJob) -> None:
         assert job.running is not None
@@ -444,13 +458,17 @@ class Simulation:
         requeue: bool = True,
         back: Return | None = None,
         resize: Preemption | None = None,
+        hang: bool = False,
     ) -> None:
         """End the attempt: keep ``kept`` seconds of progress, lose the rest, queue again
         (as ``back`` says, for a gang interrupted through no fault of its own) or, without
         ``requeue``, end the job as failed."""
         held = self.now - job.start
         lost = max(0.0, held * job.rate - kept) * job.size_acc / job.rate
-        if failure:
+        if hang:
+            job.rec.lost_hang_acc_s += lost
+            job.rec.hangs += 1
+        elif failure:
             job.rec.lost_failure_acc_s += lost
             job.rec.failures += 1
         else:
@@ -488,6 +506,17 @@ class Simulation:
             self._interrupt(job, kept, failure=True, preempted_by=None, requeue=again, back=back)
         self._want_cycle()
 
+    def _unhang(self, job: SimJob) -> None:
+        """A hung gang stopped (by the pool's detection, or later without it): back from its
+        checkpoint before the hang, first in its org, as the service's loop does."""
+        assert job.running is not None
+        earlier = {FailureCategory.HANG: job.rec.hangs}
+        again = job.spec.restart.verdict(FailureCategory.HANG, earlier, 0).restart
+        nodes = [name for name, _ in job.running.assignments]
+        back = returning(FailureCategory.HANG, nodes, None, self._usable)
+        kept = self._checkpointed(job, self.now)
+        self._interrupt(job, kept, failure=True, preempted_by=None, requeue=again, back=back, hang=True)
+
     def _usable(self, node: str) -> bool:
         return node not in self._unusable
 
@@ -497,6 +526,8 @@ class Simulation:
         """Progress (seconds of work at full size) saved by the attempt's last checkpoint
         at ``t``; checkpoints come every interval of the attempt's own progress."""
         rate = job.rate
+        if job.hung_at is not None:
+            t = min(t, job.hung_at)  # no progress, and no checkpoint, while hung
         done = min(max(t - job.work_start, 0.0) * rate, job.remaining)
         interval = self.model.checkpoint_interval_s * rate
         return math.floor(done / interval) * interval

@@ -13,19 +13,32 @@ seconds when it starts again. Presets:
 - ``llama3``: 419 unexpected interruptions in 54 days on 16,384 GPUs (Llama 3 paper,
   Meta 2024), i.e. a per-GPU rate, times the pool's GPUs per node.
 - ``mtbf=SECONDS``: a per-node MTBF given by hand; ``none``: no failures.
+
+Hangs (``--hangs``) are a second, separate process: a gang stops stepping while its
+processes live, at a per-node rate over the seconds it runs (Poisson in its progress, so
+every policy sees the same hangs in the same jobs' work). A hung gang holds its nodes
+until it is stopped: after ``hang_detect_s`` with the pool's detection (the hang limit,
+``values.progress``), else after ``hang_undetected_s`` (a modelled human noticing, or a
+timeout the job's framework may or may not have). It then restarts from its checkpoint
+before the hang, uncharged. Presets: ``llama3``, the 7 of Llama 3's 419 interruptions
+it attributes to NCCL watchdog timeouts (Meta 2024, its table of root causes), as a
+per-GPU rate; ``mtbf=SECONDS`` per node; ``none``.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 MULTI_HOUR_S = 2 * 3600.0
 PHILLY_TARGET = 0.30
 LLAMA3_INTERRUPTIONS, LLAMA3_DAYS, LLAMA3_GPUS = 419, 54, 16_384
+LLAMA3_HANGS = 7  # NCCL watchdog timeouts
 
 
 @dataclass(frozen=True)
@@ -35,6 +48,22 @@ class FailureModel:
     checkpoint_interval_s: float = 3600.0
     restart_overhead_s: float = 300.0
     basis: str = ""
+    hang_node_mtbf_s: float | None = None  # None: no hangs
+    hang_detect_s: float | None = 600.0  # None: the pool does not detect hangs
+    hang_undetected_s: float = 7200.0
+    hang_basis: str = ""
+
+    @property
+    def hang_lasts_s(self) -> float:
+        return self.hang_detect_s if self.hang_detect_s is not None else self.hang_undetected_s
+
+    def first_hang(self, seed: int, job_id: str, attempt: int, nodes: int) -> float | None:
+        """Seconds of progress into this attempt when its gang hangs (None: no hangs). Drawn
+        per (job, attempt) from the seed alone, so every policy sees the same ones."""
+        if self.hang_node_mtbf_s is None:
+            return None
+        rng = np.random.default_rng([seed, 0x4A46, zlib.crc32(job_id.encode()), attempt])
+        return float(rng.exponential(self.hang_node_mtbf_s / max(1, nodes)))
 
     def describe(self) -> str:
         head = (
@@ -42,9 +71,18 @@ class FailureModel:
             if self.node_mtbf_s is None
             else f"node failures, Poisson, per-node MTBF {self.node_mtbf_s / 86_400:,.1f} days"
         )
+        hangs = "no hangs"
+        if self.hang_node_mtbf_s is not None:
+            caught = (
+                f"stopped {self.hang_detect_s:g} s after they begin (detection)"
+                if self.hang_detect_s is not None
+                else f"stopped {self.hang_undetected_s:g} s after they begin (no detection)"
+            )
+            days = self.hang_node_mtbf_s / 86_400
+            hangs = f"hangs, per-node MTBF {days:,.1f} days ({self.hang_basis}), {caught}"
         return (
-            f"{head} ({self.name}: {self.basis}); checkpoint every {self.checkpoint_interval_s:g} s of "
-            f"progress; restart overhead {self.restart_overhead_s:g} s; failed nodes replaced at once. "
+            f"{head} ({self.name}: {self.basis}); {hangs}; checkpoint every {self.checkpoint_interval_s:g} s "
+            f"of progress; restart overhead {self.restart_overhead_s:g} s; failed nodes replaced at once. "
             "Modelled, not measured."
         )
 
@@ -65,7 +103,10 @@ def parse_failures(
         raise FailureSpecError(f"--checkpoint-interval: must be > 0 (got {checkpoint_interval_s})")
     if restart_overhead_s < 0:
         raise FailureSpecError(f"--restart-overhead: must be >= 0 (got {restart_overhead_s})")
-    common = {"checkpoint_interval_s": checkpoint_interval_s, "restart_overhead_s": restart_overhead_s}
+    common: dict[str, Any] = {
+        "checkpoint_interval_s": checkpoint_interval_s,
+        "restart_overhead_s": restart_overhead_s,
+    }
     if spec == "none":
         return FailureModel("none", None, basis="failure injection off", **common)
     if spec == "philly":
@@ -87,8 +128,35 @@ def parse_failures(
     raise FailureSpecError(f"--failures: unknown model '{spec}' (use none, philly, llama3 or mtbf=SECONDS)")
 
 
-def llama3_node_mtbf(node_size: int) -> float:
-    per_gpu_rate = LLAMA3_INTERRUPTIONS / (LLAMA3_DAYS * 86_400.0 * LLAMA3_GPUS)
+def with_hangs(
+    model: FailureModel, spec: str, node_size: int, detect_s: float | None, undetected_s: float
+) -> FailureModel:
+    """``model`` with the hang process ``spec`` (none | llama3 | mtbf=SECONDS)."""
+    if detect_s is not None and not detect_s >= 0:
+        raise FailureSpecError(f"--hang-detect: must be >= 0 seconds (got {detect_s})")
+    if not undetected_s >= 0:
+        raise FailureSpecError(f"--hang-undetected: must be >= 0 seconds (got {undetected_s})")
+    if spec == "none":
+        mtbf, basis = None, ""
+    elif spec == "llama3":
+        mtbf = llama3_node_mtbf(node_size, LLAMA3_HANGS)
+        basis = f"{LLAMA3_HANGS} NCCL watchdog timeouts in {LLAMA3_DAYS} days on {LLAMA3_GPUS:,} GPUs"
+    elif spec.startswith("mtbf="):
+        try:
+            mtbf = float(spec.removeprefix("mtbf="))
+        except ValueError:
+            mtbf = -1.0
+        if not (mtbf > 0 and math.isfinite(mtbf)):
+            raise FailureSpecError(f"--hangs: mtbf= needs a number of seconds > 0 (got '{spec}')")
+        basis = "per-node hang MTBF given by hand"
+    else:
+        raise FailureSpecError(f"--hangs: unknown model '{spec}' (use none, llama3 or mtbf=SECONDS)")
+    return replace(model, hang_node_mtbf_s=mtbf, hang_detect_s=detect_s, hang_undetected_s=undetected_s,
+                   hang_basis=basis)  # fmt: skip
+
+
+def llama3_node_mtbf(node_size: int, interruptions: int = LLAMA3_INTERRUPTIONS) -> float:
+    per_gpu_rate = interruptions / (LLAMA3_DAYS * 86_400.0 * LLAMA3_GPUS)
     return 1.0 / (per_gpu_rate * node_size)
 
 

@@ -35,6 +35,8 @@ class JobRecord:
     held_s: float = 0.0  # wall seconds the job held its accelerators, all attempts
     lost_failure_acc_s: float = 0.0
     lost_preemption_acc_s: float = 0.0
+    lost_hang_acc_s: float = 0.0  # from the last checkpoint before a hang to its stop
+    hangs: int = 0
     # Accelerator-seconds below its full size while it held nodes (an elastic gang that
     # ran smaller); 0 for a rigid one.
     unheld_acc_s: float = 0.0

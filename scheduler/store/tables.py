@@ -179,6 +179,20 @@ class CheckpointRow(SQLModel, table=True):
     at: float = 0.0
 
 
+class ProgressRow(SQLModel, table=True):
+    """A running gang's progress as the loop keeps it (``values.progress.GangProgress``,
+    as JSON): one row per job, replaced when its attempt changes."""
+
+    __tablename__ = "progress"
+
+    job_id: str = Field(primary_key=True, max_length=32)
+    attempt: int = 0
+    data: str = Field(sa_column=Column(Text, nullable=False))
+    # The rank whose straggler verdict this attempt already recorded (event, blame).
+    straggler_noted: int | None = None
+    updated_at: float = 0.0
+
+
 class UsageRow(SQLModel, table=True):
     """Accelerator-seconds per org, team and flavor, summed per interval (an hour)."""
 

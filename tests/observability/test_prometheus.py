@@ -42,6 +42,7 @@ node_groups:
 orgs:
   - {name: a, quotas: {h100: {nominal: 16}, a100: {nominal: 8}}}
   - {name: b, quotas: {h100: {nominal: 16}}}
+progress: {hang_floor_seconds: 2}
 """
 
 
@@ -151,9 +152,12 @@ def _start(work: Path, procs: Procs, prometheus: str) -> Stack:
 
     # A small workload: org b borrows the whole pool (two one-node jobs and an elastic
     # gang of one to two), then org a reclaims its nominal (preemptions; the elastic gang
-    # shrinks first, a resize); one job fails once (a restart charged to the job).
-    def submit(org: str, env: dict[str, str], replicas: int = 1, least: int | None = None) -> None:
-        gang = {"flavor": "h100", "accelerators": 8, "replicas": replicas}
+    # shrinks first, a resize); one job fails once (a restart charged to the job); one on
+    # the a100 stops stepping every attempt (hang verdicts, then it fails).
+    def submit(
+        org: str, env: dict[str, str], replicas: int = 1, least: int | None = None, flavor: str = "h100"
+    ) -> None:
+        gang = {"flavor": flavor, "accelerators": 8, "replicas": replicas}
         if least is not None:
             gang["min_replicas"] = least
         spec = {"name": "w", "org": org, "gang": gang, "env": env, "restart": {"backoff_seconds": 0}}
@@ -168,6 +172,8 @@ def _start(work: Path, procs: Procs, prometheus: str) -> Stack:
     submit("a", {"SIM_DURATION": "1", "SIM_FAIL_ATTEMPTS": "1"})
     submit("a", {"SIM_DURATION": "600"})
     submit("b", {"SIM_DURATION": "600"}, replicas=4)  # more than b may have: stays pending
+    submit("a", {"SIM_DURATION": "600", "SIM_STEP_SECONDS": "0.2", "SIM_HANG_AFTER": "1",
+                 "SIM_HANG_ATTEMPTS": "99"}, flavor="a100")  # fmt: skip
 
     prom_port = free_port()
     config = {
@@ -282,7 +288,7 @@ def test_org_dashboard_usage_and_nominal_are_one_series_per_org_and_flavor(stack
         ("b", "a100"): 0,
     }
     assert set(series(used, every)) == {("a", "h100"), ("a", "a100"), ("b", "h100"), ("b", "a100")}
-    assert series(used, every)[("a", "a100")] == 0
+    assert series(used, every)[("b", "a100")] == 0  # a's hanging job holds the a100
     # One copy of the panel per flavor: the a100 copy shows only a100.
     assert series(nominal, {"org": ".*", "flavor": "a100"}) == {("a", "a100"): 8, ("b", "a100"): 0}
     assert series(nominal, {"org": "(a|b)", "flavor": "h100"}) == {("a", "h100"): 16, ("b", "h100"): 16}

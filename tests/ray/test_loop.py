@@ -20,6 +20,7 @@ from scheduler.store.tables import CheckpointRow, JobRow
 from scheduler.store.view import PoolView
 from values.domain import Flavor, JobSpec, Node
 from values.lifecycle import JobState
+from values.progress import ProgressRule
 from values.quotas import FlavorQuota, Org
 
 # One group: under `pytest -n N --dist loadgroup` these share one worker, hence one cluster.
@@ -56,14 +57,18 @@ print(f"attempt {attempt} done at step {step}", flush=True)
 class LoopOnRay:
     """A store on SQLite and the real control loop, driving a RayBackend."""
 
-    def __init__(self, backend: object, tmp_path: Path, quotas: dict[str, int]) -> None:
+    def __init__(
+        self, backend: object, tmp_path: Path, quotas: dict[str, int], progress: ProgressRule | None = None
+    ) -> None:
         self.db = open_database(f"sqlite:///{tmp_path / 'pool.db'}")
         self.ckpt = tmp_path / "ckpt"
         org = Org(name="a", quotas={f: FlavorQuota(nominal=n) for f, n in quotas.items()})
         with self.db.write() as s:
             orgstore.seed_from_config(s, (org,), time.time())
         settings = LoopSettings(
-            holder="ray-test", lease_ttl=30.0, apply=ApplyOptions(checkpoint_root=str(self.ckpt))
+            holder="ray-test",
+            lease_ttl=30.0,
+            apply=ApplyOptions(checkpoint_root=str(self.ckpt), progress=progress or ProgressRule()),
         )
         view = PoolView(flavors=tuple(Flavor(name=f) for f in quotas))
         self.loop = ControlLoop(self.db, backend, view, settings=settings)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from typing import Any
 
 from scheduler.backends.sim import SimBackend
 from scheduler.control.loop import ControlLoop, LoopSettings
+from scheduler.control.outcome import ApplyOptions
 from scheduler.store import jobs as jobstore
 from scheduler.store import orgs as orgstore
 from scheduler.store.db import Database, open_database
@@ -13,6 +14,7 @@ from scheduler.store.tables import JobRow
 from scheduler.store.view import PoolView
 from values.domain import DEFAULT_PRIORITY_CLASSES, Flavor, JobSpec, Node, PriorityClass, TopologyPath
 from values.lifecycle import JobState
+from values.progress import ProgressRule
 from values.quotas import FlavorQuota, Org
 from values.snapshot import Policy
 
@@ -54,6 +56,7 @@ class Pool:
         db: Database | None = None,
         policy: Policy | None = None,
         priority_classes: tuple[PriorityClass, ...] = DEFAULT_PRIORITY_CLASSES,
+        progress: ProgressRule | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self.db = db or open_database(url)
@@ -66,7 +69,9 @@ class Pool:
             PoolView(
                 flavors=(Flavor(name="h100"),), priority_classes=priority_classes, policy=policy or Policy()
             ),
-            settings=LoopSettings(holder=holder, lease_ttl=30.0),
+            settings=LoopSettings(
+                holder=holder, lease_ttl=30.0, apply=ApplyOptions(progress=progress or ProgressRule())
+            ),
             clock=self.clock,
         )
 

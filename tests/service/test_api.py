@@ -159,7 +159,9 @@ def test_usage_is_accounted_per_org(api: Api) -> None:
     api.cycle()
     api.cycle(100)
     rows = api.call("pool-admin", "GET", "/v1/usage", by="org").json()
-    assert rows == [{"org": "a", "accelerator_hours": pytest.approx(16 * 90 / 3600)}]
+    assert [(r["org"], r["accelerator_hours"]) for r in rows] == [("a", pytest.approx(16 * 90 / 3600))]
+    # Seen running only once it had ended (one cycle 100 s later): held, none of it seen productive.
+    assert rows[0]["effective_time_ratio"] == 0.0 and rows[0]["lost_accelerator_hours"]["startup"] > 0
     assert api.call("org-admin@b", "GET", "/v1/usage").json() == []
 
 
@@ -261,3 +263,26 @@ def test_an_elastic_gang_shows_its_size_and_range_and_the_queue_its_minimum(api:
     api.cycle()
     (row,) = api.call("member@b", "GET", "/v1/queue").json()
     assert (row["id"], row["accelerators"], row["min_accelerators"]) == (theirs["id"], 32, 24)
+
+
+def test_describe_shows_the_attempts_progress_and_a_slow_rank(api: Api) -> None:
+    env = {"SIM_DURATION": "100000", "SIM_STEP_SECONDS": "2"} | {
+        "SIM_SLOW_NODE": "h100-01",
+        "SIM_SLOW_FACTOR": "2",
+    }
+    job = api.submit("member@a", gang={"flavor": "h100", "replicas": 2, "accelerators": 8}, env=env)
+    api.cycle()
+    assert api.call("member@a", "GET", f"/v1/jobs/{job['id']}").json()["progress"] is None  # no report yet
+    for _ in range(10):
+        api.cycle(4)
+    api.clock.t += 3
+    got = api.call("member@a", "GET", f"/v1/jobs/{job['id']}").json()["progress"]
+    # The gang steps at its slow rank's pace (4 s); that rank computes 4 s, its peer 2 s.
+    assert (got["step"], got["steps_per_second"], got["seconds_since_progress"]) == (10, 0.25, 3.0)
+    ranks = {r["node"]: r for r in got["ranks"]}
+    assert (ranks["h100-01"]["step_seconds"], ranks["h100-00"]["step_seconds"]) == (4.0, 2.0)
+    assert ranks["h100-01"]["slow_for_seconds"] == 39.0 and ranks["h100-00"]["slow_for_seconds"] is None
+    spent = api.call("member@a", "GET", f"/v1/jobs/{job['id']}").json()["goodput"]
+    # Held 43 s; running from the second cycle, 4 s in: the slowness is not a loss (work kept).
+    assert spent["effective_time_ratio"] == round(39 / 43, 4)
+    assert spent["lost_accelerator_hours"]["startup"] == round(16 * 4 / 3600, 4)

@@ -137,7 +137,7 @@ def test_admin_commands(live: Live) -> None:
     code, out = live.run("tokens", "create", "--role", "member", "--org", "b", token="org-admin@b")
     assert code == 0 and "secret (shown once): tp_" in out
     code, out = live.run("usage", "-o", "csv", "--since", "0", token="pool-admin")
-    assert code == 0 and out.splitlines()[0] == "org,accelerator_hours"
+    assert code == 0 and out.splitlines()[0] == "org,accelerator_hours,effective_time_ratio"
     code, out = live.run("nodes", "cordon", "h100-03", token="pool-admin")
     assert code == 0 and "cordoned" in out
 

@@ -212,6 +212,11 @@ def test_usage_by_team_and_by_user(live: Live, tmp_path: Path) -> None:
     assert code == 0 and teams["vision"] > 0
     code, out = live.run("usage", "--by", "team", "--since", "0", token="org-admin@a")
     assert "(no team)" in out and "vision" in out
+    code, out = live.run("usage", "--since", "0", "-o", "json", token="org-admin@a")
+    (mine,) = json.loads(out)
+    assert 0 < mine["effective_time_ratio"] <= 1 and mine["lost_accelerator_hours"]["startup"] >= 0
+    code, out = live.run("usage", "--since", "0", token="org-admin@a")
+    assert code == 0 and "effective_time_ratio" in out.splitlines()[0]
     code, out = live.run("usage", "--by", "user", "--since", "0", "-o", "json", token="pool-admin")
     users = {(r["org"], r["user"]) for r in json.loads(out)}
     assert code == 0 and ("a", "t") in users  # the harness names its tokens "t"

@@ -422,6 +422,17 @@ def test_an_exit_the_backend_foresees_is_seen_without_waiting_for_the_interval(t
         runner.join(timeout=10)
 
 
+def test_an_exit_due_while_the_cycle_ran_is_due_at_once(tmp_path: Path) -> None:
+    """A cycle that outlasts a gang's run (a loaded machine) must not leave its exit to the
+    interval: the first change after what the cycle observed is already past."""
+    pool = Pool(f"sqlite:///{tmp_path / 'pool.db'}", backend=SimBackend(nodes(2)))
+    pool.submit(env={"SIM_DURATION": 0.5})
+    pool.cycle()  # launched at the cycle's clock
+    pool.clock.t += 0.6  # the cycle took 0.6 s: the gang has exited, unseen
+    due = pool.loop._expected_change()
+    assert due is not None and due <= time.monotonic()
+
+
 class FailingOnceBackend(SimBackend):
     """Its first poll fails, as a cycle does when the database is locked for too long."""
 

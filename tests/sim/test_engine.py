@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import pytest
 
@@ -250,3 +250,27 @@ def test_an_elastic_gang_runs_at_the_rate_of_its_size_and_grows_into_idle_room()
     assert rec.end == 5060.0 + 300.0 + 8000.0
     # It held 16 of its 32 accelerators until it stopped to grow.
     assert rec.unheld_acc_s == (5030.0 - 60.0) * 16
+
+
+@dataclass(frozen=True)
+class OneHang(FailureModel):
+    """The first attempt's gang hangs 2,500 s of progress in; no other hangs."""
+
+    def first_hang(self, seed: int, job_id: str, attempt: int, nodes: int) -> float | None:
+        return 2500.0 if attempt == 0 else None
+
+
+@pytest.mark.parametrize(("detect", "stopped"), [(600.0, 3100.0), (None, 9700.0)])
+def test_a_hung_gang_holds_its_nodes_until_stopped_then_resumes_from_its_checkpoint(
+    detect: float | None, stopped: float
+) -> None:
+    model = OneHang("none", None, checkpoint_interval_s=1000.0, restart_overhead_s=300.0,
+                    hang_node_mtbf_s=1.0, hang_detect_s=detect, hang_undetected_s=7200.0)  # fmt: skip
+    sim = simulate([TraceJob("1", "a", 0.0, 8, 5000.0)], first_fit(), model)
+    rec = sim.jobs["j1"].rec
+    # Hung at 2,500 s (checkpoint at 2,000 s): stopped after the hang limit, or 2 h later
+    # without detection; back at once, 300 s to restart, then the 3,000 s left.
+    assert (rec.hangs, rec.failures, rec.lost_failure_acc_s) == (1, 0, 0.0)
+    assert rec.lost_hang_acc_s == pytest.approx((stopped - 2000.0) * 8)
+    assert rec.end == pytest.approx(stopped + 300.0 + 3000.0)
+    assert rec.held_s == pytest.approx(stopped + 3300.0)

@@ -43,6 +43,7 @@ from scheduler.backends.ray.layout import (
 )
 from scheduler.backends.ray.replica import ReplicaProcess, read_manifest
 from values.domain import Node
+from values.progress import RankReport
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,8 @@ class RayBackend:
                 **{("wait", r): ref for r, ref in g.wait_refs.items()}}  # fmt: skip
         if g.ckpt_ref is not None:
             refs[("ckpt", 0)] = g.ckpt_ref
+        if g.progress_ref is not None:
+            refs[("progress", 0)] = g.progress_ref
         if refs:
             ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=0)
             ready_ids = {r.hex() for r in ready}
@@ -263,6 +266,11 @@ class RayBackend:
             # Rank 0 gone: its loss is seen through its wait future.
             with contextlib.suppress(RayError):
                 self._newer_checkpoint(g, ray.get(ref))
+            return
+        if what == "progress":
+            g.progress_ref = None
+            with contextlib.suppress(RayError):
+                g.progress = _reports(ray.get(ref), g.nodes)
             return
         (g.run_refs if what == "run" else g.wait_refs).pop(rank, None)
         try:
@@ -339,6 +347,8 @@ class RayBackend:
     def _ask_checkpoint(self, g: Gang, now: float) -> None:
         if g.checkpoint_dir and g.actors and g.actors[0] is not None and 0 not in g.deaths:
             g.ckpt_ref = g.actors[0].checkpoint.remote()
+            if g.progress_ref is None:
+                g.progress_ref = g.actors[0].progress.remote(g.attempt)
             g.ckpt_asked = now
 
     def _final_checkpoint(self, g: Gang) -> None:
@@ -368,7 +378,7 @@ class RayBackend:
         v = self._judge(g, now)
         return GangStatus(
             key=g.key, job_id=g.job_id, attempt=g.attempt, phase=v.phase, exit_code=v.exit_code,
-            message=v.message, node=v.node, at=v.at, checkpoint=g.checkpoint,
+            message=v.message, node=v.node, at=v.at, checkpoint=g.checkpoint, progress=g.progress,
             settled=g.torn_down or len(g.done()) >= g.world,
         )  # fmt: skip
 
@@ -413,7 +423,7 @@ class RayBackend:
             pass  # never created, or already removed
         g.run_refs.clear()
         g.wait_refs.clear()
-        g.ckpt_ref = None
+        g.ckpt_ref = g.progress_ref = None
         g.torn_down = True
 
     def _kill_actor(self, g: Gang, rank: int) -> None:
@@ -507,6 +517,16 @@ class RayBackend:
                         g.exits.setdefault(r.rank, Exit(None, now))
             self._watch(g)
         self._gangs[key] = g
+
+
+def _reports(records: list[dict[str, Any]], nodes: list[str]) -> tuple[RankReport, ...]:
+    """The progress records rank 0's actor read, each with the node its rank runs on."""
+    out = []
+    for r in records:
+        rank = int(r["rank"])
+        node = nodes[rank] if 0 <= rank < len(nodes) else None
+        out.append(RankReport(rank, int(r["step"]), r["step_seconds"], node))
+    return tuple(out)
 
 
 def _tail(path: Path, lines: int) -> list[str]:

@@ -9,6 +9,7 @@ from typing import Any
 from scheduler.backends import gang_phase as gp
 from scheduler.backends.base import Phase
 from scheduler.backends.ray.layout import Replica
+from values.progress import RankReport
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class Gang:
     checkpoint: tuple[int, str] | None = None
     ckpt_ref: Any = None
     ckpt_asked: float = 0.0
+    progress: tuple[RankReport, ...] = ()  # each rank's latest report, asked with the checkpoint
+    progress_ref: Any = None
     forgotten: bool = False
     torn_down: bool = False
 

@@ -197,6 +197,15 @@ class ReplicaProcess:
             return None
         return read_manifest(self._checkpoint_dir)
 
+    def progress(self, attempt: int) -> list[dict[str, Any]]:
+        """Every rank's latest progress report of ``attempt`` (rank 0's actor reads the
+        folder beside the checkpoints, where every rank of the gang writes)."""
+        if self._checkpoint_dir is None:
+            return []
+        from scheduler.sdk import read_progress
+
+        return read_progress(self._checkpoint_dir, attempt)
+
     def tail(self, lines: int) -> list[str]:
         try:
             with open(self._log_path, errors="replace") as f:
