@@ -41,6 +41,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -85,13 +86,18 @@ def _ctx(ctx: Context | None) -> Context:
 
 
 def rank() -> int:
-    """This process's global rank: Ray Train's when inside it, else RANK, else 0."""
-    try:  # Ray Train sets no RANK for user code in every version; ask it first.
-        import ray.train
+    """This process's global rank: Ray Train's when inside it, else RANK, else 0.
 
-        return int(ray.train.get_context().get_world_rank())
-    except Exception:
-        return int(os.environ.get("RANK", "0") or 0)
+    Ray Train is asked only where it is already imported (a Ray Train worker always has
+    it): importing it costs a second, and leaves a plain torchrun or DDP process with
+    Ray's exit hooks, so that a rank whose peer died lingers instead of exiting."""
+    train = sys.modules.get("ray.train")
+    if train is not None:  # Ray Train sets no RANK for user code in every version
+        try:
+            return int(train.get_context().get_world_rank())
+        except Exception:
+            pass
+    return int(os.environ.get("RANK", "0") or 0)
 
 
 def checkpoint_dir(ctx: Context | None = None) -> Path:

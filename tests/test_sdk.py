@@ -45,6 +45,29 @@ def test_only_rank_zero_reports(pool_env: Path, monkeypatch: pytest.MonkeyPatch)
     assert sdk.read_manifest(pool_env) is None
 
 
+def test_a_plain_ddp_rank_reports_without_importing_ray() -> None:
+    """A torchrun/DDP process that imported Ray (through the rank lookup) lingered after
+    its peer died instead of exiting: Ray's exit hooks held it until the pool killed it."""
+    code = "import sys\nfrom scheduler import sdk\nassert sdk.rank() == 3\nprint('ray' in sys.modules)"
+    env = {**os.environ, "RANK": "3", "PYTHONPATH": str(ROOT)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_inside_ray_train_the_rank_is_ray_trains(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Context:
+        def get_world_rank(self) -> int:
+            return 5
+
+    class Train:
+        get_context = staticmethod(Context)
+
+    monkeypatch.setitem(sys.modules, "ray.train", Train())
+    monkeypatch.setenv("RANK", "0")
+    assert sdk.rank() == 5
+
+
 def test_bad_step_is_refused_with_the_field(pool_env: Path) -> None:
     with pytest.raises(ValueError, match="step"):
         sdk.report_checkpoint(-1, pool_env / "x.pt")
