@@ -28,6 +28,7 @@ from values.progress import ProgressRule
 from values.quotas import Org
 from values.snapshot import DEFAULT_ACTIONS, Ordering, PendingJob, Policy, RunningJob, Snapshot, WithinOrg
 from values.strict import Bool, Int, Number
+from values.validation import ValidationRule
 
 MAX_POOL_NODES = 100_000
 MAX_FILE_BYTES = 5 * 1024 * 1024
@@ -144,6 +145,7 @@ class PoolConfig(_Frozen):
     node_groups: tuple[NodeGroup, ...] = Field((), max_length=10_000)
     policy: PolicyConfig = PolicyConfig()
     progress: ProgressRule = ProgressRule()
+    validation: ValidationRule = ValidationRule()
 
     @model_validator(mode="after")
     def _cross_check(self) -> PoolConfig:

@@ -97,6 +97,11 @@ class Metrics:
             "trainpool_progress_verdicts", "Verdicts on running gangs' progress reports (hang, straggler).",
             ["org", "verdict"], registry=r,
         )  # fmt: skip
+        self.node_validations = PromCounter(
+            "trainpool_node_validations",
+            "Validation runs of nodes before hand-over, by result (passed, failed, inconclusive).",
+            ["result"], registry=r,
+        )  # fmt: skip
         self.restarts = PromCounter(
             "trainpool_restarts", "Jobs restarted after a failure, by failure class.", ["reason"], registry=r
         )
@@ -200,8 +205,11 @@ class Metrics:
         restarted: Iterable[tuple[str, str]],
         resized: Iterable[tuple[str, str]] = (),
         verdicts: Iterable[tuple[str, str]] = (),
+        validations: Iterable[tuple[str, str]] = (),
     ) -> None:
         self.cycle_seconds.observe(seconds)
+        for _node, result in validations:
+            self.node_validations.labels(result).inc()
         for org, verdict in verdicts:
             self.progress_verdicts.labels(org, verdict).inc()
         for org, direction in resized:

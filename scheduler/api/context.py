@@ -17,6 +17,7 @@ from scheduler.store.batch import SubmitBatcher
 from scheduler.store.db import Database
 from scheduler.store.tokens import Principal
 from scheduler.store.view import PoolView
+from values.validation import ValidationRule
 
 AUTH_TTL = 5.0
 
@@ -50,6 +51,8 @@ class ServerContext:
     clock: Callable[[], float] = time.time
     # The loop's checkpoint root: a reported checkpoint must lie in the job's folder under it.
     checkpoint_root: str = DEFAULT_ROOT
+    # Whether an uncordon validates the node first (the loop runs the validation).
+    validation: ValidationRule = field(default_factory=ValidationRule)
     # May read /metrics and nothing else (Prometheus' credential); None: pool-admins only.
     metrics_token: str | None = None
     # The control loop as the API sees it: wake it, ask it; it runs elsewhere

@@ -79,14 +79,22 @@ def get_node(name: str, ctx: Ctx, _: Who) -> Node:
         return Node.of(row, _allocated(s)[name])
 
 
-def _cordon(name: str, ctx: ServerContext, who: Principal, cordoned: bool) -> Node:
+def _cordon(name: str, ctx: ServerContext, who: Principal, cordoned: bool, validate: bool = False) -> Node:
     require_pool_admin(who)
+    now = ctx.clock()
     with ctx.db.write() as s:
         row = nodestore.get_node(s, name)
         if row is None:
             raise not_found("node", name)
-        nodestore.set_cordon(s, row, cordoned, ctx.clock())
-        orgstore.audit(s, ctx.clock(), who.token_id, "node.cordon" if cordoned else "node.uncordon", name)
+        if validate:  # stays cordoned until the loop's validation run passes
+            why = "asked by an operator" if cordoned else "uncordoned"
+            nodestore.request_validation(s, row, why, now)
+            orgstore.audit(s, now, who.token_id, "node.validate", name)
+        else:
+            nodestore.set_cordon(s, row, cordoned, now)
+            if not cordoned and row.validation in ("pending", "running", "failed"):
+                row.validation, row.validation_message = None, "uncordoned without validation"
+            orgstore.audit(s, now, who.token_id, "node.cordon" if cordoned else "node.uncordon", name)
         out = Node.of(row)
     ctx.wake_loop()
     return out
@@ -98,8 +106,25 @@ def cordon(name: str, ctx: Ctx, who: Who) -> Node:
 
 
 @router.post("/nodes/{name}/uncordon", response_model=Node)
-def uncordon(name: str, ctx: Ctx, who: Who) -> Node:
-    return _cordon(name, ctx, who, False)
+def uncordon(name: str, ctx: Ctx, who: Who, validate: Annotated[bool | None, Query()] = None) -> Node:
+    """With the pool's ``validation.on_uncordon`` (or ``validate=true``) the node runs a
+    validation first and takes work once it passes; ``validate=false`` hands it over now."""
+    require_pool_admin(who)
+    rule = ctx.validation
+    wanted = rule.enabled and rule.on_uncordon if validate is None else validate
+    if wanted and not rule.enabled:
+        raise ApiError(409, "validation is not enabled in this pool (the pool file's validation.enabled)",
+                       "validate")  # fmt: skip
+    return _cordon(name, ctx, who, False, validate=wanted)
+
+
+@router.post("/nodes/{name}/validate", response_model=Node)
+def validate(name: str, ctx: Ctx, who: Who) -> Node:
+    """Cordon the node and run a validation; it takes work again once it passes."""
+    require_pool_admin(who)
+    if not ctx.validation.enabled:
+        raise ApiError(409, "validation is not enabled in this pool (the pool file's validation.enabled)")
+    return _cordon(name, ctx, who, True, validate=True)
 
 
 @router.put("/nodes/{name}/health", response_model=Node)

@@ -166,6 +166,10 @@ class Node(BaseModel):
     reported_health: str | None
     reported_reason: str
     reported_at: float | None
+    validation: str | None = None  # pending, running, passed, failed (None: never asked)
+    validation_message: str = ""
+    validation_at: float | None = None
+    validation_peer: str | None = None
     allocated: int = 0
 
     @classmethod

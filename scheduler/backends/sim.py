@@ -109,6 +109,11 @@ class SimBackend:
                     lost.append(g.key)
         self._save({"op": "health", "node": node, "health": health.value, "at": now, "lost": lost})
 
+    def add_node(self, node: Node) -> None:
+        """A node joins the virtual pool (an operator racked it)."""
+        self._nodes[node.name] = node
+        self._save({"op": "join", "node": node.model_dump(mode="json")})
+
     # --- the Backend protocol ------------------------------------------------------
     def inventory(self, now: float) -> list[Node]:
         self._refresh()
@@ -336,6 +341,7 @@ class SimBackend:
             "launches": self.launches,
             "overcommits": self.overcommits,
             "health": {n: node.health.value for n, node in self._nodes.items()},
+            "nodes": [node.model_dump(mode="json") for node in self._nodes.values()],  # joins included
             "archive": self._archive,
         }
 
@@ -377,6 +383,9 @@ class SimBackend:
             self._archive = dict(r.get("archive", {}))
             self.launches = int(r.get("launches", 0))
             self.overcommits = int(r.get("overcommits", 0))
+            for data in r.get("nodes", []):
+                joined = Node.model_validate(data)
+                self._nodes.setdefault(joined.name, joined)
             for name, health in r.get("health", {}).items():
                 if name in self._nodes:
                     self._nodes[name] = self._nodes[name].model_copy(update={"health": Health(health)})
@@ -399,6 +408,9 @@ class SimBackend:
                 self._archive[r["key"]] = r["lines"]
                 while len(self._archive) > _ARCHIVE:
                     self._archive.pop(next(iter(self._archive)))
+        elif op == "join":
+            joined = Node.model_validate(r["node"])
+            self._nodes.setdefault(joined.name, joined)
         elif op == "health":
             node = r["node"]
             if node in self._nodes:

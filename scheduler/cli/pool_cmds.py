@@ -31,8 +31,18 @@ NodeArg = Annotated[str, typer.Argument(help="The node.", autocompletion=complet
 
 # --- nodes ---------------------------------------------------------------------------
 
-NODE_COLUMNS = ("name", "flavor", "accelerators", "allocated", "health", "cordoned", "rack", "spine")
-nodes_app = typer.Typer(help="Nodes: list, describe, cordon, uncordon.", no_args_is_help=True)
+NODE_COLUMNS = (
+    "name",
+    "flavor",
+    "accelerators",
+    "allocated",
+    "health",
+    "cordoned",
+    "validation",
+    "rack",
+    "spine",
+)
+nodes_app = typer.Typer(help="Nodes: list, describe, cordon, uncordon, validate.", no_args_is_help=True)
 
 
 @nodes_app.command("list")
@@ -75,11 +85,57 @@ def nodes_cordon(
 @nodes_app.command("uncordon")
 @friendly
 def nodes_uncordon(
-    name: NodeArg, url: UrlOpt = None, token: TokenOpt = None, context: ContextOpt = None
+    name: NodeArg,
+    validate: Annotated[
+        bool | None,
+        typer.Option(
+            "--validate/--no-validate", help="Validate first (default: the pool's validation.on_uncordon)."
+        ),
+    ] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
 ) -> None:
-    """New work may land on the node again (pool-admin)."""
-    node = connect(url, token, context).post(f"/v1/nodes/{name}/uncordon")
-    typer.echo(f"{node['name']} uncordoned")
+    """New work may land on the node again, once it passes validation where the pool
+    validates (pool-admin)."""
+    path = f"/v1/nodes/{name}/uncordon" + ("" if validate is None else f"?validate={str(validate).lower()}")
+    node = connect(url, token, context).post(path)
+    if node.get("validation") in ("pending", "running"):
+        typer.echo(f"{node['name']} validates first; it takes work once it passes (trainpool nodes describe)")
+    else:
+        typer.echo(f"{node['name']} uncordoned")
+
+
+@nodes_app.command("validate")
+@friendly
+def nodes_validate(
+    name: NodeArg,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result; exit 1 if it fails.")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds --wait waits.", min=1)] = 900.0,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Cordon the node and run a validation (burn-in and a collective with a healthy
+    peer); it takes work again once it passes (pool-admin)."""
+    client = connect(url, token, context)
+    node = client.post(f"/v1/nodes/{name}/validate")
+    typer.echo(f"{node['name']}: validation {node['validation']}")
+    if not wait:
+        return
+    deadline, said = time.monotonic() + timeout, (node["validation"], node["validation_message"])
+    while node["validation"] in ("pending", "running"):
+        if time.monotonic() > deadline:
+            typer.echo(f"{name}: still {node['validation']} after {timeout:g}s", err=True)
+            raise typer.Exit(1)
+        time.sleep(1.0)
+        node = client.get(f"/v1/nodes/{name}")
+        now = (node["validation"], node["validation_message"])
+        if now != said:
+            typer.echo(f"{name}: {now[0]}: {now[1]}")
+            said = now
+    if node["validation"] != "passed":
+        raise typer.Exit(1)
 
 
 # --- orgs and quotas -----------------------------------------------------------------

@@ -40,6 +40,11 @@ def act(
         backend.forget(key)
     for key, grace in acts.stops:
         backend.stop(key, grace, now)
+    for launch in acts.validations:
+        try:
+            backend.launch(launch, now)
+        except Exception as exc:  # the next cycle finds no gang: an inconclusive run
+            log.warning("could not launch the validation of %s: %s", launch.job_id, exc)
     if not acts.launches:
         return
     done: list[tuple[AllocationRow, str | None]] = []

@@ -188,6 +188,7 @@ class ControlLoop:
             out.restarted,
             [(org_of.get(job, "unknown"), direction) for job, direction in out.resized],
             out.verdicts,
+            out.validations,
         )
 
     def run(self, wake: Wake) -> None:

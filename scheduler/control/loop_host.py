@@ -46,7 +46,12 @@ class LoopHost:
         settings = LoopSettings(
             pace=opts.pace,
             lease_ttl=opts.lease_ttl,
-            apply=ApplyOptions(checkpoint_root=str(checkpoint_root(opts, db)), progress=config.progress),
+            apply=ApplyOptions(
+                checkpoint_root=str(checkpoint_root(opts, db)),
+                progress=config.progress,
+                validation=config.validation,
+                visibility={f.name: f.visibility_env for f in config.flavors},
+            ),
         )
         loop = ControlLoop(db, backend, PoolView.from_config(config), settings=settings, metrics=metrics)
         timing = Wake(opts.pace, doorbell)

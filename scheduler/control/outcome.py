@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from scheduler.backends.base import Launch
 from scheduler.checkpoint_folder import DEFAULT_ROOT
 from scheduler.quarantine import QuarantineRule
 from scheduler.store.tables import AllocationRow, JobRow
 from values.domain import JobSpec
 from values.progress import ProgressRule
+from values.validation import ValidationRule
 
 
 @dataclass
@@ -33,6 +35,7 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)  # decisions dropped: the job changed meanwhile
     # Verdicts on gangs' progress: (org, "hang" | "straggler").
     verdicts: list[tuple[str, str]] = field(default_factory=list)
+    validations: list[tuple[str, str]] = field(default_factory=list)  # (node, result)
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,10 @@ class ApplyOptions:
     checkpoint_root: str = DEFAULT_ROOT
     quarantine: QuarantineRule = field(default_factory=QuarantineRule)
     progress: ProgressRule = field(default_factory=ProgressRule)
+    validation: ValidationRule = field(default_factory=ValidationRule)
+    # Each flavor's device-visibility variable: a validation run's rank 0 takes every
+    # device of the node under test.
+    visibility: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -52,3 +59,4 @@ class Actions:
     launches: list[tuple[AllocationRow, JobRow, JobSpec]] = field(default_factory=list)
     stops: list[tuple[str, float]] = field(default_factory=list)  # (key, grace seconds)
     forgets: list[str] = field(default_factory=list)
+    validations: list[Launch] = field(default_factory=list)  # node validation gangs

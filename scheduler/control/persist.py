@@ -22,6 +22,7 @@ from scheduler.applier import apply_decisions
 from scheduler.backends.base import FINISHED, SURVIVOR_GRACE, GangStatus, Phase, gang_key
 from scheduler.control import progress_watch
 from scheduler.control.fence import Fence
+from scheduler.control.node_validation import validate_nodes
 from scheduler.control.observe import Observation
 from scheduler.control.outcome import Actions, ApplyOptions, Outcome
 from scheduler.control.restarts import STOPPED_WITH_GRACE, moved_off, release, requeue, restart
@@ -66,7 +67,7 @@ def persist_observation(
     statuses = dict(seen.gangs)
     with db.write() as s:
         fence.check(s, now)
-        nodestore.sync_inventory(s, seen.nodes, now)
+        joined = nodestore.sync_inventory(s, seen.nodes, now)
         allocs = jobstore.live_allocations(s)
         # The jobs victims were stopped for are locked too: one may be nominated below.
         ids = [a.job_id for a in allocs] + [a.preempted_for for a in allocs if a.preempted_for]
@@ -100,6 +101,7 @@ def persist_observation(
                     _stopping(s, job, a, st, now, acts, out, specs, jobs.get(a.preempted_for or ""))
             except IllegalTransition:
                 log.exception("refused an illegal transition for job %s", job.id)
+        validate_nodes(s, statuses, joined, allocs, now, opts, acts, out)
         for st in statuses.values():  # gangs no live allocation accounts for
             if st.settled:
                 acts.forgets.append(st.key)

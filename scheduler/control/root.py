@@ -86,7 +86,7 @@ class Root:
             metrics = Metrics()
             ctx = ServerContext(
                 db=db, pool=PoolView.from_config(config), metrics=metrics,
-                checkpoint_root=str(checkpoint_root(self.opts, db)),
+                checkpoint_root=str(checkpoint_root(self.opts, db)), validation=config.validation,
                 metrics_token=self.opts.metrics_token or secret_from_env("TRAINPOOL_METRICS_TOKEN"),
             )  # fmt: skip
             ctx.loop = self._start_loop(db, config, metrics)

@@ -284,6 +284,10 @@ RELIABILITY = DashboardSpec(
             ), description="Gangs whose ranks stopped stepping (hang: restarted from the checkpoint) or "
                "with a rank slower than its peers (straggler: its node blamed, the gang moved once that "
                "pays)."),
+            PanelSpec("Node validations per hour", "timeseries", (
+                q(f"sum by (result) (rate(trainpool_node_validations_total[{RATE}])) * 3600", "{{result}}"),
+            ), description="Validation runs of joined, uncordoned or named nodes before they take work: "
+               "passed (uncordoned), failed (quarantined), inconclusive (run again)."),
         )),
         ("Cost to running jobs", (
             PanelSpec("Effective training time ratio (24 h) by org", "timeseries", (

@@ -11,11 +11,14 @@ from scheduler.store.tables import AuditRow, NodeRow
 from values.domain import Health, Node, TopologyPath
 
 
-def sync_inventory(session: Session, inventory: Iterable[Node], now: float) -> None:
+def sync_inventory(session: Session, inventory: Iterable[Node], now: float) -> list[str]:
     """Upsert what the backend reports; keep cordons (the API owns them); mark the
-    nodes it no longer reports as absent (unhealthy to the core: nothing lands there)."""
+    nodes it no longer reports as absent (unhealthy to the core: nothing lands there).
+    Returns the nodes that joined: new to a pool that had nodes already (a pool's first
+    inventory is its bring-up, not a join)."""
     seen = set()
     existing = {n.name: n for n in session.exec(select(NodeRow)).all()}
+    joined = [n.name for n in inventory if n.name not in existing] if existing else []
     for node in inventory:
         seen.add(node.name)
         row = existing.get(node.name) or NodeRow(name=node.name, flavor=node.flavor)
@@ -43,6 +46,7 @@ def sync_inventory(session: Session, inventory: Iterable[Node], now: float) -> N
             row.updated_at = now
             row.version += 1
             session.add(row)
+    return joined
 
 
 _RANK = {Health.HEALTHY: 0, Health.DEGRADED: 1, Health.UNHEALTHY: 2}
@@ -98,6 +102,27 @@ def set_cordon(session: Session, row: NodeRow, cordoned: bool, now: float) -> No
     row.version += 1
     session.add(row)
     return row
+
+
+def request_validation(session: Session, row: NodeRow, why: str, now: float) -> NodeRow:
+    """The node validates before it takes work: cordoned until the run passes. A run
+    already pending or running goes on (asking twice is one validation)."""
+    if row.validation not in ("pending", "running"):
+        row.validation = "pending"
+        row.validation_message = why
+        row.validation_at = now
+        row.validation_tries = 0
+    row.cordoned = True
+    row.updated_at = now
+    row.version += 1
+    session.add(row)
+    return row
+
+
+def validating(session: Session) -> list[NodeRow]:
+    stmt = select(NodeRow).where(among(NodeRow.validation, ["pending", "running"]))
+    stmt = stmt.order_by(col(NodeRow.name))
+    return list(session.exec(stmt).all())
 
 
 _CORDON_ACTIONS = ("node.cordon", "node.uncordon", "node.quarantined")

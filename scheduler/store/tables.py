@@ -76,6 +76,15 @@ class NodeRow(SQLModel, table=True):
     reported_health: str | None = Field(default=None, max_length=16)
     reported_reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
     reported_at: float | None = None
+    # Validation before hand-over (values.validation): the state, when it was entered,
+    # why; the current run's number (its gang key), its peer, and the runs that said
+    # nothing about the node. Cordoned while pending or running.
+    validation: str | None = Field(default=None, max_length=16)
+    validation_message: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    validation_at: float | None = None
+    validation_run: int = 0
+    validation_peer: str | None = Field(default=None, max_length=63)
+    validation_tries: int = 0
     updated_at: float = 0.0
     version: int = 0
 

@@ -43,6 +43,7 @@ orgs:
   - {name: a, quotas: {h100: {nominal: 16}, a100: {nominal: 8}}}
   - {name: b, quotas: {h100: {nominal: 16}}}
 progress: {hang_floor_seconds: 2}
+validation: {enabled: true, env: {SIM_DURATION: "1"}}
 """
 
 
@@ -149,6 +150,10 @@ def _start(work: Path, procs: Procs, prometheus: str) -> Stack:
             "--metrics-port", str(metrics_port), "--no-gpu", "--rack", f"rack-{i}",
             "--probe-interval", "0.5", "--report-interval", "1",
         ])  # fmt: skip
+
+    # h100-03 is validated (it passes) before the workload starts.
+    assert admin.post("/v1/nodes/h100-03/validate").status_code == 200
+    _wait(lambda: admin.get("/v1/nodes/h100-03").json()["validation"] == "passed", "h100-03 validated")
 
     # A small workload: org b borrows the whole pool (two one-node jobs and an elastic
     # gang of one to two), then org a reclaims its nominal (preemptions; the elastic gang

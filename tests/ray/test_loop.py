@@ -22,6 +22,7 @@ from values.domain import Flavor, JobSpec, Node
 from values.lifecycle import JobState
 from values.progress import ProgressRule
 from values.quotas import FlavorQuota, Org
+from values.validation import ValidationRule
 
 # One group: under `pytest -n N --dist loadgroup` these share one worker, hence one cluster.
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("ray")]
@@ -58,7 +59,12 @@ class LoopOnRay:
     """A store on SQLite and the real control loop, driving a RayBackend."""
 
     def __init__(
-        self, backend: object, tmp_path: Path, quotas: dict[str, int], progress: ProgressRule | None = None
+        self,
+        backend: object,
+        tmp_path: Path,
+        quotas: dict[str, int],
+        progress: ProgressRule | None = None,
+        validation: ValidationRule | None = None,
     ) -> None:
         self.db = open_database(f"sqlite:///{tmp_path / 'pool.db'}")
         self.ckpt = tmp_path / "ckpt"
@@ -68,7 +74,11 @@ class LoopOnRay:
         settings = LoopSettings(
             holder="ray-test",
             lease_ttl=30.0,
-            apply=ApplyOptions(checkpoint_root=str(self.ckpt), progress=progress or ProgressRule()),
+            apply=ApplyOptions(
+                checkpoint_root=str(self.ckpt),
+                progress=progress or ProgressRule(),
+                validation=validation or ValidationRule(),
+            ),
         )
         view = PoolView(flavors=tuple(Flavor(name=f) for f in quotas))
         self.loop = ControlLoop(self.db, backend, view, settings=settings)  # type: ignore[arg-type]

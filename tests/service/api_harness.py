@@ -22,6 +22,7 @@ from scheduler.store.db import open_database
 from scheduler.store.tokens import Role
 from scheduler.store.view import PoolView
 from values.domain import Flavor
+from values.validation import ValidationRule
 
 from .harness import Clock, nodes, orgs
 
@@ -52,7 +53,7 @@ class Api:
         self.host.loop.cycle()
 
 
-def make_api(url: str, checkpoint_root: str = DEFAULT_ROOT) -> Api:
+def make_api(url: str, checkpoint_root: str = DEFAULT_ROOT, validation: ValidationRule | None = None) -> Api:
     clock = Clock()
     db = open_database(url)
     pool = PoolView(flavors=(Flavor(name="h100"),))
@@ -60,11 +61,18 @@ def make_api(url: str, checkpoint_root: str = DEFAULT_ROOT) -> Api:
     metrics = Metrics()
     loop = ControlLoop(
         db, backend, pool, clock=clock, metrics=metrics,
-        settings=LoopSettings(holder="api-test", apply=ApplyOptions(checkpoint_root=checkpoint_root)),
+        settings=LoopSettings(holder="api-test", apply=ApplyOptions(
+            checkpoint_root=checkpoint_root, validation=validation or ValidationRule())),
     )  # fmt: skip
     host = LoopHost(loop, Wake())
     ctx = ServerContext(
-        db=db, pool=pool, clock=clock, loop=host, metrics=metrics, checkpoint_root=checkpoint_root
+        db=db,
+        pool=pool,
+        clock=clock,
+        loop=host,
+        metrics=metrics,
+        checkpoint_root=checkpoint_root,
+        validation=validation or ValidationRule(),
     )
     api = Api(TestClient(create_app(ctx), raise_server_exceptions=False), ctx, clock, host)
     with db.write() as s:

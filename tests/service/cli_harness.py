@@ -3,6 +3,7 @@ control loop driven in fast-forward (one virtual second per 50 ms)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -30,9 +31,9 @@ class Live:
         return result.exit_code, result.output
 
 
-@pytest.fixture(scope="module", name="live")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
-    api = make_api(f"sqlite:///{tmp_path_factory.mktemp('cli') / 'pool.db'}")
+@contextlib.contextmanager
+def serving(api: Api) -> Iterator[Live]:
+    """``api`` served on a free port, its loop driven in fast-forward, until the end."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(api.client.app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -48,8 +49,16 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
 
     driver = threading.Thread(target=drive, daemon=True)
     driver.start()
-    yield Live(api, f"http://127.0.0.1:{port}")
-    stop.set()
-    server.should_exit = True
-    thread.join(timeout=10)
-    driver.join(timeout=10)
+    try:
+        yield Live(api, f"http://127.0.0.1:{port}")
+    finally:
+        stop.set()
+        server.should_exit = True
+        thread.join(timeout=10)
+        driver.join(timeout=10)
+
+
+@pytest.fixture(scope="module", name="live")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    with serving(make_api(f"sqlite:///{tmp_path_factory.mktemp('cli') / 'pool.db'}")) as live:
+        yield live

@@ -17,6 +17,7 @@ from values.lifecycle import JobState
 from values.progress import ProgressRule
 from values.quotas import FlavorQuota, Org
 from values.snapshot import Policy
+from values.validation import ValidationRule
 
 
 class Clock:
@@ -57,6 +58,7 @@ class Pool:
         policy: Policy | None = None,
         priority_classes: tuple[PriorityClass, ...] = DEFAULT_PRIORITY_CLASSES,
         progress: ProgressRule | None = None,
+        validation: ValidationRule | None = None,
     ) -> None:
         self.clock = clock or Clock()
         self.db = db or open_database(url)
@@ -70,7 +72,11 @@ class Pool:
                 flavors=(Flavor(name="h100"),), priority_classes=priority_classes, policy=policy or Policy()
             ),
             settings=LoopSettings(
-                holder=holder, lease_ttl=30.0, apply=ApplyOptions(progress=progress or ProgressRule())
+                holder=holder,
+                lease_ttl=30.0,
+                apply=ApplyOptions(
+                    progress=progress or ProgressRule(), validation=validation or ValidationRule()
+                ),
             ),
             clock=self.clock,
         )

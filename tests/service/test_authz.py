@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from scheduler.checkpoint_folder import job_folder
+from values.validation import ValidationRule
 
 from .api_harness import Api, make_api
 
@@ -57,6 +58,7 @@ TABLE = [
     Row("GET", "/v1/nodes/{node}", ALL, ALL),
     Row("POST", "/v1/nodes/{node}/cordon", POOL, POOL),
     Row("POST", "/v1/nodes/{node}/uncordon", POOL, POOL),
+    Row("POST", "/v1/nodes/{node}/validate", POOL, POOL),
     Row("PUT", "/v1/nodes/{node}/health", POOL, POOL, body=lambda org: {"health": "healthy"}),
     Row("GET", "/v1/orgs", ALL, ALL),
     Row("POST", "/v1/orgs", POOL, POOL, body=lambda org: {"name": f"new-{secrets.token_hex(3)}"}),
@@ -82,7 +84,7 @@ CALLERS = {"member": "member@a", "org-admin": "org-admin@a", "pool-admin": "pool
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     path: Path = tmp_path_factory.mktemp("authz") / "pool.db"
-    made = make_api(f"sqlite:///{path}")
+    made = make_api(f"sqlite:///{path}", validation=ValidationRule(enabled=True))  # /validate is served
     with made.client:
         made.cycle()  # the loop learns the nodes
         yield made

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 
+from sqlmodel import select
+
 from scheduler.store import goodput as goodputstore
 from scheduler.store import jobs as jobstore
 from scheduler.store import progress as progressstore
@@ -104,7 +106,7 @@ def test_a_straggler_is_blamed_once_and_its_gang_moved_off_its_node_when_that_pa
     assert pool.events(job).count("straggler") == 1
     assert (pool.state(job), pool.job(job).attempt) == (JobState.RUNNING, 0)
     with pool.db.read() as s:
-        blames = [r for r in s.query(AuditRow).all() if r.action == "node.blamed"]
+        blames = s.exec(select(AuditRow).where(AuditRow.action == "node.blamed")).all()
     assert [(b.target, json.loads(b.detail)["why"]) for b in blames] == [("h100-01", "straggler")]
     _run(pool, 60)
     row = pool.job(job)
