@@ -5,7 +5,8 @@ are spawned (not forked: the parent may already run threads, e.g. the progress b
 get the prepared trace and pool once, at start. They post progress to a queue that the
 parent drains into its progress bars while it waits.
 
-Stopping: workers ignore SIGINT, so Ctrl-C reaches only the parent, which terminates
+Stopping: workers ignore SIGINT (from their spawn on), so Ctrl-C reaches only the
+parent, which terminates
 them (SIGTERM to the parent does the same); on Linux each worker also asks the kernel
 for SIGTERM when its parent dies, so a killed parent leaves none behind. A worker's
 exception is raised again in the parent (the same class and message where it survives
@@ -14,14 +15,19 @@ pickling), so the command reports it as it does without workers.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import pickle
 import queue
+import shlex
 import signal
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from scheduler.parent_death import die_with_parent
@@ -48,8 +54,10 @@ def replay_in_workers(
     updates = ctx.Queue() if progress is not None else None
     ticks: dict[str, Tick] = {}  # a policy's bar appears when a worker starts its replay
     restore = _exit_on_sigterm()
-    pool = ctx.Pool(workers, initializer=_start_worker, initargs=(replay, updates, os.getpid()))
+    pool = None
     try:
+        with _spawning(ctx):
+            pool = ctx.Pool(workers, initializer=_start_worker, initargs=(replay, updates, os.getpid()))
         pending = {name: pool.apply_async(_replay_one, (name,)) for name in names}
         outcomes: dict[str, Outcome] = {}
         while pending:
@@ -66,12 +74,41 @@ def replay_in_workers(
         pool.join()
         return outcomes
     finally:
-        pool.terminate()  # on an error or Ctrl-C: stop the others at once (no-op after join)
-        pool.join()
+        if pool is not None:
+            pool.terminate()  # on an error or Ctrl-C: stop the others at once (no-op after join)
+            pool.join()
         if updates is not None:
             updates.close()
             updates.cancel_join_thread()
         restore()
+
+
+@contextlib.contextmanager
+def _spawning(ctx: Any) -> Iterator[None]:
+    """Workers start with SIGINT ignored, from their exec on: ignoring it only in their
+    initializer left the seconds of their imports (while they unpickle the trace) open to
+    Ctrl-C, and its tracebacks. An ignored disposition survives exec and Python keeps it
+    at start-up, so the spawn goes through a two-line launcher that ignores SIGINT and
+    execs the interpreter. A Ctrl-C to the parent while it spawns is held until the
+    workers have their data (cut short, their unpickling fails loudly), then raised."""
+    interrupted: list[bool] = []
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if main else None
+    try:
+        with tempfile.TemporaryDirectory(prefix="trainpool-sim-") as tmp:
+            launcher = Path(tmp) / "python"
+            launcher.write_text(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+            launcher.chmod(0o700)
+            ctx.set_executable(str(launcher))
+            try:
+                yield
+            finally:
+                ctx.set_executable(sys.executable)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+    if interrupted:
+        raise KeyboardInterrupt
 
 
 def _exit_on_sigterm() -> Callable[[], None]:
@@ -125,7 +162,7 @@ def _drain(
 
 def _start_worker(replay: _Replay, updates: Any, parent: int) -> None:
     global _replay, _progress
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C (ignored since the exec)
     die_with_parent(parent)
     _replay, _progress = replay, updates
 

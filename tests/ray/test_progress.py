@@ -1,6 +1,7 @@
 """Progress on real Ray with a real DDP gang (gloo): a rank that stops stepping is caught
 and the gang restarted from its checkpoint; a rank on a slow node gets the node blamed and
-the gang moved off it; the step counter carries on across both."""
+the gang moved off it; the step counter carries on across both; a healthy gang gets no
+verdict over five minutes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 from test_loop import DDP, LoopOnRay
 
 from scheduler.store import jobs as jobstore
+from scheduler.store import progress as progressstore
 from values.domain import Node
 from values.progress import ProgressRule
 
@@ -102,3 +104,40 @@ def _nodes(pool: LoopOnRay) -> list[str]:
     with pool.db.read() as s:
         (alloc,) = jobstore.live_allocations(s)
     return [n for n, _ in json.loads(alloc.assignments)]
+
+
+SOAK_SECONDS = 300.0
+
+
+def test_a_healthy_gang_gets_no_verdict_over_five_minutes(
+    make_backend: Callable[..., object], tmp_path: Path
+) -> None:
+    """The false-positive soak: the test's short limits (15 s hang floor, a straggler after
+    10 s at 1.5x), two healthy ranks on one machine shared with the rest of the suite."""
+    pool = LoopOnRay(make_backend(), tmp_path, {"h100": 8}, progress=RULE)
+    train = ["python", str(DDP), "--steps", "999999", "--checkpoint-every", "50", "--step-seconds", ".1",
+             "--progress-every", "1"]  # fmt: skip
+    job = pool.submit("h100", replicas=2, accelerators=4, env={}, command=train, grace_period_seconds=3)
+    pool.run_until(job, lambda j: j.state == "RUNNING", timeout=90)
+    began, worst, samples, first_step = time.monotonic(), 1.0, 0, None
+    while time.monotonic() - began < SOAK_SECONDS:
+        pool.run_until(job, lambda j: True, timeout=5)
+        with pool.db.read() as s:
+            seen = progressstore.get(s, job)
+        if seen is not None and seen.attempt == 0:
+            times = sorted(r.step_seconds for r in seen.ranks if r.step_seconds)
+            if len(times) == 2:
+                worst, samples = max(worst, times[1] / times[0]), samples + 1
+            first_step = seen.step if first_step is None else first_step
+        time.sleep(1.0)
+    with pool.db.read() as s:
+        events = [e.event for e in jobstore.events(s, job)]
+        last = progressstore.get(s, job)
+    row = pool.job(job)
+    steps = f"steps {first_step} -> {last.step if last else None}"
+    print(f"\n{SOAK_SECONDS:g}s soak: {steps}, {samples} samples, worst rank step-time ratio "
+          f"{worst:.2f} (straggler at {RULE.straggler_ratio:g})")  # fmt: skip
+    assert (row.state, row.attempt, row.restarts) == ("RUNNING", 0, 0), (row.message, events)
+    assert "straggler" not in events and "restart" not in events, events
+    assert last is not None and first_step is not None and last.step > first_step + 500  # it kept stepping
+    assert samples > 100

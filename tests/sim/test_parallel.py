@@ -133,9 +133,10 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-def start_long_replay(tmp_path: Path) -> tuple[subprocess.Popen[bytes], set[int]]:
+def start_long_replay(tmp_path: Path, settle: float = 2.0) -> tuple[subprocess.Popen[bytes], set[int]]:
     """The command on a replay of several seconds per policy, in its own process group
-    (as a terminal runs it); returns once its workers are replaying."""
+    (as a terminal runs it); returns once its workers exist and ``settle`` seconds more
+    (by default: past their imports, replaying)."""
     trace = write_vc_trace(tmp_path / "t.csv", random_rows(3000, ORGS, seed=4))
     quotas = write_quotas(tmp_path / "q.csv", {"aa": 3, "bb": 2, "cc": 1})
     cmd = trainpool("sim", "--trace", str(trace), "--quotas", str(quotas))
@@ -153,9 +154,19 @@ def start_long_replay(tmp_path: Path) -> tuple[subprocess.Popen[bytes], set[int]
             break
         time.sleep(0.1)
     assert len(kids) >= 2, "no workers started"
-    time.sleep(2.0)  # past the imports: replaying
+    time.sleep(settle)
     assert proc.poll() is None, "the replay ended before the test could interrupt it"
     return proc, kids
+
+
+def stderr_when_done(proc: subprocess.Popen[bytes]) -> bytes:
+    """Its stderr once it exited; killed with its group (workers too) if it does not."""
+    try:
+        return proc.communicate(timeout=30)[1]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
 
 
 def assert_gone(pids: set[int]) -> None:
@@ -177,7 +188,19 @@ pytestmark_linux = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reas
 def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path: Path) -> None:
     proc, kids = start_long_replay(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends: the whole group
-    _, err = proc.communicate(timeout=30)
+    err = stderr_when_done(proc)
+    assert proc.returncode != 0
+    assert b"Traceback" not in err, err.decode()
+    assert_gone(kids)
+
+
+@pytest.mark.slow
+@pytestmark_linux
+def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path: Path) -> None:
+    # The workers still import: they ignore SIGINT only from their initializer on.
+    proc, kids = start_long_replay(tmp_path, settle=0.0)
+    os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends: the whole group
+    err = stderr_when_done(proc)
     assert proc.returncode != 0
     assert b"Traceback" not in err, err.decode()
     assert_gone(kids)
@@ -188,7 +211,7 @@ def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path: Path) -> None:
 def test_sigterm_to_the_command_stops_the_workers_cleanly(tmp_path: Path) -> None:
     proc, kids = start_long_replay(tmp_path)
     proc.terminate()  # kill, timeout: the parent only
-    _, err = proc.communicate(timeout=30)
+    err = stderr_when_done(proc)
     assert proc.returncode == 128 + signal.SIGTERM
     assert b"Traceback" not in err and b"leaked" not in err, err.decode()
     assert_gone(kids)
