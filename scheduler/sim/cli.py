@@ -45,6 +45,16 @@ def sim(
     hang_undetected: float = typer.Option(
         7200.0, "--hang-undetected", help="Seconds an undetected hang lasts (someone notices)."
     ),
+    stragglers: str = typer.Option(
+        "none", "--stragglers", help="Gangs slowed by a fail-slow node: none or mtbf=SECONDS (per node)."
+    ),
+    straggler_slowdown: float = typer.Option(2.0, "--straggler-slowdown", help="How much slower (> 1)."),
+    straggler_detect: float = typer.Option(
+        300.0, "--straggler-detect", help="Seconds from the onset to the verdict (then break-even)."
+    ),
+    straggler_detection: bool = typer.Option(
+        True, "--straggler-detection/--no-straggler-detection", help="Without it, a slowed gang stays slow."
+    ),
     checkpoint_interval: float = typer.Option(3600.0, "--checkpoint-interval", help="Seconds."),
     restart_overhead: float = typer.Option(300.0, "--restart-overhead", help="Seconds per restart."),
     interval: float = typer.Option(60.0, "--interval", help="Scheduling cycle interval, seconds."),
@@ -110,6 +120,9 @@ def sim(
         hangs=hangs,
         hang_detect_s=hang_detect if hang_detection else None,
         hang_undetected_s=hang_undetected,
+        stragglers=stragglers,
+        straggler_slowdown=straggler_slowdown,
+        straggler_detect_s=straggler_detect if straggler_detection else None,
         checkpoint_interval_s=checkpoint_interval,
         restart_overhead_s=restart_overhead,
         seed=seed,

@@ -35,7 +35,8 @@ Observer = Callable[[Snapshot, float, Decisions], None]
 Progress = Callable[[float, int, int], None]
 
 # Simultaneous events: capacity is released before arrivals, the cycle comes last.
-FINISH, EXIT, HANG, UNHANG, FAIL, ARRIVE, WAKE, CYCLE = range(8)
+FINISH, EXIT, HANG, UNHANG, FAIL, ARRIVE, WAKE, CYCLE, SLOW, STRAGGLE = range(10)
+STRAGGLER_RECHECK_S = 60.0  # a slowed gang short of break-even is judged again this much later
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class SimJob:
         "attempt",
         "avoid",
         "ckpt_at",
+        "finish_at",
         "hung_at",
         "next_ckpt",
         "org_idx",
@@ -71,6 +73,9 @@ class SimJob:
         "running",
         "saved",
         "size_acc",
+        "slow_at",
+        "slow_done",
+        "slow_node",
         "spec",
         "start",
         "work_start",
@@ -88,6 +93,13 @@ class SimJob:
         self.saved = 0.0  # progress kept when a preemption was decided
         self.ckpt_at: float | None = None
         self.hung_at: float | None = None  # the running attempt's gang stopped stepping then
+        # Stragglers: when a node of the running attempt turned slow, which, and the
+        # progress made by then (after it, progress runs straggler_slowdown times slower);
+        # when it now finishes (an earlier FINISH is stale).
+        self.slow_at: float | None = None
+        self.slow_node: str | None = None
+        self.slow_done = 0.0
+        self.finish_at: float | None = None
         self.next_ckpt = math.inf  # when the running attempt's next checkpoint is due
         self.attained = 0.0  # accelerator-seconds held over finished attempts
         self.pending: PendingJob | None = None
@@ -243,6 +255,8 @@ class Simulation:
             if kind == FINISH:
                 if job.hung_at is not None:
                     return  # hung before its end: it never gets there
+                if job.finish_at is not None and self.now < job.finish_at:
+                    return  # slowed since: a later FINISH stands
                 self._complete(job)
             elif kind == HANG:
                 job.hung_at = self.now
@@ -250,6 +264,12 @@ class Simulation:
                 return
             elif kind == UNHANG:
                 self._unhang(job)
+            elif kind == SLOW:
+                self._slow_down(job)
+                return
+            elif kind == STRAGGLE:
+                if not self._straggler_moved(job):
+                    return
             else:
                 beneficiary, resize = job.running.preempted_for, job.resize
                 job.resize = None
@@ -427,6 +447,11 @@ class Simulation:
         hang = self.model.first_hang(self.config.seed, job.id, job.attempt, len(assignments))
         if hang is not None and hang < job.remaining / job.rate:
             self._push(job.work_start + hang, HANG, f"{job.id}#{job.attempt}")
+        slow = self.model.first_slow(self.config.seed, job.id, job.attempt, len(assignments))
+        job.slow_at = job.slow_node = job.finish_at = None
+        if slow is not None and slow[0] < job.remaining / job.rate:
+            job.slow_node = assignments[slow[1]][0]
+            self._push(job.work_start + slow[0], SLOW, f"{job.id}#{job.attempt}")
 
     def _release(self, job: SimJob) -> None:
         assert job.running is not None
@@ -444,6 +469,7 @@ class Simulation:
     def _complete(self, job: SimJob) -> None:
         if self.estimator is not None:
             self.estimator.learn(job.spec.org, self.now - job.start, job.spec.max_runtime_seconds)
+        job.rec.lost_straggler_acc_s += self._slowness(job)
         self._release(job)
         job.remaining = 0.0
         job.rec.end = self.now
@@ -459,13 +485,22 @@ class Simulation:
         back: Return | None = None,
         resize: Preemption | None = None,
         hang: bool = False,
+        straggler: bool = False,
     ) -> None:
         """End the attempt: keep ``kept`` seconds of progress, lose the rest, queue again
         (as ``back`` says, for a gang interrupted through no fault of its own) or, without
         ``requeue``, end the job as failed."""
         held = self.now - job.start
-        lost = max(0.0, held * job.rate - kept) * job.size_acc / job.rate
-        if hang:
+        if job.slow_at is None:
+            lost = max(0.0, held * job.rate - kept) * job.size_acc / job.rate
+        else:  # the pace changed: what was held less what was kept, less the slowness
+            slowness = self._slowness(job)
+            job.rec.lost_straggler_acc_s += slowness
+            lost = max(0.0, held * job.size_acc - kept * job.acc - slowness)
+        if straggler:
+            job.rec.lost_straggler_acc_s += lost
+            job.rec.stragglers += 1
+        elif hang:
             job.rec.lost_hang_acc_s += lost
             job.rec.hangs += 1
         elif failure:
@@ -517,6 +552,56 @@ class Simulation:
         kept = self._checkpointed(job, self.now)
         self._interrupt(job, kept, failure=True, preempted_by=None, requeue=again, back=back, hang=True)
 
+    def _slow_down(self, job: SimJob) -> None:
+        """A node of the gang turned slow: from now on it progresses straggler_slowdown
+        times slower, to the attempt's end or until the pool moves it."""
+        if job.hung_at is not None:
+            return  # hung already: no pace to lose
+        now, factor = self.now, self.model.straggler_slowdown
+        job.slow_done = self._done(job, now)
+        job.slow_at = now
+        job.finish_at = now + (job.remaining - job.slow_done) * factor / job.rate
+        ref = f"{job.id}#{job.attempt}"
+        self._push(job.finish_at, FINISH, ref)
+        heapq.heappush(self._ckpt_due, (now, job.id, job.attempt))  # the pace changed: recompute
+        if self.model.straggler_detect_s is not None:
+            self._push(now + self.model.straggler_detect_s, STRAGGLE, ref)
+
+    def _done(self, job: SimJob, t: float) -> float:
+        """Progress of the running attempt at ``t`` (seconds of work at full size)."""
+        if job.slow_at is None or t <= job.slow_at:
+            return min(max(t - job.work_start, 0.0) * job.rate, job.remaining)
+        pace = job.rate / self.model.straggler_slowdown
+        return min(job.slow_done + (t - job.slow_at) * pace, job.remaining)
+
+    def _straggler_moved(self, job: SimJob) -> bool:
+        """The pool's verdict on a slowed gang: moved off the slow node once the time
+        lost to the slowness reaches the move's cost (work since its checkpoint plus the
+        restart), as ``values.progress.straggler`` decides; else judged again later."""
+        assert job.slow_at is not None and job.running is not None
+        if job.hung_at is not None:
+            return False  # the hang verdict ends it
+        factor = self.model.straggler_slowdown
+        lost = (self.now - job.slow_at) * (1 - 1 / factor)
+        since = self.now - self._last_checkpoint_time(job, self.now)  # work_start without one
+        if lost < since + self.model.restart_overhead_s:
+            self._push(self.now + STRAGGLER_RECHECK_S, STRAGGLE, f"{job.id}#{job.attempt}")
+            return False
+        earlier = {FailureCategory.STRAGGLER: job.rec.stragglers}
+        again = job.spec.restart.verdict(FailureCategory.STRAGGLER, earlier, 0).restart
+        nodes = [name for name, _ in job.running.assignments]
+        back = returning(FailureCategory.STRAGGLER, nodes, job.slow_node, self._usable)
+        kept = self._checkpointed(job, self.now)
+        self._interrupt(job, kept, failure=True, preempted_by=None, requeue=again, back=back, straggler=True)
+        return True
+
+    def _slowness(self, job: SimJob) -> float:
+        """Accelerator-seconds the running attempt has wasted to its slowness so far."""
+        if job.slow_at is None:
+            return 0.0
+        until = self.now if job.hung_at is None else min(self.now, job.hung_at)  # a hang's own loss after
+        return max(0.0, until - job.slow_at) * job.size_acc * (1 - 1 / self.model.straggler_slowdown)
+
     def _usable(self, node: str) -> bool:
         return node not in self._unusable
 
@@ -528,9 +613,15 @@ class Simulation:
         rate = job.rate
         if job.hung_at is not None:
             t = min(t, job.hung_at)  # no progress, and no checkpoint, while hung
+        if job.slow_at is not None:  # checkpoints on the wall-clock grid, at the pace of the time
+            return self._done(job, self._last_checkpoint_time(job, t))
         done = min(max(t - job.work_start, 0.0) * rate, job.remaining)
         interval = self.model.checkpoint_interval_s * rate
         return math.floor(done / interval) * interval
+
+    def _last_checkpoint_time(self, job: SimJob, t: float) -> float:
+        interval = self.model.checkpoint_interval_s
+        return job.work_start + math.floor(max(t - job.work_start, 0.0) / interval) * interval
 
     def _refresh_checkpoints(self, now: float) -> None:
         due, later = self._ckpt_due, []
@@ -540,9 +631,14 @@ class Simulation:
             if job.running is None or job.attempt != attempt:
                 continue  # that attempt has ended
             saved = self._checkpointed(job, now)
-            job.next_ckpt = job.work_start + saved / job.rate + self.model.checkpoint_interval_s
+            if job.slow_at is None:
+                job.next_ckpt = job.work_start + saved / job.rate + self.model.checkpoint_interval_s
+                at = job.work_start + saved / job.rate if saved > 0 else None
+            else:
+                last = self._last_checkpoint_time(job, now)
+                job.next_ckpt = last + self.model.checkpoint_interval_s
+                at = last if saved > 0 else None
             later.append((job.next_ckpt, job_id, attempt))
-            at = job.work_start + saved / job.rate if saved > 0 else None
             r = job.running
             if at != job.ckpt_at and r is not None:
                 job.ckpt_at = at

@@ -23,6 +23,16 @@ timeout the job's framework may or may not have). It then restarts from its chec
 before the hang, uncharged. Presets: ``llama3``, the 7 of Llama 3's 419 interruptions
 it attributes to NCCL watchdog timeouts (Meta 2024, its table of root causes), as a
 per-GPU rate; ``mtbf=SECONDS`` per node; ``none``.
+
+Stragglers (``--stragglers``) are a third process, drawn the same way: a node of a running
+gang turns fail-slow, and the gang (synchronous: it runs at its slowest rank's pace) makes
+progress ``straggler_slowdown`` times slower for the rest of the attempt. With the pool's
+detection (``values.progress``) the verdict comes ``straggler_detect_s`` after the onset
+and the gang is moved once the time lost to the slowness reaches the move's cost (work
+since the checkpoint + the restart overhead), the break-even rule of the service: it
+restarts from its checkpoint off that node, uncharged. Without detection it stays slow
+until the attempt ends. The slowness belongs to the attempt (its node is not modelled
+further). Only ``mtbf=SECONDS`` per node, given by hand: no published rate is used.
 """
 
 from __future__ import annotations
@@ -52,6 +62,9 @@ class FailureModel:
     hang_detect_s: float | None = 600.0  # None: the pool does not detect hangs
     hang_undetected_s: float = 7200.0
     hang_basis: str = ""
+    slow_node_mtbf_s: float | None = None  # None: no stragglers
+    straggler_slowdown: float = 2.0
+    straggler_detect_s: float | None = 300.0  # None: the pool does not detect stragglers
 
     @property
     def hang_lasts_s(self) -> float:
@@ -64,6 +77,14 @@ class FailureModel:
             return None
         rng = np.random.default_rng([seed, 0x4A46, zlib.crc32(job_id.encode()), attempt])
         return float(rng.exponential(self.hang_node_mtbf_s / max(1, nodes)))
+
+    def first_slow(self, seed: int, job_id: str, attempt: int, nodes: int) -> tuple[float, int] | None:
+        """Seconds of progress into this attempt when one of its nodes turns slow, and
+        which (its index in the gang); None without stragglers. Seeded like first_hang."""
+        if self.slow_node_mtbf_s is None:
+            return None
+        rng = np.random.default_rng([seed, 0x534C, zlib.crc32(job_id.encode()), attempt])
+        return float(rng.exponential(self.slow_node_mtbf_s / max(1, nodes))), int(rng.integers(max(1, nodes)))
 
     def describe(self) -> str:
         head = (
@@ -80,6 +101,16 @@ class FailureModel:
             )
             days = self.hang_node_mtbf_s / 86_400
             hangs = f"hangs, per-node MTBF {days:,.1f} days ({self.hang_basis}), {caught}"
+        if self.slow_node_mtbf_s is not None:
+            moved = (
+                f"moved at break-even, judged {self.straggler_detect_s:g} s after the onset"
+                if self.straggler_detect_s is not None
+                else "never moved (no detection)"
+            )
+            hangs += (
+                f"; stragglers, per-node MTBF {self.slow_node_mtbf_s / 86_400:,.1f} days (given by hand), "
+                f"{self.straggler_slowdown:g}x slower, {moved}"
+            )
         return (
             f"{head} ({self.name}: {self.basis}); {hangs}; checkpoint every {self.checkpoint_interval_s:g} s "
             f"of progress; restart overhead {self.restart_overhead_s:g} s; failed nodes replaced at once. "
@@ -153,6 +184,26 @@ def with_hangs(
         raise FailureSpecError(f"--hangs: unknown model '{spec}' (use none, llama3 or mtbf=SECONDS)")
     return replace(model, hang_node_mtbf_s=mtbf, hang_detect_s=detect_s, hang_undetected_s=undetected_s,
                    hang_basis=basis)  # fmt: skip
+
+
+def with_stragglers(model: FailureModel, spec: str, slowdown: float, detect_s: float | None) -> FailureModel:
+    """``model`` with the straggler process ``spec`` (none | mtbf=SECONDS)."""
+    if not (slowdown > 1 and math.isfinite(slowdown)):
+        raise FailureSpecError(f"--straggler-slowdown: must be > 1 (got {slowdown})")
+    if detect_s is not None and not detect_s >= 0:
+        raise FailureSpecError(f"--straggler-detect: must be >= 0 seconds (got {detect_s})")
+    if spec == "none":
+        mtbf = None
+    elif spec.startswith("mtbf="):
+        try:
+            mtbf = float(spec.removeprefix("mtbf="))
+        except ValueError:
+            mtbf = -1.0
+        if not (mtbf > 0 and math.isfinite(mtbf)):
+            raise FailureSpecError(f"--stragglers: mtbf= needs a number of seconds > 0 (got '{spec}')")
+    else:
+        raise FailureSpecError(f"--stragglers: unknown model '{spec}' (use none or mtbf=SECONDS)")
+    return replace(model, slow_node_mtbf_s=mtbf, straggler_slowdown=slowdown, straggler_detect_s=detect_s)
 
 
 def llama3_node_mtbf(node_size: int, interruptions: int = LLAMA3_INTERRUPTIONS) -> float:

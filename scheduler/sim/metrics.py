@@ -296,12 +296,13 @@ def guarantee_waits(
 
 
 def losses(jobs: Sequence[JobRecord]) -> dict[str, float]:
-    """Accelerator-hours lost to failures, to preemptions and to hangs; goodput (the
+    """Accelerator-hours lost to failures, to preemptions, to hangs and to stragglers; goodput (the
     effective training time ratio) = the useful share of all accelerator time held
     (useful = completed jobs' accelerators x run time)."""
     lost_fail = sum(j.lost_failure_acc_s for j in jobs) / 3600
     lost_pre = sum(j.lost_preemption_acc_s for j in jobs) / 3600
     lost_hang = sum(j.lost_hang_acc_s for j in jobs) / 3600
+    lost_straggler = sum(j.lost_straggler_acc_s for j in jobs) / 3600
     held = sum(j.held_s * j.accelerators - j.unheld_acc_s for j in jobs)
     useful = sum(j.duration * j.accelerators for j in completed(jobs))
     return {
@@ -309,5 +310,7 @@ def losses(jobs: Sequence[JobRecord]) -> dict[str, float]:
         "lost_preemption_acc_h": lost_pre,
         "lost_hang_acc_h": lost_hang,
         "hangs": sum(j.hangs for j in jobs),
+        "lost_straggler_acc_h": lost_straggler,
+        "stragglers": sum(j.stragglers for j in jobs),
         "goodput": useful / held if held > 0 else float("nan"),
     }

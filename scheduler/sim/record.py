@@ -37,6 +37,10 @@ class JobRecord:
     lost_preemption_acc_s: float = 0.0
     lost_hang_acc_s: float = 0.0  # from the last checkpoint before a hang to its stop
     hangs: int = 0
+    # Held time a slowed gang wasted (its slowness), and for a moved one the work since its
+    # checkpoint and the restart; moves off a slow node.
+    lost_straggler_acc_s: float = 0.0
+    stragglers: int = 0
     # Accelerator-seconds below its full size while it held nodes (an elastic gang that
     # ran smaller); 0 for a rigid one.
     unheld_acc_s: float = 0.0

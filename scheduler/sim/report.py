@@ -104,8 +104,8 @@ def markdown(summaries: Sequence[dict[str, Any]], header: dict[str, Any]) -> str
         "| policy | max share dev (pp) | Jain | guarantee viol (org-h) | longest viol (s) | viol > allowance "
         "| longest owed wait (s) | owed waits > allowance (feasible / infeasible) | preemptions "
         "| lost to failures (acc-h) | Young/Daly expected (acc-h) | lost to preemption (acc-h) "
-        "| hangs (lost acc-h) | goodput (ETTR) | rejected | unfinished |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| hangs (lost acc-h) | straggler moves (lost acc-h) | goodput (ETTR) | rejected | unfinished |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         f, g, fl, w = s["fairness"], s["guarantee_violations"], s["failures"], s["guarantee_waits"]
@@ -118,6 +118,7 @@ def markdown(summaries: Sequence[dict[str, Any]], header: dict[str, Any]) -> str
             f"| {fl['lost_failure_acc_h']:,.0f} "
             f"| {fl['young_daly_expected_failure_acc_h']:,.0f} | {fl['lost_preemption_acc_h']:,.0f} "
             f"| {fl['hangs']} ({fl['lost_hang_acc_h']:,.0f}) "
+            f"| {fl['stragglers']} ({fl['lost_straggler_acc_h']:,.0f}) "
             f"| {_pct(fl['goodput'])} | {rejected} | {s['unfinished']} |"
         )
     lines += _estimate_table(summaries)

@@ -11,7 +11,7 @@ from typing import Any
 
 from scheduler.sim.engine import Decide, SimConfig, Simulation
 from scheduler.sim.estimates import EstimateConfig
-from scheduler.sim.failures import FailureModel, parse_failures, with_hangs
+from scheduler.sim.failures import FailureModel, parse_failures, with_hangs, with_stragglers
 from scheduler.sim.policies import get_policy, resolve
 from scheduler.sim.pool import SimPool, assign_orgs, gang_shape, pool_from_config, pool_from_quotas
 from scheduler.sim.quotas import load_quotas
@@ -39,6 +39,9 @@ class SimRequest:
     hangs: str = "none"  # the hang process (sim/failures.py): none, llama3 or mtbf=SECONDS
     hang_detect_s: float | None = 600.0  # None: no detection
     hang_undetected_s: float = 7200.0
+    stragglers: str = "none"  # the straggler process (sim/failures.py): none or mtbf=SECONDS
+    straggler_slowdown: float = 2.0
+    straggler_detect_s: float | None = 300.0  # None: no detection
     checkpoint_interval_s: float = 3600.0
     restart_overhead_s: float = 300.0
     seed: int = 0
@@ -89,6 +92,7 @@ def prepare(req: SimRequest) -> tuple[SimPool, list[TraceJob], FailureModel, dic
         req.failures, shapes, pool.node_size, req.checkpoint_interval_s, req.restart_overhead_s
     )
     model = with_hangs(model, req.hangs, pool.node_size, req.hang_detect_s, req.hang_undetected_s)
+    model = with_stragglers(model, req.stragglers, req.straggler_slowdown, req.straggler_detect_s)
     header = {
         "trace": str(req.trace),
         "format": req.format,

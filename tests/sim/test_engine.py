@@ -274,3 +274,31 @@ def test_a_hung_gang_holds_its_nodes_until_stopped_then_resumes_from_its_checkpo
     assert rec.lost_hang_acc_s == pytest.approx((stopped - 2000.0) * 8)
     assert rec.end == pytest.approx(stopped + 300.0 + 3000.0)
     assert rec.held_s == pytest.approx(stopped + 3300.0)
+
+
+class OneSlow(FailureModel):
+    """The first attempt's node turns slow 2,500 s of progress in; no other stragglers."""
+
+    def first_slow(self, seed: int, job_id: str, attempt: int, nodes: int) -> tuple[float, int] | None:
+        return (2500.0, 0) if attempt == 0 else None
+
+
+@pytest.mark.parametrize(("detect", "end", "moves"), [(300.0, 6050.0, 1), (None, 7500.0, 0)])
+def test_a_slowed_gang_is_moved_at_break_even_or_runs_slow_to_its_end(
+    detect: float | None, end: float, moves: int
+) -> None:
+    model = OneSlow("none", None, checkpoint_interval_s=1000.0, restart_overhead_s=300.0,
+                    slow_node_mtbf_s=1.0, straggler_slowdown=2.0, straggler_detect_s=detect)  # fmt: skip
+    sim = simulate([TraceJob("1", "a", 0.0, 8, 5000.0)], first_fit(), model)
+    rec = sim.jobs["j1"].rec
+    assert (rec.stragglers, rec.failures, rec.hangs) == (moves, 0, 0)
+    assert rec.end == pytest.approx(end)
+    if detect is None:
+        # Half pace from 2,500 s: the 2,500 s of work left take 5,000 s, half of it lost.
+        assert rec.lost_straggler_acc_s == pytest.approx(5000.0 * 8 * 0.5)
+    else:
+        # Judged at 2,800 s, short of break-even until the checkpoint at 4,000 s (progress
+        # 3,250 s): lost 1,500 s x 8 x 0.5, the move costs nothing more; back at once,
+        # 300 s to restart, then the 1,750 s left.
+        assert rec.lost_straggler_acc_s == pytest.approx(1500.0 * 8 * 0.5)
+        assert rec.held_s == pytest.approx(4000.0 + 300.0 + 1750.0)

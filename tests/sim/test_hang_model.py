@@ -1,10 +1,10 @@
-"""The simulator's hang model: its presets, its bad input, and the same hangs for every policy."""
+"""The simulator's hang and straggler models: presets, bad input, the same draws for every policy."""
 
 from __future__ import annotations
 
 import pytest
 
-from scheduler.sim.failures import FailureModel, FailureSpecError, with_hangs
+from scheduler.sim.failures import FailureModel, FailureSpecError, with_hangs, with_stragglers
 
 BASE = FailureModel("none", None)
 
@@ -33,3 +33,26 @@ def test_a_hang_is_drawn_per_job_and_attempt_from_the_seed_alone() -> None:
 def test_a_bad_hang_model_names_its_option(spec: str, detect: float, problem: str) -> None:
     with pytest.raises(FailureSpecError, match=problem):
         with_hangs(BASE, spec, 8, detect, 7200.0)
+
+
+def test_a_straggler_is_drawn_per_job_and_attempt_with_its_node() -> None:
+    m = with_stragglers(BASE, "mtbf=86400", slowdown=1.5, detect_s=300.0)
+    first = m.first_slow(0, "j1", 0, nodes=4)
+    assert first is not None and first == m.first_slow(0, "j1", 0, nodes=4)
+    assert 0 <= first[1] < 4 and first != m.first_slow(0, "j1", 1, nodes=4)
+    assert "1.5x slower, moved at break-even" in m.describe()
+    assert "never moved (no detection)" in with_stragglers(BASE, "mtbf=86400", 1.5, None).describe()
+    assert with_stragglers(BASE, "none", 2.0, 300.0).first_slow(0, "j1", 0, 4) is None
+    assert "straggler" not in BASE.describe()  # off: the description is as before
+
+
+@pytest.mark.parametrize(
+    ("spec", "slowdown", "detect", "problem"),
+    [("sometimes", 2.0, 300.0, "--stragglers: unknown model"), ("mtbf=-5", 2.0, 300.0, "--stragglers: mtbf="),
+     ("none", 1.0, 300.0, "--straggler-slowdown: must be > 1"), ("none", 2.0, -1.0, "--straggler-detect")],
+)  # fmt: skip
+def test_a_bad_straggler_model_names_its_option(
+    spec: str, slowdown: float, detect: float, problem: str
+) -> None:
+    with pytest.raises(FailureSpecError, match=problem):
+        with_stragglers(BASE, spec, slowdown, detect)

@@ -32,9 +32,10 @@ meant and explained, never to make a speed change pass. The digest's form change
 without a decision changing (issue 15: preemptions gained ``keep`` and ``resize_to``, a
 resize's kept ranks and size, and their messages left the digest): before rewriting,
 the tree's replays were checked against the old digests computed in the old form.
-The summaries gained two keys once without a decision changing (issue 16: the failure
-summary's ``hangs`` and ``lost_hang_acc_h``, both zero here since neither workload models
-hangs): every digest was equal before and after, and every other figure the same.
+The summaries gained keys twice without a decision changing (issue 16: the failure
+summary's ``hangs`` and ``lost_hang_acc_h``, then ``stragglers`` and
+``lost_straggler_acc_h``, all zero here since neither workload models them): every digest
+was equal before and after, and every other figure the same.
 
 For each policy they hold the JSON summary (``wall_s`` and the scored ``estimates`` left
 out) and a
