@@ -227,7 +227,7 @@ class Demo:
             if self.state(w, "product") not in TERMINAL:
                 self.api("product").post(f"/v1/jobs/{w}/cancel")
         self.wait("workers cancelled", lambda: all(self._ended(w, "product") for w in workers), 60)
-        self._usage_table()
+        self._usage_table(gang)
         return all(c.ok for c in self.checks)
 
     # --- what the checks read --------------------------------------------------------
@@ -277,14 +277,24 @@ class Demo:
             return False
         return any("resumed from step" in ln for ln in self.logs(job_id, "product"))
 
-    def _usage_table(self) -> None:
+    def _usage_table(self, gang: str) -> None:
+        """Usage and effective training time by org, and where the DDP gang's time went."""
         rows = self.api().get("/v1/usage", by="org")
         table = Table(title="accelerator usage by org (this demo)")
         table.add_column("org")
         table.add_column("accelerator-seconds", justify="right")
+        table.add_column("effective training time", justify="right")
         for r in rows:
-            table.add_row(str(r["org"]), f"{float(r['accelerator_hours']) * 3600:.0f}")
+            ratio = r.get("effective_time_ratio")
+            table.add_row(str(r["org"]), f"{float(r['accelerator_hours']) * 3600:.0f}",
+                          "-" if ratio is None else f"{100 * float(ratio):.0f}%")  # fmt: skip
         self.console.print(table)
+        spent = self.job(gang, "research").get("goodput") or {}
+        lost = {k: v * 3600 for k, v in (spent.get("lost_accelerator_hours") or {}).items() if v}
+        if spent.get("effective_time_ratio") is not None:
+            where = ", ".join(f"{k} {v:.0f}" for k, v in sorted(lost.items(), key=lambda kv: -kv[1]))
+            self.say(f"the DDP gang kept {100 * spent['effective_time_ratio']:.0f}% of its accelerator time; "
+                     f"lost (accelerator-seconds): {where or 'nothing'}")  # fmt: skip
 
 
 def run_demo(opts: EmbeddedOptions, console: Console) -> bool:
