@@ -22,7 +22,7 @@ from scheduler.store.tables import AllocationRow, AuditRow, CheckpointRow, JobEv
 from values.decisions import PreemptReason
 from values.domain import Health
 from values.lifecycle import JobEvent
-from values.restarts import FailureCategory, category_named
+from values.restarts import IN_A_ROW, FailureCategory, category_named
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,11 @@ def category_of(exit_code: int | None, message: str) -> FailureCategory:
 def restart_counts(s: Session, job: JobRow) -> dict[FailureCategory, int]:
     """The restarts the job had in its earlier attempts, per category: from its events,
     so they survive a restart of the server and need no counter of their own. A restart
-    event's reason is its category; a move off an unhealthy node is a health preemption."""
+    event's reason is its category; a move off an unhealthy node is a health preemption.
+    Hangs and stragglers count only since the last attempt that saved a checkpoint
+    (``values.restarts.IN_A_ROW``): a long run that meets one every few hours keeps going,
+    one that hangs before it saves anything stops after its limit."""
+    saved = s.exec(select(func.max(CheckpointRow.attempt)).where(CheckpointRow.job_id == job.id)).one()
     stmt = (
         select(JobEventRow.event, JobEventRow.reason, func.count())
         .where(
@@ -82,8 +86,21 @@ def restart_counts(s: Session, job: JobRow) -> dict[FailureCategory, int]:
             category = FailureCategory.HEALTH if reason == PreemptReason.HEALTH.value else None
         else:
             category = category_named(reason)
-        if category is not None:
+        if category is not None and category not in IN_A_ROW:
             counts[category] = counts.get(category, 0) + int(n)
+    in_a_row = (
+        select(JobEventRow.reason, func.count())
+        .where(
+            JobEventRow.job_id == job.id,
+            JobEventRow.attempt < job.attempt,
+            JobEventRow.attempt >= (saved if saved is not None else -1),
+            JobEventRow.event == JobEvent.RESTART.value,
+            among(JobEventRow.reason, sorted(c.value for c in IN_A_ROW)),
+        )
+        .group_by(col(JobEventRow.reason))
+    )
+    for reason, n in s.exec(in_a_row).all():
+        counts[FailureCategory(str(reason))] = int(n)
     return counts
 
 

@@ -59,6 +59,10 @@ class FailureCategory(StrEnum):
 _NOT_ITS_FAULT = frozenset(
     {FailureCategory.INFRASTRUCTURE, FailureCategory.HEALTH, FailureCategory.HANG, FailureCategory.STRAGGLER}
 )
+# Failures of these categories count against their limit only in a row: since the last
+# attempt that saved a checkpoint (a deadlock hangs again before it saves anything; a
+# long run on a large pool meets a hang or a slow node every few hours and must go on).
+IN_A_ROW = frozenset({FailureCategory.HANG, FailureCategory.STRAGGLER})
 # Failures of these categories that ``on`` does not name share ``max_restarts``.
 SHARED_BUDGET = frozenset({FailureCategory.OOM, FailureCategory.SIGNAL, FailureCategory.EXIT})
 

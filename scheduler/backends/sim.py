@@ -60,6 +60,7 @@ class SimGang:
     slow_factor: float = 1.0
     checkpoint_every: float | None = None
     checkpoint_dir: str | None = None
+    resumed_step: int = 0  # the step of the checkpoint it resumed from: its steps go on from there
 
 
 class SimBackend:
@@ -175,6 +176,7 @@ class SimBackend:
             slow_factor=_float(env.get("SIM_SLOW_FACTOR"), 1.0),
             checkpoint_every=_float(env.get("SIM_CHECKPOINT_EVERY"), 0.0) or None,
             checkpoint_dir=launch.env.get("TRAINPOOL_CHECKPOINT_DIR"),
+            resumed_step=_resumed_step(launch.env.get("TRAINPOOL_RESUME_FROM")),
         )
         self._index(self._gangs[launch.key])
         self.launches += 1
@@ -273,7 +275,9 @@ class SimBackend:
         for r in replicas:
             if r.state == RUNNING or r.state == EXITED:
                 own = g.step_seconds * (g.slow_factor if r.node == g.slow_node else 1.0)
-                out.append(RankReport(r.rank, int(self._worked(g, r, now) / pace), own, r.node))
+                out.append(
+                    RankReport(r.rank, g.resumed_step + int(self._worked(g, r, now) / pace), own, r.node)
+                )
         return tuple(out)
 
     def _checkpoint(self, g: SimGang, replicas: list[Replica], now: float) -> tuple[int, str] | None:
@@ -284,7 +288,7 @@ class SimBackend:
         if saves < 1:
             return None
         pace = (g.step_seconds or 1.0) * (g.slow_factor if g.slow_node in g.nodes else 1.0)
-        step = int(saves * g.checkpoint_every / pace)
+        step = g.resumed_step + int(saves * g.checkpoint_every / pace)
         return step, f"{g.checkpoint_dir.rstrip('/')}/sim-{g.attempt}-{step}"
 
     def _replicas(self, g: SimGang, now: float) -> list[Replica]:
@@ -533,3 +537,10 @@ def _int(text: str | None, default: int) -> int:
         return int(text) if text is not None else default
     except ValueError:
         return default
+
+
+def _resumed_step(path: str | None) -> int:
+    """The step of a checkpoint this backend wrote (``.../sim-<attempt>-<step>``), else 0."""
+    name = (path or "").rstrip("/").rsplit("/", 1)[-1]
+    parts = name.split("-")
+    return int(parts[2]) if len(parts) == 3 and parts[0] == "sim" and parts[2].isdigit() else 0

@@ -63,6 +63,7 @@ class SimJob:
         "ckpt_at",
         "finish_at",
         "hung_at",
+        "in_a_row",
         "next_ckpt",
         "org_idx",
         "pending",
@@ -100,6 +101,9 @@ class SimJob:
         self.slow_node: str | None = None
         self.slow_done = 0.0
         self.finish_at: float | None = None
+        # Hang and straggler restarts since the last attempt that saved a checkpoint: what
+        # their limits count (values.restarts.IN_A_ROW), as the service does.
+        self.in_a_row: dict[FailureCategory, int] = {}
         self.next_ckpt = math.inf  # when the running attempt's next checkpoint is due
         self.attained = 0.0  # accelerator-seconds held over finished attempts
         self.pending: PendingJob | None = None
@@ -491,6 +495,11 @@ class Simulation:
         (as ``back`` says, for a gang interrupted through no fault of its own) or, without
         ``requeue``, end the job as failed."""
         held = self.now - job.start
+        if kept > 0:
+            job.in_a_row = {}
+        if hang or straggler:
+            category = FailureCategory.HANG if hang else FailureCategory.STRAGGLER
+            job.in_a_row[category] = job.in_a_row.get(category, 0) + 1
         if job.slow_at is None:
             lost = max(0.0, held * job.rate - kept) * job.size_acc / job.rate
         else:  # the pace changed: what was held less what was kept, less the slowness
@@ -545,11 +554,10 @@ class Simulation:
         """A hung gang stopped (by the pool's detection, or later without it): back from its
         checkpoint before the hang, first in its org, as the service's loop does."""
         assert job.running is not None
-        earlier = {FailureCategory.HANG: job.rec.hangs}
-        again = job.spec.restart.verdict(FailureCategory.HANG, earlier, 0).restart
+        kept = self._checkpointed(job, self.now)
+        again = self._again(job, FailureCategory.HANG, kept)
         nodes = [name for name, _ in job.running.assignments]
         back = returning(FailureCategory.HANG, nodes, None, self._usable)
-        kept = self._checkpointed(job, self.now)
         self._interrupt(job, kept, failure=True, preempted_by=None, requeue=again, back=back, hang=True)
 
     def _slow_down(self, job: SimJob) -> None:
@@ -587,13 +595,19 @@ class Simulation:
         if lost < since + self.model.restart_overhead_s:
             self._push(self.now + STRAGGLER_RECHECK_S, STRAGGLE, f"{job.id}#{job.attempt}")
             return False
-        earlier = {FailureCategory.STRAGGLER: job.rec.stragglers}
-        again = job.spec.restart.verdict(FailureCategory.STRAGGLER, earlier, 0).restart
+        kept = self._checkpointed(job, self.now)
+        again = self._again(job, FailureCategory.STRAGGLER, kept)
         nodes = [name for name, _ in job.running.assignments]
         back = returning(FailureCategory.STRAGGLER, nodes, job.slow_node, self._usable)
-        kept = self._checkpointed(job, self.now)
         self._interrupt(job, kept, failure=True, preempted_by=None, requeue=again, back=back, straggler=True)
         return True
+
+    @staticmethod
+    def _again(job: SimJob, category: FailureCategory, kept: float) -> bool:
+        """The restart policy on a hang or a straggler: its earlier ones in a row (none if
+        this attempt saved a checkpoint)."""
+        earlier = {} if kept > 0 else job.in_a_row
+        return job.spec.restart.verdict(category, earlier, 0).restart
 
     def _slowness(self, job: SimJob) -> float:
         """Accelerator-seconds the running attempt has wasted to its slowness so far."""

@@ -76,6 +76,18 @@ def test_a_gang_that_hangs_every_time_fails_after_three_hang_restarts(db_url: st
     assert "no restart left: 3 allowed (default)" in failed.message
 
 
+def test_a_long_run_that_saves_between_hangs_is_restarted_past_the_limit(db_url: str) -> None:
+    """The hang limit counts hangs in a row, without a checkpoint between them."""
+    pool = Pool(db_url, node_list=nodes(1), org_list=orgs(a=8), progress=RULE)
+    job = pool.submit(env={"SIM_DURATION": 100_000, "SIM_STEP_SECONDS": 1, "SIM_HANG_AFTER": 40,
+                           "SIM_CHECKPOINT_EVERY": 20, "SIM_HANG_ATTEMPTS": 99})  # fmt: skip
+    pool.cycle()
+    _run(pool, 900)
+    row = pool.job(job)
+    assert row.state == "RUNNING" and row.attempt >= 5, row
+    assert [e for e in pool.events(job) if e == "restart"] == ["restart"] * row.attempt
+
+
 def test_gangs_that_step_or_never_report_get_no_verdict_in_an_hour(db_url: str) -> None:
     pool = Pool(db_url, node_list=nodes(3), org_list=orgs(a=24), progress=RULE)
     stepping = pool.submit(replicas=2, env={"SIM_DURATION": 100_000, "SIM_STEP_SECONDS": 7})

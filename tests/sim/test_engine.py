@@ -302,3 +302,22 @@ def test_a_slowed_gang_is_moved_at_break_even_or_runs_slow_to_its_end(
         # 300 s to restart, then the 1,750 s left.
         assert rec.lost_straggler_acc_s == pytest.approx(1500.0 * 8 * 0.5)
         assert rec.held_s == pytest.approx(4000.0 + 300.0 + 1750.0)
+
+
+class EveryAttemptHangs(FailureModel):
+    def first_hang(self, seed: int, job_id: str, attempt: int, nodes: int) -> float | None:
+        return self.hang_undetected_s  # (reused as: seconds of progress into every attempt)
+
+
+@pytest.mark.parametrize(("hang_at", "completed"), [(1500.0, True), (500.0, False)])
+def test_the_hang_limit_counts_hangs_without_a_checkpoint_between(hang_at: float, completed: bool) -> None:
+    # Checkpoints every 1,000 s: hung at 1,500 s, each attempt saves 1,000 s of the 5,000
+    # (four hangs, past the limit of 3, then done at 4 x 1,560 + 1,000 s); hung at 500 s,
+    # none saves: the fourth hang fails it.
+    model = EveryAttemptHangs("none", None, checkpoint_interval_s=1000.0, restart_overhead_s=0.0,
+                              hang_node_mtbf_s=1.0, hang_detect_s=60.0,
+                              hang_undetected_s=hang_at)  # fmt: skip
+    rec = simulate([TraceJob("1", "a", 0.0, 8, 5000.0)], first_fit(), model).jobs["j1"].rec
+    assert (rec.completed, rec.failed) == (completed, not completed)
+    assert rec.hangs == 4
+    assert rec.end == (pytest.approx(7240.0) if completed else None)
