@@ -109,6 +109,7 @@ def _nodes(pool: LoopOnRay) -> list[str]:
 SOAK_SECONDS = 300.0
 
 
+@pytest.mark.timeout(SOAK_SECONDS + 240)
 def test_a_healthy_gang_gets_no_verdict_over_five_minutes(
     make_backend: Callable[..., object], tmp_path: Path
 ) -> None:
