@@ -13,6 +13,7 @@ from typing import Any
 import typer
 
 from scheduler.sim.failures import FailureSpecError
+from scheduler.sim.parallel import WorkerDied
 from scheduler.sim.trace import TraceError
 from values.errors import ConfigError
 
@@ -141,6 +142,9 @@ def sim(
     except (TraceError, FailureSpecError, ConfigError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except WorkerDied as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     document = {**outcome.header, "policies": outcome.summaries}
     from scheduler.sim.report import markdown
 

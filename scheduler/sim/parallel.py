@@ -58,10 +58,14 @@ def replay_in_workers(
     try:
         with _spawning(ctx):
             pool = ctx.Pool(workers, initializer=_start_worker, initargs=(replay, updates, os.getpid()))
+        procs = list(pool._pool)  # type: ignore[attr-defined]  # the workers, to notice a death
         pending = {name: pool.apply_async(_replay_one, (name,)) for name in names}
         outcomes: dict[str, Outcome] = {}
         while pending:
             _drain(updates, ticks, outcomes.keys(), progress, wait=True)
+            dead = [p for p in procs if p.exitcode is not None]
+            if dead:  # its task never completes: multiprocessing.Pool would wait forever
+                raise WorkerDied(_death(dead[0].exitcode, sorted(pending)))
             for name, res in list(pending.items()):
                 if res.ready():
                     outcomes[name] = res.get()  # raises the worker's exception
@@ -109,6 +113,15 @@ def _spawning(ctx: Any) -> Iterator[None]:
             signal.signal(signal.SIGINT, previous)
     if interrupted:
         raise KeyboardInterrupt
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended while replays were pending (killed: the OOM killer, a signal)."""
+
+
+def _death(code: int | None, pending: list[str]) -> str:
+    how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with {code}"
+    return f"a simulator worker {how}; the replays of {', '.join(pending)} did not finish"
 
 
 def _exit_on_sigterm() -> Callable[[], None]:

@@ -208,6 +208,18 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path: Path) -> N
 
 @pytest.mark.slow
 @pytestmark_linux
+def test_a_killed_worker_fails_the_command_instead_of_hanging(tmp_path: Path) -> None:
+    proc, kids = start_long_replay(tmp_path)
+    worker = next(k for k in sorted(kids) if b"spawn_main" in Path(f"/proc/{k}/cmdline").read_bytes())
+    os.kill(worker, signal.SIGKILL)  # the OOM killer, say
+    err = stderr_when_done(proc)
+    assert proc.returncode == 1
+    assert b"a simulator worker was killed by signal 9" in err and b"Traceback" not in err, err.decode()
+    assert_gone(kids)
+
+
+@pytest.mark.slow
+@pytestmark_linux
 def test_sigterm_to_the_command_stops_the_workers_cleanly(tmp_path: Path) -> None:
     proc, kids = start_long_replay(tmp_path)
     proc.terminate()  # kill, timeout: the parent only
