@@ -55,10 +55,12 @@ def replay_in_workers(
     ticks: dict[str, Tick] = {}  # a policy's bar appears when a worker starts its replay
     restore = _exit_on_sigterm()
     pool = None
+    launcher = contextlib.ExitStack()
     try:
-        with _spawning(ctx):
-            pool = ctx.Pool(workers, initializer=_start_worker, initargs=(replay, updates, os.getpid()))
-        procs = list(pool._pool)  # type: ignore[attr-defined]  # the workers, to notice a death
+        spawn = launcher.enter_context(_launcher(ctx))
+        args = (replay, updates, os.getpid())
+        pool = spawn(lambda: ctx.Pool(workers, initializer=_start_worker, initargs=args))
+        procs = list(pool._pool)  # the workers, to notice a death
         pending = {name: pool.apply_async(_replay_one, (name,)) for name in names}
         outcomes: dict[str, Outcome] = {}
         while pending:
@@ -84,35 +86,43 @@ def replay_in_workers(
         if updates is not None:
             updates.close()
             updates.cancel_join_thread()
+        launcher.close()
         restore()
 
 
 @contextlib.contextmanager
-def _spawning(ctx: Any) -> Iterator[None]:
+def _launcher(ctx: Any) -> Iterator[Callable[[Callable[[], Any]], Any]]:
     """Workers start with SIGINT ignored, from their exec on: ignoring it only in their
     initializer left the seconds of their imports (while they unpickle the trace) open to
     Ctrl-C, and its tracebacks. An ignored disposition survives exec and Python keeps it
     at start-up, so the spawn goes through a two-line launcher that ignores SIGINT and
-    execs the interpreter. A Ctrl-C to the parent while it spawns is held until the
-    workers have their data (cut short, their unpickling fails loudly), then raised."""
-    interrupted: list[bool] = []
-    main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if main else None
-    try:
-        with tempfile.TemporaryDirectory(prefix="trainpool-sim-") as tmp:
-            launcher = Path(tmp) / "python"
-            launcher.write_text(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
-            launcher.chmod(0o700)
+    execs the interpreter; it stays on disk while the workers run (the shell reads it
+    after its exec). Yields ``spawn(make_pool)``: a Ctrl-C to the parent while it spawns
+    is held until the workers have their data (cut short, their unpickling fails
+    loudly), then raised."""
+    with tempfile.TemporaryDirectory(prefix="trainpool-sim-") as tmp:
+        launcher = Path(tmp) / "python"
+        launcher.write_text(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+        launcher.chmod(0o700)
+
+        def spawn(make: Callable[[], Any]) -> Any:
+            interrupted: list[bool] = []
+            main = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if main else None
             ctx.set_executable(str(launcher))
             try:
-                yield
+                made = make()
             finally:
                 ctx.set_executable(sys.executable)
-    finally:
-        if main:
-            signal.signal(signal.SIGINT, previous)
-    if interrupted:
-        raise KeyboardInterrupt
+                if main:
+                    signal.signal(signal.SIGINT, previous)
+            if interrupted:
+                made.terminate()
+                made.join()
+                raise KeyboardInterrupt
+            return made
+
+        yield spawn
 
 
 class WorkerDied(RuntimeError):
