@@ -6,9 +6,9 @@ get the prepared trace and pool once, at start. They post progress to a queue th
 parent drains into its progress bars while it waits.
 
 Stopping: workers ignore SIGINT (from their spawn on), so Ctrl-C reaches only the
-parent, which terminates
-them (SIGTERM to the parent does the same); on Linux each worker also asks the kernel
-for SIGTERM when its parent dies, so a killed parent leaves none behind. A worker's
+parent, which terminates them (SIGTERM to the parent does the same); on Linux each worker
+also has the kernel send it SIGTERM when its parent dies, so a killed parent leaves none
+behind. A worker's
 exception is raised again in the parent (the same class and message where it survives
 pickling), so the command reports it as it does without workers.
 """
@@ -21,6 +21,7 @@ import os
 import pickle
 import queue
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -43,6 +44,7 @@ Tick = Callable[[float, int, int], None]
 _replay: _Replay | None = None
 _progress: Any = None  # the multiprocessing queue of (policy, t, finished, total), or None
 
+_HELD = (signal.SIGINT, signal.SIGTERM)  # while the workers get their data
 _POLL_S = 0.2  # how often the parent looks at results while no progress arrives
 
 
@@ -92,34 +94,37 @@ def replay_in_workers(
 
 @contextlib.contextmanager
 def _launcher(ctx: Any) -> Iterator[Callable[[Callable[[], Any]], Any]]:
-    """Workers start with SIGINT ignored, from their exec on: ignoring it only in their
-    initializer left the seconds of their imports (while they unpickle the trace) open to
-    Ctrl-C, and its tracebacks. An ignored disposition survives exec and Python keeps it
-    at start-up, so the spawn goes through a two-line launcher that ignores SIGINT and
-    execs the interpreter; it stays on disk while the workers run (the shell reads it
-    after its exec). Yields ``spawn(make_pool)``: a Ctrl-C to the parent while it spawns
-    is held until the workers have their data (cut short, their unpickling fails
-    loudly), then raised."""
+    """Workers start with SIGINT ignored and (where ``setpriv`` exists) with their parent-
+    death signal set, both from their exec on: set only in their initializer, they left
+    the seconds of the workers' imports (while they unpickle the trace) open to Ctrl-C's
+    tracebacks and to a killed parent leaving them behind. Both survive exec, so the spawn
+    goes through a two-line launcher that sets them and execs the interpreter; it stays on
+    disk while the workers run (the shell reads it after its exec). Yields
+    ``spawn(make_pool)``: a Ctrl-C or SIGTERM to the parent while it spawns is held until
+    the workers have their data (cut short, their unpickling fails loudly), then
+    delivered."""
     with tempfile.TemporaryDirectory(prefix="trainpool-sim-") as tmp:
         launcher = Path(tmp) / "python"
-        launcher.write_text(f"#!/bin/sh\ntrap '' INT\nexec {shlex.quote(sys.executable)} \"$@\"\n")
+        setpriv = shutil.which("setpriv")
+        die = f"{shlex.quote(setpriv)} --pdeathsig TERM " if setpriv else ""
+        launcher.write_text(f"#!/bin/sh\ntrap '' INT\nexec {die}{shlex.quote(sys.executable)} \"$@\"\n")
         launcher.chmod(0o700)
 
         def spawn(make: Callable[[], Any]) -> Any:
-            interrupted: list[bool] = []
+            held: list[int] = []
             main = threading.current_thread() is threading.main_thread()
-            previous = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True)) if main else None
+            previous = {s: signal.signal(s, lambda n, _: held.append(n)) for s in _HELD} if main else {}
             ctx.set_executable(str(launcher))
             try:
                 made = make()
             finally:
                 ctx.set_executable(sys.executable)
-                if main:
-                    signal.signal(signal.SIGINT, previous)
-            if interrupted:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+            if held:
                 made.terminate()
                 made.join()
-                raise KeyboardInterrupt
+                signal.raise_signal(held[0])  # to the handler it would have reached
             return made
 
         yield spawn

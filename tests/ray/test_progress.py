@@ -6,6 +6,7 @@ verdict over five minutes."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -43,11 +44,15 @@ def test_a_rank_that_hangs_is_caught_within_the_bound_and_the_gang_resumes_from_
         restart = next(e for e in jobstore.events(s, job) if e.event == "restart")
         started = next(e for e in jobstore.events(s, job) if e.event == "started")
     assert restart.reason == "hang" and "hung: rank" in restart.message, restart.message
-    # Stepping stopped at step 25 (about 2.5 s in): caught within the 15 s limit plus a
-    # report interval and a few cycles, long before gloo's own 60 s collective timeout.
+    # The verdict comes within a few cycles of the limit, counted from the hung rank's last
+    # report; from the start it also holds the processes' start-up (imports, gloo's
+    # rendezvous: seconds, more on a loaded machine) and the 2.5 s of steps before the hang,
+    # and it stays well under gloo's own 60 s collective timeout.
+    silent, limit = (float(x) for x in re.findall(r"for (\d+)s \(limit (\d+)s\)", restart.message)[0])
     caught = restart.at - started.at
-    print(f"\nhang caught {caught:.1f}s after the start ({RULE.hang_floor_seconds:g}s limit)")
-    assert caught < 2.5 + RULE.hang_floor_seconds + 10
+    print(f"\nhang caught {caught:.1f}s from start, {silent:.0f}s from the last report (limit {limit:g}s)")
+    assert limit == RULE.hang_floor_seconds and limit <= silent < limit + 5, restart.message
+    assert caught < 60
     done = pool.run_until(job, lambda j: j.state in ("SUCCEEDED", "FAILED"), timeout=120)
     row = pool.job(job)
     assert (row.state, row.restarts, row.attempt) == ("SUCCEEDED", 0, 1), (done, row.message)

@@ -181,24 +181,15 @@ def assert_gone(pids: set[int]) -> None:
 
 
 pytestmark_linux = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
+# Stopped while replaying, and while the workers still import and unpickle the trace.
+STARTED_OR_REPLAYING = pytest.mark.parametrize("settle", [2.0, 0.0], ids=["replaying", "starting"])
 
 
 @pytest.mark.slow
 @pytestmark_linux
-def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path: Path) -> None:
-    proc, kids = start_long_replay(tmp_path)
-    os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends: the whole group
-    err = stderr_when_done(proc)
-    assert proc.returncode != 0
-    assert b"Traceback" not in err, err.decode()
-    assert_gone(kids)
-
-
-@pytest.mark.slow
-@pytestmark_linux
-def test_ctrl_c_while_the_workers_start_prints_no_traceback(tmp_path: Path) -> None:
-    # The workers still import: they ignore SIGINT only from their initializer on.
-    proc, kids = start_long_replay(tmp_path, settle=0.0)
+@STARTED_OR_REPLAYING
+def test_ctrl_c_stops_the_workers_without_a_traceback(tmp_path: Path, settle: float) -> None:
+    proc, kids = start_long_replay(tmp_path, settle=settle)
     os.killpg(proc.pid, signal.SIGINT)  # what the terminal sends: the whole group
     err = stderr_when_done(proc)
     assert proc.returncode != 0
@@ -220,8 +211,9 @@ def test_a_killed_worker_fails_the_command_instead_of_hanging(tmp_path: Path) ->
 
 @pytest.mark.slow
 @pytestmark_linux
-def test_sigterm_to_the_command_stops_the_workers_cleanly(tmp_path: Path) -> None:
-    proc, kids = start_long_replay(tmp_path)
+@STARTED_OR_REPLAYING
+def test_sigterm_to_the_command_stops_the_workers_cleanly(tmp_path: Path, settle: float) -> None:
+    proc, kids = start_long_replay(tmp_path, settle=settle)
     proc.terminate()  # kill, timeout: the parent only
     err = stderr_when_done(proc)
     assert proc.returncode == 128 + signal.SIGTERM
@@ -231,8 +223,9 @@ def test_sigterm_to_the_command_stops_the_workers_cleanly(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 @pytestmark_linux
-def test_a_killed_parent_takes_its_workers_with_it(tmp_path: Path) -> None:
-    proc, kids = start_long_replay(tmp_path)
+@STARTED_OR_REPLAYING
+def test_a_killed_parent_takes_its_workers_with_it(tmp_path: Path, settle: float) -> None:
+    proc, kids = start_long_replay(tmp_path, settle=settle)
     proc.kill()
     proc.wait(timeout=10)
     assert_gone(kids)
