@@ -149,12 +149,7 @@ def parse_failures(
         basis = f"{LLAMA3_INTERRUPTIONS} interruptions in {LLAMA3_DAYS} days on {LLAMA3_GPUS:,} GPUs"
         return FailureModel("llama3", mtbf, basis=basis, **common)
     if spec.startswith("mtbf="):
-        try:
-            mtbf = float(spec.removeprefix("mtbf="))
-        except ValueError:
-            mtbf = -1.0
-        if not (mtbf > 0 and math.isfinite(mtbf)):
-            raise FailureSpecError(f"--failures: mtbf= needs a number of seconds > 0 (got '{spec}')")
+        mtbf = _given_mtbf("--failures", spec)
         return FailureModel("mtbf", mtbf, basis="per-node MTBF given by hand", **common)
     raise FailureSpecError(f"--failures: unknown model '{spec}' (use none, philly, llama3 or mtbf=SECONDS)")
 
@@ -173,12 +168,7 @@ def with_hangs(
         mtbf = llama3_node_mtbf(node_size, LLAMA3_HANGS)
         basis = f"{LLAMA3_HANGS} NCCL watchdog timeouts in {LLAMA3_DAYS} days on {LLAMA3_GPUS:,} GPUs"
     elif spec.startswith("mtbf="):
-        try:
-            mtbf = float(spec.removeprefix("mtbf="))
-        except ValueError:
-            mtbf = -1.0
-        if not (mtbf > 0 and math.isfinite(mtbf)):
-            raise FailureSpecError(f"--hangs: mtbf= needs a number of seconds > 0 (got '{spec}')")
+        mtbf = _given_mtbf("--hangs", spec)
         basis = "per-node hang MTBF given by hand"
     else:
         raise FailureSpecError(f"--hangs: unknown model '{spec}' (use none, llama3 or mtbf=SECONDS)")
@@ -195,15 +185,21 @@ def with_stragglers(model: FailureModel, spec: str, slowdown: float, detect_s: f
     if spec == "none":
         mtbf = None
     elif spec.startswith("mtbf="):
-        try:
-            mtbf = float(spec.removeprefix("mtbf="))
-        except ValueError:
-            mtbf = -1.0
-        if not (mtbf > 0 and math.isfinite(mtbf)):
-            raise FailureSpecError(f"--stragglers: mtbf= needs a number of seconds > 0 (got '{spec}')")
+        mtbf = _given_mtbf("--stragglers", spec)
     else:
         raise FailureSpecError(f"--stragglers: unknown model '{spec}' (use none or mtbf=SECONDS)")
     return replace(model, slow_node_mtbf_s=mtbf, straggler_slowdown=slowdown, straggler_detect_s=detect_s)
+
+
+def _given_mtbf(option: str, spec: str) -> float:
+    """The seconds of ``mtbf=SECONDS``."""
+    try:
+        mtbf = float(spec.removeprefix("mtbf="))
+    except ValueError:
+        mtbf = -1.0
+    if not (mtbf > 0 and math.isfinite(mtbf)):
+        raise FailureSpecError(f"{option}: mtbf= needs a number of seconds > 0 (got '{spec}')")
+    return mtbf
 
 
 def llama3_node_mtbf(node_size: int, interruptions: int = LLAMA3_INTERRUPTIONS) -> float:
