@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from agents.probes.counters import Counters
-from values.reports import GpuStatus
+from values.reports import CLOCK_SLOWDOWNS, GpuStatus
 
 RTT_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0)
 
@@ -35,6 +35,14 @@ class AgentMetrics:
         self.temperature = Gauge(
             "trainpool_agent_gpu_temperature_celsius", "GPU temperature.", ["gpu"], registry=r
         )
+        self.sm_clock = Gauge(
+            "trainpool_agent_gpu_sm_clock_ratio", "GPU SM clock over its maximum.", ["gpu"], registry=r
+        )
+        self.slowdowns = Gauge(
+            "trainpool_agent_gpu_clock_slowdown",
+            "1 while NVML gives this node-fault reason for holding the GPU's clock down.",
+            ["gpu", "reason"], registry=r,
+        )  # fmt: skip
         self.reports = Counter(
             "trainpool_agent_reports", "Reports sent to the server, by result.", ["result"], registry=r
         )
@@ -66,3 +74,7 @@ class AgentMetrics:
             self.xids.inc(len(g.xid_errors))
             if g.temperature is not None:
                 self.temperature.labels(str(g.index)).set(g.temperature)
+            if g.sm_clock_mhz is not None and g.max_sm_clock_mhz:
+                self.sm_clock.labels(str(g.index)).set(g.sm_clock_mhz / g.max_sm_clock_mhz)
+            for reason in sorted(CLOCK_SLOWDOWNS):
+                self.slowdowns.labels(str(g.index), reason).set(1 if reason in g.clock_events else 0)

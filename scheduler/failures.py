@@ -27,6 +27,7 @@ from values.restarts import IN_A_ROW, FailureCategory, category_named
 log = logging.getLogger(__name__)
 
 BLAMED = "node.blamed"  # audit action: a failure of this job attributed to this node
+STRAGGLER = "straggler"  # a blame's ``why`` (and the job event) of a straggler verdict
 
 
 def blamed_node(s: Session, st: GangStatus | None) -> str | None:
@@ -128,6 +129,18 @@ def quarantine(s: Session, rule: QuarantineRule, nodes: set[str], now: float) ->
         )
         done.append(name)
     return done
+
+
+def straggler_blames(s: Session, since: float) -> dict[str, str]:
+    """The nodes straggler verdicts blamed since ``since``: each with the latest verdict's
+    message (the health model weighs them against the nodes' own evidence)."""
+    stmt = select(AuditRow).where(AuditRow.action == BLAMED, col(AuditRow.at) >= since)
+    out = {}
+    for row in s.exec(stmt.order_by(col(AuditRow.at))).all():
+        detail = json.loads(row.detail)
+        if detail.get("why") == STRAGGLER:
+            out[row.target] = str(detail.get("message") or f"job {detail.get('job')}")
+    return out
 
 
 def store_checkpoints(

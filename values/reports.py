@@ -34,6 +34,10 @@ class GpuStatus(_In):
     xid_errors: list[Annotated[Int, Field(ge=0, le=1_000_000)]] = Field(default_factory=list, max_length=256)
     ecc_uncorrected: Count = 0  # new since the last report
     ecc_corrected: Count = 0
+    sm_clock_mhz: Number | None = Field(None, ge=0, le=100_000)
+    max_sm_clock_mhz: Number | None = Field(None, ge=0, le=100_000)
+    # NVML's clock-event reasons active now, by name (``CLOCK_SLOWDOWNS`` and the benign ones).
+    clock_events: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=list, max_length=16)
 
 
 class AgentReport(_In):
@@ -83,3 +87,10 @@ IB_ERROR_COUNTERS = frozenset(
 # ECC (48), fell off the bus (79), NVLink error (74), row-remap failure (64), uncontained
 # ECC (94/95), page-retirement failure (63 is a pending retirement: degraded), GSP (119/120).
 XID_FATAL = frozenset({48, 64, 74, 79, 94, 95, 119, 120})
+
+# NVML's clock-event (throttle) reasons that slow a GPU for a fault of the node (its
+# cooling, its power delivery, a hardware slowdown signal) rather than for its workload:
+# idle, application clocks, sync boost and the software power cap are left out.
+CLOCK_SLOWDOWNS = frozenset(
+    {"hw_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown", "sw_thermal_slowdown"}
+)

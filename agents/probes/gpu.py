@@ -1,4 +1,5 @@
-"""GPU health through NVML (``nvidia-ml-py``): temperature, utilisation, ECC, XID events.
+"""GPU health through NVML (``nvidia-ml-py``): temperature, utilisation, ECC, XID events,
+SM clocks and the reasons NVML gives for holding them down.
 
 Where there is no NVML library, driver or GPU, the probe says so once (a log line and
 ``gpu_probe`` in the report) and stays quiet. Reading NVML is ``NvmlProbe.read``; turning
@@ -21,7 +22,8 @@ def gpu_status(raw: Mapping[str, Any], prev: Mapping[str, Any] | None) -> GpuSta
 
     ``raw``: ``index``, ``temperature_c``, ``utilization_gpu``, ``ecc_volatile_uncorrected``,
     ``ecc_volatile_corrected`` (None where the GPU has no ECC), ``xids`` (events since the
-    last reading).
+    last reading), ``sm_clock_mhz``, ``max_sm_clock_mhz``, ``clock_event_mask`` (NVML's
+    bit mask of clock-event reasons; None where unsupported).
     """
 
     def grown(key: str) -> int:
@@ -38,7 +40,31 @@ def gpu_status(raw: Mapping[str, Any], prev: Mapping[str, Any] | None) -> GpuSta
         xid_errors=[int(x) for x in raw.get("xids", [])][:256],
         ecc_uncorrected=grown("ecc_volatile_uncorrected"),
         ecc_corrected=grown("ecc_volatile_corrected"),
+        sm_clock_mhz=raw.get("sm_clock_mhz"),
+        max_sm_clock_mhz=raw.get("max_sm_clock_mhz"),
+        clock_events=clock_events(raw.get("clock_event_mask")),
     )
+
+
+# NVML's clock-event reason bits (nvmlClocksEventReason*, the former *ThrottleReason*).
+CLOCK_EVENT_BITS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+
+
+def clock_events(mask: int | None) -> list[str]:
+    """The names of the reasons set in ``mask``, in bit order."""
+    if not mask:
+        return []
+    return [name for bit, name in CLOCK_EVENT_BITS.items() if mask & bit]
 
 
 class NvmlProbe:
@@ -113,6 +139,9 @@ class NvmlProbe:
                     h, nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC
                 ),
             ),
+            ("sm_clock_mhz", lambda: nvml.nvmlDeviceGetClockInfo(h, nvml.NVML_CLOCK_SM)),
+            ("max_sm_clock_mhz", lambda: nvml.nvmlDeviceGetMaxClockInfo(h, nvml.NVML_CLOCK_SM)),
+            ("clock_event_mask", lambda: nvml.nvmlDeviceGetCurrentClocksEventReasons(h)),
         ):
             try:
                 raw[key] = fn()

@@ -5,7 +5,8 @@ its backend reports (``values.progress.advance``) and acts on the two verdicts:
   the code still can) and restarts it from its latest checkpoint, classed ``hang``: not
   charged, first in its org's queue, up to ``restart.on.hang`` times (3 by default);
 - a **straggler** is recorded once per attempt (an event, a blame on its node that the
-  quarantine rule counts like a crash's, a metric), and its gang is moved off the node,
+  quarantine rule counts like a crash's and the health model weighs against the node's own
+  evidence, a metric), and its gang is moved off the node,
   classed ``straggler``, once the move pays for itself (``Straggler.move``).
 
 Called inside ``persist_observation``'s transaction.
@@ -29,7 +30,7 @@ from values.lifecycle import JobState
 from values.progress import GangProgress, ProgressRule, advance, hang, straggler
 from values.restarts import FailureCategory
 
-STRAGGLER_EVENT = "straggler"
+STRAGGLER_EVENT = failures.STRAGGLER
 
 
 @dataclass
@@ -92,7 +93,7 @@ def judge(
         out.verdicts.append((job.org, FailureCategory.STRAGGLER.value))
         if slow.node is not None:
             orgstore.audit(s, now, "scheduler", failures.BLAMED, slow.node, job=job.id, attempt=a.attempt,
-                           why=STRAGGLER_EVENT)  # fmt: skip
+                           why=STRAGGLER_EVENT, message=slow.message)  # fmt: skip
             blamed = slow.node
     if slow.move:
         restart(s, job, a, now, out, specs, category=FailureCategory.STRAGGLER, node=slow.node,

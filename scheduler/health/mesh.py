@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from statistics import median
 
 from scheduler.health.localize import PairStat
-from values.reports import IB_ERROR_COUNTERS, NIC_ERROR_COUNTERS, XID_FATAL, AgentReport
+from values.reports import CLOCK_SLOWDOWNS, IB_ERROR_COUNTERS, NIC_ERROR_COUNTERS, XID_FATAL, AgentReport
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class NodeSample:
     ib_errors: int = 0
     xids: tuple[int, ...] = ()
     ecc_uncorrected: int = 0
+    ecc_corrected: int = 0
     max_temperature: float | None = None
+    clock_slowdowns: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,9 @@ class NodeSignals:
     fatal_xids: tuple[int, ...] = ()
     other_xids: tuple[int, ...] = ()
     ecc_uncorrected: int = 0
+    ecc_corrected: int = 0
     max_temperature: float | None = None
+    clock_slowdowns: tuple[str, ...] = ()  # of CLOCK_SLOWDOWNS, seen in the window
 
 
 @dataclass
@@ -71,11 +75,14 @@ class Mesh:
             if k in IB_ERROR_COUNTERS
         )
         temps = [g.temperature for g in report.gpus if g.temperature is not None]
+        slowdowns = {e for g in report.gpus for e in g.clock_events} & CLOCK_SLOWDOWNS
         self._nodes[node].append(
             NodeSample(
                 at=at, nic_errors=nic, ib_errors=ib, xids=tuple(x for g in report.gpus for x in g.xid_errors),
                 ecc_uncorrected=sum(g.ecc_uncorrected for g in report.gpus),
+                ecc_corrected=sum(g.ecc_corrected for g in report.gpus),
                 max_temperature=max(temps) if temps else None,
+                clock_slowdowns=tuple(sorted(slowdowns)),
             )
         )  # fmt: skip
 
@@ -130,7 +137,9 @@ class Mesh:
             fatal_xids=tuple(sorted({x for x in xids if x in XID_FATAL})),
             other_xids=tuple(sorted({x for x in xids if x not in XID_FATAL})),
             ecc_uncorrected=sum(s.ecc_uncorrected for s in samples),
+            ecc_corrected=sum(s.ecc_corrected for s in samples),
             max_temperature=max(temps) if temps else None,
+            clock_slowdowns=tuple(sorted({c for s in samples for c in s.clock_slowdowns})),
         )
 
     def reporting_nodes(self) -> set[str]:

@@ -10,6 +10,7 @@ import weakref
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from scheduler.health.hysteresis import Level
 from scheduler.health.model import Assessment
 from values.domain import Health
 
@@ -45,6 +46,11 @@ class HealthMetrics:
         self.jobs_moved = Counter(
             "trainpool_jobs_moved", "Running jobs moved off nodes, by reason.", ["org", "reason"], registry=r
         )
+        self.stragglers_degraded = Counter(
+            "trainpool_straggler_nodes_degraded",
+            "Nodes degraded because a straggler verdict blamed them and their own evidence agreed.",
+            registry=r,
+        )
         self.heartbeat_age = Gauge(
             "trainpool_agent_last_heartbeat_seconds",
             "Seconds since each node's agent last reported.",
@@ -75,6 +81,9 @@ class HealthMetrics:
                 self.rack_rtt.labels(rack).set(summary.rtt)
         for f in a.new_faults:
             self.localized.labels(f.kind).inc()
+        for t in a.transitions:
+            if t.kind == "node" and t.old == Level.OK and t.new > Level.OK and "straggler" in t.evidence:
+                self.stragglers_degraded.inc()
         self.heartbeat_age.clear()
         for node, age in a.heartbeat_age.items():
             if age != float("inf"):

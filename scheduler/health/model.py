@@ -5,6 +5,10 @@ the bad pairs (``localize``), turns findings and each node's own counters into a
 level per node, and steps each node's hysteresis. Findings (node, rack, link) have their
 own hysteresis too, so a localized fault is counted and announced once, when it rises.
 
+A straggler verdict of the control loop (a rank slower than its gang's peers) blames its
+node; the model degrades the node when its own evidence agrees (``_corroboration``: weaker
+evidence than degrades a node alone, since the slow rank already points at it).
+
 A node whose agent went silent is *suspect* (degraded): its pairs are left out of the
 mesh, because its peers' failed probes cannot tell a dead agent (it also answers the
 probes) from a dead node, and must not make the peers look bad either.
@@ -19,7 +23,7 @@ from statistics import median
 from typing import Any
 
 from scheduler.health.hysteresis import Hysteresis, Level
-from scheduler.health.localize import Finding, localize
+from scheduler.health.localize import Finding, PairStat, localize
 from scheduler.health.mesh import Mesh, NodeSignals
 from scheduler.health.peers import Member
 from scheduler.health.thresholds import Thresholds
@@ -85,8 +89,17 @@ class HealthModel:
         h = self._nodes.setdefault(node, self._hysteresis())
         h.restore(state, since, now)
 
-    def evaluate(self, now: float, members: Sequence[Member], last_seen: Mapping[str, float]) -> Assessment:
+    def evaluate(
+        self,
+        now: float,
+        members: Sequence[Member],
+        last_seen: Mapping[str, float],
+        stragglers: Mapping[str, str] | None = None,
+    ) -> Assessment:
+        """``stragglers``: the nodes that straggler verdicts blamed lately, each with the
+        verdict's message."""
         th = self.th
+        stragglers = stragglers or {}
         self.mesh.prune(now)
         out = Assessment()
         names = {m.name for m in members}
@@ -102,7 +115,10 @@ class HealthModel:
         out.racks = _rack_summaries(pairs, {m.name: m.rack for m in members})
         self._step_faults(out, now)
         for m in sorted(members, key=lambda m: m.name):
-            signal, reasons, evidence = self._signal(m.name, out.findings, silent, ages.get(m.name))
+            mine = [p for p in pairs if p.touches(m.name)]
+            signal, reasons, evidence = self._signal(
+                m.name, out.findings, silent, ages.get(m.name), mine, stragglers.get(m.name)
+            )
             h = self._nodes.setdefault(m.name, self._hysteresis())
             old = h.state
             new = h.step(signal, now)
@@ -120,7 +136,13 @@ class HealthModel:
         return out
 
     def _signal(
-        self, node: str, findings: Sequence[Finding], silent: set[str], age: float | None
+        self,
+        node: str,
+        findings: Sequence[Finding],
+        silent: set[str],
+        age: float | None,
+        pairs: Sequence[PairStat],
+        straggler: str | None,
     ) -> tuple[Level, list[str], dict[str, Any]]:
         th = self.th
         if node in silent:
@@ -149,9 +171,15 @@ class HealthModel:
                 "fatal_xids": list(sig.fatal_xids),
                 "other_xids": list(sig.other_xids),
                 "ecc_uncorrected": sig.ecc_uncorrected,
+                "ecc_corrected": sig.ecc_corrected,
                 "max_gpu_temperature": sig.max_temperature,
+                "gpu_clock_slowdowns": list(sig.clock_slowdowns),
             },
         }
+        if straggler is not None and level < Level.DEGRADED and (seen := _corroboration(sig, pairs, th)):
+            level = Level.DEGRADED
+            reasons.append(f"straggler on this node ({straggler}), and its own evidence: {'; '.join(seen)}")
+            evidence["straggler"] = {"verdict": straggler, "evidence": seen}
         return level, reasons, evidence
 
     def _step_faults(self, out: Assessment, now: float) -> None:
@@ -189,6 +217,30 @@ def _counter_level(level: Level, sig: NodeSignals, th: Thresholds) -> tuple[Leve
         level = max(level, Level.DEGRADED)
         reasons.append(f"infiniband: {sig.ib_errors_per_second:.1f} errors/s")
     return level, reasons
+
+
+def _corroboration(sig: NodeSignals, pairs: Sequence[PairStat], th: Thresholds) -> list[str]:
+    """What in a node's own window agrees with a straggler verdict on it: any GPU clock
+    slowdown or corrected ECC, or errors, probe loss or RTT at
+    ``straggler_evidence_share`` of the thresholds that degrade a node alone."""
+    share = th.straggler_evidence_share
+    seen = []
+    if sig.clock_slowdowns:
+        seen.append(f"gpu clocks held down ({', '.join(sig.clock_slowdowns)})")
+    if sig.ecc_corrected:
+        seen.append(f"gpu: {sig.ecc_corrected} corrected ECC errors")
+    if sig.nic_errors_per_second >= share * th.nic_errors_per_second:
+        seen.append(f"nic: {sig.nic_errors_per_second:.2f} errors/s")
+    if sig.ib_errors_per_second >= share * th.ib_errors_per_second:
+        seen.append(f"infiniband: {sig.ib_errors_per_second:.2f} errors/s")
+    probed = [p for p in pairs if p.sent >= th.min_probes]
+    sent = sum(p.sent for p in probed)
+    if sent and (loss := sum(p.lost for p in probed) / sent) >= share * th.loss_degraded:
+        seen.append(f"pingmesh: loss {loss:.1%} over its {len(probed)} pairs")
+    excess = median(p.rtt_excess for p in probed) if probed else 0.0
+    if excess >= share * th.rtt_degraded_seconds:
+        seen.append(f"pingmesh: rtt +{excess * 1000:.1f} ms over its {len(probed)} pairs")
+    return seen
 
 
 def _rack_summaries(pairs: Sequence[Any], rack_of: Mapping[str, str]) -> dict[str, RackSummary]:

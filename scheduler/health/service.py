@@ -2,6 +2,7 @@
 verdicts, node health and events back into it. Runs on the leader only (a thread beside
 the control loop); the pure work is in ``model``.
 
+Straggler verdicts of the control loop (the blames it records) go in with the reports.
 Node health is written through ``scheduler.store.nodes.report_health`` (the agent's
 column): the core then keeps gangs off degraded nodes and moves jobs off unhealthy ones.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlmodel import col, func, select
 
+from scheduler import failures
 from scheduler.health.hysteresis import Level
 from scheduler.health.metrics import HealthMetrics
 from scheduler.health.model import Assessment, HealthModel
@@ -72,6 +74,7 @@ class HealthService:
         with self.db.read() as s:
             agents = agentstore.list_agents(s)
             nodes = {n.name: n for n in nodestore.list_nodes(s)}
+            stragglers = failures.straggler_blames(s, now - self.th.straggler_blame_seconds)
             if self.model is None:
                 self._start(agentstore.verdicts(s), now)
         assert self.model is not None
@@ -86,7 +89,7 @@ class HealthService:
             Member(a.node, a.rack or (nodes[a.node].rack if a.node in nodes else "rack-0"), a.spine or "")
             for a in agents
         ]
-        out = self.model.evaluate(now, members, {a.node: a.last_seen_at for a in agents})
+        out = self.model.evaluate(now, members, {a.node: a.last_seen_at for a in agents}, stragglers)
         self._write(out, now, nodes)
         if self.metrics is not None:
             self.metrics.observe(out)

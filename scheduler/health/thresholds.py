@@ -42,6 +42,12 @@ class Thresholds(BaseModel):
     degrade_after_seconds: float = Field(4.0, ge=0)
     unhealthy_after_seconds: float = Field(8.0, ge=0)
     quiet_seconds: float = Field(60.0, ge=0)
+    # A straggler verdict (a rank of a gang slower than its peers) blames its node. With
+    # the node's own evidence within this long of the blame it degrades the node: evidence
+    # counts at this share of each degrade threshold above (NIC and InfiniBand errors,
+    # probe loss and RTT over its pairs), and any GPU clock slowdown, corrected ECC or XID.
+    straggler_blame_seconds: float = Field(600.0, gt=0)
+    straggler_evidence_share: float = Field(0.25, gt=0, le=1)
     # Heartbeats: silent this long makes the node suspect (degraded, never unhealthy:
     # a dead agent does not prove dead accelerators). Shorter than the way to unhealthy
     # by loss (unhealthy_after plus the time the window needs to show the loss), so a

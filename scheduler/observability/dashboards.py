@@ -228,6 +228,10 @@ NETWORK = DashboardSpec(
                 q("sum by (state) (trainpool_node_health_state)", "{{state}}"),
             ), stacked=True),
             PanelSpec("Quarantined nodes", "stat", (q("trainpool_nodes_quarantined"),), width=6),
+            PanelSpec("Nodes degraded by straggler verdicts", "stat", (
+                q("trainpool_straggler_nodes_degraded_total"),
+            ), width=6, description="A rank on the node stepped slower than its gang's peers and the "
+               "node's agent saw evidence too (clock slowdowns, ECC, link errors, probe loss)."),
             PanelSpec("Localized faults by kind (per hour)", "timeseries", (
                 q(f"sum by (kind) (rate(trainpool_localized_faults_total[{RATE}])) * 3600", "{{kind}}"),
             ), width=6),
@@ -252,6 +256,15 @@ NETWORK = DashboardSpec(
                 q("max by (instance, gpu) (trainpool_agent_gpu_temperature_celsius)",
                   "{{instance}} gpu {{gpu}}", may_be_empty=True),
             ), unit="celsius", description="Empty on nodes without NVML (agent --no-gpu)."),
+            PanelSpec("GPU SM clock (of its maximum)", "timeseries", (
+                q("min by (instance, gpu) (trainpool_agent_gpu_sm_clock_ratio)",
+                  "{{instance}} gpu {{gpu}}", may_be_empty=True),
+            ), unit="percentunit", description="Empty on nodes without NVML (agent --no-gpu)."),
+            PanelSpec("GPU clock slowdowns (node faults)", "timeseries", (
+                q("sum by (instance, reason) (trainpool_agent_gpu_clock_slowdown) > 0",
+                  "{{instance}} {{reason}}", may_be_empty=True),
+            ), description="GPUs whose clock NVML holds down for a hardware, thermal or power-brake "
+               "reason; empty while none is."),
         )),
     ),
 )  # fmt: skip

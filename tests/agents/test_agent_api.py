@@ -1,5 +1,6 @@
-"""/v1/agents over the real app and store: node-bound tokens, replayed reports, and the
-health evaluation moving a job off a node that turns unhealthy (sim backend)."""
+"""/v1/agents over the real app and store: node-bound tokens, replayed reports, the
+health evaluation moving a job off a node that turns unhealthy, and a straggler verdict
+degrading its node when the node's agent agrees (sim backend)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from scheduler.health.thresholds import Thresholds
 from scheduler.store import agents as agentstore
 from scheduler.store import jobs as jobstore
 from values.lifecycle import JobState
+from values.progress import ProgressRule
 
 TH = Thresholds(
     window_seconds=10, min_probes=20, degrade_after_seconds=2, unhealthy_after_seconds=4, quiet_seconds=20,
@@ -24,7 +26,9 @@ NODES = ["h100-00", "h100-01", "h100-02", "h100-03"]
 
 @pytest.fixture
 def api(tmp_path: Any) -> Api:
-    a = make_api(f"sqlite:///{tmp_path / 'pool.db'}")
+    # Stragglers after 10 s; a move costs more than the test's minute loses.
+    rule = ProgressRule(straggler_after_seconds=10, restart_overhead_seconds=3600)
+    a = make_api(f"sqlite:///{tmp_path / 'pool.db'}", progress=rule)
     a.client.app.state.health_thresholds = TH  # type: ignore[attr-defined]
     a.cycle()  # the loop syncs the sim backend's nodes into the store
     for node in NODES:
@@ -201,3 +205,41 @@ def test_a_valid_agent_token_is_served_from_an_address_throttled_for_bad_ones(ap
     codes = [api.client.post("/v1/agents/register", json={}, headers=bad).status_code for _ in range(21)]
     assert codes[:20] == [401] * 20 and codes[20] == 429
     assert register(api, "h100-00")["node"] == "h100-00"  # the node's own agent is not locked out
+
+
+HELD_DOWN = {"index": 0, "utilization": 100, "sm_clock_mhz": 990, "max_sm_clock_mhz": 1980,
+             "clock_events": ["hw_slowdown"]}  # fmt: skip
+FINE = {"index": 0, "utilization": 100, "sm_clock_mhz": 1980, "max_sm_clock_mhz": 1980, "clock_events": []}
+
+
+@pytest.mark.parametrize(("slow_gpu", "health"), [(HELD_DOWN, "degraded"), (FINE, "healthy")],
+                         ids=["its-agent-agrees", "its-agent-sees-nothing"])  # fmt: skip
+def test_a_straggler_verdict_degrades_its_node_when_the_nodes_agent_agrees(
+    api: Api, slow_gpu: dict[str, Any], health: str
+) -> None:
+    ctx = api.ctx
+    service = HealthService(ctx.db, TH, metrics=HealthMetrics.of(ctx.metrics.registry), clock=api.clock)
+    sessions = {n: register(api, n)["session"] for n in NODES}
+    env = {"SIM_DURATION": "100000", "SIM_STEP_SECONDS": "1", "SIM_SLOW_NODE": "h100-01",
+           "SIM_SLOW_FACTOR": "3"}  # fmt: skip
+    job = api.submit("member@a", gang={"flavor": "h100", "accelerators": 8, "replicas": 2}, env=env)
+    for second in range(1, 41):
+        api.clock.t += 1
+        for node in NODES:
+            probes = [{"peer": p, "sent": 10, "lost": 0, "rtt_median": 0.0003} for p in NODES if p != node]
+            gpu = slow_gpu if node == "h100-01" else FINE
+            assert report(api, node, sessions[node], second, probes, gpus=[gpu]).status_code == 200
+        api.cycle(0)
+        service.tick()
+    events = api.call("member@a", "GET", f"/v1/jobs/{job['id']}/events").json()
+    assert [e["event"] for e in events].count("straggler") == 1
+    node = api.call("member@a", "GET", "/v1/nodes/h100-01").json()
+    assert node["health"] == health, node
+    others = [api.call("member@a", "GET", f"/v1/nodes/{n}").json()["health"] for n in NODES[::2] + NODES[3:]]
+    assert others == ["healthy"] * 3
+    metrics = api.call("pool-admin", "GET", "/metrics").text
+    degraded = "1.0" if health == "degraded" else "0.0"
+    assert f"trainpool_straggler_nodes_degraded_total {degraded}" in metrics
+    if health == "degraded":
+        assert "straggler on this node (straggler: rank 1 on h100-01 steps 3.00x" in node["reported_reason"]
+        assert node["reported_reason"].endswith("its own evidence: gpu clocks held down (hw_slowdown)")

@@ -201,7 +201,12 @@ class Pool:
         self.silent: set[str] = set()
         self.last_seen: dict[str, float] = {}
 
-    def second(self, lossy: dict[str, float] | None = None, gpus: dict[str, GpuStatus] | None = None) -> None:
+    def second(
+        self,
+        lossy: dict[str, float] | None = None,
+        gpus: dict[str, GpuStatus] | None = None,
+        nic_errors: dict[str, int] | None = None,
+    ) -> None:
         self.t += 1
         self.seq += 1
         for node in RACKS:
@@ -218,12 +223,13 @@ class Pool:
             report = AgentReport(
                 session="s", seq=self.seq, sent_at=self.t, interval=1, probes=probes,
                 gpus=[gpus[node]] if gpus and node in gpus else [],
+                nic={"eth0": {"rx_errors": nic_errors[node]}} if nic_errors and node in nic_errors else {},
             )  # fmt: skip
             self.model.ingest(node, report, self.t)
             self.last_seen[node] = self.t
 
-    def states(self) -> dict[str, str]:
-        out = self.model.evaluate(self.t, self.members, self.last_seen)
+    def states(self, stragglers: dict[str, str] | None = None) -> dict[str, str]:
+        out = self.model.evaluate(self.t, self.members, self.last_seen, stragglers)
         self.last = out
         return {n: v.state.health.value for n, v in out.verdicts.items() if v.state != Level.OK}
 
@@ -307,3 +313,49 @@ def test_a_restored_state_stands_for_a_quiet_period_after_a_leader_change() -> N
         states.append(model.evaluate(float(t), members, seen).verdicts["n1"].state)
     assert states[0] == Level.UNHEALTHY and states[19] == Level.UNHEALTHY  # no evidence yet: it stands
     assert states[-1] == Level.OK  # then the quiet period (20 s) passes
+
+
+# --- straggler verdicts weighed against the node's own evidence ---------------------------
+
+VERDICT = {"n3": "straggler: rank 1 on n3 steps 2.00x slower than its peers for 300s"}
+HELD_DOWN = GpuStatus(index=0, utilization=100, sm_clock_mhz=990, max_sm_clock_mhz=1980,
+                      clock_events=["hw_slowdown"])  # fmt: skip
+POWER_CAPPED = GpuStatus(index=0, utilization=100, sm_clock_mhz=1755, max_sm_clock_mhz=1980,
+                         clock_events=["sw_power_cap"])  # fmt: skip
+
+
+def straggler_run(verdict: dict[str, str] | None, gpu: GpuStatus | None = None, nic_every: int = 0) -> Pool:
+    """30 s of reports, n3's GPU as given and, with ``nic_every``, one NIC error on n3 each
+    ``nic_every`` seconds (half the rate that degrades a node alone at 2)."""
+    pool_ = Pool(TH_FAST)
+    for t in range(30):
+        nic = {"n3": 1} if nic_every and t % nic_every == 0 else None
+        pool_.second(gpus={"n3": gpu} if gpu else None, nic_errors=nic)
+        pool_.states(verdict)
+    return pool_
+
+
+@pytest.mark.parametrize(
+    ("gpu", "nic_every", "evidence"),
+    [(HELD_DOWN, 0, "gpu clocks held down (hw_slowdown)"), (None, 2, "nic: 0.50 errors/s")],
+    ids=["gpu-clocks", "nic-errors"],
+)
+def test_a_straggler_verdict_with_the_nodes_own_evidence_degrades_it(
+    gpu: GpuStatus | None, nic_every: int, evidence: str
+) -> None:
+    pool_ = straggler_run(VERDICT, gpu, nic_every)
+    verdict = pool_.last.verdicts["n3"]
+    assert pool_.states(VERDICT) == {"n3": "degraded"}  # and no other node
+    assert verdict.reasons == [f"straggler on this node ({VERDICT['n3']}), and its own evidence: {evidence}"]
+    assert verdict.evidence["straggler"] == {"verdict": VERDICT["n3"], "evidence": [evidence]}
+
+
+@pytest.mark.parametrize(
+    ("verdict", "gpu", "nic_every"),
+    [(VERDICT, None, 0), (VERDICT, POWER_CAPPED, 0), (None, HELD_DOWN, 0), (None, None, 2)],
+    ids=["verdict-alone", "verdict-and-a-power-cap", "held-down-clocks-alone", "few-nic-errors-alone"],
+)
+def test_a_straggler_verdict_or_weak_evidence_alone_leaves_the_node_healthy(
+    verdict: dict[str, str] | None, gpu: GpuStatus | None, nic_every: int
+) -> None:
+    assert straggler_run(verdict, gpu, nic_every).states(verdict) == {}

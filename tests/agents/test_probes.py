@@ -60,6 +60,13 @@ def test_gpu_readings_become_report_entries_with_ecc_deltas_and_xids() -> None:
         (2, 93, 0, 0),  # no ECC on this one: nothing to count
     ]
     assert [g.xid_errors for g in statuses] == [[], [48], [13]]
+    # Power-capped under load, idle, and held at half clock by a hardware and a thermal slowdown.
+    assert [(g.sm_clock_mhz, g.clock_events) for g in statuses] == [
+        (1755, ["sw_power_cap"]),
+        (345, ["gpu_idle"]),
+        (990, ["hw_slowdown", "hw_thermal_slowdown"]),
+    ]
+    assert statuses[0].max_sm_clock_mhz == 1980 and gpu_status(raw["before"][0], None).clock_events == []
     assert gpu_status(raw["after"][1], None).ecc_uncorrected == 0  # a first reading has no delta
 
 

@@ -22,6 +22,7 @@ from scheduler.store.db import open_database
 from scheduler.store.tokens import Role
 from scheduler.store.view import PoolView
 from values.domain import Flavor
+from values.progress import ProgressRule
 from values.validation import ValidationRule
 
 from .harness import Clock, nodes, orgs
@@ -53,7 +54,12 @@ class Api:
         self.host.loop.cycle()
 
 
-def make_api(url: str, checkpoint_root: str = DEFAULT_ROOT, validation: ValidationRule | None = None) -> Api:
+def make_api(
+    url: str,
+    checkpoint_root: str = DEFAULT_ROOT,
+    validation: ValidationRule | None = None,
+    progress: ProgressRule | None = None,
+) -> Api:
     clock = Clock()
     db = open_database(url)
     pool = PoolView(flavors=(Flavor(name="h100"),))
@@ -62,7 +68,8 @@ def make_api(url: str, checkpoint_root: str = DEFAULT_ROOT, validation: Validati
     loop = ControlLoop(
         db, backend, pool, clock=clock, metrics=metrics,
         settings=LoopSettings(holder="api-test", apply=ApplyOptions(
-            checkpoint_root=checkpoint_root, validation=validation or ValidationRule())),
+            checkpoint_root=checkpoint_root, validation=validation or ValidationRule(),
+            progress=progress or ProgressRule())),
     )  # fmt: skip
     host = LoopHost(loop, Wake())
     ctx = ServerContext(
