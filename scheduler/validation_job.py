@@ -3,7 +3,10 @@
 Rank 0 runs on the node under test, rank 1 on a healthy peer (see
 ``values.validation``). Rank 0 burns in every device of its node (matrix products,
 checked against a float64 reference and against each other: a device that computes
-wrong or differently is caught); then both ranks all-reduce a known tensor over the
+wrong or differently is caught), then probes the agents of healthy nodes the pool names
+(``TRAINPOOL_VALIDATE_PINGMESH``: the agents' own UDP echo and TCP probes, for
+``..._PINGMESH_SECONDS``; it fails when most peers lose more than ``..._MAX_LOSS``);
+then both ranks all-reduce a known tensor over the
 network between them (gloo) and check the sum. Exit 0: the node passes; exit 1 with the
 reason on stderr: it fails.
 
@@ -24,6 +27,7 @@ from typing import Any
 
 MATRIX = 1024
 TENSOR_MB = 16
+PROBE_INTERVAL = 0.1  # seconds between pingmesh rounds
 
 
 class Failed(Exception):
@@ -91,6 +95,45 @@ def all_reduce(rank: int, world: int, min_gbps: float | None) -> dict[str, Any]:
         dist.destroy_process_group()
 
 
+def pingmesh(targets: str, seconds: float, max_loss: float) -> dict[str, Any]:
+    """Probe ``targets`` (``node=address:port,...``) with the agent's prober."""
+    import asyncio
+
+    from agents.pingmesh import Peer
+    from values.validation import pingmesh_problem
+
+    peers = []
+    for item in filter(None, targets.split(",")):
+        name, _, where = item.partition("=")
+        address, _, port = where.rpartition(":")
+        peers.append(Peer(name, address, int(port)))
+    results = asyncio.run(_probe(peers, seconds))
+    summary = {r.peer: {"sent": r.sent, "lost": r.lost, "rtt_median": r.rtt_median} for r in results}
+    problem = pingmesh_problem(((r.peer, r.sent, r.lost) for r in results), max_loss)
+    if problem is not None:
+        raise Failed(problem)
+    return summary
+
+
+async def _probe(peers: list[Any], seconds: float) -> list[Any]:
+    import asyncio
+
+    from agents.pingmesh import Prober
+
+    prober = Prober(timeout=1.0)
+    await prober.start()
+    try:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            prober.round(peers)
+            await asyncio.sleep(PROBE_INTERVAL)
+        await asyncio.sleep(prober.timeout + PROBE_INTERVAL)  # the last probes land or expire
+        prober.round([])  # expires what is still unanswered as lost
+    finally:
+        prober.close()
+    return prober.stats.drain()
+
+
 def main() -> int:
     rank = int(os.environ.get("RANK", "0"))
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -104,6 +147,13 @@ def main() -> int:
         if rank == 0:
             seconds = _float("VALIDATE_BURN_SECONDS", 10.0) or 0.0
             report["burn_in"] = burn_in(seconds, _float("VALIDATE_MIN_GFLOPS", None))
+            targets = os.environ.get("TRAINPOOL_VALIDATE_PINGMESH", "")
+            ping_s = _float("TRAINPOOL_VALIDATE_PINGMESH_SECONDS", 10.0) or 0.0
+            if targets and ping_s > 0:
+                max_loss = _float("TRAINPOOL_VALIDATE_PINGMESH_MAX_LOSS", 0.02) or 0.0
+                report["pingmesh"] = pingmesh(targets, ping_s, max_loss)
+            else:
+                report["pingmesh"] = "skipped: no live agent on a healthy node to probe"
         if world > 1:
             report["all_reduce"] = all_reduce(rank, world, _float("VALIDATE_MIN_GBPS", None))
     except Failed as exc:

@@ -2,11 +2,12 @@
 
 A node that joins the pool, or is uncordoned (after a quarantine or maintenance), or that
 an operator names (``trainpool nodes validate``), runs a validation gang before it gets
-work: rank 0 on the node under test (its devices: a compute burn-in, then the collective),
-rank 1 on a healthy peer of the same flavor (the collective over the network between
-them). The node stays cordoned meanwhile. It passes when the gang exits 0, and is
-cordoned again (quarantined) when it fails; a run that says nothing about the node (the
-peer lost, the gang never started) is tried again, up to ``tries`` times.
+work: rank 0 on the node under test (its devices: a compute burn-in; then a pingmesh from
+it to the agents of healthy nodes, its rack mates first; then the collective), rank 1 on
+a healthy peer of the same flavor (the collective over the network between them). The
+node stays cordoned meanwhile. It passes when the gang exits 0, and is cordoned again
+(quarantined) when it fails; a run that says nothing about the node (the peer lost, the
+gang never started) is tried again, up to ``tries`` times.
 
 The gang asks for no accelerators: the node under test is cordoned and idle, so its
 devices are free; the peer lends only a CPU and its network.
@@ -38,6 +39,11 @@ class ValidationRule(BaseModel):
     env: dict[str, str] = Field(default_factory=dict, max_length=256)
     timeout_seconds: Number = Field(600.0, gt=0, le=86_400)
     tries: Int = Field(3, ge=1, le=100)  # runs that said nothing about the node, then failed
+    # The pingmesh step: this long (0: none) against up to this many healthy nodes'
+    # agents; a peer is bad past this loss, and the node fails when most peers are bad.
+    pingmesh_seconds: Number = Field(10.0, ge=0, le=3600)
+    pingmesh_peers: Int = Field(8, ge=1, le=256)
+    pingmesh_max_loss: Number = Field(0.02, ge=0, le=1)
 
 
 class ValidationState(StrEnum):
@@ -77,6 +83,35 @@ def pick_peer(node: Node, nodes: Iterable[Node], busy: Iterable[str] = ()) -> st
     ]
     ok.sort(key=lambda n: (n.topology.rack != node.topology.rack, n.name))
     return ok[0].name if ok else None
+
+
+def pingmesh_targets(node: Node, nodes: Iterable[Node], with_agent: Iterable[str], limit: int) -> list[str]:
+    """The nodes the pingmesh step probes: healthy, uncordoned, with a live agent, of any
+    flavor; same rack first, then by name, at most ``limit``."""
+    live = set(with_agent)
+    ok = [
+        n
+        for n in nodes
+        if n.name != node.name and n.name in live and n.health is Health.HEALTHY and not n.cordoned
+    ]
+    ok.sort(key=lambda n: (n.topology.rack != node.topology.rack, n.name))
+    return [n.name for n in ok[:limit]]
+
+
+def pingmesh_problem(results: Iterable[tuple[str, int, int]], max_loss: float) -> str | None:
+    """What a pingmesh of (peer, sent, lost) says against the node under test, or None.
+    The node fails when most of its peers lose more than ``max_loss``: one lossy peer is
+    that peer's or that link's fault (the health model's node rule, in small)."""
+    seen = list(results)
+    bad = [
+        (lost / sent if sent else 1.0, peer)
+        for peer, sent, lost in seen
+        if not sent or lost > max_loss * sent
+    ]
+    if not seen or len(bad) * 2 <= len(seen):
+        return None
+    worst = ", ".join(f"{peer} {loss:.0%}" for loss, peer in sorted(bad, key=lambda b: (-b[0], b[1]))[:3])
+    return f"pingmesh: loss over {max_loss:.0%} to {len(bad)} of {len(seen)} peers ({worst})"
 
 
 @dataclass(frozen=True)

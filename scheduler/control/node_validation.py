@@ -12,16 +12,30 @@ from sqlmodel import Session, select
 
 from scheduler.backends.base import FINISHED, GangStatus, Launch, Phase, gang_key
 from scheduler.control.outcome import Actions, ApplyOptions, Outcome
+from scheduler.store import agents as agentstore
 from scheduler.store import nodes as nodestore
 from scheduler.store import orgs as orgstore
+from scheduler.store.agents import AgentRow
 from scheduler.store.tables import AllocationRow, NodeRow
 from scheduler.store.view import assignments_of
 from values.domain import Gang, Health, JobSpec
-from values.validation import JOB_PREFIX, Result, ValidationRule, Verdict, job_id, judge, pick_peer
+from values.validation import (
+    JOB_PREFIX,
+    Result,
+    ValidationRule,
+    Verdict,
+    job_id,
+    judge,
+    pick_peer,
+    pingmesh_targets,
+)
 
 log = logging.getLogger(__name__)
 
 GRACE = 5.0
+# An agent that reported within this long takes part in a validation's pingmesh; an older
+# one would make its own silence look like the node's loss.
+AGENT_FRESH_SECONDS = 30.0
 
 
 def validate_nodes(
@@ -57,11 +71,12 @@ def validate_nodes(
         return
     busy = {node for a in allocs for node, _ in assignments_of(a)}
     every = list(s.exec(select(NodeRow).where(NodeRow.present == True)).all())  # noqa: E712
+    agents = {a.node: a for a in agentstore.list_agents(s) if now - a.last_seen_at <= AGENT_FRESH_SECONDS}
     for row in rows:
         if row.validation == "running":
             _watch(s, row, statuses, now, rule, acts, out)
         if row.validation == "pending" and row.present and row.name not in busy:
-            _start(s, row, every, now, opts, acts)
+            _start(s, row, every, agents, now, opts, acts)
 
 
 def _watch(
@@ -98,6 +113,8 @@ def _conclude(
         row.validation_tries += 1
         if row.validation_tries < rule.tries:
             row.validation = "pending"
+            log.info("validation run %d of node %s said nothing (%s); it runs again", row.validation_run,
+                     row.name, message)  # fmt: skip
         else:
             result, message = Result.FAILED, f"{row.validation_tries} runs said nothing; the last: {message}"
     if result is Result.PASSED:
@@ -116,7 +133,13 @@ def _conclude(
 
 
 def _start(
-    s: Session, row: NodeRow, every: list[NodeRow], now: float, opts: ApplyOptions, acts: Actions
+    s: Session,
+    row: NodeRow,
+    every: list[NodeRow],
+    agents: dict[str, AgentRow],
+    now: float,
+    opts: ApplyOptions,
+    acts: Actions,
 ) -> None:
     if nodestore.effective_health(row) is Health.UNHEALTHY:
         return  # it cannot pass; it waits for its agent or backend to say it recovered
@@ -134,10 +157,14 @@ def _start(
     row.updated_at = now
     row.version += 1
     s.add(row)
-    acts.validations.append(_launch(row, peer, opts))
+    rule = opts.validation
+    targets = pingmesh_targets(nodestore.to_node(row), [nodestore.to_node(r) for r in every], agents,
+                               rule.pingmesh_peers) if rule.pingmesh_seconds > 0 else []  # fmt: skip
+    acts.validations.append(_launch(row, peer, [agents[t] for t in targets], opts))
 
 
-def _launch(row: NodeRow, peer: str | None, opts: ApplyOptions) -> Launch:
+def _launch(row: NodeRow, peer: str | None, probe: list[AgentRow], opts: ApplyOptions) -> Launch:
+    """``probe``: the agents of the pingmesh step (none: the step is skipped)."""
     rule = opts.validation
     nodes = [row.name] + ([peer] if peer else [])
     spec = JobSpec(
@@ -150,6 +177,9 @@ def _launch(row: NodeRow, peer: str | None, opts: ApplyOptions) -> Launch:
         "TRAINPOOL_VALIDATE_NODE": row.name,
         "TRAINPOOL_VALIDATE_DEVICES": ",".join(str(d) for d in range(row.accelerators)),
         "TRAINPOOL_VALIDATE_VISIBILITY": opts.visibility.get(row.flavor, "CUDA_VISIBLE_DEVICES"),
+        "TRAINPOOL_VALIDATE_PINGMESH": ",".join(f"{a.node}={a.address}:{a.probe_port}" for a in probe),
+        "TRAINPOOL_VALIDATE_PINGMESH_SECONDS": f"{rule.pingmesh_seconds:g}",
+        "TRAINPOOL_VALIDATE_PINGMESH_MAX_LOSS": f"{rule.pingmesh_max_loss:g}",
     }
     return Launch(
         job_id=job_id(row.name), attempt=row.validation_run, spec=spec, flavor=row.flavor,

@@ -14,6 +14,8 @@ from sqlmodel import col, select
 
 from scheduler.api.app import create_app
 from scheduler.api.context import ServerContext
+from scheduler.backends.base import Launch
+from scheduler.store import agents as agentstore
 from scheduler.store import nodes as nodestore
 from scheduler.store.tables import AuditRow, NodeRow
 from values.domain import Health, Node
@@ -230,3 +232,25 @@ def test_the_cli_exits_non_zero_when_the_node_fails(tmp_path: Path) -> None:
     with serving(api) as live:
         code, out = live.run("nodes", "validate", "h100-02", "--wait", "--timeout", "60", token="pool-admin")
         assert code == 1 and "h100-02: failed: rank 0: exit code 1" in out, out
+
+
+def test_the_pingmesh_step_gets_the_healthy_nodes_with_a_live_agent(db_url: str) -> None:
+    pool = Pool(db_url, node_list=nodes(3), org_list=orgs(a=24), validation=PASSES)
+    launched: list[Launch] = []
+    real = pool.backend.launch
+    pool.backend.launch = lambda launch, now: (launched.append(launch), real(launch, now))[1]  # type: ignore[method-assign]
+    pool.cycle()
+    with pool.db.write() as s:
+        agentstore.register(s, "h100-00", {"address": "10.0.0.1", "probe_port": 8643}, pool.clock() - 3600)
+        agentstore.register(s, "h100-01", {"address": "10.0.0.2", "probe_port": 8643}, pool.clock())
+        agentstore.register(s, "h100-02", {"address": "10.0.0.3", "probe_port": 9000}, pool.clock())
+    new = _join(pool)
+    pool.cycle(1)
+    (run,) = [launch for launch in launched if launch.job_id == f"validate-{new}"]
+    # h100-00's agent last reported an hour ago: its silence would read as the new node's loss.
+    assert run.env["TRAINPOOL_VALIDATE_PINGMESH"] == "h100-01=10.0.0.2:8643,h100-02=10.0.0.3:9000"
+    env = run.env
+    assert (env["TRAINPOOL_VALIDATE_PINGMESH_SECONDS"], env["TRAINPOOL_VALIDATE_PINGMESH_MAX_LOSS"]) == (
+        "10",
+        "0.02",
+    )

@@ -295,8 +295,8 @@ class RayBackend:
             if value.get("spawned"):
                 g.running.add(rank)
         else:
-            code, at = value
-            g.exits.setdefault(rank, Exit(code, at if at is not None else now))
+            code, at, *said = value  # an actor started by an older server says less
+            g.exits.setdefault(rank, Exit(code, at if at is not None else now, said[0] if said else ""))
 
     def _died(self, g: Gang, rank: int, now: float, exc: BaseException) -> None:
         if rank in g.done():

@@ -16,6 +16,7 @@ from values.progress import RankReport
 class Exit:
     code: int | None  # None: stopped before it ever started
     at: float
+    last_line: str = ""  # of its output, when it failed: most programs say why there
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class Gang:
             if death is not None:
                 out.append(gp.Replica(r.rank, r.node, gp.LOST, at=death.at, message=death.message))
             elif ex is not None:
-                out.append(gp.Replica(r.rank, r.node, gp.EXITED, exit_code=ex.code, at=ex.at))
+                said = f"{gp.exit_text(ex.code)}: {ex.last_line}" if ex.last_line else ""
+                out.append(gp.Replica(r.rank, r.node, gp.EXITED, exit_code=ex.code, at=ex.at, message=said))
             elif r.rank in self.running:
                 out.append(gp.Replica(r.rank, r.node, gp.RUNNING))
             else:

@@ -32,6 +32,7 @@ _WORKER_ONLY = ("RAY_JOB_ID", "RAY_RAYLET_PID", "RAY_CLIENT_MODE", "RAY_LD_PRELO
 
 _PR_SET_PDEATHSIG = 1
 MANIFEST = "trainpool-checkpoint.json"
+LAST_LINE = 300  # characters of a failed process's last line that go into its status
 
 
 def _find_prctl() -> Any:
@@ -169,11 +170,15 @@ class ReplicaProcess:
             "ended_at": self._ended_at,
         }
 
-    def wait(self) -> tuple[int | None, float | None]:
+    def wait(self) -> tuple[int | None, float | None, str]:
         """Blocks until the process exited (or was cancelled before it started):
-        (exit code or None if it never started, when)."""
+        (exit code or None if it never started, when, the last line of its output if the
+        code is not 0: a failed program's last words are usually why)."""
         self._done.wait()
-        return self._code, self._ended_at
+        last = ""
+        if self._code not in (None, 0):
+            last = next((line.strip() for line in reversed(self.tail(5)) if line.strip()), "")[:LAST_LINE]
+        return self._code, self._ended_at, last
 
     def terminate(self, grace: float) -> tuple[int | None, float | None]:
         """SIGTERM to the process group, SIGKILL after ``grace`` seconds; a replica not
