@@ -1,5 +1,6 @@
 """The pool's SDK from inside Ray Train: a TorchTrainer whose workers checkpoint where
-the pool says, report through the SDK, and resume from the pool's checkpoint.
+the pool says, report checkpoints and progress through the SDK (each worker its own
+step, under its Ray Train rank), and resume from the pool's checkpoint.
 
 The pool's variables (TRAINPOOL_*) are in this driver's environment; Ray Train's
 workers are other processes, so the driver passes ``sdk.Context`` in the loop config.
@@ -38,6 +39,7 @@ def train_loop(config: dict[str, Any]) -> None:
         t = torch.ones(1)
         dist.all_reduce(t)  # the workers really form one process group
         total += t
+        sdk.report_progress(step, ctx=ctx, every=config["progress_every"])
         if (step + 1) % 5 == 0 or step == config["steps"] - 1:
             if rank == 0:
                 path = sdk.checkpoint_dir(ctx) / f"ray-train-{step:04d}.json"
@@ -51,11 +53,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--progress-every", type=float, default=5.0, help="seconds between progress writes")
     args = p.parse_args()
     ray.init(num_cpus=args.workers + 1, include_dashboard=False, log_to_driver=False)
+    config = {"steps": args.steps, "progress_every": args.progress_every}
+    config["trainpool"] = sdk.Context.from_env().as_dict()
     trainer = TorchTrainer(
         train_loop,
-        train_loop_config={"steps": args.steps, "trainpool": sdk.Context.from_env().as_dict()},
+        train_loop_config=config,
         scaling_config=ScalingConfig(num_workers=args.workers, use_gpu=False),
     )
     trainer.fit()

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from scheduler import sdk
+
 ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ROOT / "examples" / "train"
 
@@ -85,10 +87,11 @@ def test_ddp_own_failure_exits_non_zero(tmp_path: Path) -> None:
 
 def test_sdk_inside_ray_train_reports_from_rank_zero_and_resumes(tmp_path: Path) -> None:
     def run(steps: int) -> dict[str, int]:
+        cmd = [sys.executable, str(TRAIN / "ray_train_sdk.py"), "--steps", str(steps), "--workers", "2"]
+        env = _env(tmp_path, TRAINPOOL_JOB_ID="j-raytrain")
         done = subprocess.run(
-            [sys.executable, str(TRAIN / "ray_train_sdk.py"), "--steps", str(steps), "--workers", "2"],
-            env=_env(tmp_path, TRAINPOOL_JOB_ID="j-raytrain"), capture_output=True, text=True, timeout=240,
-        )  # fmt: skip
+            [*cmd, "--progress-every", "0"], env=env, capture_output=True, text=True, timeout=240
+        )
         assert done.returncode == 0, done.stderr[-3000:]
         manifest = json.loads((tmp_path / "trainpool-checkpoint.json").read_text())
         state: dict[str, int] = json.loads(Path(manifest["path"]).read_text())
@@ -97,4 +100,7 @@ def test_sdk_inside_ray_train_reports_from_rank_zero_and_resumes(tmp_path: Path)
 
     first = run(7)
     assert first == {"step": 6, "start": 0, "world": 2}, "two workers all-reduced"
+    # Each worker reported its own progress, under its Ray Train rank.
+    progress = sdk.read_progress(tmp_path, attempt=0)
+    assert [(p["rank"], p["step"]) for p in progress] == [(0, 6), (1, 6)], progress
     assert run(12) == {"step": 11, "start": 7, "world": 2}, "the second run resumed after step 6"
