@@ -71,11 +71,12 @@ class GangStatus:
     node: str | None = None
     at: float | None = None  # when it reached this phase
     # The newest checkpoint the gang's code reported through the SDK, as (step, path),
-    # where the backend can see it (the Ray backend reads rank 0's manifest on its node).
+    # where the backend can see it (the Ray backend reads rank 0's manifest on its node,
+    # the Kubernetes backend on the shared volume the server mounts; ``folder_reports``).
     # The loop stores it; backends that cannot see it leave None and jobs use the API.
     checkpoint: tuple[int, str] | None = None
     # Each rank's latest progress report of this attempt (``sdk.report_progress``), where
-    # the backend can see them (the Ray backend reads them beside the checkpoints).
+    # the backend can see them (beside the checkpoints, as above).
     progress: tuple[RankReport, ...] = ()
     # Every replica of this attempt is gone (or its node is): only then is the capacity free.
     settled: bool = False

@@ -49,9 +49,11 @@ def kubeconfig(cluster: EmulatorThread, tmp_path: Path) -> Path:
 def make_backend(api: CoreApi) -> Iterator[Callable[..., KubernetesBackend]]:
     made: list[KubernetesBackend] = []
 
-    def make(**opts: Any) -> KubernetesBackend:
+    def make(checkpoint_root: str = "checkpoints", **opts: Any) -> KubernetesBackend:
         options = KubeOptions(**{"watch_seconds": 2, "sync_seconds": 10.0, **opts})
-        b = KubernetesBackend(api, options, namespace=NS, flavors={"h100", "ascend910"})
+        b = KubernetesBackend(
+            api, options, namespace=NS, flavors={"h100", "ascend910"}, checkpoint_root=checkpoint_root
+        )
         made.append(b)
         assert b.wait_synced(10)
         return b

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import kmock
 import pytest
 from k8s_emulator import EmulatorThread
@@ -10,7 +13,9 @@ from k8s_support import NS, CoreApi, eventually
 from scheduler.backends.base import BackendError, Launch, Phase
 from scheduler.backends.kubernetes import KubernetesBackend
 from scheduler.backends.kubernetes.options import KubeOptions
+from scheduler.sdk import MANIFEST, progress_file
 from values.domain import Health, JobSpec
+from values.progress import RankReport
 
 pytestmark = pytest.mark.integration
 
@@ -287,3 +292,35 @@ def test_an_api_that_refuses_the_lists_fails_the_cycle_with_the_reason(
             b.inventory(0.0)
     finally:
         b.close()
+
+
+def test_checkpoints_and_progress_come_from_the_jobs_folder_on_the_shared_volume(
+    api: CoreApi, make_backend, tmp_path: Path
+) -> None:
+    """The pods write beside their checkpoints through the SDK; the server mounts the same
+    volume at its checkpoint root and reads them there: no credentials in the job."""
+    api.add_node("gpu-a")
+    api.add_node("gpu-b")
+    b = make_backend(checkpoint_root=str(tmp_path), checkpoint_pvc="ckpt")
+    launch = _launch(nodes=(("gpu-a", 1), ("gpu-b", 1)))
+    b.launch(launch, 0.0)
+    folder = tmp_path / "j-abc"
+    # What ranks 0 and 1 of attempt 0 wrote (sdk.report_checkpoint, sdk.report_progress).
+    for rank in (0, 1):
+        progress_file(folder, rank).parent.mkdir(parents=True, exist_ok=True)
+        record = {"attempt": 0, "rank": rank, "step": 40 + rank, "step_seconds": 0.5 * (1 + rank), "at": 1.0}
+        progress_file(folder, rank).write_text(json.dumps(record))
+    (folder / MANIFEST).write_text(json.dumps({"step": 39, "path": str(folder / "step-39.pt")}))
+    for p in api.pods():
+        api.run_pod(p["metadata"]["name"])
+    eventually(lambda: _phase(b, launch.key) is Phase.RUNNING, what="RUNNING")
+    (st,) = b.gangs(0.0)
+    assert st.checkpoint == (39, str(folder / "step-39.pt"))
+    assert st.progress == (RankReport(0, 40, 0.5, "gpu-a"), RankReport(1, 41, 1.0, "gpu-b"))
+    # A save in the stop's grace period is read once more when the gang has ended.
+    (folder / MANIFEST).write_text(json.dumps({"step": 44, "path": str(folder / "step-44.pt")}))
+    for p in api.pods():
+        api.exit_pod(p["metadata"]["name"], 0)
+    eventually(lambda: _phase(b, launch.key) is Phase.SUCCEEDED, what="SUCCEEDED")
+    (st,) = b.gangs(0.0)
+    assert st.checkpoint == (44, str(folder / "step-44.pt"))

@@ -1,9 +1,12 @@
 """The control loop, a SQLite store and the kubernetes backend built as the server
 builds it (--backend kubernetes --address <kubeconfig>): a job runs, fails, is
-evicted, restarts, succeeds, and leaves nothing behind in the cluster."""
+evicted, restarts, succeeds, and leaves nothing behind in the cluster; a job whose ranks
+stop stepping (their progress on the shared checkpoint volume) is restarted from its
+checkpoint."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -14,7 +17,10 @@ from service.harness import Clock, Pool, orgs
 from scheduler.backends.kubernetes import KubernetesBackend
 from scheduler.backends.registry import BackendSettings, build_backend
 from scheduler.config import PoolConfig
+from scheduler.sdk import MANIFEST, progress_file
+from scheduler.store import jobs as jobstore
 from values.lifecycle import JobState
+from values.progress import ProgressRule
 
 pytestmark = pytest.mark.integration
 
@@ -25,17 +31,23 @@ def _pool_config() -> PoolConfig:
     )
 
 
+# Hung after 30 s of the loop's clock without a rank's step rising.
+RULE = ProgressRule(hang_floor_seconds=30)
+
+
 @pytest.fixture
 def pool(api: CoreApi, kubeconfig: Path, tmp_path: Path):
     for n in ("gpu-a", "gpu-b", "gpu-c"):
         api.add_node(n, labels={"trainpool.io/rack": "r1"})
+    root = tmp_path / "ckpt"  # the shared checkpoint volume, as the server mounts it
     settings = BackendSettings(
-        config=_pool_config(), address=str(kubeconfig),
+        config=_pool_config(), address=str(kubeconfig), checkpoint_root=root,
         options={"namespace": NS, "watch_seconds": "2"},
     )  # fmt: skip
     backend = build_backend("kubernetes", settings)
     assert isinstance(backend, KubernetesBackend)
-    p = Pool(f"sqlite:///{tmp_path / 'pool.db'}", org_list=orgs(a=24), backend=backend, clock=Clock())  # type: ignore[arg-type]
+    p = Pool(f"sqlite:///{tmp_path / 'pool.db'}", org_list=orgs(a=24), backend=backend, clock=Clock(),  # type: ignore[arg-type]
+             progress=RULE, checkpoint_root=str(root))  # fmt: skip
     yield p
     backend.close()
 
@@ -116,3 +128,31 @@ def test_a_survivor_that_fails_before_its_peers_node_is_seen_lost_is_not_charged
     row = pool.job(job)
     assert (row.restarts, row.failure_class) == (0, "infrastructure")
     assert dead in row.avoid_nodes
+
+
+def test_ranks_that_stop_stepping_are_restarted_from_their_checkpoint(pool: Pool, api: CoreApi) -> None:
+    job = pool.submit("a", replicas=2, accelerators=8)
+    pool.cycle()
+    pods = _pods(api, job, 0)
+    env = {e["name"]: e["value"] for e in pods[0]["spec"]["containers"][0]["env"]}
+    folder = Path(env["TRAINPOOL_CHECKPOINT_DIR"])
+    for p in pods:
+        api.run_pod(p["metadata"]["name"])
+    _until(pool, lambda: pool.state(job) is JobState.RUNNING, "RUNNING")
+    # What the pods' SDK wrote on the shared volume: a checkpoint after step 19, and both
+    # ranks at step 25, where they stay (a collective that never returns).
+    saved = folder / "step-19.pt"
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_bytes(b"state")
+    (folder / MANIFEST).write_text(json.dumps({"step": 19, "path": str(saved)}))
+    for rank in (0, 1):
+        progress_file(folder, rank).parent.mkdir(parents=True, exist_ok=True)
+        record = {"attempt": 0, "rank": rank, "step": 25, "step_seconds": 0.1, "at": time.time()}
+        progress_file(folder, rank).write_text(json.dumps(record))
+    restarted = _until(pool, lambda: _pods(api, job, 1), "attempt 1 launched", timeout=30)
+    with pool.db.read() as s:
+        restart = next(e for e in jobstore.events(s, job) if e.event == "restart")
+    assert restart.reason == "hang" and "made no progress" in restart.message, restart.message
+    env = {e["name"]: e["value"] for e in restarted[0]["spec"]["containers"][0]["env"]}
+    assert env["TRAINPOOL_RESUME_FROM"] == str(saved)
+    assert pool.job(job).restarts == 0  # not charged

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from scheduler.backends.sim import SimBackend
+from scheduler.checkpoint_folder import DEFAULT_ROOT
 from scheduler.control.loop import ControlLoop, LoopSettings
 from scheduler.control.outcome import ApplyOptions
 from scheduler.store import jobs as jobstore
@@ -59,6 +60,7 @@ class Pool:
         priority_classes: tuple[PriorityClass, ...] = DEFAULT_PRIORITY_CLASSES,
         progress: ProgressRule | None = None,
         validation: ValidationRule | None = None,
+        checkpoint_root: str = DEFAULT_ROOT,
     ) -> None:
         self.clock = clock or Clock()
         self.db = db or open_database(url)
@@ -75,7 +77,9 @@ class Pool:
                 holder=holder,
                 lease_ttl=30.0,
                 apply=ApplyOptions(
-                    progress=progress or ProgressRule(), validation=validation or ValidationRule()
+                    progress=progress or ProgressRule(),
+                    validation=validation or ValidationRule(),
+                    checkpoint_root=checkpoint_root,
                 ),
             ),
             clock=self.clock,

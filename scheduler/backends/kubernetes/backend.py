@@ -28,12 +28,14 @@ from typing import Any
 
 from kubernetes import client, config
 
-from scheduler.backends.base import BackendError, GangStatus, Launch, Phase
+from scheduler.backends.base import FINISHED, BackendError, GangStatus, Launch, Phase
+from scheduler.backends.folder_reports import FolderReader
 from scheduler.backends.gang_phase import status_of
 from scheduler.backends.kubernetes import objects as k8s
 from scheduler.backends.kubernetes.options import KubeOptions
 from scheduler.backends.kubernetes.status import pod_verdict, replica_of
 from scheduler.backends.kubernetes.watch import Mirror, Reflector
+from scheduler.checkpoint_folder import job_folder
 from values.domain import Health, Node
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,10 @@ class _Gang:
     # Each pod's state as last seen and since when: a replica's time is when it was
     # first seen so, which is what the correlation window counts from.
     since: dict[str, tuple[str, float]] = field(default_factory=dict)
+    # The job's checkpoint folder as this server sees it (the shared volume it mounts):
+    # what the code reported there through the SDK. None: no folder to read.
+    reports: FolderReader | None = None
+    final_read: bool = False  # read once more when the gang ended: a grace-period save
 
     def seen_since(self, pod: str, state: str, now: float) -> float:
         seen = self.since.get(pod)
@@ -145,8 +151,22 @@ class KubernetesBackend:
                 )  # fmt: skip
                 if st.phase is Phase.STOPPING and g.stop_incomplete:
                     st = replace(st, phase=Phase.RUNNING)  # so the loop calls stop() again
-                out.append(st)
+                out.append(self._with_reports(g, st, pods))
             return out
+
+    def _reader(self, job_id: str, attempt: int) -> FolderReader:
+        return FolderReader(job_folder(self.checkpoint_root, job_id), attempt)
+
+    @staticmethod
+    def _with_reports(g: _Gang, st: GangStatus, pods: dict[str, Any]) -> GangStatus:
+        """``st`` with the checkpoint and progress the gang's code wrote to its folder."""
+        if g.reports is None or st.phase is Phase.STARTING:
+            return st
+        last = st.phase in FINISHED and not g.final_read
+        g.final_read = g.final_read or last
+        nodes = [(pods.get(name) or {}).get("spec", {}).get("nodeName") for name in g.pods]
+        g.reports.read(nodes, force=last)
+        return replace(st, checkpoint=g.reports.checkpoint, progress=g.reports.progress)
 
     def launch(self, launch: Launch, now: float) -> None:
         with self._lock:
@@ -178,7 +198,13 @@ class KubernetesBackend:
             raise BackendError(f"kubernetes API unreachable: {exc}") from None
         with self._lock:
             self._forgotten.pop(launch.key, None)
-            self._gangs[launch.key] = _Gang(launch.key, launch.job_id, launch.attempt, created)
+            self._gangs[launch.key] = _Gang(
+                launch.key,
+                launch.job_id,
+                launch.attempt,
+                created,
+                reports=self._reader(launch.job_id, launch.attempt),
+            )
 
     def stop(self, key: str, grace_seconds: float, now: float) -> None:
         with self._lock:
@@ -296,7 +322,7 @@ class KubernetesBackend:
             except (ValueError, KeyError):
                 continue
             names = [k8s.pod_name(job_id, attempt, r) for r in range(world)]
-            g = _Gang(key, job_id, attempt, names, adopted=True)
+            g = _Gang(key, job_id, attempt, names, adopted=True, reports=self._reader(job_id, attempt))
             if any((p.get("metadata") or {}).get("deletionTimestamp") for _, p in ranks.values()):
                 g.stop_requested_at = now  # most likely our own stop, from before the restart
             self._gangs[key] = g

@@ -26,6 +26,7 @@ from ray.experimental import internal_kv as kv
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from scheduler.backends.base import SURVIVOR_GRACE, BackendError, GangStatus, Launch, Phase
+from scheduler.backends.folder_reports import rank_reports
 from scheduler.backends.gang_phase import FINAL, Judgement, decided_at, gang_phase
 from scheduler.backends.ray import labels as lb
 from scheduler.backends.ray.connection import connect, disconnect
@@ -43,7 +44,6 @@ from scheduler.backends.ray.layout import (
 )
 from scheduler.backends.ray.replica import ReplicaProcess, read_manifest
 from values.domain import Node
-from values.progress import RankReport
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class RayBackend:
         if what == "progress":
             g.progress_ref = None
             with contextlib.suppress(RayError):
-                g.progress = _reports(ray.get(ref), g.nodes)
+                g.progress = rank_reports(ray.get(ref), g.nodes)
             return
         (g.run_refs if what == "run" else g.wait_refs).pop(rank, None)
         try:
@@ -517,16 +517,6 @@ class RayBackend:
                         g.exits.setdefault(r.rank, Exit(None, now))
             self._watch(g)
         self._gangs[key] = g
-
-
-def _reports(records: list[dict[str, Any]], nodes: list[str]) -> tuple[RankReport, ...]:
-    """The progress records rank 0's actor read, each with the node its rank runs on."""
-    out = []
-    for r in records:
-        rank = int(r["rank"])
-        node = nodes[rank] if 0 <= rank < len(nodes) else None
-        out.append(RankReport(rank, int(r["step"]), r["step_seconds"], node))
-    return tuple(out)
 
 
 def _tail(path: Path, lines: int) -> list[str]:
