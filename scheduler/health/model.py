@@ -115,10 +115,10 @@ class HealthModel:
         out.racks = _rack_summaries(pairs, {m.name: m.rack for m in members})
         self._step_faults(out, now)
         for m in sorted(members, key=lambda m: m.name):
-            mine = [p for p in pairs if p.touches(m.name)]
-            signal, reasons, evidence = self._signal(
-                m.name, out.findings, silent, ages.get(m.name), mine, stragglers.get(m.name)
-            )
+            blamed = stragglers.get(m.name)
+            mine = [p for p in pairs if p.touches(m.name)] if blamed is not None else []  # rarely any
+            age = ages.get(m.name)
+            signal, reasons, evidence = self._signal(m.name, out.findings, silent, age, mine, blamed)
             h = self._nodes.setdefault(m.name, self._hysteresis())
             old = h.state
             new = h.step(signal, now)
