@@ -42,7 +42,7 @@ from scheduler.backends.ray.layout import (
     replica_env,
     replicas,
 )
-from scheduler.backends.ray.replica import ReplicaProcess, read_manifest
+from scheduler.backends.ray.replica import LAST_LINE, ReplicaProcess, read_manifest
 from values.domain import Node
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ BUNDLE_CPU = 0.01
 KILL_SLACK = 10.0
 # Rank 0's checkpoint manifest is read this often while a gang runs.
 CHECKPOINT_EVERY = 2.0
+# A replica Ray's memory monitor killed reads as the OOM killer's SIGKILL (128 + 9): the
+# restart rules then count it as ``oom``.
+OOM_EXIT = 137
 DEFAULT_START_TIMEOUT = 300.0
 # gangs() re-reads Ray's node table when the last read (by inventory()) is older.
 NODES_FRESH = 1.0
@@ -302,6 +305,13 @@ class RayBackend:
         if rank in g.done():
             return
         node = g.replicas[rank].node
+        if (why := memory_monitor_kill(exc)) is not None:
+            # The job's own memory use, not the node's fault: a failure of the job
+            # (category oom), not a lost replica that would blame a healthy node.
+            g.exits[rank] = Exit(OOM_EXIT, now, why)
+            g.run_refs.pop(rank, None)
+            g.wait_refs.pop(rank, None)
+            return
         self._refresh_nodes()
         if g.node_ids[rank] not in self._alive_ids:
             message = f"node {node} lost"
@@ -517,6 +527,17 @@ class RayBackend:
                         g.exits.setdefault(r.rank, Exit(None, now))
             self._watch(g)
         self._gangs[key] = g
+
+
+def memory_monitor_kill(exc: BaseException) -> str | None:
+    """Why Ray's memory monitor killed the replica's actor (the node ran low on memory
+    and Ray killed a worker to free it), or None for any other death."""
+    text = str(exc)
+    if "NODE_OUT_OF_MEMORY" not in text and "running low on memory" not in text:
+        return None
+    line = next((line for line in text.splitlines() if "low on memory" in line), "")
+    detail = line.split("Worker exit detail:", 1)[-1].strip() or "the node ran low on memory"
+    return f"killed by Ray's memory monitor: {detail}"[:LAST_LINE]
 
 
 def _tail(path: Path, lines: int) -> list[str]:
