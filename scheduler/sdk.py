@@ -216,7 +216,10 @@ def report_progress(
     c = _ctx(ctx)
     me = rank()
     median = recent[len(recent) // 2] if recent else None
-    record = {"attempt": c.attempt, "rank": me, "step": int(step), "step_seconds": median, "at": time.time()}
+    record: dict[str, Any] = {"attempt": c.attempt, "rank": me, "step": int(step), "step_seconds": median,
+                              "at": time.time()}  # fmt: skip
+    if node := os.environ.get("TRAINPOOL_NODE"):  # the pool's: where this rank runs, whatever launched it
+        record["node"] = node
     path = progress_file(c.checkpoint_dir, me)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -238,7 +241,8 @@ def read_progress(folder: str | Path, attempt: int) -> list[dict[str, Any]]:
                 continue
             seconds = data.get("step_seconds")
             out.append({"rank": int(data["rank"]), "step": int(data["step"]),
-                        "step_seconds": None if seconds is None else float(seconds)})  # fmt: skip
+                        "step_seconds": None if seconds is None else float(seconds),
+                        "node": str(data["node"]) if data.get("node") else None})  # fmt: skip
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return out

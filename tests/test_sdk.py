@@ -23,7 +23,7 @@ def pool_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("TRAINPOOL_ATTEMPT", "2")
     monkeypatch.setenv("TRAINPOOL_CHECKPOINT_DIR", str(folder))
     monkeypatch.setenv("RANK", "0")
-    for name in ("TRAINPOOL_RESUME_FROM", "TRAINPOOL_URL", "TRAINPOOL_TOKEN"):
+    for name in ("TRAINPOOL_RESUME_FROM", "TRAINPOOL_URL", "TRAINPOOL_TOKEN", "TRAINPOOL_NODE"):
         monkeypatch.delenv(name, raising=False)
     return folder
 
@@ -155,10 +155,15 @@ def test_progress_is_written_at_most_every_interval_with_the_median_step_time(
     sdk.report_progress(0, step_seconds=0.5, every=3600)  # the first report is written at once
     for step, seconds in enumerate([0.5, 0.7, 9.0, 0.6], start=1):
         sdk.report_progress(step, step_seconds=seconds, every=3600)
-    assert sdk.read_progress(pool_env, attempt=2) == [{"rank": 1, "step": 0, "step_seconds": 0.5}]
+    assert sdk.read_progress(pool_env, attempt=2) == [
+        {"rank": 1, "step": 0, "step_seconds": 0.5, "node": None}
+    ]
+    monkeypatch.setenv("TRAINPOOL_NODE", "h100-03")  # the pool's, on every backend
     sdk.report_progress(5, step_seconds=0.6, every=0)
     # The median of the recent step times: one slow step (9 s) does not move it.
-    assert sdk.read_progress(pool_env, attempt=2) == [{"rank": 1, "step": 5, "step_seconds": 0.6}]
+    assert sdk.read_progress(pool_env, attempt=2) == [
+        {"rank": 1, "step": 5, "step_seconds": 0.6, "node": "h100-03"}
+    ]
     assert sdk.read_progress(pool_env, attempt=3) == []  # another attempt's files are not this one's
 
 

@@ -18,11 +18,17 @@ READ_EVERY = 5.0  # seconds between reads of one gang's folder: ranks write ever
 
 
 def rank_reports(records: list[dict[str, Any]], nodes: Sequence[str | None]) -> tuple[RankReport, ...]:
-    """Progress records (``sdk.read_progress``), each with the node its rank runs on."""
+    """Progress records (``sdk.read_progress``), each with the node its rank runs on: the
+    one the rank wrote (the pool's ``TRAINPOOL_NODE``), else its replica's by rank. A
+    launcher that runs several ranks per replica (torchrun) numbers ranks past the
+    replicas: only the written node is right for those. A written node that is not one of
+    the gang's is not believed: the job's own files must not blame another node."""
+    ours = set(nodes)
     out = []
     for r in records:
         rank = int(r["rank"])
-        node = nodes[rank] if 0 <= rank < len(nodes) else None
+        written = r.get("node")
+        node = written if written in ours else (nodes[rank] if 0 <= rank < len(nodes) else None)
         out.append(RankReport(rank, int(r["step"]), r["step_seconds"], node))
     return tuple(out)
 

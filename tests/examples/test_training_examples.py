@@ -104,3 +104,26 @@ def test_sdk_inside_ray_train_reports_from_rank_zero_and_resumes(tmp_path: Path)
     progress = sdk.read_progress(tmp_path, attempt=0)
     assert [(p["rank"], p["step"]) for p in progress] == [(0, 6), (1, 6)], progress
     assert run(12) == {"step": 11, "start": 7, "world": 2}, "the second run resumed after step 6"
+
+
+def test_torchrun_per_node_runs_every_process_through_the_sdk(tmp_path: Path) -> None:
+    # Two pool replicas (nodes n0 and n1), two processes each under torchrun: four ranks
+    # that all-reduce, checkpoint and report progress, each on its own node.
+    procs = []
+    for replica, node in enumerate(("n0", "n1")):
+        env = _env(tmp_path, RANK=str(replica), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT="29656",
+                   TRAINPOOL_ATTEMPT="0", TRAINPOOL_NODE=node, NPROC="2")  # fmt: skip
+        cmd = ["sh", str(TRAIN / "torchrun_per_node.sh"), str(TRAIN / "ddp_train.py"), "--steps", "12",
+               "--checkpoint-every", "5", "--progress-every", "0"]  # fmt: skip
+        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"  # its `python`: this one
+        procs.append(
+            subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        )
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    assert "backend gloo world 4 attempt 0" in outs[0]
+    assert json.loads((tmp_path / "trainpool-checkpoint.json").read_text())["step"] == 11
+    progress = sdk.read_progress(tmp_path, attempt=0)
+    assert [(p["rank"], p["step"], p["node"]) for p in progress] == [
+        (0, 11, "n0"), (1, 11, "n0"), (2, 11, "n1"), (3, 11, "n1"),
+    ]  # fmt: skip

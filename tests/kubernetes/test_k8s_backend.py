@@ -112,6 +112,7 @@ def test_launch_makes_one_pod_per_replica_on_its_node_owned_by_a_headless_servic
         assert env["LOCAL_WORLD_SIZE"] == str([2, 2, 1][rank]) and "CUDA_VISIBLE_DEVICES" not in env
         assert env["MASTER_ADDR"] == "tp-j-abc-0-0.tp-j-abc-0.pool.svc.cluster.local"
         assert env["MASTER_PORT"] == "29500" and env["TRAINPOOL_JOB_ID"] == "j-abc"
+        assert env["TRAINPOOL_NODE"] == pod["spec"]["nodeName"]
         assert pod["spec"]["subdomain"] == "tp-j-abc-0" and pod["spec"]["hostname"] == f"tp-j-abc-0-{rank}"
         res = pod["spec"]["containers"][0]["resources"]
         assert res["limits"]["nvidia.com/gpu"] == "4" and pod["spec"]["restartPolicy"] == "Never"

@@ -246,6 +246,7 @@ def pod_manifests(
                 "LOCAL_RANK": str(local),
                 "LOCAL_WORLD_SIZE": str(replicas),
                 "NODE_RANK": str(node_rank),
+                "TRAINPOOL_NODE": node,
                 "MASTER_ADDR": addr,
                 "MASTER_PORT": str(opts.master_port),
             }
