@@ -10,6 +10,10 @@ so that one takes about ``budget_s`` of wall time: a large pool gets coarser est
 not a slower loop. An estimate that moved by less than ``max(60 s, 5% of its lead)`` is
 kept as it was, so the store is not rewritten for every pending job at every forecast.
 
+The range's end is stretched by how late jobs started against the first estimate they
+were given (``Lateness``, learned in memory from the starts this loop saw; a new leader
+learns again): the replay assumes no arrivals, and overtaken jobs start later than told.
+
 Runtimes: where an org's finished jobs ran less than their limits, the replay lets its
 jobs run the ``percentile`` of their runtime/limit ratios (the last attempt's admission
 to its release, over the limit, of the org's ``learn_jobs`` latest successful jobs, read
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
-from scheduler.core.forecast import Budget, Estimate, Runtimes, describe, forecast, learn
+from scheduler.core.forecast import Budget, Estimate, Lateness, Runtimes, describe, forecast, learn
 from scheduler.store.tables import AllocationRow, JobRow
 from values.decisions import Decisions, PendingReason, PendingStatus
 from values.lifecycle import JobState
@@ -48,6 +52,7 @@ class ForecastSettings:
     learn_every_s: float = 3600.0
     learn_jobs: int = 2000
     min_samples: int = 10
+    lateness_pad_s: float | None = 600.0  # None: the range from runtimes alone
 
 
 Learn = Callable[[], Runtimes]
@@ -69,11 +74,16 @@ class Forecaster:
         self._runtimes = Runtimes()
         self._learned_at: float | None = None
         self._merged: dict[str, tuple[PendingStatus, Estimate, PendingStatus]] = {}
+        pad = settings.lateness_pad_s
+        self.lateness = None if pad is None or settings.high is None else Lateness(settings.high, pad)
+        self._told: dict[str, tuple[float, float]] = {}  # job -> (when, the first estimate)
 
     def statuses(self, snap: Snapshot, now: float, decisions: Decisions) -> dict[str, PendingStatus]:
         """The cycle's pending statuses with the estimates of the latest forecast."""
         if not self.settings.enabled:
             return decisions.pending
+        if self.lateness is not None:
+            self._note_starts(snap, now)
         if self._due(snap, now):
             self._forecast(snap, now, decisions)
         out: dict[str, PendingStatus] = {}
@@ -90,6 +100,18 @@ class Forecaster:
             out[job_id] = got[2]
         self._merged = keep
         return out
+
+    def _note_starts(self, snap: Snapshot, now: float) -> None:
+        """Jobs told a start that now run: how late they were (a job that neither waits
+        nor runs any more was cancelled, and says nothing)."""
+        assert self.lateness is not None
+        if not self._told:
+            return
+        for r in snap.running:
+            if (told := self._told.pop(r.id, None)) is not None:
+                self.lateness.started(told[0], told[1], now)
+        waiting = {j.id for j in snap.pending}
+        self._told = {j: t for j, t in self._told.items() if j in waiting}
 
     def _due(self, snap: Snapshot, now: float) -> bool:
         if self.last_at is None:
@@ -125,8 +147,13 @@ class Forecaster:
             # The budget bound: next time, as many steps as fit its seconds.
             fit = int(s.budget_s / per_step) if per_step > 0 else s.max_steps
             self.steps = min(s.max_steps, max(s.min_steps, fit))
-        old = self.estimates
-        self.estimates = {j: _steady(old.get(j), e, now) for j, e in got.estimates.items()}
+        old, late = self.estimates, self.lateness
+        if late is not None:
+            for j, e in got.estimates.items():
+                if e.start is not None and j not in self._told:
+                    self._told[j] = (now, e.start)
+        fresh = got.estimates if late is None else {j: late.stretch(e, now) for j, e in got.estimates.items()}
+        self.estimates = {j: _steady(old.get(j), e, now) for j, e in fresh.items()}
         self._high = got.high
 
     def _merge(self, status: PendingStatus, e: Estimate) -> PendingStatus:

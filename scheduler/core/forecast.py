@@ -168,6 +168,57 @@ def learn(
     )
 
 
+@dataclass
+class Lateness:
+    """How late jobs started against the estimates they were given, learned from the
+    pool's own history, to give the range an end that holds. The replay assumes nobody
+    arrives; a job overtaken by a later one (a less served org, a shorter job) starts
+    later than told, and the runtime range alone does not cover that. Each started job
+    that had an estimate adds one ratio, (actual lead + ``pad_s``) / (estimated lead +
+    ``pad_s``), where the lead is from when the estimate was made; ``pad_s`` keeps a
+    short estimated wait from making a huge ratio of a few minutes' lateness. The range's
+    end becomes at least made_at + (estimated lead + pad) x the ``percentile`` of the
+    latest ``window`` ratios - pad, once ``min_samples`` are in. Clock-free: every call
+    takes its times."""
+
+    percentile: float = 90.0
+    pad_s: float = 600.0
+    window: int = 1000
+    min_samples: int = 50
+    _ratios: list[float] = field(default_factory=list, repr=False)
+    _sorted: list[float] | None = field(default=None, repr=False)
+
+    def started(self, made_at: float, estimated: float, actual: float) -> None:
+        """A job told at ``made_at`` that it would start at ``estimated`` started at ``actual``."""
+        lead = max(0.0, estimated - made_at)
+        self._ratios.append((max(0.0, actual - made_at) + self.pad_s) / (lead + self.pad_s))
+        if len(self._ratios) > self.window:
+            del self._ratios[: len(self._ratios) - self.window]
+        self._sorted = None
+
+    @property
+    def samples(self) -> int:
+        return len(self._ratios)
+
+    def factor(self) -> float | None:
+        """The ``percentile`` ratio, or None before ``min_samples``."""
+        if len(self._ratios) < self.min_samples:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self._ratios)
+        got = self._sorted
+        return got[min(len(got) - 1, max(0, math.ceil(self.percentile / 100.0 * len(got)) - 1))]
+
+    def stretch(self, e: Estimate, made_at: float) -> Estimate:
+        """``e`` with its range's end at least as late as past lateness says."""
+        q = self.factor()
+        if e.start is None or q is None:
+            return e
+        late = made_at + (max(0.0, e.start - made_at) + self.pad_s) * q - self.pad_s
+        high = max(late, e.start, e.high if e.high is not None else e.start)
+        return replace(e, high=high) if high != e.high else e
+
+
 def forecast(
     snapshot: Snapshot,
     now: float,

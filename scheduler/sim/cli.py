@@ -79,6 +79,12 @@ def sim(
     estimate_range: str = typer.Option(
         "90", "--estimate-range", help="The range's runtime percentile, or 'none'."
     ),
+    estimate_lateness: str = typer.Option(
+        "600",
+        "--estimate-lateness",
+        help="Stretch the range's end by how late past jobs started against their estimates, "
+        "with this pad in seconds; or 'none'.",
+    ),
     elastic: float = typer.Option(
         0.0, "--elastic", help="Share of multi-replica jobs made elastic (minimum: half their replicas)."
     ),
@@ -102,7 +108,7 @@ def sim(
 
     try:
         estimate_config = _estimate_config(
-            estimates, estimate_steps, estimate_refresh, estimate_runtimes, estimate_range
+            estimates, estimate_steps, estimate_refresh, estimate_runtimes, estimate_range, estimate_lateness
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -159,7 +165,7 @@ def sim(
     typer.echo(json.dumps(_clean(document), indent=2) if as_json else table)
 
 
-def _estimate_config(on: bool, steps: int, refresh: float, runtimes: str, spread: str) -> Any:
+def _estimate_config(on: bool, steps: int, refresh: float, runtimes: str, spread: str, lateness: str) -> Any:
     from scheduler.core.forecast import Budget
     from scheduler.sim.estimates import EstimateConfig
 
@@ -177,11 +183,18 @@ def _estimate_config(on: bool, steps: int, refresh: float, runtimes: str, spread
             raise ValueError(f"{option}: '{text}' is neither '{word}' nor a percentile in (0, 100]")
         return value
 
+    try:
+        pad = None if lateness == "none" else float(lateness)
+    except ValueError:
+        pad = -1.0
+    if pad is not None and not (pad > 0 and math.isfinite(pad)):
+        raise ValueError(f"--estimate-lateness: '{lateness}' is neither 'none' nor seconds > 0")
     return EstimateConfig(
         budget=Budget(steps=steps),
         refresh_s=refresh,
         percentile=percentile(runtimes, "--estimate-runtimes", "limits"),
         high=percentile(spread, "--estimate-range", "none"),
+        lateness_pad_s=pad,
     )
 
 

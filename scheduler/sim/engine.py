@@ -446,6 +446,8 @@ class Simulation:
         self.alloc[job.org_idx] += job.size_acc
         if job.rec.first_start is None:
             job.rec.first_start = now
+            if self.estimator is not None:
+                self.estimator.started(job.rec, now)
         self._push(job.work_start + job.remaining / job.rate, FINISH, f"{job.id}#{job.attempt}")
         job.hung_at = None
         hang = self.model.first_hang(self.config.seed, job.id, job.attempt, len(assignments))

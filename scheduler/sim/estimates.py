@@ -5,7 +5,9 @@ cycle, at most once per ``refresh_s`` of virtual time, for the jobs that still w
 their first start and have no estimate yet (just submitted), or have only that first one
 and have waited ``later_s`` since submission. Runtime ratios are learned as jobs finish
 (run time of the finished attempt over its limit, per org), so an estimate only knows
-what had happened by then. ``accuracy.py`` compares them with the actual starts.
+what had happened by then; so is how late jobs started against their estimates
+(``Lateness``, from each first start), which stretches the range's end. ``accuracy.py``
+compares them with the actual starts.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from scheduler.core.forecast import Budget, Runtimes, forecast
-from scheduler.sim.record import EstimateRecord
+from scheduler.core.forecast import Budget, Lateness, Runtimes, forecast
+from scheduler.sim.record import EstimateRecord, JobRecord
 from values.decisions import Decisions
 from values.snapshot import Snapshot
 
@@ -36,6 +38,8 @@ class EstimateConfig:
     high: float | None = 90.0  # the range's percentile; None: no range
     later_s: float = 3600.0  # the second estimate, this long after submission
     min_samples: int = 10  # finished jobs an org needs before its ratios are used
+    # The range's end stretched by past lateness (``Lateness``); None: runtimes alone.
+    lateness_pad_s: float | None = 600.0
 
 
 @dataclass
@@ -52,6 +56,15 @@ class Estimator:
         self.stats = EstimateStats()
         self._ratios: dict[str, list[float]] = {}
         self._last: float | None = None
+        pad = config.lateness_pad_s
+        self.lateness = None if pad is None or config.high is None else Lateness(config.high, pad)
+
+    def started(self, rec: JobRecord, now: float) -> None:
+        """A job's first start: how late it was against the first estimate it was shown
+        (as the service's ``Forecaster`` learns it)."""
+        first = rec.estimates[0] if rec.estimates else None
+        if self.lateness is not None and first is not None and first.start is not None:
+            self.lateness.started(first.made_at, first.start, now)
 
     def learn(self, org: str, ran: float, limit: float | None) -> None:
         """A job of ``org`` finished after running ``ran`` seconds of its ``limit``."""
@@ -100,5 +113,7 @@ class Estimator:
         self.stats.most_steps = max(self.stats.most_steps, got.steps)
         for job_id, kind in wanted.items():
             e = got.estimates[job_id]
+            if self.lateness is not None:
+                e = self.lateness.stretch(e, now)
             basis = None if e.basis is None else e.basis.value
             jobs[job_id].rec.estimates.append(EstimateRecord(kind, now, e.start, basis, e.high))

@@ -227,6 +227,7 @@ def _estimate_header(cfg: EstimateConfig | None) -> dict[str, Any] | None:
         "refresh_s": cfg.refresh_s,
         "runtime_percentile": cfg.percentile,
         "range_percentile": cfg.high,
+        "lateness_pad_s": cfg.lateness_pad_s,
         "later_s": cfg.later_s,
     }
 

@@ -12,7 +12,17 @@ import math
 import pytest
 
 from scheduler.core import carried, decide
-from scheduler.core.forecast import Basis, Budget, Estimate, Runtimes, describe, forecast, learn, span
+from scheduler.core.forecast import (
+    Basis,
+    Budget,
+    Estimate,
+    Lateness,
+    Runtimes,
+    describe,
+    forecast,
+    learn,
+    span,
+)
 from values.decisions import Decisions, PendingReason
 from values.snapshot import Policy, Snapshot, WithinOrg
 
@@ -239,3 +249,41 @@ def test_jobs_placed_by_one_step_start_when_the_nodes_they_got_were_freed():
     )
     got = forecast(snap, 100)
     assert (got.steps, starts(got.estimates)) == (2, {"b": 120.0, "c": 130.0, "d": 150.0})
+
+
+# --- lateness: the range's end from how late past jobs started ----------------------------
+
+
+def test_before_enough_jobs_started_lateness_leaves_the_estimate_alone() -> None:
+    late = Lateness(min_samples=3, pad_s=600)
+    e = Estimate(10_000.0, Basis.REPLAY, "x", high=12_000.0)
+    late.started(0.0, 1000.0, 5000.0)
+    late.started(0.0, 1000.0, 5000.0)
+    assert late.factor() is None and late.stretch(e, 0.0) is e
+
+
+def test_the_range_ends_where_the_90th_percentile_of_past_lateness_puts_it() -> None:
+    late = Lateness(percentile=90, pad_s=600, min_samples=10)
+    # Ten jobs told "in 1,400 s" (2,000 s with the pad): nine on time, one 3x late.
+    for _ in range(9):
+        late.started(0.0, 1400.0, 1400.0)
+    late.started(0.0, 1400.0, 5400.0)
+    assert late.factor() == 1.0  # the 90th percentile of ten: the ninth, on time
+    late.started(0.0, 1400.0, 5400.0)  # eleven: the 90th is the tenth, 3x
+    assert late.factor() == 3.0
+    e = Estimate(100_000.0 + 1400.0, Basis.REPLAY, "x", high=None)
+    assert late.stretch(e, 100_000.0).high == 100_000.0 + 2000.0 * 3 - 600.0
+    # A runtime range already later than that is kept; the end is never before the start.
+    wide = Estimate(101_400.0, Basis.REPLAY, "x", high=120_000.0)
+    assert late.stretch(wide, 100_000.0).high == 120_000.0
+    assert late.stretch(Estimate(None, why="no limit"), 100_000.0).high is None
+
+
+def test_lateness_learns_only_from_the_latest_window() -> None:
+    late = Lateness(percentile=50, pad_s=100, window=4, min_samples=4)
+    for _ in range(4):
+        late.started(0.0, 100.0, 700.0)  # (700 + 100) / (100 + 100) = 4x
+    assert late.factor() == 4.0
+    for _ in range(4):
+        late.started(0.0, 100.0, 100.0)
+    assert late.factor() == 1.0 and late.samples == 4

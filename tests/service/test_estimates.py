@@ -128,3 +128,35 @@ def test_a_forecast_slower_than_its_budget_gets_fewer_steps_the_next_time() -> N
     assert forecaster.last_seconds == 10 and forecaster.steps == 8  # 2 s at 10 s for 3 steps: the floor
     again = forecaster.statuses(snap, 110, decide(snap, 110))  # too soon for another forecast
     assert forecaster.last_seconds == 10 and again["q"] == got["q"]
+
+
+def test_the_range_ends_as_late_as_past_jobs_started_against_their_estimates() -> None:
+    # p is told at 100 that it starts at 1000 (when r ends); it starts at 3000 (overtaken,
+    # say): 2,900 s of lead against 900, 3500 / 1500 with the 600 s pad. Told at 3000 that
+    # it starts at 8000 (p's 5000 s limit), q's range then ends at 3000 + (5000 + 600) x
+    # 3500/1500 - 600.
+    def spec(name: str, limit: float) -> JobSpec:
+        return JobSpec(
+            name=name, org="a", gang=Gang(accelerators=8, flavors=("h100",)), max_runtime_seconds=limit
+        )
+
+    def snap(running: tuple[RunningJob, ...], pending: tuple[PendingJob, ...]) -> Snapshot:
+        return Snapshot(flavors=(Flavor(name="h100"),), nodes=tuple(nodes(1)), orgs=orgs(a=8),
+                        running=running, pending=pending)  # fmt: skip
+
+    forecaster = Forecaster(ForecastSettings())
+    assert forecaster.lateness is not None
+    forecaster.lateness.min_samples = 1
+    first = snap((RunningJob("r", spec("r", 1000), 500, 0, 0, "h100", (("h100-00", 1),)),),
+                 (PendingJob("p", spec("p", 5000), 500, 50),))  # fmt: skip
+    told = forecaster.statuses(first, 100, decide(first, 100))
+    assert told["p"].estimated_start == 1000.0 and forecaster.lateness.samples == 0
+    later = snap((RunningJob("p", spec("p", 5000), 500, 50, 3000, "h100", (("h100-00", 1),)),),
+                 (PendingJob("q", spec("q", 500), 500, 2900),))  # fmt: skip
+    forecaster.last_at = None  # due now
+    forecaster.statuses(later, 3000, decide(later, 3000))
+    assert forecaster.lateness.samples == 1
+    q = forecaster.estimates["q"]
+    # p's limit is 5000 s but its start is 3000: q starts at 8000 at the latest.
+    assert q.start == 8000.0
+    assert q.high == pytest.approx(3000 + (5000 + 600) * 3500 / 1500 - 600)

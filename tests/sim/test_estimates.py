@@ -109,3 +109,27 @@ def test_bad_estimate_options_are_refused(tmp_path: Path):
         app, ["sim", "--trace", str(req.trace), "--quotas", str(req.quotas), "--estimate-runtimes", "median"]
     )
     assert res.exit_code == 2 and "--estimate-runtimes" in res.output
+    for bad in ("0", "soon"):
+        res = CliRunner().invoke(
+            app, ["sim", "--trace", str(req.trace), "--quotas", str(req.quotas), "--estimate-lateness", bad]
+        )
+        assert res.exit_code == 2 and "--estimate-lateness: " in res.output and "Traceback" not in res.output
+
+
+def test_the_range_is_stretched_by_lateness_only_where_asked(tmp_path: Path):
+    """The same replay with and without lateness: the same starts, and a range end at
+    least as late; the header says which."""
+    trace = write_vc_trace(tmp_path / "t.csv", random_rows(400, ("aa", "bb"), seed=3))
+    quotas = write_quotas(tmp_path / "q.csv", {"aa": 1, "bb": 1})
+    docs = {}
+    for lateness in ("600", "none"):
+        res = CliRunner().invoke(
+            app, ["sim", "--trace", str(trace), "--quotas", str(quotas), "--policy", "trainpool", "--json",
+                  "--load", "1.5", "--no-progress", "--estimate-lateness", lateness],
+        )  # fmt: skip
+        assert res.exit_code == 0, res.output
+        docs[lateness] = json.loads(res.output)
+    assert [docs[k]["estimates"]["lateness_pad_s"] for k in ("600", "none")] == [600, None]
+    on, off = (docs[k]["policies"][0]["estimates"]["at_submit"]["waited_over_10m"] for k in ("600", "none"))
+    assert on.pop("in_range") > off.pop("in_range")
+    assert on == off and on["jobs"] > 50
