@@ -12,7 +12,7 @@ import logging
 
 from sqlmodel import Session, col, func, select
 
-from scheduler.backends.base import GangStatus, Phase, gang_key
+from scheduler.backends.base import JOBS_OWN_MEMORY, GangStatus, Phase, gang_key
 from scheduler.checkpoint_folder import outside_problem
 from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
 from scheduler.store import nodes as nodestore
@@ -36,7 +36,7 @@ def blamed_node(s: Session, st: GangStatus | None) -> str | None:
     if st is None or st.node is None:
         return None
     if st.phase is Phase.FAILED:
-        return st.node if killed_by_signal(st.exit_code) else None
+        return st.node if killed_by_signal(st.exit_code) and not jobs_own_memory(st.message) else None
     if st.phase is Phase.LOST:
         row = s.get(NodeRow, st.node)
         if row is not None and row.present and row.health == Health.HEALTHY.value:
@@ -52,12 +52,17 @@ def killed_by_signal(exit_code: int | None) -> bool:
     return exit_code is not None and (exit_code < 0 or 128 < exit_code < 160)
 
 
+def jobs_own_memory(message: str) -> bool:
+    """The backend killed the replica for the memory the job used (``JOBS_OWN_MEMORY``)."""
+    return any(marker in message for marker in JOBS_OWN_MEMORY)
+
+
 def category_of(exit_code: int | None, message: str) -> FailureCategory:
     """The category of a gang's own failure (a non-zero exit), by what its backend saw:
     SIGKILL is the kernel OOM killer's signal (nobody else sends it to a job the pool did
-    not ask to stop), and Kubernetes names OOMKilled where it knows; other signals are
+    not ask to stop), and Kubernetes and Ray name their memory kills; other signals are
     crashes; the rest are the job's exits."""
-    if exit_code in (137, -9) or "OOMKilled" in message:
+    if exit_code in (137, -9) or jobs_own_memory(message):
         return FailureCategory.OOM
     if killed_by_signal(exit_code):
         return FailureCategory.SIGNAL

@@ -8,6 +8,8 @@ What counts as blame (decided by the applier, which knows the node's state):
 - a replica on the node killed by a signal (SIGSEGV, SIGBUS, the OOM killer): a crash that
   may be the node's doing. A plain non-zero exit is the job's own verdict and blames
   nobody, or a pool full of buggy jobs would cordon itself (the crash-history test did);
+  nor does a kill the backend names as the job's own memory (a container past its limit,
+  Ray's memory monitor);
 - a replica lost while its node stayed present and healthy (an actor or pod killed on a
   live node: OOM, a driver fault). A node that died is already out of the pool; its
   death alone does not quarantine it, or one crash would blame it for every job it hosted.

@@ -59,6 +59,14 @@ class Launch:
         return gang_key(self.job_id, self.attempt)
 
 
+# What a backend's failure message says when the replica was killed for the memory the
+# job itself used (a container past its own limit; Ray's memory monitor): the job's own
+# ``oom``, never the node's fault.
+OOM_KILLED = "OOMKilled"
+MEMORY_MONITOR_KILL = "killed by Ray's memory monitor"
+JOBS_OWN_MEMORY = (OOM_KILLED, MEMORY_MONITOR_KILL)
+
+
 @dataclass(frozen=True)
 class GangStatus:
     key: str

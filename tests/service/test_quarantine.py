@@ -6,10 +6,10 @@ from dataclasses import replace
 
 from sqlmodel import select
 
-from scheduler.backends.base import GangStatus
+from scheduler.backends.base import GangStatus, Phase
 from scheduler.backends.sim import SimBackend
 from scheduler.checkpoint_folder import DEFAULT_ROOT, job_folder
-from scheduler.failures import BLAMED
+from scheduler.failures import BLAMED, blamed_node
 from scheduler.quarantine import Blame, QuarantineRule, to_quarantine
 from scheduler.store import jobs as jobstore
 from scheduler.store import nodes as nodestore
@@ -167,3 +167,18 @@ def test_lost_work_counts_from_the_last_checkpoint_and_recovery_is_timed(db_url:
     pool.cycle(advance=6)  # backoff over: placed again
     pool.cycle(advance=1)  # running
     assert [r for r, _ in recovered] == ["job"] and recovered[0][1] == 7.0
+
+
+def test_a_kill_for_the_jobs_own_memory_blames_no_node() -> None:
+    def failed(message: str, code: int = 137) -> GangStatus:
+        return GangStatus("j/0", "j", 0, Phase.FAILED, exit_code=code, message=message, node="h100-00")
+
+    # The kernel OOM killer's SIGKILL and a crash may be the node's doing...
+    assert blamed_node(None, failed("rank 0: exit code 137 (killed by SIGKILL)")) == "h100-00"  # type: ignore[arg-type]
+    assert blamed_node(None, failed("rank 0: exit code 139 (killed by SIGSEGV)", 139)) == "h100-00"  # type: ignore[arg-type]
+    # ...a container past its own limit, or Ray's memory monitor, is the job's memory.
+    monitor = (
+        "rank 1: exit code 137 (killed by SIGKILL): killed by Ray's memory monitor: 1 worker(s) were killed"
+    )
+    assert blamed_node(None, failed(monitor)) is None  # type: ignore[arg-type]
+    assert blamed_node(None, failed("rank 0: exit code 137 (OOMKilled)")) is None  # type: ignore[arg-type]

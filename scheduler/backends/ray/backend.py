@@ -25,7 +25,14 @@ from ray.exceptions import ActorUnavailableError, RayActorError, RayError
 from ray.experimental import internal_kv as kv
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from scheduler.backends.base import SURVIVOR_GRACE, BackendError, GangStatus, Launch, Phase
+from scheduler.backends.base import (
+    MEMORY_MONITOR_KILL,
+    SURVIVOR_GRACE,
+    BackendError,
+    GangStatus,
+    Launch,
+    Phase,
+)
 from scheduler.backends.folder_reports import rank_reports
 from scheduler.backends.gang_phase import FINAL, Judgement, decided_at, gang_phase
 from scheduler.backends.ray import labels as lb
@@ -537,7 +544,7 @@ def memory_monitor_kill(exc: BaseException) -> str | None:
         return None
     line = next((line for line in text.splitlines() if "low on memory" in line), "")
     detail = line.split("Worker exit detail:", 1)[-1].strip() or "the node ran low on memory"
-    return f"killed by Ray's memory monitor: {detail}"[:LAST_LINE]
+    return f"{MEMORY_MONITOR_KILL}: {detail}"[:LAST_LINE]
 
 
 def _tail(path: Path, lines: int) -> list[str]:
