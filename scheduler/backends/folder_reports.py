@@ -33,6 +33,16 @@ def rank_reports(records: list[dict[str, Any]], nodes: Sequence[str | None]) -> 
     return tuple(out)
 
 
+Checkpoint = tuple[int, str]  # (step, path), as the manifest says
+
+
+def newer_checkpoint(kept: Checkpoint | None, seen: Checkpoint | None) -> Checkpoint | None:
+    """The later of the checkpoint already known and the one just read (by step)."""
+    if seen is not None and (kept is None or seen[0] >= kept[0]):
+        return (int(seen[0]), str(seen[1]))
+    return kept
+
+
 @dataclass
 class FolderReader:
     """One gang's folder, read at most every ``READ_EVERY`` seconds (monotonic clock);
@@ -41,7 +51,7 @@ class FolderReader:
 
     folder: str
     attempt: int
-    checkpoint: tuple[int, str] | None = None
+    checkpoint: Checkpoint | None = None
     progress: tuple[RankReport, ...] = ()
     _read_at: float = field(default=float("-inf"), repr=False)
 
@@ -52,7 +62,5 @@ class FolderReader:
         self._read_at = now
         if not Path(self.folder).is_dir():
             return
-        seen = sdk.read_manifest(self.folder)
-        if seen is not None and (self.checkpoint is None or seen[0] >= self.checkpoint[0]):
-            self.checkpoint = seen
+        self.checkpoint = newer_checkpoint(self.checkpoint, sdk.read_manifest(self.folder))
         self.progress = rank_reports(sdk.read_progress(self.folder, self.attempt), nodes)

@@ -33,7 +33,7 @@ from scheduler.backends.base import (
     Launch,
     Phase,
 )
-from scheduler.backends.folder_reports import rank_reports
+from scheduler.backends.folder_reports import newer_checkpoint, rank_reports
 from scheduler.backends.gang_phase import FINAL, Judgement, decided_at, gang_phase
 from scheduler.backends.ray import labels as lb
 from scheduler.backends.ray.connection import connect, disconnect
@@ -275,7 +275,7 @@ class RayBackend:
             g.ckpt_ref = None
             # Rank 0 gone: its loss is seen through its wait future.
             with contextlib.suppress(RayError):
-                self._newer_checkpoint(g, ray.get(ref))
+                g.checkpoint = newer_checkpoint(g.checkpoint, ray.get(ref))
             return
         if what == "progress":
             g.progress_ref = None
@@ -384,12 +384,7 @@ class RayBackend:
                     seen = None
         if seen is None and Path(g.checkpoint_dir).is_dir():
             seen = read_manifest(g.checkpoint_dir)  # a shared filesystem: read it here
-        self._newer_checkpoint(g, seen)
-
-    @staticmethod
-    def _newer_checkpoint(g: Gang, seen: tuple[int, str] | None) -> None:
-        if seen is not None and (g.checkpoint is None or seen[0] >= g.checkpoint[0]):
-            g.checkpoint = (int(seen[0]), str(seen[1]))
+        g.checkpoint = newer_checkpoint(g.checkpoint, seen)
 
     def _status(self, g: Gang, now: float) -> GangStatus:
         v = self._judge(g, now)
